@@ -1,0 +1,159 @@
+//! The decision engine: which rule governs a call, and what it decides. Pure: no host calls.
+
+use crate::mcp::{Body, ToolCall};
+use crate::policy::{Action, Policy};
+use serde_json::Value;
+
+/// What happens to one call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision<'p> {
+    Allow { rule: Option<&'p str> },
+    Deny { rule: Option<&'p str>, reason: String },
+}
+
+impl Decision<'_> {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+    /// The policy key that decided, `None` when the default posture did.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Decision::Allow { rule } | Decision::Deny { rule, .. } => *rule,
+        }
+    }
+}
+
+/// Decides one `tools/call`.
+pub fn decide_call<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Decision<'p> {
+    let tool: &str = &call.name;
+    let Some(rule) = policy.rule_for(tool) else {
+        return match policy.default {
+            Action::Allow => Decision::Allow { rule: None },
+            Action::Deny => Decision::Deny {
+                rule: None,
+                reason: format!("tool '{tool}' is not allowed by the policy (default deny)"),
+            },
+        };
+    };
+    let key = Some(rule.key.as_str());
+    if rule.action == Action::Deny {
+        let reason = rule.reason.clone().unwrap_or_else(|| format!("denied by policy rule \"{}\"", rule.key));
+        return Decision::Deny { rule: key, reason };
+    }
+    if !rule.conditions.is_empty() {
+        // Arguments are parsed only for rules that look at them.
+        let args: Option<Value> = match call.arguments.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                return Decision::Deny { rule: key, reason: "arguments could not be read".into() };
+            }
+        };
+        if let Some(failed) = rule.conditions.iter().find(|c| !c.holds(args.as_ref())) {
+            let reason = rule.reason.clone().unwrap_or_else(|| format!("condition not met: {}", failed.describe()));
+            return Decision::Deny { rule: key, reason };
+        }
+    }
+    Decision::Allow { rule: key }
+}
+
+/// Decides every message of a body: `None` for messages that are not tool calls (always allowed here).
+pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decision<'p>>> {
+    body.messages.iter().map(|m| m.tool_call().map(|c| decide_call(policy, c))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::inspect;
+    use crate::policy::parse;
+
+    const POLICY: &str = r#"{
+      "version": "1", "default": "deny",
+      "tools": {
+        "get_run": {},
+        "get_*": {"action": "allow"},
+        "get_r*": {"action": "deny", "reason": "r-tools"},
+        "g?t_ru?": {"action": "deny"},
+        "delete_*": {"action": "deny", "reason": "Deleting MLflow data is not allowed for agents"},
+        "*_run": {"action": "deny"},
+        "search_runs": {"conditions": [{"path": "args.max_results", "op": "lte", "value": 100}],
+                        "reason": "Fetch at most 100 runs at once"},
+        "search_experiments": {"conditions": [{"path": "args.max_results", "op": "lte", "value": 100},
+                                              {"path": "args.filter", "op": "exists", "value": false}]},
+        "a*": {}, "*a": {"action": "deny"}
+      }
+    }"#;
+
+    fn decide(tool: &str, args: &str) -> Decision<'static> {
+        let policy: &'static Policy = Box::leak(Box::new(parse(POLICY.as_bytes()).unwrap()));
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#);
+        let body = inspect(body.as_bytes()).unwrap();
+        let call = body.messages.first().and_then(|m| m.tool_call()).unwrap();
+        decide_call(policy, call)
+    }
+
+    #[test]
+    fn exact_beats_globs() {
+        assert_eq!(decide("get_run", "{}"), Decision::Allow { rule: Some("get_run") });
+    }
+
+    #[test]
+    fn most_literal_glob_wins_then_smallest_key() {
+        // get_r* (5 literals) beats get_* (4) and g?t_ru? (4).
+        assert!(matches!(decide("get_runs", "{}"), Decision::Deny { rule: Some("get_r*"), .. }));
+        assert_eq!(decide("get_experiment", "{}"), Decision::Allow { rule: Some("get_*") });
+        // delete_* (7) beats *_run (4).
+        assert!(matches!(decide("delete_run", "{}"), Decision::Deny { rule: Some("delete_*"), .. }));
+        // "a*" and "*a" tie with one literal: "*a" sorts first.
+        assert!(matches!(decide("aa", "{}"), Decision::Deny { rule: Some("*a"), .. }));
+        assert_eq!(decide("ab", "{}"), Decision::Allow { rule: Some("a*") });
+    }
+
+    #[test]
+    fn default_posture_and_case_sensitivity() {
+        assert!(matches!(decide("Get_Run", "{}"), Decision::Deny { rule: None, .. }));
+        assert!(matches!(decide("unknown", "null"), Decision::Deny { rule: None, .. }));
+    }
+
+    #[test]
+    fn reasons() {
+        match decide("delete_experiment", "{}") {
+            Decision::Deny { reason, .. } => assert_eq!(reason, "Deleting MLflow data is not allowed for agents"),
+            d => panic!("{d:?}"),
+        }
+        match decide("start_run", "{}") {
+            Decision::Deny { reason, .. } => assert_eq!(reason, "denied by policy rule \"*_run\""),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn conditions() {
+        assert!(decide("search_runs", r#"{"max_results": 10}"#).is_allow());
+        assert!(decide("search_runs", r#"{"max_results": 100}"#).is_allow());
+        match decide("search_runs", r#"{"max_results": 500}"#) {
+            Decision::Deny { reason, .. } => assert_eq!(reason, "Fetch at most 100 runs at once"),
+            d => panic!("{d:?}"),
+        }
+        assert!(!decide("search_runs", "{}").is_allow());
+        assert!(!decide("search_runs", r#"{"max_results": "10"}"#).is_allow());
+        assert!(decide("search_experiments", r#"{"max_results": 1}"#).is_allow());
+        match decide("search_experiments", r#"{"max_results": 1, "filter": "x"}"#) {
+            Decision::Deny { reason, .. } => assert_eq!(reason, "condition not met: args.filter exists false"),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_decide_each_call() {
+        let policy = parse(POLICY.as_bytes()).unwrap();
+        let body = inspect(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}},
+            {"jsonrpc":"2.0","method":"notifications/initialized"},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_run"}}]"#).unwrap();
+        let d = decide_body(&policy, &body);
+        assert!(d[0].as_ref().unwrap().is_allow());
+        assert!(d[1].is_none());
+        assert!(!d[2].as_ref().unwrap().is_allow());
+    }
+}

@@ -1,0 +1,15 @@
+//! mcp-policy: an Envoy (proxy-wasm) filter that enforces a per-tool policy on Model Context Protocol calls.
+//!
+//! The pure core (no host calls, tested natively): [`policy`] (the model and its validation), [`json`] and
+//! [`mcp`] (bytes to JSON-RPC messages), [`engine`] (decisions), [`reply`] (what the agent sees) and
+//! [`request`] (one request, one pass). The proxy-wasm glue is `filter`, compiled for wasm32 only.
+
+pub mod engine;
+pub mod json;
+pub mod mcp;
+pub mod policy;
+pub mod reply;
+pub mod request;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

@@ -1,0 +1,383 @@
+//! Bytes to MCP messages: the JSON-RPC 2.0 envelope, batches, and the parts of a call the policy needs.
+//!
+//! [`inspect`] first checks the whole body with [`crate::json::check_strict`] (well-formedness, duplicate
+//! keys), then reads only the envelope. Parameters and arguments stay borrowed raw JSON (`&RawValue`) until
+//! a rule actually needs them.
+
+use crate::json::{self, JsonError};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// One JSON-RPC message from the client.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// A request: has an `id` (raw JSON text, echoed verbatim in replies).
+    Request { id: &'a RawValue, method: Cow<'a, str>, params: Option<&'a RawValue>, call: Option<ToolCall<'a>> },
+    /// A notification: a method without an id.
+    Notification { method: Cow<'a, str>, params: Option<&'a RawValue> },
+    /// A client's response to a server request (`result` or `error`).
+    Response { id: Option<&'a RawValue> },
+}
+
+impl<'a> Message<'a> {
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
+            Message::Response { .. } => None,
+        }
+    }
+    pub fn id(&self) -> Option<&'a RawValue> {
+        match self {
+            Message::Request { id, .. } => Some(id),
+            Message::Response { id } => *id,
+            Message::Notification { .. } => None,
+        }
+    }
+    /// The name the message acts on, as an `Mcp-Name` header would carry it: the tool of `tools/call`, else
+    /// a string `params.name` (prompts/get) or `params.uri` (resources/read).
+    pub fn target_name(&self) -> Option<Cow<'a, str>> {
+        #[derive(Deserialize)]
+        struct Named<'b> {
+            #[serde(default, borrow)]
+            name: Option<&'b RawValue>,
+            #[serde(default, borrow)]
+            uri: Option<&'b RawValue>,
+        }
+        match self {
+            Message::Request { call: Some(c), .. } => Some(c.name.clone()),
+            Message::Request { params: Some(p), .. } | Message::Notification { params: Some(p), .. } => {
+                let n: Named<'a> = serde_json::from_str(p.get()).ok()?;
+                n.name.or(n.uri).and_then(as_str)
+            }
+            _ => None,
+        }
+    }
+    pub fn tool_call(&self) -> Option<&ToolCall<'a>> {
+        match self {
+            Message::Request { call, .. } => call.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The policy-relevant part of a `tools/call` request.
+#[derive(Debug)]
+pub struct ToolCall<'a> {
+    pub name: Cow<'a, str>,
+    /// `params.arguments` as raw JSON, if present and not null.
+    pub arguments: Option<&'a RawValue>,
+}
+
+/// A whole request body: one message, or a batch (a JSON array, MCP 2025-03-26).
+#[derive(Debug)]
+pub struct Body<'a> {
+    pub batch: bool,
+    pub messages: Vec<Message<'a>>,
+}
+
+/// What is wrong with a request body. Each maps to one JSON-RPC error code in [`crate::reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// Not JSON (-32700).
+    Parse(String),
+    /// JSON, but not a valid JSON-RPC 2.0 message or batch, or ambiguous (-32600).
+    InvalidRequest { id: Option<String>, message: String },
+    /// A known method with unusable params (-32602).
+    InvalidParams { id: Option<String>, message: String },
+}
+
+impl RequestError {
+    fn invalid(id: Option<&RawValue>, message: impl Into<String>) -> Self {
+        RequestError::InvalidRequest { id: id.map(|r| r.get().to_owned()), message: message.into() }
+    }
+    fn params(id: Option<&RawValue>, message: impl Into<String>) -> Self {
+        RequestError::InvalidParams { id: id.map(|r| r.get().to_owned()), message: message.into() }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Parse(m) => write!(f, "{m}"),
+            RequestError::InvalidRequest { message, .. } | RequestError::InvalidParams { message, .. } => {
+                write!(f, "{message}")
+            }
+        }
+    }
+}
+
+/// Keeps `null` distinct from an absent field (serde maps both to `None` for a plain `Option`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct CallParams<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    arguments: Option<&'a RawValue>,
+}
+
+/// The first non-whitespace byte of a JSON text, which tells its type.
+fn lead(raw: &RawValue) -> u8 {
+    raw.get().bytes().find(|b| !b.is_ascii_whitespace()).unwrap_or(b' ')
+}
+
+fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if lead(raw) != b'"' {
+        return None;
+    }
+    // Borrow when the string has no escapes; decode into an owned string otherwise.
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(raw.get()).ok().map(Cow::Owned),
+    }
+}
+
+/// Parses and validates a request body.
+pub fn inspect(bytes: &[u8]) -> Result<Body<'_>, RequestError> {
+    json::check_strict(bytes).map_err(|e| match e {
+        JsonError::Syntax(m) => RequestError::Parse(format!("Parse error: body is not valid JSON ({m})")),
+        JsonError::DuplicateKey(m) => RequestError::invalid(
+            None,
+            format!("Invalid Request: {m}; duplicate or case-variant object keys are ambiguous and refused"),
+        ),
+    })?;
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied().unwrap_or(b' ');
+    match first {
+        b'[' => {
+            let items: Vec<&RawValue> = serde_json::from_slice(bytes)
+                .map_err(|e| RequestError::Parse(format!("Parse error: {e}")))?;
+            if items.is_empty() {
+                return Err(RequestError::invalid(None, "Invalid Request: empty batch"));
+            }
+            let messages = items
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    message(raw).map_err(|e| match e {
+                        RequestError::InvalidRequest { id, message } => RequestError::InvalidRequest {
+                            id: None,
+                            message: format!("{message} (batch element {i}{})", id_note(&id)),
+                        },
+                        RequestError::InvalidParams { id, message } => RequestError::InvalidParams {
+                            id: None,
+                            message: format!("{message} (batch element {i}{})", id_note(&id)),
+                        },
+                        other => other,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Body { batch: true, messages })
+        }
+        b'{' => {
+            let raw: &RawValue = serde_json::from_slice(bytes)
+                .map_err(|e| RequestError::Parse(format!("Parse error: {e}")))?;
+            Ok(Body { batch: false, messages: vec![message(raw)?] })
+        }
+        _ => Err(RequestError::invalid(
+            None,
+            "Invalid Request: a JSON-RPC 2.0 message must be an object or a batch (array)",
+        )),
+    }
+}
+
+fn id_note(id: &Option<String>) -> String {
+    id.as_ref().map(|i| format!(", id {i}")).unwrap_or_default()
+}
+
+fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
+    if lead(raw) != b'{' {
+        return Err(RequestError::invalid(None, "Invalid Request: a JSON-RPC 2.0 message must be an object"));
+    }
+    let env: Envelope<'_> = serde_json::from_str(raw.get())
+        .map_err(|e| RequestError::invalid(None, format!("Invalid Request: {e}")))?;
+    let id = env.id;
+    if let Some(i) = id {
+        if !matches!(lead(i), b'"' | b'-' | b'0'..=b'9' | b'n') {
+            return Err(RequestError::invalid(None, "Invalid Request: id must be a string, a number or null"));
+        }
+    }
+    if env.jsonrpc.and_then(as_str).as_deref() != Some("2.0") {
+        return Err(RequestError::invalid(id, "Invalid Request: \"jsonrpc\" must be \"2.0\""));
+    }
+    let is_response = env.result.is_some() || env.error.is_some();
+    match (env.method, is_response) {
+        (Some(_), true) => Err(RequestError::invalid(
+            id,
+            "Invalid Request: a message cannot carry both \"method\" and \"result\"/\"error\"",
+        )),
+        (None, true) => {
+            if env.result.is_some() && env.error.is_some() {
+                return Err(RequestError::invalid(id, "Invalid Request: a response cannot carry both \"result\" and \"error\""));
+            }
+            if env.params.is_some() {
+                return Err(RequestError::invalid(id, "Invalid Request: a response cannot carry \"params\""));
+            }
+            Ok(Message::Response { id })
+        }
+        (None, false) => Err(RequestError::invalid(
+            id,
+            "Invalid Request: a message needs \"method\" (request or notification) or \"result\"/\"error\" (response)",
+        )),
+        (Some(m), false) => {
+            let method = as_str(m)
+                .ok_or_else(|| RequestError::invalid(id, "Invalid Request: \"method\" must be a string"))?;
+            if let Some(p) = env.params {
+                if !matches!(lead(p), b'{' | b'[') {
+                    return Err(RequestError::invalid(id, "Invalid Request: \"params\" must be an object or an array"));
+                }
+            }
+            let call = if method == "tools/call" { Some(tool_call(id, env.params)?) } else { None };
+            match id {
+                Some(id) => Ok(Message::Request { id, method, params: env.params, call }),
+                None if call.is_some() => {
+                    Err(RequestError::invalid(None, "Invalid Request: tools/call must be a request with an \"id\""))
+                }
+                None => Ok(Message::Notification { method, params: env.params }),
+            }
+        }
+    }
+}
+
+fn tool_call<'a>(id: Option<&'a RawValue>, params: Option<&'a RawValue>) -> Result<ToolCall<'a>, RequestError> {
+    let params = match params {
+        Some(p) if lead(p) == b'{' => p,
+        _ => return Err(RequestError::params(id, "Invalid params: tools/call needs \"params\" as an object")),
+    };
+    let p: CallParams<'a> = serde_json::from_str(params.get())
+        .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
+    let name = p
+        .name
+        .and_then(as_str)
+        .ok_or_else(|| RequestError::params(id, "Invalid params: tools/call needs a string \"params.name\""))?;
+    let arguments = match p.arguments {
+        None => None,
+        Some(a) if lead(a) == b'n' => None,
+        Some(a) if lead(a) == b'{' => Some(a),
+        Some(_) => {
+            return Err(RequestError::params(id, "Invalid params: \"params.arguments\" must be an object"));
+        }
+    };
+    Ok(ToolCall { name, arguments })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Message<'_> {
+        let mut b = inspect(body.as_bytes()).unwrap();
+        assert!(!b.batch);
+        b.messages.remove(0)
+    }
+
+    #[test]
+    fn reads_a_tool_call() {
+        let m = one(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_run","arguments":{"run_id":"x"}}}"#);
+        assert_eq!(m.method(), Some("tools/call"));
+        assert_eq!(m.id().unwrap().get(), "7");
+        let c = m.tool_call().unwrap();
+        assert_eq!(c.name, "get_run");
+        assert!(matches!(c.name, Cow::Borrowed(_)));
+        assert_eq!(c.arguments.unwrap().get(), r#"{"run_id":"x"}"#);
+    }
+
+    #[test]
+    fn decodes_escapes_in_names() {
+        let m = one(r#"{"jsonrpc":"2.0","id":"a","method":"tools\/call","params":{"name":"delete\u005frun"}}"#);
+        assert_eq!(m.tool_call().unwrap().name, "delete_run");
+        assert_eq!(m.id().unwrap().get(), "\"a\"");
+    }
+
+    #[test]
+    fn other_messages() {
+        assert!(matches!(one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#), Message::Notification { .. }));
+        assert!(matches!(one(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Message::Response { .. }));
+        assert!(matches!(one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#), Message::Request { call: None, .. }));
+        assert!(matches!(one(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#), Message::Request { .. }));
+    }
+
+    #[test]
+    fn batches() {
+        let b = inspect(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},{"jsonrpc":"2.0","method":"n"}]"#).unwrap();
+        assert!(b.batch);
+        assert_eq!(b.messages.len(), 2);
+    }
+
+    fn err(body: &[u8]) -> RequestError {
+        inspect(body).unwrap_err()
+    }
+
+    #[test]
+    fn bad_json_is_a_parse_error() {
+        assert!(matches!(err(b"{\"jsonrpc\":"), RequestError::Parse(_)));
+        assert!(matches!(err(b"\xff\xfe"), RequestError::Parse(_)));
+        assert!(matches!(err(b"{\"jsonrpc\":\"2.0\",\"method\":\"\xc3\x28\"}"), RequestError::Parse(_)));
+    }
+
+    #[test]
+    fn invalid_requests() {
+        for (body, want_id) in [
+            (&b"42"[..], None),
+            (b"\"x\"", None),
+            (b"[]", None),
+            (b"[1]", None),
+            (br#"{"id":1,"method":"ping"}"#, Some("1")),
+            (br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, Some("1")),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#, Some("1")),
+            (br#"{"jsonrpc":"2.0","id":1}"#, Some("1")),
+            (br#"{"jsonrpc":"2.0","id":1,"method":5}"#, Some("1")),
+            (br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, None),
+            (br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#, None),
+            (br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x"},"id":4}"#, None),
+            (br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{"a":1,"a":2}}}"#, None),
+        ] {
+            match err(body) {
+                RequestError::InvalidRequest { id, .. } => assert_eq!(id.as_deref(), want_id, "{body:?}"),
+                e => panic!("{body:?}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_params() {
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":9,"method":"tools/call"}"#[..],
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":1}}"#,
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":["get_run"]}"#,
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a","arguments":[1]}}"#,
+        ] {
+            match err(body) {
+                RequestError::InvalidParams { id, .. } => assert_eq!(id.as_deref(), Some("9"), "{body:?}"),
+                e => panic!("{body:?}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn batch_element_errors_name_the_element() {
+        let e = err(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call"}]"#);
+        assert!(e.to_string().contains("batch element 1"), "{e}");
+    }
+}

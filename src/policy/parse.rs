@@ -1,0 +1,506 @@
+//! Validation of the policy JSON into a [`Policy`]. Strict by design: a typo must never silently allow.
+//! Every problem is reported (not only the first), each with the JSON path, what is wrong, and a fix.
+
+use super::condition::{Condition, Op, OP_NAMES};
+use super::glob::{is_glob, Glob};
+use super::{Action, Policy, Rule, DEFAULT_MAX_BODY_BYTES};
+use crate::json::{self, JsonError};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// One problem in a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where, e.g. `tools["search_runs"].conditions[0].op` (`$` for the document itself).
+    pub path: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}; fix: {}", self.path, self.message, self.fix)
+    }
+}
+
+/// Every problem found in a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid mcp-policy configuration ({} error{})", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Largest accepted `max_body_bytes` (64 MiB): past that, buffering in Envoy is a memory hazard.
+pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+const TOP_FIELDS: &[&str] = &["version", "default", "tools", "max_body_bytes"];
+const RULE_FIELDS: &[&str] = &["action", "reason", "conditions"];
+const CONDITION_FIELDS: &[&str] = &["path", "op", "value"];
+/// Fields of the documented policy format that this build does not implement yet.
+const TOP_LATER: &[&str] = &["identity", "approval", "hide"];
+const RULE_LATER: &[&str] = &["rate_limit"];
+
+struct Errs(Vec<ConfigError>);
+
+impl Errs {
+    fn push(&mut self, path: &str, message: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(ConfigError { path: path.to_owned(), message: message.into(), fix: fix.into() });
+    }
+}
+
+/// Parses and validates a policy document.
+pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
+    let one = |message: String, fix: &str| {
+        ConfigErrors(vec![ConfigError { path: "$".into(), message, fix: fix.into() }])
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(one(
+            "the policy is empty".into(),
+            "put the policy JSON in the Wasm filter's `configuration` value, e.g. {\"version\":\"1\",\"default\":\"deny\",\"tools\":{}}",
+        ));
+    }
+    match json::check_strict(bytes) {
+        Ok(()) => {}
+        Err(JsonError::DuplicateKey(m)) => {
+            return Err(one(format!("the policy repeats a key: {m}"), "keep one entry per key (keys are compared ignoring case)"))
+        }
+        Err(JsonError::Syntax(m)) => return Err(one(format!("the policy is not valid JSON: {m}"), "fix the JSON syntax at that line and column")),
+    }
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| one(format!("the policy is not valid JSON: {e}"), "fix the JSON syntax"))?;
+    let Value::Object(top) = doc else {
+        return Err(one("the policy must be a JSON object".into(), "write {\"version\":\"1\",\"default\":\"deny\",\"tools\":{...}}"));
+    };
+    let mut errs = Errs(Vec::new());
+    check_fields(&mut errs, "", &top, TOP_FIELDS, TOP_LATER);
+
+    match top.get("version") {
+        Some(Value::String(v)) if v == "1" => {}
+        Some(v) => errs.push("version", format!("unsupported version {v}"), "set \"version\": \"1\" (a string)"),
+        None => errs.push("version", "missing required field", "add \"version\": \"1\""),
+    }
+    let default = match top.get("default") {
+        None => Action::Deny,
+        Some(v) => action(&mut errs, "default", v).unwrap_or(Action::Deny),
+    };
+    let max_body_bytes = match top.get("max_body_bytes") {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_BODY_LIMIT).contains(&n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            _ => {
+                errs.push("max_body_bytes", format!("expected an integer from 1 to {MAX_BODY_LIMIT}, got {v}"), "set a byte count such as 1048576");
+                DEFAULT_MAX_BODY_BYTES
+            }
+        },
+    };
+    let mut rules = Vec::new();
+    match top.get("tools") {
+        None => {}
+        Some(Value::Object(tools)) => {
+            for (key, rule) in tools {
+                if let Some(r) = parse_rule(&mut errs, key, rule) {
+                    rules.push(r);
+                }
+            }
+        }
+        Some(v) => errs.push("tools", format!("expected an object keyed by tool name, got {}", kind(v)), "write \"tools\": {\"get_run\": {}}"),
+    }
+    if errs.0.is_empty() {
+        Ok(Policy::new(default, max_body_bytes, rules))
+    } else {
+        Err(ConfigErrors(errs.0))
+    }
+}
+
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+fn check_fields(errs: &mut Errs, prefix: &str, obj: &Map<String, Value>, known: &[&str], later: &[&str]) {
+    for k in obj.keys() {
+        if known.contains(&k.as_str()) {
+            continue;
+        }
+        let path = join(prefix, k);
+        if later.contains(&k.as_str()) {
+            errs.push(&path, format!("`{k}` is not supported yet by this version of mcp-policy"), "remove it; it is planned for a later release");
+        } else {
+            let fix = match closest(k, known) {
+                Some(s) => format!("did you mean `{s}`? Known fields: {}", known.join(", ")),
+                None => format!("remove it; known fields: {}", known.join(", ")),
+            };
+            errs.push(&path, format!("unknown field `{k}`"), fix);
+        }
+    }
+}
+
+fn action(errs: &mut Errs, path: &str, v: &Value) -> Option<Action> {
+    match v.as_str() {
+        Some("allow") => Some(Action::Allow),
+        Some("deny") => Some(Action::Deny),
+        Some("require_approval") => {
+            errs.push(path, "action \"require_approval\" is not supported yet by this version of mcp-policy", "use \"allow\" or \"deny\"");
+            None
+        }
+        _ => {
+            let fix = match v.as_str().and_then(|s| closest(s, &["allow", "deny"])) {
+                Some(s) => format!("did you mean \"{s}\"? Use \"allow\" or \"deny\""),
+                None => "use \"allow\" or \"deny\"".into(),
+            };
+            errs.push(path, format!("invalid action {v}"), fix);
+            None
+        }
+    }
+}
+
+fn parse_rule(errs: &mut Errs, key: &str, v: &Value) -> Option<(Rule, Option<Glob>)> {
+    let path = format!("tools[{}]", Value::String(key.to_owned()));
+    let before = errs.0.len();
+    if key.is_empty() {
+        errs.push(&path, "empty tool name", "use a tool name or a glob such as \"get_*\"");
+    }
+    let glob = if is_glob(key) || key.contains(['[', ']', '{', '}', '\\']) {
+        match Glob::new(key) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                errs.push(&path, format!("bad glob: {e}"), "use only '*' (any run of characters) and '?' (one character)");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let Value::Object(obj) = v else {
+        errs.push(&path, format!("expected a rule object, got {}", kind(v)), "write {} to allow, or {\"action\": \"deny\", \"reason\": \"...\"}");
+        return None;
+    };
+    check_fields(errs, &path, obj, RULE_FIELDS, RULE_LATER);
+    let act = match obj.get("action") {
+        None => Some(Action::Allow),
+        Some(a) => action(errs, &join(&path, "action"), a),
+    };
+    let reason = match obj.get("reason") {
+        None => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(r) => {
+            errs.push(&join(&path, "reason"), format!("expected a non-empty string, got {r}"), "write the reason the agent should see, or remove the field");
+            None
+        }
+    };
+    let mut conditions = Vec::new();
+    match obj.get("conditions") {
+        None => {}
+        Some(Value::Array(list)) => {
+            for (i, c) in list.iter().enumerate() {
+                if let Some(c) = parse_condition(errs, &format!("{path}.conditions[{i}]"), c) {
+                    conditions.push(c);
+                }
+            }
+            if act == Some(Action::Deny) && !list.is_empty() {
+                errs.push(&join(&path, "conditions"), "conditions on a deny rule have no effect (the call is denied anyway)", "remove `conditions`, or make the rule allow calls only when they hold");
+            }
+        }
+        Some(c) => errs.push(&join(&path, "conditions"), format!("expected a list of conditions, got {}", kind(c)), "write [{\"path\": \"args.x\", \"op\": \"eq\", \"value\": 1}]"),
+    }
+    if errs.0.len() != before {
+        return None;
+    }
+    let action = act?;
+    Some((Rule { key: key.to_owned(), action, reason, conditions }, glob))
+}
+
+fn parse_condition(errs: &mut Errs, path: &str, v: &Value) -> Option<Condition> {
+    let Value::Object(obj) = v else {
+        errs.push(path, format!("expected a condition object, got {}", kind(v)), "write {\"path\": \"args.x\", \"op\": \"eq\", \"value\": 1}");
+        return None;
+    };
+    let before = errs.0.len();
+    check_fields(errs, path, obj, CONDITION_FIELDS, &[]);
+    let arg_path = match obj.get("path") {
+        Some(Value::String(p)) => {
+            let segs: Vec<&str> = p.split('.').collect();
+            if segs.first() != Some(&"args") || segs.iter().any(|s| s.is_empty()) {
+                errs.push(&join(path, "path"), format!("invalid argument path \"{p}\""), "start with `args` and separate keys with dots, e.g. \"args.max_results\" or \"args.items.0\"");
+                None
+            } else {
+                Some((p.clone(), segs.iter().skip(1).map(|s| (*s).to_owned()).collect::<Vec<_>>()))
+            }
+        }
+        Some(p) => {
+            errs.push(&join(path, "path"), format!("expected a string, got {p}"), "write \"path\": \"args.<name>\"");
+            None
+        }
+        None => {
+            errs.push(&join(path, "path"), "missing required field", "add \"path\": \"args.<name>\"");
+            None
+        }
+    };
+    let value = obj.get("value");
+    let op_path = join(path, "op");
+    let val_path = join(path, "value");
+    let op = match obj.get("op").map(|o| (o, o.as_str())) {
+        None => {
+            errs.push(&op_path, "missing required field", format!("add \"op\": one of {}", OP_NAMES.join(", ")));
+            None
+        }
+        Some((_, Some(name))) if OP_NAMES.contains(&name) => match value {
+            None => {
+                errs.push(&val_path, "missing required field", format!("add the value to compare with `{name}`"));
+                None
+            }
+            Some(val) => operand(errs, &val_path, name, val),
+        },
+        Some((o, name)) => {
+            let fix = match name.and_then(|n| closest(n, OP_NAMES)) {
+                Some(s) => format!("did you mean \"{s}\"? Ops: {}", OP_NAMES.join(", ")),
+                None => format!("use one of {}", OP_NAMES.join(", ")),
+            };
+            errs.push(&op_path, format!("unknown op {o}"), fix);
+            None
+        }
+    };
+    if errs.0.len() != before {
+        return None;
+    }
+    let ((path, segments), op) = (arg_path?, op?);
+    Some(Condition { path, segments, op })
+}
+
+fn operand(errs: &mut Errs, path: &str, op: &str, v: &Value) -> Option<Op> {
+    let number = |errs: &mut Errs| match v.as_f64() {
+        Some(n) => Some(n),
+        None => {
+            errs.push(path, format!("`{op}` compares numbers, got {v}"), "use a number, e.g. 100");
+            None
+        }
+    };
+    let list = |errs: &mut Errs| match v {
+        Value::Array(a) => Some(a.clone()),
+        _ => {
+            errs.push(path, format!("`{op}` takes a list, got {v}"), "use a JSON array, e.g. [\"a\", \"b\"]");
+            None
+        }
+    };
+    match op {
+        "eq" => Some(Op::Eq(v.clone())),
+        "neq" => Some(Op::Neq(v.clone())),
+        "in" => list(errs).map(Op::In),
+        "not_in" => list(errs).map(Op::NotIn),
+        "lt" => number(errs).map(Op::Lt),
+        "lte" => number(errs).map(Op::Lte),
+        "gt" => number(errs).map(Op::Gt),
+        "gte" => number(errs).map(Op::Gte),
+        "contains" => Some(Op::Contains(v.clone())),
+        "exists" => match v {
+            Value::Bool(b) => Some(Op::Exists(*b)),
+            _ => {
+                errs.push(path, format!("`exists` takes true or false, got {v}"), "use true (the argument must be present) or false (it must be absent)");
+                None
+            }
+        },
+        "regex" => match v {
+            Value::String(p) => match regex_lite::Regex::new(p) {
+                Ok(r) => Some(Op::Regex(r)),
+                Err(e) => {
+                    let first = e.to_string().lines().last().unwrap_or("").trim().to_owned();
+                    errs.push(path, format!("invalid regex \"{p}\": {first}"), "fix the pattern (Rust regex syntax; anchor with ^ and $ to match the whole value)");
+                    None
+                }
+            },
+            _ => {
+                errs.push(path, format!("`regex` takes a pattern string, got {v}"), "use a string such as \"^prod-\"");
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The known word nearest to a typo (edit distance at most 2), for "did you mean" hints.
+fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(&word.to_ascii_lowercase(), k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.last().copied().unwrap_or(0) + 1;
+            cur.push(sub.min(del).min(ins));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Policy {
+        parse(s.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn errors(s: &str) -> Vec<ConfigError> {
+        parse(s.as_bytes()).unwrap_err().0
+    }
+
+    fn one_error(s: &str) -> ConfigError {
+        let e = errors(s);
+        assert_eq!(e.len(), 1, "{e:?}");
+        e.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn seed_policy_loads_verbatim() {
+        let p = ok(r#"{"version":"1","default":"deny","tools":{"get_run":{}}}"#);
+        assert_eq!(p.default, Action::Deny);
+        assert_eq!(p.rule_for("get_run").unwrap().action, Action::Allow);
+        assert!(p.rule_for("delete_run").is_none());
+        assert_eq!(p.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn issue_example_loads() {
+        let p = ok(r#"{
+          "version": "1", "default": "deny",
+          "tools": {
+            "get_run": {},
+            "get_*": {"action": "allow"},
+            "delete_*": {"action": "deny", "reason": "Deleting MLflow data is not allowed for agents"},
+            "search_runs": {"conditions": [{"path": "args.max_results", "op": "lte", "value": 100}],
+                            "reason": "Fetch at most 100 runs at once"}
+          }, "max_body_bytes": 2048
+        }"#);
+        assert_eq!(p.max_body_bytes, 2048);
+        assert_eq!(p.rule_for("delete_experiment").unwrap().key, "delete_*");
+        assert_eq!(p.rule_for("search_runs").unwrap().conditions.len(), 1);
+    }
+
+    #[test]
+    fn default_is_deny_and_allow_is_accepted() {
+        assert_eq!(ok(r#"{"version":"1"}"#).default, Action::Deny);
+        assert_eq!(ok(r#"{"version":"1","default":"allow"}"#).default, Action::Allow);
+    }
+
+    #[test]
+    fn document_level_errors() {
+        assert!(one_error("").message.contains("empty"));
+        assert!(one_error("{").message.contains("not valid JSON"));
+        assert!(one_error("[]").message.contains("object"));
+        let e = one_error(r#"{"version":"1","tools":{"a":{},"a":{"action":"deny"}}}"#);
+        assert!(e.message.contains("repeats a key"), "{e}");
+    }
+
+    #[test]
+    fn version_errors() {
+        assert_eq!(one_error(r#"{"tools":{}}"#).path, "version");
+        assert!(one_error(r#"{"version":1}"#).fix.contains("\"1\""));
+        assert_eq!(one_error(r#"{"version":"2"}"#).path, "version");
+    }
+
+    #[test]
+    fn unknown_fields_suggest_the_fix() {
+        let e = one_error(r#"{"version":"1","defualt":"allow"}"#);
+        assert_eq!(e.path, "defualt");
+        assert!(e.fix.contains("did you mean `default`"), "{e}");
+        let e = one_error(r#"{"version":"1","tools":{"x":{"acton":"allow"}}}"#);
+        assert_eq!(e.path, r#"tools["x"].acton"#);
+        assert!(e.fix.contains("`action`"));
+        let e = one_error(r#"{"version":"1","tools":{"x":{"conditions":[{"path":"args.a","op":"eq","value":1,"vlaue":2}]}}}"#);
+        assert_eq!(e.path, r#"tools["x"].conditions[0].vlaue"#);
+    }
+
+    #[test]
+    fn later_features_are_not_supported_yet() {
+        for (doc, path) in [
+            (r#"{"version":"1","identity":{}}"#, "identity"),
+            (r#"{"version":"1","approval":{}}"#, "approval"),
+            (r#"{"version":"1","hide":[]}"#, "hide"),
+            (r#"{"version":"1","tools":{"x":{"rate_limit":"1/second"}}}"#, r#"tools["x"].rate_limit"#),
+            (r#"{"version":"1","tools":{"x":{"action":"require_approval"}}}"#, r#"tools["x"].action"#),
+            (r#"{"version":"1","default":"require_approval"}"#, "default"),
+        ] {
+            let e = one_error(doc);
+            assert_eq!(e.path, path);
+            assert!(e.message.contains("not supported yet"), "{e}");
+        }
+    }
+
+    #[test]
+    fn wrong_types() {
+        assert_eq!(one_error(r#"{"version":"1","default":"alow"}"#).fix, "did you mean \"allow\"? Use \"allow\" or \"deny\"");
+        assert_eq!(one_error(r#"{"version":"1","tools":[]}"#).path, "tools");
+        assert_eq!(one_error(r#"{"version":"1","tools":{"x":true}}"#).path, r#"tools["x"]"#);
+        assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"reason":5}}}"#).path, r#"tools["x"].reason"#);
+        assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"conditions":{}}}}"#).path, r#"tools["x"].conditions"#);
+        assert_eq!(one_error(r#"{"version":"1","max_body_bytes":0}"#).path, "max_body_bytes");
+        assert_eq!(one_error(r#"{"version":"1","max_body_bytes":"1MB"}"#).path, "max_body_bytes");
+    }
+
+    #[test]
+    fn bad_globs_and_names() {
+        assert!(one_error(r#"{"version":"1","tools":{"get_[ab]":{}}}"#).message.contains("bad glob"));
+        assert!(one_error(r#"{"version":"1","tools":{"":{}}}"#).message.contains("empty"));
+    }
+
+    #[test]
+    fn condition_errors() {
+        let c = |cond: &str| one_error(&format!(r#"{{"version":"1","tools":{{"x":{{"conditions":[{cond}]}}}}}}"#));
+        let e = c(r#"{"path":"args.a","op":"lte"}"#);
+        assert_eq!(e.path, r#"tools["x"].conditions[0].value"#);
+        let e = c(r#"{"path":"args.a","op":"less","value":1}"#);
+        assert!(e.message.contains("unknown op"));
+        let e = c(r#"{"path":"args.a","op":"lt3","value":1}"#);
+        assert!(e.fix.contains("did you mean \"lt\""), "{e}");
+        assert!(c(r#"{"path":"max_results","op":"lt","value":1}"#).message.contains("invalid argument path"));
+        assert!(c(r#"{"path":"args..a","op":"lt","value":1}"#).message.contains("invalid argument path"));
+        assert!(c(r#"{"op":"lt","value":1}"#).path.ends_with(".path"));
+        assert!(c(r#"{"path":"args.a","op":"lt","value":"1"}"#).message.contains("compares numbers"));
+        assert!(c(r#"{"path":"args.a","op":"in","value":1}"#).message.contains("takes a list"));
+        assert!(c(r#"{"path":"args.a","op":"exists","value":"yes"}"#).message.contains("true or false"));
+        assert!(c(r#"{"path":"args.a","op":"regex","value":"(unclosed"}"#).message.contains("invalid regex"));
+        assert!(c(r#"{"path":"args.a","op":"regex","value":1}"#).message.contains("pattern string"));
+        assert!(c("7").message.contains("condition object"));
+        let e = one_error(r#"{"version":"1","tools":{"x":{"action":"deny","conditions":[{"path":"args.a","op":"eq","value":1}]}}}"#);
+        assert!(e.message.contains("no effect"));
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let e = errors(r#"{"version":"3","default":"maybe","tools":{"a":{"action":"nope"},"b":{"reason":""}}}"#);
+        assert_eq!(e.len(), 4, "{e:?}");
+        let text = ConfigErrors(e).to_string();
+        assert!(text.starts_with("invalid mcp-policy configuration (4 errors)"));
+    }
+}

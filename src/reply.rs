@@ -1,0 +1,195 @@
+//! Every reply mcp-policy writes itself: JSON-RPC 2.0 errors and their HTTP status, in one place.
+
+use crate::engine::Decision;
+use crate::mcp::{Body, RequestError};
+use serde_json::{json, Value};
+
+/// A tool call was denied by the policy.
+pub const DENIED: i64 = -31001;
+/// Reserved: a tool call was rate limited.
+pub const RATE_LIMITED: i64 = -31002;
+/// Reserved: a tool call was not approved.
+pub const APPROVAL_NOT_GRANTED: i64 = -31003;
+/// An MCP header (`Mcp-Method`, `Mcp-Name`) disagrees with the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_PARAMS: i64 = -32602;
+
+/// An HTTP response for Envoy to send instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub body: String,
+}
+
+/// `id` is raw JSON text (as the client wrote it); `None` renders as `null`.
+fn error(id: Option<&str>, code: i64, message: &str, data: Option<Value>) -> String {
+    let mut err = json!({"code": code, "message": message});
+    if let (Some(d), Some(obj)) = (data, err.as_object_mut()) {
+        obj.insert("data".into(), d);
+    }
+    // The id is spliced in raw so that it is echoed byte for byte (big numbers, escapes).
+    format!(r#"{{"jsonrpc":"2.0","id":{},"error":{}}}"#, id.unwrap_or("null"), err)
+}
+
+/// 400 for a body that is not a valid JSON-RPC message.
+pub fn request_error(e: &RequestError) -> Reply {
+    let (code, id) = match e {
+        RequestError::Parse(_) => (PARSE_ERROR, None),
+        RequestError::InvalidRequest { id, .. } => (INVALID_REQUEST, id.as_deref()),
+        RequestError::InvalidParams { id, .. } => (INVALID_PARAMS, id.as_deref()),
+    };
+    Reply { status: 400, body: error(id, code, &e.to_string(), None) }
+}
+
+/// 413 for a body over `max_body_bytes`.
+pub fn too_large(limit: usize) -> Reply {
+    let msg = format!("Request body too large: mcp-policy inspects at most {limit} bytes (max_body_bytes)");
+    Reply { status: 413, body: error(None, INVALID_REQUEST, &msg, Some(json!({"max_body_bytes": limit}))) }
+}
+
+/// 415 for a body in an encoding the filter cannot inspect.
+pub fn unsupported_encoding(encoding: &str) -> Reply {
+    let msg = format!(
+        "Unsupported Content-Encoding '{encoding}': mcp-policy inspects every request body and accepts only identity (uncompressed) bodies"
+    );
+    Reply { status: 415, body: error(None, INVALID_REQUEST, &msg, Some(json!({"content_encoding": encoding}))) }
+}
+
+/// 400 when an `Mcp-*` header disagrees with the body.
+pub fn header_mismatch(id: Option<&str>, message: &str) -> Reply {
+    Reply { status: 400, body: error(id, HEADER_MISMATCH, message, None) }
+}
+
+fn deny_data(tool: Option<&str>, reason: &str) -> Value {
+    match tool {
+        Some(t) => json!({"tool": t, "decision": "deny", "reason": reason}),
+        None => json!({"decision": "deny", "reason": reason}),
+    }
+}
+
+fn deny_message(tool: &str, reason: &str) -> String {
+    format!("Tool '{tool}' denied by policy: {reason}")
+}
+
+/// 200 with in-line JSON-RPC errors when any call of `body` is denied. `decisions` is parallel to
+/// `body.messages` (as returned by [`crate::engine::decide_body`]). Returns `None` when nothing is denied.
+pub fn denied(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Reply> {
+    let first_denied = decisions.iter().flatten().find_map(|d| match d {
+        Decision::Deny { reason, .. } => Some(reason.as_str()),
+        Decision::Allow { .. } => None,
+    })?;
+    let one = |i: usize| -> Option<String> {
+        let m = body.messages.get(i)?;
+        let id = m.id()?;
+        let tool = m.tool_call().map(|c| c.name.as_ref());
+        Some(match decisions.get(i).and_then(Option::as_ref) {
+            Some(Decision::Deny { reason, .. }) => {
+                error(Some(id.get()), DENIED, &deny_message(tool.unwrap_or(""), reason), Some(deny_data(tool, reason)))
+            }
+            _ if body.batch => {
+                let reason = "not forwarded: the batch held a denied call, and a batch is forwarded whole or not at all";
+                let msg = match tool {
+                    Some(t) => deny_message(t, reason),
+                    None => format!("Request not forwarded: {reason}"),
+                };
+                error(Some(id.get()), DENIED, &msg, Some(deny_data(tool, reason)))
+            }
+            _ => return None,
+        })
+    };
+    let text = if body.batch {
+        let parts: Vec<String> = (0..body.messages.len()).filter_map(one).collect();
+        format!("[{}]", parts.join(","))
+    } else {
+        match one(0) {
+            Some(t) => t,
+            None => error(None, DENIED, first_denied, None),
+        }
+    };
+    Some(Reply { status: 200, body: text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::decide_body;
+    use crate::mcp::inspect;
+    use crate::policy::parse;
+
+    fn parse_json(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn single_denial_shape() {
+        let p = parse(br#"{"version":"1","tools":{"delete_*":{"action":"deny","reason":"no deletes"}}}"#).unwrap();
+        let b = inspect(br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"name":"delete_run"}}"#).unwrap();
+        let r = denied(&b, &decide_body(&p, &b)).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            parse_json(&r.body),
+            json!({"jsonrpc":"2.0","id":"abc","error":{"code":-31001,
+                "message":"Tool 'delete_run' denied by policy: no deletes",
+                "data":{"tool":"delete_run","decision":"deny","reason":"no deletes"}}})
+        );
+    }
+
+    #[test]
+    fn allowed_bodies_have_no_reply() {
+        let p = parse(br#"{"version":"1","tools":{"get_run":{}}}"#).unwrap();
+        let b = inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}}"#).unwrap();
+        assert!(denied(&b, &decide_body(&p, &b)).is_none());
+    }
+
+    #[test]
+    fn ids_are_echoed_verbatim() {
+        let p = parse(br#"{"version":"1"}"#).unwrap();
+        let b = inspect(br#"{"jsonrpc":"2.0","id":12345678901234567890123,"method":"tools/call","params":{"name":"x"}}"#).unwrap();
+        let r = denied(&b, &decide_body(&p, &b)).unwrap();
+        assert!(r.body.contains(r#""id":12345678901234567890123,"#), "{}", r.body);
+    }
+
+    #[test]
+    fn batch_denial_shape() {
+        let p = parse(br#"{"version":"1","tools":{"get_run":{}}}"#).unwrap();
+        let b = inspect(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}},
+            {"jsonrpc":"2.0","method":"notifications/initialized"},
+            {"jsonrpc":"2.0","id":2,"method":"tools/list"},
+            {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_run"}}]"#).unwrap();
+        let r = denied(&b, &decide_body(&p, &b)).unwrap();
+        let v = parse_json(&r.body);
+        let arr = v.as_array().unwrap();
+        assert_eq!(arr.len(), 3);
+        assert_eq!(arr[0]["id"], 1);
+        assert_eq!(arr[0]["error"]["code"], -31001);
+        assert!(arr[0]["error"]["data"]["reason"].as_str().unwrap().contains("batch held a denied call"));
+        assert_eq!(arr[1]["id"], 2);
+        assert!(arr[1]["error"]["data"].get("tool").is_none());
+        assert_eq!(arr[2]["id"], 3);
+        assert_eq!(arr[2]["error"]["data"]["tool"], "delete_run");
+        assert!(arr[2]["error"]["data"]["reason"].as_str().unwrap().contains("default deny"));
+    }
+
+    #[test]
+    fn error_replies() {
+        let r = request_error(&inspect(b"{oops").unwrap_err());
+        assert_eq!(r.status, 400);
+        let v = parse_json(&r.body);
+        assert_eq!(v["error"]["code"], -32700);
+        assert_eq!(v["id"], Value::Null);
+        let r = request_error(&inspect(br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{}}"#).unwrap_err());
+        let v = parse_json(&r.body);
+        assert_eq!((v["id"].clone(), v["error"]["code"].clone()), (json!(5), json!(-32602)));
+        let r = too_large(10);
+        assert_eq!(r.status, 413);
+        assert_eq!(parse_json(&r.body)["error"]["data"]["max_body_bytes"], 10);
+        let r = unsupported_encoding("gzip");
+        assert_eq!(r.status, 415);
+        assert!(parse_json(&r.body)["error"]["message"].as_str().unwrap().contains("gzip"));
+        let r = header_mismatch(Some("7"), "Mcp-Method says x");
+        assert_eq!(parse_json(&r.body)["error"]["code"], -32020);
+        assert_eq!(parse_json(&r.body)["id"], 7);
+    }
+}
