@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Summarise bench/run.sh's measurements: medians over rounds per configuration and workload, the
+ratios C/A and C/B, extras (wasm size, RSS, rate-limit state, microbenchmark), machine info.
+Prints the report and writes it as Markdown to --md.
+
+  report.py --results results.jsonl --workloads workloads.tsv --extra extra.tsv --md bench/RESULTS.md
+
+extra.tsv: one `key<TAB>value` per line (`check` may repeat; `microbench_file` names a file).
+"""
+import argparse
+import json
+import statistics
+from collections import defaultdict
+
+CONFIGS = [("A", "Envoy alone (router)"),
+           ("B", "Envoy + native envoy.filters.http.mcp + RBAC"),
+           ("C", "Envoy + mcp-policy (wasm, V8)")]
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+def ratio(a, b):
+    return None if (a is None or b in (None, 0)) else a / b
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--workloads", required=True)
+    ap.add_argument("--extra", required=True)
+    ap.add_argument("--md", required=True)
+    args = ap.parse_args()
+
+    rows = []
+    with open(args.results) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    extra, checks = {}, []
+    with open(args.extra) as f:
+        for line in f:
+            if "\t" in line:
+                k, v = line.rstrip("\n").split("\t", 1)
+                if k == "check":
+                    checks.append(v)
+                else:
+                    extra[k] = v
+    extra["checks"] = checks
+    if extra.get("microbench_file"):
+        try:
+            with open(extra["microbench_file"]) as f:
+                extra["microbench"] = f.read()
+        except OSError:
+            pass
+    workloads = []
+    with open(args.workloads) as f:
+        for line in f:
+            if line.strip():
+                name, _path, _body, conns, label = line.rstrip("\n").split("\t")
+                workloads.append((name, label))
+
+    cells = defaultdict(list)
+    for r in rows:
+        cells[(r["config"], r["workload"])].append(r)
+
+    def m(cfg, wl, key):
+        return med([r.get(key) for r in cells.get((cfg, wl), [])])
+
+    present = [c for c, _ in CONFIGS if any(k[0] == c for k in cells)]
+    out = []
+    out.append(f"# mcp-policy benchmark results\n")
+    out.append(f"Run {extra.get('date', '?')} by `make bench` (bench/run.sh); "
+               f"{extra.get('rounds')} rounds x {extra.get('duration')} s per cell after a "
+               f"{extra.get('warmup')} s warm-up, configurations interleaved A B C per workload and round; "
+               f"medians over rounds. wrk: 1 thread, {extra.get('conns')} connections unless noted.\n")
+    out.append("## Machine\n")
+    for k in ("cpu", "nproc", "kernel", "envoy", "wrk", "pinning"):
+        if k in extra:
+            out.append(f"- {k}: {extra[k]}")
+    out.append("")
+    out.append("## Configurations\n")
+    for c, d in CONFIGS:
+        note = extra.get(f"note_{c}", "")
+        out.append(f"- **{c}** = {d}{(' — ' + note) if note else ''}")
+    out.append("")
+
+    out.append("## Throughput and latency (medians)\n")
+    hdr = "| workload | " + " | ".join(f"{c} RPS | {c} p50 µs | {c} p99 µs" for c in present)
+    if "C" in present and "A" in present:
+        hdr += " | C/A RPS"
+    if "C" in present and "B" in present:
+        hdr += " | C/B RPS"
+    if "C" in present and "A" in present:
+        hdr += " | C−A p50 µs"
+    out.append(hdr + " |")
+    out.append("|" + "---|" * (hdr.count("|")))
+    for wl, label in workloads:
+        line = f"| {label} |"
+        for c in present:
+            line += f" {fmt(m(c, wl, 'rps'), ',.0f')} | {fmt(m(c, wl, 'p50_us'), ',.0f')} | {fmt(m(c, wl, 'p99_us'), ',.0f')} |"
+        if "C" in present and "A" in present:
+            line += f" {fmt(ratio(m('C', wl, 'rps'), m('A', wl, 'rps')), '.3f')} |"
+        if "C" in present and "B" in present:
+            line += f" {fmt(ratio(m('C', wl, 'rps'), m('B', wl, 'rps')), '.3f')} |"
+        if "C" in present and "A" in present:
+            pc, pa = m('C', wl, 'p50_us'), m('A', wl, 'p50_us')
+            line += f" {fmt(None if pc is None or pa is None else pc - pa, '+,.0f')} |"
+        out.append(line)
+    out.append("")
+
+    out.append("## Proxy CPU per request (medians; the proxy's own CPU time / requests)\n")
+    out.append("Independent of which core is the bottleneck: C−A is what the filter costs per request.\n")
+    hdr = "| workload | " + " | ".join(f"{c} CPU µs/req | {c} CPU %" for c in present)
+    if "C" in present and "A" in present:
+        hdr += " | C−A µs/req"
+    if "C" in present and "B" in present:
+        hdr += " | C−B µs/req"
+    out.append(hdr + " |")
+    out.append("|" + "---|" * (hdr.count("|")))
+    for wl, label in workloads:
+        line = f"| {label} |"
+        for c in present:
+            line += f" {fmt(m(c, wl, 'proxy_cpu_us_per_req'), ',.1f')} | {fmt(m(c, wl, 'proxy_cpu_pct'), '.0f')} |"
+        for other in ("A", "B"):
+            if "C" in present and other in present:
+                a, b = m("C", wl, "proxy_cpu_us_per_req"), m(other, wl, "proxy_cpu_us_per_req")
+                line += f" {fmt(None if a is None or b is None else a - b, '+,.1f')} |"
+        out.append(line)
+    out.append("")
+
+    # responses that were not 2xx (expected for B's denied call: RBAC answers 403)
+    bad = []
+    for (c, wl), rs in sorted(cells.items()):
+        n = sum(r["err_status"] for r in rs)
+        sock = sum(r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"] for r in rs)
+        if n or sock:
+            bad.append(f"- {c} / {wl}: {n} non-2xx responses, {sock} socket errors over {len(rs)} runs")
+    if bad:
+        out.append("## Non-2xx responses and socket errors\n")
+        out.append("Expected: B's denied call is answered 403 by RBAC. Anything else is a problem.\n")
+        out.extend(bad)
+        out.append("")
+
+    out.append("## Other figures\n")
+    for k, label in (("wasm_size", "wasm size"), ("rss", "Envoy RSS after load (VmRSS)"),
+                     ("rss_delta", "RSS with C minus with A"), ("rate_limit_state", "rate-limit state after 100k distinct sessions"),
+                     ("policy_note", "policy"), ("load_core", "load-generator core")):
+        if k in extra:
+            out.append(f"- {label}: {extra[k]}")
+    out.append("")
+    if extra.get("checks"):
+        out.append("## Pre-flight checks (one request per configuration and workload, before the load)\n")
+        out.extend(f"- {c}" for c in extra["checks"])
+        out.append("")
+    out.append("## Native microbenchmark (pure core: parse + decide)\n")
+    out.append("```\n" + (extra.get("microbench") or "n/a").rstrip() + "\n```\n")
+
+    text = "\n".join(out)
+    print(text)
+    with open(args.md, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

