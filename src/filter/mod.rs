@@ -131,9 +131,14 @@ impl HttpContext for Http {
         if let Some(r) = request::check_head(&policy, &self.head) {
             return self.respond(&r);
         }
-        // Hold the headers until the body is decided (needs allow_on_headers_stop_iteration: true; without
-        // it Envoy forwards the headers now, and the body is still held below until it is decided).
-        Action::Pause
+        // Hold the headers until the body is decided. That needs the filter's allow_on_headers_stop_iteration:
+        // true; without it (Istio) the policy sets hold_headers: false, the headers go on now, and the body
+        // is still held in on_http_request_body until it is decided: the upstream never sees an undecided byte.
+        if policy.hold_headers {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

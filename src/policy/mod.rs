@@ -45,6 +45,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct Policy {
     pub default: Action,
     pub max_body_bytes: usize,
+    /// Hold the request headers while the body is read (`hold_headers`, default true). Must match the Wasm
+    /// filter's `allow_on_headers_stop_iteration`: without that flag Envoy never delivers the body to a
+    /// filter that paused the headers. When false the headers go upstream at once and only the body is held.
+    pub hold_headers: bool,
     rules: Vec<Rule>,
     exact: HashMap<String, usize>,
     /// Glob rules, most literal characters first, then by key: the first match wins.
@@ -70,7 +74,7 @@ impl Policy {
             let kb = plain.get(*ib).map(|r| r.key.as_str()).unwrap_or("");
             gb.literal_chars().cmp(&ga.literal_chars()).then_with(|| ka.cmp(kb))
         });
-        Policy { default, max_body_bytes, rules: plain, exact, globs }
+        Policy { default, max_body_bytes, hold_headers: true, rules: plain, exact, globs }
     }
 
     /// The rule that governs `tool`: the exact key, else the most specific matching glob.

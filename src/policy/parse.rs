@@ -40,7 +40,7 @@ impl fmt::Display for ConfigErrors {
 /// Largest accepted `max_body_bytes` (64 MiB): past that, buffering in Envoy is a memory hazard.
 pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
-const TOP_FIELDS: &[&str] = &["version", "default", "tools", "max_body_bytes"];
+const TOP_FIELDS: &[&str] = &["version", "default", "tools", "max_body_bytes", "hold_headers"];
 const RULE_FIELDS: &[&str] = &["action", "reason", "conditions"];
 const CONDITION_FIELDS: &[&str] = &["path", "op", "value"];
 /// Fields of the documented policy format that this build does not implement yet.
@@ -99,6 +99,14 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
             }
         },
     };
+    let hold_headers = match top.get("hold_headers") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            errs.push("hold_headers", format!("expected true or false, got {v}"), "set it to the same value as the Wasm filter's allow_on_headers_stop_iteration");
+            true
+        }
+    };
     let mut rules = Vec::new();
     match top.get("tools") {
         None => {}
@@ -112,7 +120,9 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         Some(v) => errs.push("tools", format!("expected an object keyed by tool name, got {}", kind(v)), "write \"tools\": {\"get_run\": {}}"),
     }
     if errs.0.is_empty() {
-        Ok(Policy::new(default, max_body_bytes, rules))
+        let mut p = Policy::new(default, max_body_bytes, rules);
+        p.hold_headers = hold_headers;
+        Ok(p)
     } else {
         Err(ConfigErrors(errs.0))
     }
@@ -388,6 +398,13 @@ mod tests {
         assert_eq!(p.rule_for("get_run").unwrap().action, Action::Allow);
         assert!(p.rule_for("delete_run").is_none());
         assert_eq!(p.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(p.hold_headers);
+    }
+
+    #[test]
+    fn hold_headers_is_a_boolean() {
+        assert!(!ok(r#"{"version":"1","hold_headers":false}"#).hold_headers);
+        assert_eq!(one_error(r#"{"version":"1","hold_headers":"no"}"#).path, "hold_headers");
     }
 
     #[test]
