@@ -1,7 +1,8 @@
 //! The decision engine: which rule governs a call, and what it decides. Pure: no host calls.
 
+use crate::limits::Charge;
 use crate::mcp::{Body, ToolCall};
-use crate::policy::{Action, Policy};
+use crate::policy::{lookup, Action, Policy, Rule};
 use serde_json::Value;
 
 /// What happens to one call.
@@ -9,57 +10,91 @@ use serde_json::Value;
 pub enum Decision<'p> {
     Allow { rule: Option<&'p str> },
     Deny { rule: Option<&'p str>, reason: String },
+    /// Over a rate limit: `limit` units per `window_secs`, room again in `retry_after_secs`.
+    RateLimited { rule: Option<&'p str>, reason: String, limit: u64, window_secs: u64, retry_after_secs: u64 },
 }
 
-impl Decision<'_> {
+/// A decision plus, for an allowed call, the units it takes from its rule's rate limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict<'p> {
+    pub decision: Decision<'p>,
+    pub charges: Vec<Charge>,
+}
+
+impl<'p> Decision<'p> {
     pub fn is_allow(&self) -> bool {
         matches!(self, Decision::Allow { .. })
     }
     /// The policy key that decided, `None` when the default posture did.
-    pub fn rule(&self) -> Option<&str> {
+    pub fn rule(&self) -> Option<&'p str> {
         match self {
-            Decision::Allow { rule } | Decision::Deny { rule, .. } => *rule,
+            Decision::Allow { rule } | Decision::Deny { rule, .. } | Decision::RateLimited { rule, .. } => *rule,
         }
     }
 }
 
-/// Decides one `tools/call`.
+/// Decides one `tools/call` (without counting: see [`crate::request`] for the rate-limit step).
 pub fn decide_call<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Decision<'p> {
+    judge(policy, call).decision
+}
+
+/// Decides one `tools/call` and works out what it would take from its rule's rate limits.
+pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
+    let deny = |rule: Option<&'p str>, reason: String| Verdict { decision: Decision::Deny { rule, reason }, charges: Vec::new() };
     let tool: &str = &call.name;
     let Some(rule) = policy.rule_for(tool) else {
         return match policy.default {
-            Action::Allow => Decision::Allow { rule: None },
-            Action::Deny => Decision::Deny {
-                rule: None,
-                reason: format!("tool '{tool}' is not allowed by the policy (default deny)"),
-            },
+            Action::Allow => Verdict { decision: Decision::Allow { rule: None }, charges: Vec::new() },
+            Action::Deny => deny(None, format!("tool '{tool}' is not allowed by the policy (default deny)")),
         };
     };
     let key = Some(rule.key.as_str());
     if rule.action == Action::Deny {
         let reason = rule.reason.clone().unwrap_or_else(|| format!("denied by policy rule \"{}\"", rule.key));
-        return Decision::Deny { rule: key, reason };
+        return deny(key, reason);
     }
-    if !rule.conditions.is_empty() {
-        // Arguments are parsed only for rules that look at them.
-        let args: Option<Value> = match call.arguments.map(|raw| serde_json::from_str::<Value>(raw.get())) {
-            None => None,
-            Some(Ok(v)) => Some(v),
-            Some(Err(_)) => {
-                return Decision::Deny { rule: key, reason: "arguments could not be read".into() };
-            }
-        };
-        if let Some(failed) = rule.conditions.iter().find(|c| !c.holds(args.as_ref())) {
-            let reason = rule.reason.clone().unwrap_or_else(|| format!("condition not met: {}", failed.describe()));
-            return Decision::Deny { rule: key, reason };
-        }
+    // Arguments are parsed only for rules that look at them.
+    let needs_args = !rule.conditions.is_empty() || rule.limits.iter().any(|l| l.cost.is_some());
+    let args: Option<Value> = match call.arguments.filter(|_| needs_args).map(|raw| serde_json::from_str::<Value>(raw.get())) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return deny(key, "arguments could not be read".into()),
+    };
+    if let Some(failed) = rule.conditions.iter().find(|c| !c.holds(args.as_ref())) {
+        let reason = rule.reason.clone().unwrap_or_else(|| format!("condition not met: {}", failed.describe()));
+        return deny(key, reason);
     }
-    Decision::Allow { rule: key }
+    match charges(rule, args.as_ref()) {
+        Ok(charges) => Verdict { decision: Decision::Allow { rule: key }, charges },
+        Err(reason) => deny(key, reason),
+    }
+}
+
+fn charges(rule: &Rule, args: Option<&Value>) -> Result<Vec<Charge>, String> {
+    rule.limits
+        .iter()
+        .map(|l| {
+            let units = match &l.cost {
+                None => 1,
+                Some((path, segs)) => match lookup(args, segs).and_then(Value::as_f64) {
+                    // Fractional costs round up: a budget is never overspent.
+                    Some(x) if x >= 0.0 && x.is_finite() => x.ceil() as u64,
+                    _ => return Err(format!("the rate-limit cost argument {path} is missing or not a non-negative number")),
+                },
+            };
+            Ok(Charge { limit: l.spec, units })
+        })
+        .collect()
 }
 
 /// Decides every message of a body: `None` for messages that are not tool calls (always allowed here).
 pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decision<'p>>> {
     body.messages.iter().map(|m| m.tool_call().map(|c| decide_call(policy, c))).collect()
+}
+
+/// Like [`decide_body`], with each allowed call's rate-limit charges.
+pub fn judge_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Verdict<'p>>> {
+    body.messages.iter().map(|m| m.tool_call().map(|c| judge(policy, c))).collect()
 }
 
 #[cfg(test)]
@@ -141,6 +176,27 @@ mod tests {
         assert!(decide("search_experiments", r#"{"max_results": 1}"#).is_allow());
         match decide("search_experiments", r#"{"max_results": 1, "filter": "x"}"#) {
             Decision::Deny { reason, .. } => assert_eq!(reason, "condition not met: args.filter exists false"),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn charges_follow_the_rule() {
+        let p = parse(br#"{"version":"1","tools":{"t":{"rate_limit":[{"max":100,"window":"day","cost":"args.amount"},"5/minute"]},"u":{}}}"#).unwrap();
+        let j = |args: &str| {
+            let b = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{args}}}}}"#);
+            let body = inspect(b.as_bytes()).unwrap();
+            let v = judge(&p, body.messages[0].tool_call().unwrap());
+            (v.decision.is_allow(), v.charges.iter().map(|c| c.units).collect::<Vec<_>>())
+        };
+        assert_eq!(j(r#"{"amount": 30}"#), (true, vec![30, 1]));
+        assert_eq!(j(r#"{"amount": 2.5}"#), (true, vec![3, 1]));
+        assert_eq!(j(r#"{"amount": 0}"#), (true, vec![0, 1]));
+        assert!(!j(r#"{"amount": -1}"#).0);
+        assert!(!j(r#"{"amount": "30"}"#).0);
+        assert!(!j(r#"{}"#).0);
+        match judge(&p, inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#).unwrap().messages[0].tool_call().unwrap()).decision {
+            Decision::Deny { reason, .. } => assert!(reason.contains("args.amount"), "{reason}"),
             d => panic!("{d:?}"),
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod json;
+pub mod limits;
 pub mod mcp;
 pub mod policy;
 pub mod reply;

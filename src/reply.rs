@@ -57,56 +57,76 @@ pub fn unsupported_encoding(encoding: &str) -> Reply {
     Reply { status: 415, body: error(None, INVALID_REQUEST, &msg, Some(json!({"content_encoding": encoding}))) }
 }
 
+/// 500 when mcp-policy itself cannot decide (fail closed).
+pub fn internal(why: &str) -> Reply {
+    let msg = format!("mcp-policy could not decide this request: {why}");
+    Reply { status: 500, body: error(None, INVALID_REQUEST, &msg, None) }
+}
+
 /// 400 when an `Mcp-*` header disagrees with the body.
 pub fn header_mismatch(id: Option<&str>, message: &str) -> Reply {
     Reply { status: 400, body: error(id, HEADER_MISMATCH, message, None) }
 }
 
-fn deny_data(tool: Option<&str>, reason: &str) -> Value {
-    match tool {
-        Some(t) => json!({"tool": t, "decision": "deny", "reason": reason}),
-        None => json!({"decision": "deny", "reason": reason}),
+fn refusal(id: &str, tool: Option<&str>, d: &Decision<'_>) -> Option<String> {
+    let mut data = serde_json::Map::new();
+    if let Some(t) = tool {
+        data.insert("tool".into(), json!(t));
     }
+    let (code, message) = match d {
+        Decision::Allow { .. } => return None,
+        Decision::Deny { reason, .. } => {
+            data.insert("decision".into(), json!("deny"));
+            data.insert("reason".into(), json!(reason));
+            (DENIED, format!("Tool '{}' denied by policy: {reason}", tool.unwrap_or("")))
+        }
+        Decision::RateLimited { reason, limit, window_secs, retry_after_secs, .. } => {
+            data.insert("decision".into(), json!("rate_limited"));
+            data.insert("reason".into(), json!(reason));
+            data.insert("limit".into(), json!(limit));
+            data.insert("window_seconds".into(), json!(window_secs));
+            data.insert("retry_after_seconds".into(), json!(retry_after_secs));
+            let msg = format!("Tool '{}' rate limited: {reason}; retry in {retry_after_secs}s", tool.unwrap_or(""));
+            (RATE_LIMITED, msg)
+        }
+    };
+    Some(error(Some(id), code, &message, Some(Value::Object(data))))
 }
 
-fn deny_message(tool: &str, reason: &str) -> String {
-    format!("Tool '{tool}' denied by policy: {reason}")
-}
+/// Why an allowed request of a refused batch was not forwarded either.
+const BATCH_REASON: &str = "not forwarded: the batch held a refused call, and a batch is forwarded whole or not at all";
 
-/// 200 with in-line JSON-RPC errors when any call of `body` is denied. `decisions` is parallel to
-/// `body.messages` (as returned by [`crate::engine::decide_body`]). Returns `None` when nothing is denied.
-pub fn denied(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Reply> {
-    let first_denied = decisions.iter().flatten().find_map(|d| match d {
-        Decision::Deny { reason, .. } => Some(reason.as_str()),
-        Decision::Allow { .. } => None,
-    })?;
+/// 200 with in-line JSON-RPC errors when any call of `body` is refused (denied or rate limited).
+/// `decisions` is parallel to `body.messages`. Returns `None` when nothing is refused.
+pub fn refused(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Reply> {
+    if decisions.iter().flatten().all(Decision::is_allow) {
+        return None;
+    }
     let one = |i: usize| -> Option<String> {
         let m = body.messages.get(i)?;
-        let id = m.id()?;
+        let id = m.id()?.get();
         let tool = m.tool_call().map(|c| c.name.as_ref());
-        Some(match decisions.get(i).and_then(Option::as_ref) {
-            Some(Decision::Deny { reason, .. }) => {
-                error(Some(id.get()), DENIED, &deny_message(tool.unwrap_or(""), reason), Some(deny_data(tool, reason)))
-            }
+        match decisions.get(i).and_then(Option::as_ref) {
+            Some(d) if !d.is_allow() => refusal(id, tool, d),
             _ if body.batch => {
-                let reason = "not forwarded: the batch held a denied call, and a batch is forwarded whole or not at all";
-                let msg = match tool {
-                    Some(t) => deny_message(t, reason),
-                    None => format!("Request not forwarded: {reason}"),
+                let data = match tool {
+                    Some(t) => json!({"tool": t, "decision": "deny", "reason": BATCH_REASON}),
+                    None => json!({"decision": "deny", "reason": BATCH_REASON}),
                 };
-                error(Some(id.get()), DENIED, &msg, Some(deny_data(tool, reason)))
+                let msg = match tool {
+                    Some(t) => format!("Tool '{t}' denied by policy: {BATCH_REASON}"),
+                    None => format!("Request {BATCH_REASON}"),
+                };
+                Some(error(Some(id), DENIED, &msg, Some(data)))
             }
-            _ => return None,
-        })
+            _ => None,
+        }
     };
     let text = if body.batch {
         let parts: Vec<String> = (0..body.messages.len()).filter_map(one).collect();
         format!("[{}]", parts.join(","))
     } else {
-        match one(0) {
-            Some(t) => t,
-            None => error(None, DENIED, first_denied, None),
-        }
+        one(0)?
     };
     Some(Reply { status: 200, body: text })
 }
@@ -126,7 +146,7 @@ mod tests {
     fn single_denial_shape() {
         let p = parse(br#"{"version":"1","tools":{"delete_*":{"action":"deny","reason":"no deletes"}}}"#).unwrap();
         let b = inspect(br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"name":"delete_run"}}"#).unwrap();
-        let r = denied(&b, &decide_body(&p, &b)).unwrap();
+        let r = refused(&b, &decide_body(&p, &b)).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(
             parse_json(&r.body),
@@ -140,14 +160,14 @@ mod tests {
     fn allowed_bodies_have_no_reply() {
         let p = parse(br#"{"version":"1","tools":{"get_run":{}}}"#).unwrap();
         let b = inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}}"#).unwrap();
-        assert!(denied(&b, &decide_body(&p, &b)).is_none());
+        assert!(refused(&b, &decide_body(&p, &b)).is_none());
     }
 
     #[test]
     fn ids_are_echoed_verbatim() {
         let p = parse(br#"{"version":"1"}"#).unwrap();
         let b = inspect(br#"{"jsonrpc":"2.0","id":12345678901234567890123,"method":"tools/call","params":{"name":"x"}}"#).unwrap();
-        let r = denied(&b, &decide_body(&p, &b)).unwrap();
+        let r = refused(&b, &decide_body(&p, &b)).unwrap();
         assert!(r.body.contains(r#""id":12345678901234567890123,"#), "{}", r.body);
     }
 
@@ -158,18 +178,33 @@ mod tests {
             {"jsonrpc":"2.0","method":"notifications/initialized"},
             {"jsonrpc":"2.0","id":2,"method":"tools/list"},
             {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_run"}}]"#).unwrap();
-        let r = denied(&b, &decide_body(&p, &b)).unwrap();
+        let r = refused(&b, &decide_body(&p, &b)).unwrap();
         let v = parse_json(&r.body);
         let arr = v.as_array().unwrap();
         assert_eq!(arr.len(), 3);
         assert_eq!(arr[0]["id"], 1);
         assert_eq!(arr[0]["error"]["code"], -31001);
-        assert!(arr[0]["error"]["data"]["reason"].as_str().unwrap().contains("batch held a denied call"));
+        assert!(arr[0]["error"]["data"]["reason"].as_str().unwrap().contains("batch held a refused call"));
         assert_eq!(arr[1]["id"], 2);
         assert!(arr[1]["error"]["data"].get("tool").is_none());
         assert_eq!(arr[2]["id"], 3);
         assert_eq!(arr[2]["error"]["data"]["tool"], "delete_run");
         assert!(arr[2]["error"]["data"]["reason"].as_str().unwrap().contains("default deny"));
+    }
+
+    #[test]
+    fn rate_limited_shape() {
+        let b = inspect(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"search_runs"}}"#).unwrap();
+        let d = Decision::RateLimited { rule: Some("search_runs"), reason: "10 calls per 60s".into(), limit: 10, window_secs: 60, retry_after_secs: 7 };
+        let r = refused(&b, &[Some(d)]).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            parse_json(&r.body),
+            json!({"jsonrpc":"2.0","id":4,"error":{"code":-31002,
+                "message":"Tool 'search_runs' rate limited: 10 calls per 60s; retry in 7s",
+                "data":{"tool":"search_runs","decision":"rate_limited","reason":"10 calls per 60s",
+                        "limit":10,"window_seconds":60,"retry_after_seconds":7}}})
+        );
     }
 
     #[test]

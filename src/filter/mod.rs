@@ -4,14 +4,44 @@
 //! Host calls go through `proxy_wasm::hostcalls` (which return `Result`) rather than the SDK's trait helpers
 //! (which unwrap): a host error must fail the request closed, not trap the worker.
 
+use crate::limits::{self, Limiter, Reservation, SetError, Store, StoreError};
 use crate::policy::{self, Policy};
 use crate::reply::{self, Reply};
-use crate::request::{self, Head, Outcome};
+use crate::request::{self, Env, Head, Outcome};
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+/// [`Store`] over proxy-wasm shared data: one map per VM id, shared by every worker of the Envoy process.
+struct SharedData;
+
+impl Store for SharedData {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(v), Some(cas))) => Ok(Some((v, cas))),
+            Ok((None, Some(cas))) => Ok(Some((Vec::new(), cas))),
+            Ok((_, None)) => Ok(None),
+            Err(e) => Err(StoreError(format!("get_shared_data({key}): {e:?}"))),
+        }
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(e) => Err(SetError::Other(format!("set_shared_data({key}): {e:?}"))),
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -35,6 +65,12 @@ impl RootContext for Root {
         };
         match policy::parse(&bytes) {
             Ok(p) => {
+                if p.has_limits() {
+                    if let Err(e) = limits::init_store(&SharedData) {
+                        error!("mcp-policy: cannot initialise rate-limit state in shared data: {e}");
+                        return false;
+                    }
+                }
                 info!("mcp-policy: policy loaded ({} rules, default {})", p.rules().len(), p.default.as_str());
                 self.policy = Some(Rc::new(p));
                 true
@@ -47,7 +83,13 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { policy: self.policy.clone(), head: Head::default(), body_size: 0, done: false }))
+        Some(Box::new(Http {
+            policy: self.policy.clone(),
+            head: Head::default(),
+            body_size: 0,
+            done: false,
+            reservations: Vec::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -63,6 +105,8 @@ struct Http {
     body_size: usize,
     /// The request has been decided (forwarded or answered); later callbacks just continue.
     done: bool,
+    /// Rate-limit units this forwarded request took: given back if the upstream answers 5xx.
+    reservations: Vec<Reservation>,
 }
 
 fn header(name: &str) -> Option<String> {
@@ -103,8 +147,12 @@ impl Http {
             Ok(None) => return self.fail_closed("the request body could not be read"),
             Err(e) => return self.fail_closed(&format!("reading the request body failed ({e:?})")),
         };
-        match request::check_body(&policy, &self.head, &bytes) {
-            Outcome::Forward => Action::Continue,
+        let env = Env { store: &SharedData, now: now_secs() };
+        match request::check_body(&policy, &self.head, &bytes, &env) {
+            Outcome::Forward(reservations) => {
+                self.reservations = reservations;
+                Action::Continue
+            }
             Outcome::Reply(r) => self.respond(&r),
         }
     }
@@ -119,14 +167,24 @@ impl HttpContext for Http {
             self.done = true;
             return Action::Continue;
         }
+        let Some(policy) = self.policy.clone() else {
+            return self.fail_closed("no policy is loaded");
+        };
+        let identity = if policy.has_limits() {
+            let source = hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok());
+            policy.identity.resolve(header, source.as_deref())
+        } else {
+            String::new()
+        };
         self.head = Head {
             content_encoding: header("content-encoding"),
             content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
             mcp_method: header("mcp-method"),
             mcp_name: header("mcp-name"),
-        };
-        let Some(policy) = self.policy.clone() else {
-            return self.fail_closed("no policy is loaded");
+            identity,
         };
         if let Some(r) = request::check_head(&policy, &self.head) {
             return self.respond(&r);
@@ -163,5 +221,25 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         self.finish()
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.reservations.is_empty() {
+            return Action::Continue;
+        }
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        if status >= 500 {
+            if let Some(p) = &self.policy {
+                let limiter =
+                    Limiter { store: &SharedData, max_tracked: p.identity.max_tracked, hold_secs: p.hold_secs() };
+                limiter.release(&self.reservations);
+            }
+        }
+        self.reservations.clear();
+        Action::Continue
     }
 }

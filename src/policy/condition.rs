@@ -35,15 +35,7 @@ pub struct Condition {
 impl Condition {
     /// Looks the path up in the call's arguments (`None` when there are none).
     pub fn lookup<'v>(&self, args: Option<&'v Value>) -> Option<&'v Value> {
-        let mut cur = args?;
-        for seg in &self.segments {
-            cur = match cur {
-                Value::Object(m) => m.get(seg)?,
-                Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        Some(cur)
+        lookup(args, &self.segments)
     }
 
     /// True when the condition holds for these arguments.
@@ -85,6 +77,19 @@ impl Condition {
         };
         format!("{} {} {}", self.path, name, operand)
     }
+}
+
+/// Follows `segments` (object keys, or indexes into arrays) from the arguments object.
+pub fn lookup<'v>(args: Option<&'v Value>, segments: &[String]) -> Option<&'v Value> {
+    let mut cur = args?;
+    for seg in segments {
+        cur = match cur {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
 }
 
 /// JSON equality where numbers compare by value (`1 == 1.0`).

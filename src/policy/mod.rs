@@ -4,10 +4,11 @@ mod condition;
 mod glob;
 mod parse;
 
-pub use condition::{json_eq, Condition, Op, OP_NAMES};
+pub use condition::{json_eq, lookup, Condition, Op, OP_NAMES};
 pub use glob::{is_glob, Glob};
 pub use parse::{parse, ConfigError, ConfigErrors};
 
+use crate::limits::LimitSpec;
 use std::collections::HashMap;
 
 /// What a rule (or the default posture) does with a call.
@@ -35,6 +36,64 @@ pub struct Rule {
     pub reason: Option<String>,
     /// All must hold, else the call is denied with `reason`.
     pub conditions: Vec<Condition>,
+    /// All must have room, else the call is refused (-31002). Counted per rule: tools matched by one glob
+    /// share its budget.
+    pub limits: Vec<RateLimit>,
+}
+
+/// One entry of a rule's `rate_limit`.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    pub spec: LimitSpec,
+    /// `cost`: the argument path whose value is consumed instead of 1 (segments after `args`).
+    pub cost: Option<(String, Vec<String>)>,
+}
+
+impl RateLimit {
+    /// e.g. `10 calls per 60s` or `100000 units per 86400s (global)`.
+    pub fn describe(&self) -> String {
+        let what = if self.cost.is_some() { "units" } else { "calls" };
+        let scope = if self.spec.global { " (global)" } else { "" };
+        format!("{} {what} per {}s{scope}", self.spec.max, self.spec.window_secs)
+    }
+}
+
+/// Who a session-scoped limit counts: the first present header, else the client address.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Lower-case header names, in order of preference.
+    pub headers: Vec<String>,
+    /// Slots for distinct identities (bounded rate-limit state).
+    pub max_tracked: u32,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity { headers: vec!["mcp-session-id".into()], max_tracked: crate::limits::DEFAULT_MAX_TRACKED }
+    }
+}
+
+impl Identity {
+    /// The identity of a request: the first non-empty configured header, else the client IP (no port).
+    pub fn resolve(&self, header: impl Fn(&str) -> Option<String>, source_address: Option<&str>) -> String {
+        for h in &self.headers {
+            if let Some(v) = header(h).filter(|v| !v.is_empty()) {
+                return format!("h:{h}:{v}");
+            }
+        }
+        format!("ip:{}", source_address.map(strip_port).unwrap_or("unknown"))
+    }
+}
+
+/// `1.2.3.4:5678` → `1.2.3.4`; `[::1]:80` → `::1`; anything else unchanged.
+pub fn strip_port(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => addr,
+    }
 }
 
 /// Default for `max_body_bytes`.
@@ -49,6 +108,7 @@ pub struct Policy {
     /// filter's `allow_on_headers_stop_iteration`: without that flag Envoy never delivers the body to a
     /// filter that paused the headers. When false the headers go upstream at once and only the body is held.
     pub hold_headers: bool,
+    pub identity: Identity,
     rules: Vec<Rule>,
     exact: HashMap<String, usize>,
     /// Glob rules, most literal characters first, then by key: the first match wins.
@@ -74,7 +134,7 @@ impl Policy {
             let kb = plain.get(*ib).map(|r| r.key.as_str()).unwrap_or("");
             gb.literal_chars().cmp(&ga.literal_chars()).then_with(|| ka.cmp(kb))
         });
-        Policy { default, max_body_bytes, hold_headers: true, rules: plain, exact, globs }
+        Policy { default, max_body_bytes, hold_headers: true, identity: Identity::default(), rules: plain, exact, globs }
     }
 
     /// The rule that governs `tool`: the exact key, else the most specific matching glob.
@@ -87,5 +147,15 @@ impl Policy {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// True when any rule has a rate limit (the filter then keeps counts in shared data).
+    pub fn has_limits(&self) -> bool {
+        self.rules.iter().any(|r| !r.limits.is_empty())
+    }
+
+    /// The longest session-scoped window: a rate-limit slot changes owner only after this much silence.
+    pub fn hold_secs(&self) -> u64 {
+        self.rules.iter().flat_map(|r| &r.limits).filter(|l| !l.spec.global).map(|l| l.spec.window_secs).max().unwrap_or(1)
     }
 }

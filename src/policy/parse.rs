@@ -3,7 +3,8 @@
 
 use super::condition::{Condition, Op, OP_NAMES};
 use super::glob::{is_glob, Glob};
-use super::{Action, Policy, Rule, DEFAULT_MAX_BODY_BYTES};
+use super::{Action, Identity, Policy, RateLimit, Rule, DEFAULT_MAX_BODY_BYTES};
+use crate::limits::{fnv1a, LimitSpec};
 use crate::json::{self, JsonError};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -40,12 +41,16 @@ impl fmt::Display for ConfigErrors {
 /// Largest accepted `max_body_bytes` (64 MiB): past that, buffering in Envoy is a memory hazard.
 pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
-const TOP_FIELDS: &[&str] = &["version", "default", "tools", "max_body_bytes", "hold_headers"];
-const RULE_FIELDS: &[&str] = &["action", "reason", "conditions"];
+const TOP_FIELDS: &[&str] = &["version", "default", "tools", "max_body_bytes", "hold_headers", "identity"];
+const RULE_FIELDS: &[&str] = &["action", "reason", "conditions", "rate_limit"];
+const LIMIT_FIELDS: &[&str] = &["max", "window", "scope", "cost"];
+const IDENTITY_FIELDS: &[&str] = &["headers", "max_tracked"];
+/// Largest `identity.max_tracked`.
+pub const MAX_TRACKED_LIMIT: u64 = 1 << 20;
 const CONDITION_FIELDS: &[&str] = &["path", "op", "value"];
 /// Fields of the documented policy format that this build does not implement yet.
-const TOP_LATER: &[&str] = &["identity", "approval", "hide"];
-const RULE_LATER: &[&str] = &["rate_limit"];
+const TOP_LATER: &[&str] = &["approval", "hide"];
+const RULE_LATER: &[&str] = &[];
 
 struct Errs(Vec<ConfigError>);
 
@@ -107,6 +112,10 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
             true
         }
     };
+    let identity = match top.get("identity") {
+        None => Identity::default(),
+        Some(v) => parse_identity(&mut errs, v),
+    };
     let mut rules = Vec::new();
     match top.get("tools") {
         None => {}
@@ -122,6 +131,7 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     if errs.0.is_empty() {
         let mut p = Policy::new(default, max_body_bytes, rules);
         p.hold_headers = hold_headers;
+        p.identity = identity;
         Ok(p)
     } else {
         Err(ConfigErrors(errs.0))
@@ -222,11 +232,172 @@ fn parse_rule(errs: &mut Errs, key: &str, v: &Value) -> Option<(Rule, Option<Glo
         }
         Some(c) => errs.push(&join(&path, "conditions"), format!("expected a list of conditions, got {}", kind(c)), "write [{\"path\": \"args.x\", \"op\": \"eq\", \"value\": 1}]"),
     }
+    let mut limits = Vec::new();
+    if let Some(rl) = obj.get("rate_limit") {
+        let rl_path = join(&path, "rate_limit");
+        match rl {
+            Value::Array(list) if !list.is_empty() => {
+                for (i, l) in list.iter().enumerate() {
+                    if let Some(l) = parse_limit(errs, &format!("{rl_path}[{i}]"), key, i, l) {
+                        limits.push(l);
+                    }
+                }
+            }
+            Value::Array(_) => errs.push(&rl_path, "empty list of limits", "remove `rate_limit` or add a limit such as \"10/minute\""),
+            l => {
+                if let Some(l) = parse_limit(errs, &rl_path, key, 0, l) {
+                    limits.push(l);
+                }
+            }
+        }
+        if act == Some(Action::Deny) {
+            errs.push(&rl_path, "a rate limit on a deny rule has no effect (the call is denied anyway)", "remove `rate_limit`, or make the rule allow calls");
+        }
+    }
     if errs.0.len() != before {
         return None;
     }
     let action = act?;
-    Some((Rule { key: key.to_owned(), action, reason, conditions }, glob))
+    Some((Rule { key: key.to_owned(), action, reason, conditions, limits }, glob))
+}
+
+fn window_secs(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().filter(|n| *n > 0),
+        Value::String(s) => unit_secs(s),
+        _ => None,
+    }
+}
+
+fn unit_secs(s: &str) -> Option<u64> {
+    match s {
+        "second" => Some(1),
+        "minute" => Some(60),
+        "hour" => Some(3_600),
+        "day" => Some(86_400),
+        _ => None,
+    }
+}
+
+const LIMIT_FIX: &str = "write \"N/second\", \"N/minute\", \"N/hour\", \"N/day\", or {\"max\": N, \"window\": SECONDS or \"minute\"}";
+
+fn parse_limit(errs: &mut Errs, path: &str, key: &str, index: usize, v: &Value) -> Option<RateLimit> {
+    let before = errs.0.len();
+    let (max, window, global, cost) = match v {
+        Value::String(s) => {
+            let parsed = s.split_once('/').and_then(|(n, u)| Some((n.trim().parse::<u64>().ok()?, unit_secs(u.trim())?)));
+            match parsed {
+                Some((n, w)) if n > 0 => (n, w, false, None),
+                _ => {
+                    errs.push(path, format!("invalid rate limit \"{s}\""), LIMIT_FIX);
+                    return None;
+                }
+            }
+        }
+        Value::Object(o) => {
+            check_fields(errs, path, o, LIMIT_FIELDS, &[]);
+            let max = match o.get("max") {
+                Some(m) => match m.as_u64().filter(|n| *n > 0) {
+                    Some(n) => n,
+                    None => {
+                        errs.push(&join(path, "max"), format!("expected a whole number above 0, got {m}"), "set how many calls (or cost units) a window allows, e.g. 10");
+                        0
+                    }
+                },
+                None => {
+                    errs.push(&join(path, "max"), "missing required field", "add \"max\": N");
+                    0
+                }
+            };
+            let window = match o.get("window") {
+                Some(w) => match window_secs(w) {
+                    Some(n) => n,
+                    None => {
+                        errs.push(&join(path, "window"), format!("invalid window {w}"), "use whole seconds above 0, or \"second\", \"minute\", \"hour\", \"day\"");
+                        0
+                    }
+                },
+                None => {
+                    errs.push(&join(path, "window"), "missing required field", "add \"window\": 60 (seconds) or \"minute\"");
+                    0
+                }
+            };
+            let global = match o.get("scope").map(|s| (s, s.as_str())) {
+                None | Some((_, Some("session"))) => false,
+                Some((_, Some("global"))) => true,
+                Some((s, _)) => {
+                    errs.push(&join(path, "scope"), format!("invalid scope {s}"), "use \"session\" (per identity, the default) or \"global\" (all callers together)");
+                    false
+                }
+            };
+            let cost = match o.get("cost") {
+                None => None,
+                Some(Value::String(p)) => match arg_path(p) {
+                    Some(segs) => Some((p.clone(), segs)),
+                    None => {
+                        errs.push(&join(path, "cost"), format!("invalid argument path \"{p}\""), "name the argument holding the cost, e.g. \"args.amount\"");
+                        None
+                    }
+                },
+                Some(c) => {
+                    errs.push(&join(path, "cost"), format!("expected an argument path string, got {c}"), "e.g. \"cost\": \"args.amount\"");
+                    None
+                }
+            };
+            (max, window, global, cost)
+        }
+        other => {
+            errs.push(path, format!("expected a limit, got {}", kind(other)), LIMIT_FIX);
+            return None;
+        }
+    };
+    if errs.0.len() != before {
+        return None;
+    }
+    let scope = if global { "global" } else { "session" };
+    let cost_path = cost.as_ref().map_or("", |(p, _)| p.as_str());
+    let id = fnv1a(&[key.as_bytes(), index.to_string().as_bytes(), max.to_string().as_bytes(), window.to_string().as_bytes(), scope.as_bytes(), cost_path.as_bytes()]);
+    Some(RateLimit { spec: LimitSpec { id, max, window_secs: window, global }, cost })
+}
+
+fn parse_identity(errs: &mut Errs, v: &Value) -> Identity {
+    let mut id = Identity::default();
+    let Value::Object(o) = v else {
+        errs.push("identity", format!("expected an object, got {}", kind(v)), "write {\"headers\": [\"mcp-session-id\"]}");
+        return id;
+    };
+    check_fields(errs, "identity", o, IDENTITY_FIELDS, &[]);
+    if let Some(h) = o.get("headers") {
+        match h.as_array() {
+            Some(list) if !list.is_empty() => {
+                let mut names = Vec::new();
+                for (i, n) in list.iter().enumerate() {
+                    match n.as_str() {
+                        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => names.push(s.to_ascii_lowercase()),
+                        _ => errs.push(&format!("identity.headers[{i}]"), format!("invalid header name {n}"), "use a header name such as \"x-agent-id\""),
+                    }
+                }
+                id.headers = names;
+            }
+            _ => errs.push("identity.headers", format!("expected a non-empty list of header names, got {h}"), "e.g. [\"x-agent-id\", \"mcp-session-id\"]"),
+        }
+    }
+    if let Some(m) = o.get("max_tracked") {
+        match m.as_u64().filter(|n| (1..=MAX_TRACKED_LIMIT).contains(n)).and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => id.max_tracked = n,
+            None => errs.push("identity.max_tracked", format!("expected a whole number from 1 to {MAX_TRACKED_LIMIT}, got {m}"), "e.g. 65536 (each tracked identity costs about 100 bytes of shared memory)"),
+        }
+    }
+    id
+}
+
+/// `args.a.b` → `["a", "b"]`; `None` when the path does not start with `args` or has an empty segment.
+fn arg_path(p: &str) -> Option<Vec<String>> {
+    let segs: Vec<&str> = p.split('.').collect();
+    if segs.first() != Some(&"args") || segs.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    Some(segs.iter().skip(1).map(|s| (*s).to_owned()).collect())
 }
 
 fn parse_condition(errs: &mut Errs, path: &str, v: &Value) -> Option<Condition> {
@@ -237,15 +408,13 @@ fn parse_condition(errs: &mut Errs, path: &str, v: &Value) -> Option<Condition> 
     let before = errs.0.len();
     check_fields(errs, path, obj, CONDITION_FIELDS, &[]);
     let arg_path = match obj.get("path") {
-        Some(Value::String(p)) => {
-            let segs: Vec<&str> = p.split('.').collect();
-            if segs.first() != Some(&"args") || segs.iter().any(|s| s.is_empty()) {
+        Some(Value::String(p)) => match arg_path(p) {
+            Some(segs) => Some((p.clone(), segs)),
+            None => {
                 errs.push(&join(path, "path"), format!("invalid argument path \"{p}\""), "start with `args` and separate keys with dots, e.g. \"args.max_results\" or \"args.items.0\"");
                 None
-            } else {
-                Some((p.clone(), segs.iter().skip(1).map(|s| (*s).to_owned()).collect::<Vec<_>>()))
             }
-        }
+        },
         Some(p) => {
             errs.push(&join(path, "path"), format!("expected a string, got {p}"), "write \"path\": \"args.<name>\"");
             None
@@ -461,10 +630,8 @@ mod tests {
     #[test]
     fn later_features_are_not_supported_yet() {
         for (doc, path) in [
-            (r#"{"version":"1","identity":{}}"#, "identity"),
             (r#"{"version":"1","approval":{}}"#, "approval"),
             (r#"{"version":"1","hide":[]}"#, "hide"),
-            (r#"{"version":"1","tools":{"x":{"rate_limit":"1/second"}}}"#, r#"tools["x"].rate_limit"#),
             (r#"{"version":"1","tools":{"x":{"action":"require_approval"}}}"#, r#"tools["x"].action"#),
             (r#"{"version":"1","default":"require_approval"}"#, "default"),
         ] {
@@ -511,6 +678,70 @@ mod tests {
         assert!(c("7").message.contains("condition object"));
         let e = one_error(r#"{"version":"1","tools":{"x":{"action":"deny","conditions":[{"path":"args.a","op":"eq","value":1}]}}}"#);
         assert!(e.message.contains("no effect"));
+    }
+
+    #[test]
+    fn rate_limit_forms() {
+        let p = ok(r#"{"version":"1","identity":{"headers":["X-Agent-Id","mcp-session-id"],"max_tracked":100},"tools":{
+            "search_runs": {"rate_limit": {"max": 10, "window": 60}},
+            "get_*": {"rate_limit": ["100/minute", "2000/day"]},
+            "create_run": {"rate_limit": {"max": 50, "window": "hour", "scope": "global"}},
+            "transfer_funds": {"rate_limit": {"max": 100000, "window": "day", "cost": "args.amount"}},
+            "s": {"rate_limit": "5/second"}, "h": {"rate_limit": "1/hour"}}}"#);
+        let l = |k: &str| p.rule_for(k).unwrap().limits.clone();
+        assert_eq!((l("search_runs")[0].spec.max, l("search_runs")[0].spec.window_secs), (10, 60));
+        assert_eq!(l("get_x").iter().map(|x| (x.spec.max, x.spec.window_secs)).collect::<Vec<_>>(), vec![(100, 60), (2000, 86_400)]);
+        assert!(l("create_run")[0].spec.global);
+        assert_eq!(l("create_run")[0].spec.window_secs, 3600);
+        assert_eq!(l("transfer_funds")[0].cost.as_ref().unwrap().1, vec!["amount".to_string()]);
+        assert_eq!(l("s")[0].spec.window_secs, 1);
+        assert_eq!(p.identity.headers, vec!["x-agent-id", "mcp-session-id"]);
+        assert_eq!(p.identity.max_tracked, 100);
+        assert_eq!(p.hold_secs(), 86_400);
+        assert!(p.has_limits());
+        // Ids are stable and distinct.
+        let again = ok(r#"{"version":"1","tools":{"search_runs": {"rate_limit": {"max": 10, "window": 60}}}}"#);
+        assert_eq!(again.rule_for("search_runs").unwrap().limits[0].spec.id, l("search_runs")[0].spec.id);
+        assert_ne!(l("get_x")[0].spec.id, l("get_x")[1].spec.id);
+        assert_eq!(l("search_runs")[0].describe(), "10 calls per 60s");
+    }
+
+    #[test]
+    fn rate_limit_errors() {
+        let e = |rl: &str| one_error(&format!(r#"{{"version":"1","tools":{{"x":{{"rate_limit":{rl}}}}}}}"#));
+        for (rl, path_end, text) in [
+            (r#""10/fortnight""#, "rate_limit", "invalid rate limit"),
+            (r#""0/minute""#, "rate_limit", "invalid rate limit"),
+            (r#""ten/minute""#, "rate_limit", "invalid rate limit"),
+            (r#"[]"#, "rate_limit", "empty list"),
+            (r#"5"#, "rate_limit", "expected a limit"),
+            (r#"{"window":60}"#, "max", "missing"),
+            (r#"{"max":0,"window":60}"#, "max", "above 0"),
+            (r#"{"max":1.5,"window":60}"#, "max", "above 0"),
+            (r#"{"max":1}"#, "window", "missing"),
+            (r#"{"max":1,"window":0}"#, "window", "invalid window"),
+            (r#"{"max":1,"window":"week"}"#, "window", "invalid window"),
+            (r#"{"max":1,"window":1,"scope":"user"}"#, "scope", "invalid scope"),
+            (r#"{"max":1,"window":1,"cost":"amount"}"#, "cost", "invalid argument path"),
+            (r#"{"max":1,"window":1,"cost":3}"#, "cost", "argument path"),
+            (r#"{"max":1,"window":1,"burst":3}"#, "burst", "unknown field"),
+            (r#"["1/minute", "x"]"#, "rate_limit[1]", "invalid rate limit"),
+        ] {
+            let err = e(rl);
+            assert!(err.path.ends_with(path_end), "{rl}: {err}");
+            assert!(err.message.contains(text), "{rl}: {err}");
+        }
+        let err = one_error(r#"{"version":"1","tools":{"x":{"action":"deny","rate_limit":"1/second"}}}"#);
+        assert!(err.message.contains("no effect"));
+    }
+
+    #[test]
+    fn identity_errors() {
+        assert_eq!(one_error(r#"{"version":"1","identity":[]}"#).path, "identity");
+        assert_eq!(one_error(r#"{"version":"1","identity":{"headers":[]}}"#).path, "identity.headers");
+        assert_eq!(one_error(r#"{"version":"1","identity":{"headers":["bad header"]}}"#).path, "identity.headers[0]");
+        assert_eq!(one_error(r#"{"version":"1","identity":{"max_tracked":0}}"#).path, "identity.max_tracked");
+        assert_eq!(one_error(r#"{"version":"1","identity":{"header":["a"]}}"#).path, "identity.header");
     }
 
     #[test]

@@ -1,0 +1,534 @@
+//! Rate-limit counting: fixed windows aligned to the Unix epoch, counted with compare-and-swap over a
+//! [`Store`] (Envoy's shared data in the filter, a `HashMap` in tests), exact across Envoy workers.
+//!
+//! ## State layout (bounded)
+//! - Session-scoped limits: an identity is hashed onto one of `max_tracked` **slots** (`rl/s/<n>`). A slot
+//!   holds its owner's hash, when it was last touched, and one `(limit, window, count)` entry per limit the
+//!   owner used. No key is ever made per window: a stale entry is overwritten by the next window.
+//! - When an identity's slot is held by another identity that touched it less than the policy's longest
+//!   window ago, the identity is counted in one of [`OVERFLOW_BUCKETS`] shared **overflow** buckets
+//!   (`rl/o/<n>`), together with every other identity that landed there. A shared count can only run out
+//!   sooner, so no identity ever gets more than its limit; a slot is given to a new owner only after a
+//!   full longest-window of silence, so an identity never splits its count between a slot and a bucket
+//!   within one window.
+//! - Global limits: one key per limit (`rl/g/<limit id>`).
+//!
+//! ## Creating keys
+//! Envoy's shared data cannot create a key atomically (a `set` on a missing key ignores the CAS), so keys
+//! are created only while holding a creation lock (`rl/lock`, itself created when the policy loads).
+
+use std::fmt;
+
+/// Shared overflow buckets for identities whose slot is taken.
+pub const OVERFLOW_BUCKETS: u64 = 64;
+/// Default for `identity.max_tracked`.
+pub const DEFAULT_MAX_TRACKED: u32 = 65_536;
+/// CAS attempts before giving up on one key (each attempt means another worker wrote in between).
+const CAS_ATTEMPTS: usize = 256;
+/// Key prefix of every rate-limit entry in the store.
+pub const PREFIX: &str = "mcp_policy/rl/";
+
+/// The key of the creation lock.
+pub fn lock_key() -> String {
+    format!("{PREFIX}lock")
+}
+
+/// A key-value store with compare-and-swap, shaped like proxy-wasm shared data.
+pub trait Store {
+    /// The value and its CAS token, `None` when the key does not exist.
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
+    /// Writes `value`; with `cas`, only if the key still has that token.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetError {
+    CasMismatch,
+    Other(String),
+}
+
+/// One limit as the counter sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// Stable id (same rule, same limit → same id across reloads).
+    pub id: u64,
+    pub max: u64,
+    pub window_secs: u64,
+    pub global: bool,
+}
+
+/// Units to take from one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    pub limit: LimitSpec,
+    pub units: u64,
+}
+
+/// Units taken, kept so they can be given back (upstream 5xx, approval not granted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    key: String,
+    limit_id: u64,
+    window: u64,
+    units: u64,
+}
+
+/// Why units could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The charge at this index (in the slice given to [`Limiter::reserve`]) is over its limit.
+    Limited { index: usize, retry_after_secs: u64 },
+    /// The store misbehaved or stayed contended: fail closed.
+    Unavailable(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Limited { index, retry_after_secs } => write!(f, "limit {index} reached, retry after {retry_after_secs}s"),
+            Refusal::Unavailable(m) => write!(f, "rate-limit state unavailable: {m}"),
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash for identities and limit ids (same in every worker and across reloads).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separator so that ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The value of one key: owner (0 for shared keys), last touch (unix seconds), entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Cell {
+    owner: u64,
+    touched: u64,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    limit: u64,
+    window: u64,
+    count: u64,
+}
+
+/// Bytes of one cell: 16 + 24 per limit entry.
+pub const CELL_HEADER_BYTES: usize = 16;
+pub const CELL_ENTRY_BYTES: usize = 24;
+
+impl Cell {
+    fn decode(b: &[u8]) -> Option<Cell> {
+        let word = |i: usize| -> Option<u64> {
+            let s = b.get(i * 8..i * 8 + 8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(s);
+            Some(u64::from_le_bytes(a))
+        };
+        if b.is_empty() {
+            return Some(Cell::default());
+        }
+        if b.len() < CELL_HEADER_BYTES || !(b.len() - CELL_HEADER_BYTES).is_multiple_of(CELL_ENTRY_BYTES) {
+            return None;
+        }
+        let n = (b.len() - CELL_HEADER_BYTES) / CELL_ENTRY_BYTES;
+        let mut entries = Vec::with_capacity(n + 1);
+        for i in 0..n {
+            let w = 2 + i * 3;
+            entries.push(Entry { limit: word(w)?, window: word(w + 1)?, count: word(w + 2)? });
+        }
+        Some(Cell { owner: word(0)?, touched: word(1)?, entries })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CELL_HEADER_BYTES + CELL_ENTRY_BYTES * self.entries.len());
+        out.extend_from_slice(&self.owner.to_le_bytes());
+        out.extend_from_slice(&self.touched.to_le_bytes());
+        for e in &self.entries {
+            out.extend_from_slice(&e.limit.to_le_bytes());
+            out.extend_from_slice(&e.window.to_le_bytes());
+            out.extend_from_slice(&e.count.to_le_bytes());
+        }
+        out
+    }
+
+    fn count(&self, limit: u64, window: u64) -> u64 {
+        self.entries.iter().find(|e| e.limit == limit && e.window == window).map_or(0, |e| e.count)
+    }
+
+    fn put(&mut self, limit: u64, window: u64, count: u64) {
+        self.entries.retain(|e| e.limit != limit);
+        self.entries.push(Entry { limit, window, count });
+    }
+}
+
+/// Counts over a store. `max_tracked` slots for session identities; `hold_secs` is the policy's longest
+/// session window (a slot changes owner only after that much silence).
+pub struct Limiter<'s, S: Store> {
+    pub store: &'s S,
+    pub max_tracked: u32,
+    pub hold_secs: u64,
+}
+
+enum Target {
+    /// A slot keyed by identity: give up (and use overflow) if another identity holds it.
+    Slot(String),
+    /// A shared key: overflow bucket or global limit.
+    Shared(String),
+}
+
+enum Step {
+    Reserved(Reservation),
+    Limited,
+    Taken,
+}
+
+impl<S: Store> Limiter<'_, S> {
+    fn slot_key(&self, identity: u64) -> String {
+        format!("{PREFIX}s/{}", identity % u64::from(self.max_tracked.max(1)))
+    }
+
+    fn overflow_key(identity: u64) -> String {
+        format!("{PREFIX}o/{}", (identity >> 32) % OVERFLOW_BUCKETS)
+    }
+
+    /// Takes every charge (in order) for `identity`, all or nothing.
+    pub fn reserve(&self, identity: &str, charges: &[Charge], now: u64) -> Result<Vec<Reservation>, Refusal> {
+        let who = fnv1a(&[identity.as_bytes()]);
+        let mut taken: Vec<Reservation> = Vec::with_capacity(charges.len());
+        for (index, c) in charges.iter().enumerate() {
+            match self.reserve_one(who, c, now) {
+                Ok(Some(r)) => taken.push(r),
+                Ok(None) => {
+                    self.release(&taken);
+                    let w = c.limit.window_secs.max(1);
+                    let retry_after_secs = ((now / w + 1) * w).saturating_sub(now).max(1);
+                    return Err(Refusal::Limited { index, retry_after_secs });
+                }
+                Err(e) => {
+                    self.release(&taken);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn reserve_one(&self, who: u64, c: &Charge, now: u64) -> Result<Option<Reservation>, Refusal> {
+        if c.limit.global {
+            return self.take(&Target::Shared(format!("{PREFIX}g/{:016x}", c.limit.id)), who, c, now).map(step_result);
+        }
+        match self.take(&Target::Slot(self.slot_key(who)), who, c, now)? {
+            Step::Taken => self.take(&Target::Shared(Self::overflow_key(who)), who, c, now).map(step_result),
+            s => Ok(step_result(s)),
+        }
+    }
+
+    fn take(&self, target: &Target, who: u64, c: &Charge, now: u64) -> Result<Step, Refusal> {
+        let (key, owned) = match target {
+            Target::Slot(k) => (k, true),
+            Target::Shared(k) => (k, false),
+        };
+        let window = now / c.limit.window_secs.max(1);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((bytes, cas)) = self.get(key)? else {
+                self.create(key)?;
+                continue;
+            };
+            let mut cell = Cell::decode(&bytes).ok_or_else(|| Refusal::Unavailable(format!("corrupt value at {key}")))?;
+            if owned && cell.owner != who {
+                let held = cell.owner != 0 && now.saturating_sub(cell.touched) < self.hold_secs;
+                if held {
+                    return Ok(Step::Taken);
+                }
+                cell = Cell { owner: who, touched: now, entries: Vec::new() };
+            }
+            let have = cell.count(c.limit.id, window);
+            let next = have.saturating_add(c.units);
+            if next > c.limit.max {
+                return Ok(Step::Limited);
+            }
+            cell.put(c.limit.id, window, next);
+            if owned {
+                cell.touched = now;
+            }
+            match self.store.set(key, &cell.encode(), Some(cas)) {
+                Ok(()) => {
+                    return Ok(Step::Reserved(Reservation { key: key.clone(), limit_id: c.limit.id, window, units: c.units }))
+                }
+                Err(SetError::CasMismatch) => continue,
+                Err(SetError::Other(e)) => return Err(Refusal::Unavailable(e)),
+            }
+        }
+        Err(Refusal::Unavailable(format!("{key} stayed contended for {CAS_ATTEMPTS} attempts")))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, Refusal> {
+        self.store.get(key).map_err(|e| Refusal::Unavailable(e.0))
+    }
+
+    /// Creates `key` (empty) under the creation lock, unless another worker did first.
+    fn create(&self, key: &str) -> Result<(), Refusal> {
+        let lock = lock_key();
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((state, cas)) = self.get(&lock)? else {
+                return Err(Refusal::Unavailable("the creation lock is missing (policy not loaded?)".into()));
+            };
+            if state.first() == Some(&1) {
+                continue; // held by another worker for a few microseconds
+            }
+            match self.store.set(&lock, &[1], Some(cas)) {
+                Ok(()) => {}
+                Err(SetError::CasMismatch) => continue,
+                Err(SetError::Other(e)) => return Err(Refusal::Unavailable(e)),
+            }
+            let made = match self.get(key) {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => self.store.set(key, &[], None).map_err(|e| Refusal::Unavailable(format!("{e:?}"))),
+                Err(e) => Err(e),
+            };
+            let released = self.store.set(&lock, &[0], None);
+            made?;
+            return released.map_err(|e| Refusal::Unavailable(format!("{e:?}")));
+        }
+        Err(Refusal::Unavailable("the creation lock stayed busy".into()))
+    }
+
+    /// Gives units back (same window only: a new window already started from zero).
+    pub fn release(&self, reservations: &[Reservation]) {
+        for r in reservations {
+            for _ in 0..CAS_ATTEMPTS {
+                let Ok(Some((bytes, cas))) = self.store.get(&r.key) else { break };
+                let Some(mut cell) = Cell::decode(&bytes) else { break };
+                let have = cell.count(r.limit_id, r.window);
+                if have == 0 {
+                    break;
+                }
+                cell.put(r.limit_id, r.window, have.saturating_sub(r.units));
+                match self.store.set(&r.key, &cell.encode(), Some(cas)) {
+                    Err(SetError::CasMismatch) => continue,
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+fn step_result(s: Step) -> Option<Reservation> {
+    match s {
+        Step::Reserved(r) => Some(r),
+        Step::Limited | Step::Taken => None,
+    }
+}
+
+/// Creates the creation lock if it does not exist (call when the policy loads, before any traffic).
+pub fn init_store<S: Store>(store: &S) -> Result<(), String> {
+    let lock = lock_key();
+    match store.get(&lock) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => store.set(&lock, &[0], None).map_err(|e| format!("{e:?}")),
+        Err(e) => Err(e.0),
+    }
+}
+
+/// A `HashMap` store with Envoy's shared-data semantics, for tests and the native CLI.
+pub mod memory {
+    use super::{SetError, Store, StoreError};
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    pub struct MemoryStore {
+        pub map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        next_cas: Cell<u32>,
+        /// Test hook: fail this many upcoming CAS writes as if another worker had written first.
+        pub conflicts: Cell<u32>,
+    }
+
+    impl MemoryStore {
+        /// Bytes of keys and values held (what Envoy would hold, before its own per-entry overhead).
+        pub fn bytes(&self) -> usize {
+            self.map.borrow().iter().map(|(k, (v, _))| k.len() + v.len()).sum()
+        }
+    }
+
+    impl Store for MemoryStore {
+        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            Ok(self.map.borrow().get(key).cloned())
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+            let mut map = self.map.borrow_mut();
+            if let (Some(c), Some((_, cur))) = (cas, map.get(key)) {
+                if self.conflicts.get() > 0 {
+                    self.conflicts.set(self.conflicts.get() - 1);
+                    return Err(SetError::CasMismatch);
+                }
+                if c != *cur {
+                    return Err(SetError::CasMismatch);
+                }
+            }
+            let n = self.next_cas.get().wrapping_add(1).max(1);
+            self.next_cas.set(n);
+            map.insert(key.to_owned(), (value.to_vec(), n));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::*;
+
+    fn spec(id: u64, max: u64, window_secs: u64) -> LimitSpec {
+        LimitSpec { id, max, window_secs, global: false }
+    }
+
+    fn store() -> MemoryStore {
+        let s = MemoryStore::default();
+        init_store(&s).unwrap();
+        s
+    }
+
+    fn lim<'s>(s: &'s MemoryStore, max_tracked: u32) -> Limiter<'s, MemoryStore> {
+        Limiter { store: s, max_tracked, hold_secs: 60 }
+    }
+
+    fn one(l: &Limiter<'_, MemoryStore>, who: &str, limit: LimitSpec, now: u64) -> Result<Vec<Reservation>, Refusal> {
+        l.reserve(who, &[Charge { limit, units: 1 }], now)
+    }
+
+    #[test]
+    fn counts_to_max_then_refuses_with_retry_after() {
+        let s = store();
+        let l = lim(&s, 16);
+        let limit = spec(1, 3, 60);
+        for _ in 0..3 {
+            one(&l, "a", limit, 120).unwrap();
+        }
+        assert_eq!(one(&l, "a", limit, 130), Err(Refusal::Limited { index: 0, retry_after_secs: 50 }));
+        assert_eq!(one(&l, "a", limit, 179), Err(Refusal::Limited { index: 0, retry_after_secs: 1 }));
+        // The window rolls at 180 (epoch-aligned): counts start again.
+        one(&l, "a", limit, 180).unwrap();
+    }
+
+    #[test]
+    fn identities_count_apart_and_global_counts_together() {
+        let s = store();
+        let l = lim(&s, 1024);
+        let limit = spec(1, 1, 60);
+        one(&l, "a", limit, 0).unwrap();
+        one(&l, "b", limit, 0).unwrap();
+        assert!(one(&l, "a", limit, 0).is_err());
+        let g = LimitSpec { global: true, ..spec(2, 1, 60) };
+        one(&l, "a", g, 0).unwrap();
+        assert!(one(&l, "b", g, 0).is_err());
+    }
+
+    #[test]
+    fn cost_and_all_or_nothing() {
+        let s = store();
+        let l = lim(&s, 16);
+        let budget = spec(1, 100, 86_400);
+        let per_min = spec(2, 2, 60);
+        l.reserve("a", &[Charge { limit: budget, units: 60 }, Charge { limit: per_min, units: 1 }], 0).unwrap();
+        // 60 + 50 > 100: refused at index 0, and the per-minute unit of this call is not taken either.
+        let e = l.reserve("a", &[Charge { limit: per_min, units: 1 }, Charge { limit: budget, units: 50 }], 0);
+        assert!(matches!(e, Err(Refusal::Limited { index: 1, .. })));
+        l.reserve("a", &[Charge { limit: per_min, units: 1 }, Charge { limit: budget, units: 40 }], 0).unwrap();
+        assert!(one(&l, "a", per_min, 0).is_err());
+    }
+
+    #[test]
+    fn refunds_return_units_in_the_same_window_only() {
+        let s = store();
+        let l = lim(&s, 16);
+        let limit = spec(1, 1, 60);
+        let r = one(&l, "a", limit, 0).unwrap();
+        assert!(one(&l, "a", limit, 0).is_err());
+        l.release(&r);
+        let r2 = one(&l, "a", limit, 1).unwrap();
+        // A refund after the window rolled must not credit the new window.
+        one(&l, "a", limit, 60).unwrap();
+        l.release(&r2);
+        assert!(one(&l, "a", limit, 61).is_err());
+    }
+
+    #[test]
+    fn survives_cas_conflicts() {
+        let s = store();
+        let l = lim(&s, 16);
+        let limit = spec(1, 5, 60);
+        s.conflicts.set(20);
+        for _ in 0..5 {
+            one(&l, "a", limit, 0).unwrap();
+        }
+        assert!(one(&l, "a", limit, 0).is_err());
+        // Endless conflicts fail closed.
+        s.conflicts.set(u32::MAX);
+        assert!(matches!(one(&l, "b", limit, 0), Err(Refusal::Unavailable(_))));
+    }
+
+    #[test]
+    fn bounded_state_and_overflow_never_exceeds_the_limit() {
+        let s = store();
+        let l = lim(&s, 8);
+        let limit = spec(1, 2, 60);
+        let mut admitted = 0;
+        for i in 0..1000 {
+            for _ in 0..3 {
+                if one(&l, &format!("session-{i}"), limit, 5).is_ok() {
+                    admitted += 1;
+                }
+            }
+        }
+        let keys = s.map.borrow().len();
+        assert!(keys <= 1 + 8 + OVERFLOW_BUCKETS as usize, "{keys} keys");
+        // At most `max` per slot owner plus `max` per overflow bucket, whatever the flood.
+        assert!(admitted <= 2 * (8 + OVERFLOW_BUCKETS as usize), "{admitted}");
+        // Every slot owner got exactly its limit.
+        assert!(admitted >= 2 * 8);
+    }
+
+    #[test]
+    fn a_slot_changes_owner_only_after_the_longest_window_of_silence() {
+        let s = store();
+        let l = lim(&s, 1); // one slot: every identity collides
+        let limit = spec(1, 1, 10);
+        one(&l, "a", limit, 0).unwrap();
+        // b is counted in an overflow bucket while a holds the slot (hold_secs = 60).
+        one(&l, "b", limit, 30).unwrap();
+        assert!(one(&l, "b", limit, 35).is_err());
+        // After 60 s without a, b takes the slot over.
+        one(&l, "b", limit, 60).unwrap();
+        let v = s.map.borrow().get(&format!("{PREFIX}s/0")).cloned().unwrap();
+        assert_eq!(Cell::decode(&v.0).unwrap().owner, fnv1a(&[b"b"]));
+    }
+
+    #[test]
+    fn cells_round_trip_and_reject_garbage() {
+        let c = Cell { owner: 7, touched: 9, entries: vec![Entry { limit: 1, window: 2, count: 3 }] };
+        assert_eq!(Cell::decode(&c.encode()), Some(c));
+        assert_eq!(Cell::decode(&[1, 2, 3]), None);
+        let s = store();
+        s.set(&format!("{PREFIX}s/0"), &[9; 5], None).unwrap();
+        assert!(matches!(one(&lim(&s, 1), "x", spec(1, 1, 1), 0), Err(Refusal::Unavailable(_))));
+    }
+
+    #[test]
+    fn missing_lock_fails_closed() {
+        let s = MemoryStore::default();
+        assert!(matches!(one(&lim(&s, 4), "a", spec(1, 1, 1), 0), Err(Refusal::Unavailable(_))));
+    }
+}
