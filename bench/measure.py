@@ -78,6 +78,7 @@ def main():
         print(f"  ({args.config} was still busy: waited {waited:.1f} s for it to go idle)", flush=True)
     if args.warmup > 0:
         run_wrk(args, args.warmup, env)
+        settle(args.pid)  # requests of the warm-up still queued in the proxy must not count here
     t0, c0, k0 = time.monotonic(), proc_cpu_ticks(args.pid), core_times()
     res, raw = run_wrk(args, args.duration, env)
     t1, c1, k1 = time.monotonic(), proc_cpu_ticks(args.pid), core_times()

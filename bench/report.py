@@ -69,7 +69,10 @@ def main():
         cells[(r["config"], r["workload"])].append(r)
 
     def m(cfg, wl, key):
-        return med([r.get(key) for r in cells.get((cfg, wl), [])])
+        rs = cells.get((cfg, wl), [])
+        if key in ("p50_us", "p90_us", "p99_us", "proxy_cpu_us_per_req"):
+            rs = [r for r in rs if r["requests"] > 0]  # no answers: no latency to speak of
+        return med([r.get(key) for r in rs])
 
     present = [c for c, _ in CONFIGS if any(k[0] == c for k in cells)]
     out = []
@@ -79,7 +82,7 @@ def main():
                f"{extra.get('warmup')} s warm-up, configurations interleaved A B C per workload and round; "
                f"medians over rounds. wrk: 1 thread, {extra.get('conns')} connections unless noted.\n")
     out.append("## Machine\n")
-    for k in ("cpu", "nproc", "kernel", "envoy", "wrk", "pinning"):
+    for k in ("cpu", "nproc", "kernel", "envoy", "wrk", "pinning", "loadavg"):
         if k in extra:
             out.append(f"- {k}: {extra[k]}")
     out.append("")
@@ -133,6 +136,17 @@ def main():
         out.append(line)
     out.append("")
 
+    out.append("## Spread: RPS per round\n")
+    out.append("| workload | " + " | ".join(present) + " |")
+    out.append("|---|" + "---|" * len(present))
+    for wl, label in workloads:
+        line = f"| {label} |"
+        for c in present:
+            rs = sorted(cells.get((c, wl), []), key=lambda r: r["round"])
+            line += " " + " / ".join(f"{r['rps']:,.0f}" for r in rs) + " |"
+        out.append(line)
+    out.append("")
+
     # responses that were not 2xx (expected for B's denied call: RBAC answers 403)
     bad = []
     for (c, wl), rs in sorted(cells.items()):
@@ -149,7 +163,7 @@ def main():
     out.append("## Other figures\n")
     for k, label in (("wasm_size", "wasm size"), ("rss", "Envoy RSS after load (VmRSS)"),
                      ("rss_delta", "RSS with C minus with A"), ("rate_limit_state", "rate-limit state after 100k distinct sessions"),
-                     ("policy_note", "policy"), ("load_core", "load-generator core")):
+                     ("policy_note", "policy"), ("load_core", "load-generator core (includes anything else running there)")):
         if k in extra:
             out.append(f"- {label}: {extra[k]}")
     out.append("")

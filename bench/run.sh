@@ -88,6 +88,7 @@ mkdir -p "$WORK"
 rm -rf "$WORK.old"
 : > "$WORK/extra.tsv"
 : > "$WORK/results.jsonl"
+LOADAVG0=$(cut -d' ' -f1-3 /proc/loadavg)
 say "inputs (bench/.work)"
 "$PY" "$BENCH/gen.py" assets "$WORK"
 "$PY" "$BENCH/gen.py" policy-variant "$WORK" full >/dev/null
@@ -293,6 +294,7 @@ put kernel "$(uname -sr)"
 put envoy "$ENVOY_VERSION"
 put wrk "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
 put pinning "$PINNING"
+put loadavg "$LOADAVG0 before the run, $(cut -d' ' -f1-3 /proc/loadavg) after (other work on the machine disturbs the figures)"
 put rounds "$ROUNDS"; put duration "$DURATION"; put warmup "$WARMUP"; put conns "$CONNS"
 LOADBUSY=$("$PY" -c "
 import json, statistics, sys
