@@ -161,7 +161,7 @@ def main():
         out.append("")
 
     out.append("## Other figures\n")
-    for k, label in (("wasm_size", "wasm size"), ("rss", "Envoy RSS after load (VmRSS)"),
+    for k, label in (("wasm_size", "wasm size"), ("rss_start", "Envoy RSS at start (VmRSS)"), ("rss", "Envoy RSS after load (VmRSS)"),
                      ("rss_delta", "RSS with C minus with A"), ("rate_limit_state", "rate-limit state after 100k distinct sessions"),
                      ("policy_note", "policy"), ("load_core", "load-generator core (includes anything else running there)")):
         if k in extra:
