@@ -12,6 +12,10 @@ pub enum Decision<'p> {
     Deny { rule: Option<&'p str>, reason: String },
     /// Over a rate limit: `limit` units per `window_secs`, room again in `retry_after_secs`.
     RateLimited { rule: Option<&'p str>, reason: String, limit: u64, window_secs: u64, retry_after_secs: u64 },
+    /// Allowed so far (conditions hold, limits have room), but the approval service must say yes first.
+    NeedsApproval { rule: Option<&'p str>, reason: Option<&'p str> },
+    /// The approval service said no (`unavailable: false`) or could not be asked (`unavailable: true`).
+    NotApproved { rule: Option<&'p str>, reason: String, unavailable: bool },
 }
 
 /// A decision plus, for an allowed call, the units it takes from its rule's rate limits.
@@ -25,10 +29,18 @@ impl<'p> Decision<'p> {
     pub fn is_allow(&self) -> bool {
         matches!(self, Decision::Allow { .. })
     }
+    /// Denied, rate limited or not approved: the call must not be forwarded and gets an error.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Decision::Deny { .. } | Decision::RateLimited { .. } | Decision::NotApproved { .. })
+    }
     /// The policy key that decided, `None` when the default posture did.
     pub fn rule(&self) -> Option<&'p str> {
         match self {
-            Decision::Allow { rule } | Decision::Deny { rule, .. } | Decision::RateLimited { rule, .. } => *rule,
+            Decision::Allow { rule }
+            | Decision::Deny { rule, .. }
+            | Decision::RateLimited { rule, .. }
+            | Decision::NeedsApproval { rule, .. }
+            | Decision::NotApproved { rule, .. } => *rule,
         }
     }
 }
@@ -43,10 +55,12 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
     let deny = |rule: Option<&'p str>, reason: String| Verdict { decision: Decision::Deny { rule, reason }, charges: Vec::new() };
     let tool: &str = &call.name;
     let Some(rule) = policy.rule_for(tool) else {
-        return match policy.default {
-            Action::Allow => Verdict { decision: Decision::Allow { rule: None }, charges: Vec::new() },
-            Action::Deny => deny(None, format!("tool '{tool}' is not allowed by the policy (default deny)")),
+        let decision = match policy.default {
+            Action::Allow => Decision::Allow { rule: None },
+            Action::RequireApproval => Decision::NeedsApproval { rule: None, reason: None },
+            Action::Deny => return deny(None, format!("tool '{tool}' is not allowed by the policy (default deny)")),
         };
+        return Verdict { decision, charges: Vec::new() };
     };
     let key = Some(rule.key.as_str());
     if rule.action == Action::Deny {
@@ -64,8 +78,12 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
         let reason = rule.reason.clone().unwrap_or_else(|| format!("condition not met: {}", failed.describe()));
         return deny(key, reason);
     }
+    let decision = match rule.action {
+        Action::RequireApproval => Decision::NeedsApproval { rule: key, reason: rule.reason.as_deref() },
+        _ => Decision::Allow { rule: key },
+    };
     match charges(rule, args.as_ref()) {
-        Ok(charges) => Verdict { decision: Decision::Allow { rule: key }, charges },
+        Ok(charges) => Verdict { decision, charges },
         Err(reason) => deny(key, reason),
     }
 }
@@ -199,6 +217,20 @@ mod tests {
             Decision::Deny { reason, .. } => assert!(reason.contains("args.amount"), "{reason}"),
             d => panic!("{d:?}"),
         }
+    }
+
+    #[test]
+    fn require_approval_comes_after_conditions() {
+        let p = parse(br#"{"version":"1","default":"require_approval","approval":{"cluster":"a"},
+            "tools":{"c":{"action":"require_approval","reason":"human","conditions":[{"path":"args.n","op":"lt","value":5}]}}}"#).unwrap();
+        let d = |name: &str, args: &str| {
+            let b = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{args}}}}}"#);
+            let body = inspect(b.as_bytes()).unwrap();
+            decide_call(&p, body.messages[0].tool_call().unwrap())
+        };
+        assert_eq!(d("c", r#"{"n":1}"#), Decision::NeedsApproval { rule: Some("c"), reason: Some("human") });
+        assert!(matches!(d("c", r#"{"n":9}"#), Decision::Deny { .. }));
+        assert_eq!(d("other", "{}"), Decision::NeedsApproval { rule: None, reason: None });
     }
 
     #[test]

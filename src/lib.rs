@@ -4,6 +4,8 @@
 //! [`mcp`] (bytes to JSON-RPC messages), [`engine`] (decisions), [`reply`] (what the agent sees) and
 //! [`request`] (one request, one pass). The proxy-wasm glue is `filter`, compiled for wasm32 only.
 
+pub mod approval;
+pub mod audit;
 pub mod engine;
 pub mod json;
 pub mod limits;
@@ -11,6 +13,8 @@ pub mod mcp;
 pub mod policy;
 pub mod reply;
 pub mod request;
+pub mod sha256;
+pub mod tools_list;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -74,7 +74,17 @@ fn refusal(id: &str, tool: Option<&str>, d: &Decision<'_>) -> Option<String> {
         data.insert("tool".into(), json!(t));
     }
     let (code, message) = match d {
-        Decision::Allow { .. } => return None,
+        Decision::Allow { .. } | Decision::NeedsApproval { .. } => return None,
+        Decision::NotApproved { reason, unavailable, .. } => {
+            let (decision, msg) = if *unavailable {
+                ("approval_unavailable", format!("Tool '{}' not approved: the approval service could not be reached or gave no usable answer ({reason})", tool.unwrap_or("")))
+            } else {
+                ("approval_denied", format!("Tool '{}' not approved: the approver said no: {reason}", tool.unwrap_or("")))
+            };
+            data.insert("decision".into(), json!(decision));
+            data.insert("reason".into(), json!(reason));
+            (APPROVAL_NOT_GRANTED, msg)
+        }
         Decision::Deny { reason, .. } => {
             data.insert("decision".into(), json!("deny"));
             data.insert("reason".into(), json!(reason));
@@ -99,7 +109,7 @@ const BATCH_REASON: &str = "not forwarded: the batch held a refused call, and a 
 /// 200 with in-line JSON-RPC errors when any call of `body` is refused (denied or rate limited).
 /// `decisions` is parallel to `body.messages`. Returns `None` when nothing is refused.
 pub fn refused(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Reply> {
-    if decisions.iter().flatten().all(Decision::is_allow) {
+    if !decisions.iter().flatten().any(Decision::is_refusal) {
         return None;
     }
     let one = |i: usize| -> Option<String> {
@@ -107,7 +117,7 @@ pub fn refused(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Re
         let id = m.id()?.get();
         let tool = m.tool_call().map(|c| c.name.as_ref());
         match decisions.get(i).and_then(Option::as_ref) {
-            Some(d) if !d.is_allow() => refusal(id, tool, d),
+            Some(d) if d.is_refusal() => refusal(id, tool, d),
             _ if body.batch => {
                 let data = match tool {
                     Some(t) => json!({"tool": t, "decision": "deny", "reason": BATCH_REASON}),
@@ -205,6 +215,22 @@ mod tests {
                 "data":{"tool":"search_runs","decision":"rate_limited","reason":"10 calls per 60s",
                         "limit":10,"window_seconds":60,"retry_after_seconds":7}}})
         );
+    }
+
+    #[test]
+    fn not_approved_shapes() {
+        let b = inspect(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"create_experiment"}}"#).unwrap();
+        let r = |unavailable: bool| {
+            let d = Decision::NotApproved { rule: None, reason: "nope".into(), unavailable };
+            parse_json(&refused(&b, &[Some(d)]).unwrap().body)
+        };
+        let v = r(false);
+        assert_eq!(v["error"]["code"], -31003);
+        assert_eq!(v["error"]["data"], json!({"tool":"create_experiment","decision":"approval_denied","reason":"nope"}));
+        assert!(v["error"]["message"].as_str().unwrap().contains("approver said no"));
+        let v = r(true);
+        assert_eq!(v["error"]["data"]["decision"], "approval_unavailable");
+        assert!(v["error"]["message"].as_str().unwrap().contains("could not be reached"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One request, one pass: what the filter asks of the pure core at headers time and at end of body.
 //! The Envoy glue gathers the inputs and acts on the answer; every rule about requests lives here.
 
+use crate::approval::{Answer, Ask};
 use crate::engine::{judge_body, Decision};
 use crate::limits::{Limiter, Refusal, Reservation, Store};
 use crate::mcp::{inspect, Message};
@@ -18,6 +19,8 @@ pub struct Head {
     pub mcp_name: Option<String>,
     /// Who session-scoped rate limits count (see [`crate::policy::Identity::resolve`]).
     pub identity: String,
+    /// `x-request-id`, passed to the approval service.
+    pub request_id: Option<String>,
 }
 
 /// What to do with a request.
@@ -26,6 +29,9 @@ pub enum Outcome {
     /// Forward it; the rate-limit units it took are given back if the upstream answers 5xx.
     Forward(Vec<Reservation>),
     Reply(Reply),
+    /// Ask the approval service once per body in `asks` (in order), then call [`conclude`] with the answers.
+    /// The reservations are the caller's to give back if the answer is not a full yes.
+    Approve { reservations: Vec<Reservation>, asks: Vec<String> },
 }
 
 /// The world outside the pure core: the rate-limit store and the clock (unix seconds).
@@ -77,12 +83,16 @@ pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &En
     if let Some(r) = reply::refused(&body, &decisions) {
         return Outcome::Reply(r);
     }
-    if charges.is_empty() {
-        return Outcome::Forward(Vec::new());
-    }
     let limiter = Limiter { store: env.store, max_tracked: policy.identity.max_tracked, hold_secs: policy.hold_secs() };
-    let (index, retry_after_secs, why) = match limiter.reserve(&head.identity, &charges, env.now) {
-        Ok(reservations) => return Outcome::Forward(reservations),
+    let reserved = if charges.is_empty() { Ok(Vec::new()) } else { limiter.reserve(&head.identity, &charges, env.now) };
+    let (index, retry_after_secs, why) = match reserved {
+        Ok(reservations) => {
+            let asks = approval_asks(head, &body.messages, &decisions);
+            if asks.is_empty() {
+                return Outcome::Forward(reservations);
+            }
+            return Outcome::Approve { reservations, asks };
+        }
         Err(Refusal::Limited { index, retry_after_secs }) => (index, retry_after_secs, None),
         // Fail closed: a call whose count cannot be kept is not forwarded.
         Err(e @ Refusal::Unavailable(_)) => (0, 1, Some(e.to_string())),
@@ -108,6 +118,50 @@ pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &En
     match reply::refused(&body, &decisions) {
         Some(r) => Outcome::Reply(r),
         None => Outcome::Reply(reply::internal("rate-limit bookkeeping failed")),
+    }
+}
+
+fn approval_asks(head: &Head, messages: &[Message<'_>], decisions: &[Option<Decision<'_>>]) -> Vec<String> {
+    messages
+        .iter()
+        .zip(decisions)
+        .filter_map(|(m, d)| match (m, d) {
+            (Message::Request { id, call: Some(call), .. }, Some(Decision::NeedsApproval { reason, .. })) => Some(
+                Ask {
+                    tool: &call.name,
+                    arguments: call.arguments,
+                    identity: &head.identity,
+                    jsonrpc_id: id,
+                    request_id: head.request_id.as_deref(),
+                    reason: *reason,
+                }
+                .to_json(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Finishes a request that waited for approval: `answers` are in the order of [`Outcome::Approve`]'s asks.
+/// `Ok` forwards the request; `Err` is the reply (and the caller gives the rate-limit units back).
+pub fn conclude(policy: &Policy, bytes: &[u8], answers: &[Answer]) -> Result<(), Reply> {
+    let body = inspect(bytes).map_err(|e| reply::request_error(&e))?;
+    let mut answers = answers.iter();
+    let mut decisions: Vec<Option<Decision<'_>>> = Vec::with_capacity(body.messages.len());
+    for verdict in judge_body(policy, &body) {
+        decisions.push(verdict.map(|v| match v.decision {
+            Decision::NeedsApproval { rule, .. } => match answers.next() {
+                Some(Answer::Granted) => Decision::Allow { rule },
+                Some(Answer::Denied(reason)) => Decision::NotApproved { rule, reason: reason.clone(), unavailable: false },
+                Some(Answer::Unavailable(reason)) => Decision::NotApproved { rule, reason: reason.clone(), unavailable: true },
+                None => Decision::NotApproved { rule, reason: "no answer was recorded".into(), unavailable: true },
+            },
+            d => d,
+        }));
+    }
+    match reply::refused(&body, &decisions) {
+        Some(r) => Err(r),
+        None => Ok(()),
     }
 }
 
@@ -169,7 +223,7 @@ mod tests {
                 let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
                 (r.status, v["error"]["code"].as_i64().unwrap_or(0))
             }
-            Outcome::Forward(_) => (0, 0),
+            Outcome::Forward(_) | Outcome::Approve { .. } => (0, 0),
         }
     }
 
@@ -223,6 +277,42 @@ mod tests {
         // Another session has its own count.
         let other = Head { identity: "h:mcp-session-id:s2".into(), ..Head::default() };
         assert!(matches!(super::check_body(&p, &other, t, &env), Outcome::Forward(_)));
+    }
+
+    #[test]
+    fn approval_round_trip() {
+        let p = parse(br#"{"version":"1","approval":{"cluster":"a"},"tools":{
+            "c":{"action":"require_approval","reason":"human","rate_limit":"1/minute"},"g":{}}}"#).unwrap();
+        let store = MemoryStore::default();
+        init_store(&store).unwrap();
+        let env = Env { store: &store, now: 0 };
+        let head = Head { identity: "s1".into(), request_id: Some("r1".into()), ..Head::default() };
+        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"g"}},
+                        {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"c","arguments":{"x":1}}}]"#;
+        let Outcome::Approve { reservations, asks } = super::check_body(&p, &head, batch, &env) else { panic!() };
+        assert_eq!(reservations.len(), 1);
+        assert_eq!(asks.len(), 1);
+        let ask: serde_json::Value = serde_json::from_str(&asks[0]).unwrap();
+        assert_eq!(ask["tool"], "c");
+        assert_eq!(ask["jsonrpc_id"], 2);
+        assert_eq!(ask["identity"], "s1");
+        assert_eq!(ask["request_id"], "r1");
+        assert_eq!(ask["reason"], "human");
+        assert_eq!(ask["arguments"]["x"], 1);
+        assert_eq!(conclude(&p, batch, &[Answer::Granted]), Ok(()));
+        let r = conclude(&p, batch, &[Answer::Denied("no".into())]).unwrap_err();
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v[0]["error"]["code"], -31001);
+        assert_eq!(v[1]["error"]["code"], -31003);
+        assert_eq!(v[1]["error"]["data"]["decision"], "approval_denied");
+        let r = conclude(&p, batch, &[Answer::Unavailable("timeout".into())]).unwrap_err();
+        assert!(r.body.contains("approval_unavailable"));
+        // The one unit is taken while approval is pending: a second call is rate limited before asking.
+        let one = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"c"}}"#;
+        assert_eq!(code(&super::check_body(&p, &head, one, &env)), (200, -31002));
+        // Given back (approval not granted), the unit is available again.
+        Limiter { store: &store, max_tracked: p.identity.max_tracked, hold_secs: p.hold_secs() }.release(&reservations);
+        assert!(matches!(super::check_body(&p, &head, one, &env), Outcome::Approve { .. }));
     }
 
     #[test]

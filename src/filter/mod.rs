@@ -4,6 +4,7 @@
 //! Host calls go through `proxy_wasm::hostcalls` (which return `Result`) rather than the SDK's trait helpers
 //! (which unwrap): a host error must fail the request closed, not trap the worker.
 
+use crate::approval::{read_answer, Answer};
 use crate::limits::{self, Limiter, Reservation, SetError, Store, StoreError};
 use crate::policy::{self, Policy};
 use crate::reply::{self, Reply};
@@ -13,7 +14,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// [`Store`] over proxy-wasm shared data: one map per VM id, shared by every worker of the Envoy process.
 struct SharedData;
@@ -89,6 +90,9 @@ impl RootContext for Root {
             body_size: 0,
             done: false,
             reservations: Vec::new(),
+            held: Vec::new(),
+            callouts: Vec::new(),
+            answers: Vec::new(),
         }))
     }
 
@@ -107,6 +111,11 @@ struct Http {
     done: bool,
     /// Rate-limit units this forwarded request took: given back if the upstream answers 5xx.
     reservations: Vec<Reservation>,
+    /// The body, kept only while approval callouts are out.
+    held: Vec<u8>,
+    /// Approval callouts in flight: (token, index into `answers`).
+    callouts: Vec<(u32, usize)>,
+    answers: Vec<Option<Answer>>,
 }
 
 fn header(name: &str) -> Option<String> {
@@ -154,11 +163,110 @@ impl Http {
                 Action::Continue
             }
             Outcome::Reply(r) => self.respond(&r),
+            Outcome::Approve { reservations, asks } => {
+                self.reservations = reservations;
+                self.ask_approval(&policy, asks, bytes)
+            }
+        }
+    }
+
+    fn limiter<'a>(policy: &Policy, store: &'a SharedData) -> Limiter<'a, SharedData> {
+        Limiter { store, max_tracked: policy.identity.max_tracked, hold_secs: policy.hold_secs() }
+    }
+
+    fn give_back(&mut self) {
+        if let Some(p) = &self.policy {
+            Self::limiter(p, &SharedData).release(&self.reservations);
+        }
+        self.reservations.clear();
+    }
+
+    /// Sends one callout per ask; the request waits (other requests carry on) until every answer is in.
+    fn ask_approval(&mut self, policy: &Policy, asks: Vec<String>, bytes: Vec<u8>) -> Action {
+        self.answers = vec![None; asks.len()];
+        let Some(cfg) = policy.approval.clone() else {
+            for a in &mut self.answers {
+                *a = Some(Answer::Unavailable("no approval service is configured".into()));
+            }
+            return self.conclude(bytes);
+        };
+        for (i, body) in asks.iter().enumerate() {
+            let headers = cfg.headers(body.len());
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let timeout = Duration::from_millis(cfg.timeout_ms);
+            match hostcalls::dispatch_http_call(&cfg.cluster, headers, Some(body.as_bytes()), vec![], timeout) {
+                Ok(token) => self.callouts.push((token, i)),
+                Err(e) => {
+                    warn!("mcp-policy: approval callout to cluster '{}' failed: {e:?}", cfg.cluster);
+                    if let Some(a) = self.answers.get_mut(i) {
+                        *a = Some(Answer::Unavailable(format!(
+                            "the approval callout to Envoy cluster '{}' was refused ({e:?}); is the cluster defined?",
+                            cfg.cluster
+                        )));
+                    }
+                }
+            }
+        }
+        if self.callouts.is_empty() {
+            return self.conclude(bytes);
+        }
+        self.held = bytes;
+        Action::Pause
+    }
+
+    /// Every answer is in: forward, or reply and give the rate-limit units back.
+    fn conclude(&mut self, bytes: Vec<u8>) -> Action {
+        let Some(policy) = self.policy.clone() else {
+            return self.fail_closed("no policy is loaded");
+        };
+        let answers: Vec<Answer> = self
+            .answers
+            .drain(..)
+            .map(|a| a.unwrap_or_else(|| Answer::Unavailable("no answer".into())))
+            .collect();
+        match request::conclude(&policy, &bytes, &answers) {
+            Ok(()) => Action::Continue,
+            Err(r) => {
+                self.give_back();
+                self.respond(&r)
+            }
         }
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(pos) = self.callouts.iter().position(|(t, _)| *t == token_id) else {
+            return;
+        };
+        let (_, index) = self.callouts.swap_remove(pos);
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u32>().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        if let Some(a) = self.answers.get_mut(index) {
+            *a = Some(read_answer(status, &body));
+        }
+        if self.callouts.is_empty() {
+            let bytes = std::mem::take(&mut self.held);
+            if self.conclude(bytes) == Action::Continue {
+                if let Err(e) = hostcalls::resume_http_request() {
+                    warn!("mcp-policy: could not resume the request after approval ({e:?})");
+                }
+            }
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The client went away while approval was pending: the call was never forwarded.
+        if !self.callouts.is_empty() {
+            self.callouts.clear();
+            self.give_back();
+        }
+        true
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -170,7 +278,7 @@ impl HttpContext for Http {
         let Some(policy) = self.policy.clone() else {
             return self.fail_closed("no policy is loaded");
         };
-        let identity = if policy.has_limits() {
+        let identity = if policy.has_limits() || policy.approval.is_some() {
             let source = hostcalls::get_property(vec!["source", "address"])
                 .ok()
                 .flatten()
@@ -180,6 +288,7 @@ impl HttpContext for Http {
             String::new()
         };
         self.head = Head {
+            request_id: header("x-request-id"),
             content_encoding: header("content-encoding"),
             content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
             mcp_method: header("mcp-method"),
@@ -233,11 +342,7 @@ impl HttpContext for Http {
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0);
         if status >= 500 {
-            if let Some(p) = &self.policy {
-                let limiter =
-                    Limiter { store: &SharedData, max_tracked: p.identity.max_tracked, hold_secs: p.hold_secs() };
-                limiter.release(&self.reservations);
-            }
+            self.give_back();
         }
         self.reservations.clear();
         Action::Continue

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 pub enum Action {
     Allow,
     Deny,
+    /// Ask the approval service first (after conditions and rate limits).
+    RequireApproval,
 }
 
 impl Action {
@@ -23,6 +25,7 @@ impl Action {
         match self {
             Action::Allow => "allow",
             Action::Deny => "deny",
+            Action::RequireApproval => "require_approval",
         }
     }
 }
@@ -78,10 +81,10 @@ impl Identity {
     pub fn resolve(&self, header: impl Fn(&str) -> Option<String>, source_address: Option<&str>) -> String {
         for h in &self.headers {
             if let Some(v) = header(h).filter(|v| !v.is_empty()) {
-                return format!("h:{h}:{v}");
+                return v;
             }
         }
-        format!("ip:{}", source_address.map(strip_port).unwrap_or("unknown"))
+        source_address.map(strip_port).unwrap_or("unknown").to_owned()
     }
 }
 
@@ -109,6 +112,8 @@ pub struct Policy {
     /// filter that paused the headers. When false the headers go upstream at once and only the body is held.
     pub hold_headers: bool,
     pub identity: Identity,
+    /// Where `require_approval` calls are sent (required when any rule or the default requires approval).
+    pub approval: Option<crate::approval::ApprovalConfig>,
     rules: Vec<Rule>,
     exact: HashMap<String, usize>,
     /// Glob rules, most literal characters first, then by key: the first match wins.
@@ -134,7 +139,7 @@ impl Policy {
             let kb = plain.get(*ib).map(|r| r.key.as_str()).unwrap_or("");
             gb.literal_chars().cmp(&ga.literal_chars()).then_with(|| ka.cmp(kb))
         });
-        Policy { default, max_body_bytes, hold_headers: true, identity: Identity::default(), rules: plain, exact, globs }
+        Policy { default, max_body_bytes, hold_headers: true, identity: Identity::default(), approval: None, rules: plain, exact, globs }
     }
 
     /// The rule that governs `tool`: the exact key, else the most specific matching glob.

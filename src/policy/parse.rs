@@ -41,7 +41,8 @@ impl fmt::Display for ConfigErrors {
 /// Largest accepted `max_body_bytes` (64 MiB): past that, buffering in Envoy is a memory hazard.
 pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
-const TOP_FIELDS: &[&str] = &["version", "default", "tools", "max_body_bytes", "hold_headers", "identity"];
+const TOP_FIELDS: &[&str] = &["version", "default", "tools", "max_body_bytes", "hold_headers", "identity", "approval"];
+const APPROVAL_FIELDS: &[&str] = &["cluster", "authority", "path", "timeout_ms", "headers"];
 const RULE_FIELDS: &[&str] = &["action", "reason", "conditions", "rate_limit"];
 const LIMIT_FIELDS: &[&str] = &["max", "window", "scope", "cost"];
 const IDENTITY_FIELDS: &[&str] = &["headers", "max_tracked"];
@@ -49,7 +50,7 @@ const IDENTITY_FIELDS: &[&str] = &["headers", "max_tracked"];
 pub const MAX_TRACKED_LIMIT: u64 = 1 << 20;
 const CONDITION_FIELDS: &[&str] = &["path", "op", "value"];
 /// Fields of the documented policy format that this build does not implement yet.
-const TOP_LATER: &[&str] = &["approval", "hide"];
+const TOP_LATER: &[&str] = &["hide"];
 const RULE_LATER: &[&str] = &[];
 
 struct Errs(Vec<ConfigError>);
@@ -112,6 +113,7 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
             true
         }
     };
+    let approval = top.get("approval").map(|v| parse_approval(&mut errs, v));
     let identity = match top.get("identity") {
         None => Identity::default(),
         Some(v) => parse_identity(&mut errs, v),
@@ -128,8 +130,17 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         }
         Some(v) => errs.push("tools", format!("expected an object keyed by tool name, got {}", kind(v)), "write \"tools\": {\"get_run\": {}}"),
     }
+    if approval.is_none() {
+        if default == Action::RequireApproval {
+            errs.push("default", "\"require_approval\" needs an `approval` section saying where to ask", "add \"approval\": {\"cluster\": \"<Envoy cluster of your approval service>\"}");
+        }
+        for (r, _) in rules.iter().filter(|(r, _)| r.action == Action::RequireApproval) {
+            errs.push(&format!("tools[{}].action", Value::String(r.key.clone())), "\"require_approval\" needs an `approval` section saying where to ask", "add \"approval\": {\"cluster\": \"<Envoy cluster of your approval service>\"}");
+        }
+    }
     if errs.0.is_empty() {
         let mut p = Policy::new(default, max_body_bytes, rules);
+        p.approval = approval.flatten();
         p.hold_headers = hold_headers;
         p.identity = identity;
         Ok(p)
@@ -168,14 +179,11 @@ fn action(errs: &mut Errs, path: &str, v: &Value) -> Option<Action> {
     match v.as_str() {
         Some("allow") => Some(Action::Allow),
         Some("deny") => Some(Action::Deny),
-        Some("require_approval") => {
-            errs.push(path, "action \"require_approval\" is not supported yet by this version of mcp-policy", "use \"allow\" or \"deny\"");
-            None
-        }
+        Some("require_approval") => Some(Action::RequireApproval),
         _ => {
-            let fix = match v.as_str().and_then(|s| closest(s, &["allow", "deny"])) {
-                Some(s) => format!("did you mean \"{s}\"? Use \"allow\" or \"deny\""),
-                None => "use \"allow\" or \"deny\"".into(),
+            let fix = match v.as_str().and_then(|s| closest(s, &["allow", "deny", "require_approval"])) {
+                Some(s) => format!("did you mean \"{s}\"? Use \"allow\", \"deny\" or \"require_approval\""),
+                None => "use \"allow\", \"deny\" or \"require_approval\"".into(),
             };
             errs.push(path, format!("invalid action {v}"), fix);
             None
@@ -358,6 +366,72 @@ fn parse_limit(errs: &mut Errs, path: &str, key: &str, index: usize, v: &Value) 
     let cost_path = cost.as_ref().map_or("", |(p, _)| p.as_str());
     let id = fnv1a(&[key.as_bytes(), index.to_string().as_bytes(), max.to_string().as_bytes(), window.to_string().as_bytes(), scope.as_bytes(), cost_path.as_bytes()]);
     Some(RateLimit { spec: LimitSpec { id, max, window_secs: window, global }, cost })
+}
+
+fn parse_approval(errs: &mut Errs, v: &Value) -> Option<crate::approval::ApprovalConfig> {
+    use crate::approval::{ApprovalConfig, DEFAULT_PATH, DEFAULT_TIMEOUT_MS};
+    let Value::Object(o) = v else {
+        errs.push("approval", format!("expected an object, got {}", kind(v)), "write {\"cluster\": \"approvals\"}");
+        return None;
+    };
+    let before = errs.0.len();
+    check_fields(errs, "approval", o, APPROVAL_FIELDS, &[]);
+    let text = |errs: &mut Errs, field: &str, fix: &str| -> Option<String> {
+        match o.get(field) {
+            None => None,
+            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\r', '\n']) => Some(s.clone()),
+            Some(x) => {
+                errs.push(&format!("approval.{field}"), format!("expected a non-empty one-line string, got {x}"), fix);
+                None
+            }
+        }
+    };
+    let cluster = text(errs, "cluster", "name the Envoy cluster of your approval service");
+    if !o.contains_key("cluster") {
+        errs.push("approval.cluster", "missing required field", "add \"cluster\": \"<Envoy cluster of your approval service>\"");
+    }
+    let authority = text(errs, "authority", "e.g. \"approvals.internal\"");
+    let path = text(errs, "path", "e.g. \"/v1/approve\"");
+    if let Some(p) = &path {
+        if !p.starts_with('/') {
+            errs.push("approval.path", format!("\"{p}\" does not start with /"), "e.g. \"/v1/approve\"");
+        }
+    }
+    let timeout_ms = match o.get("timeout_ms") {
+        None => DEFAULT_TIMEOUT_MS,
+        Some(t) => match t.as_u64().filter(|n| (1..=3_600_000).contains(n)) {
+            Some(n) => n,
+            None => {
+                errs.push("approval.timeout_ms", format!("expected milliseconds from 1 to 3600000, got {t}"), "e.g. 30000");
+                DEFAULT_TIMEOUT_MS
+            }
+        },
+    };
+    let mut headers = Vec::new();
+    match o.get("headers") {
+        None => {}
+        Some(Value::Object(h)) => {
+            for (k, val) in h {
+                let ok_name = !k.is_empty() && !k.starts_with(':') && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                match (ok_name, val.as_str()) {
+                    (true, Some(s)) if !s.contains(['\r', '\n']) => headers.push((k.to_ascii_lowercase(), s.to_owned())),
+                    _ => errs.push(&format!("approval.headers[{}]", Value::String(k.clone())), format!("invalid header {k}: {val}"), "use a plain header name and a one-line string value"),
+                }
+            }
+        }
+        Some(h) => errs.push("approval.headers", format!("expected an object of header names to values, got {}", kind(h)), "e.g. {\"authorization\": \"Bearer ...\"}"),
+    }
+    if errs.0.len() != before {
+        return None;
+    }
+    let cluster = cluster?;
+    Some(ApprovalConfig {
+        authority: authority.unwrap_or_else(|| cluster.clone()),
+        path: path.unwrap_or_else(|| DEFAULT_PATH.to_owned()),
+        cluster,
+        timeout_ms,
+        headers,
+    })
 }
 
 fn parse_identity(errs: &mut Errs, v: &Value) -> Identity {
@@ -630,10 +704,7 @@ mod tests {
     #[test]
     fn later_features_are_not_supported_yet() {
         for (doc, path) in [
-            (r#"{"version":"1","approval":{}}"#, "approval"),
             (r#"{"version":"1","hide":[]}"#, "hide"),
-            (r#"{"version":"1","tools":{"x":{"action":"require_approval"}}}"#, r#"tools["x"].action"#),
-            (r#"{"version":"1","default":"require_approval"}"#, "default"),
         ] {
             let e = one_error(doc);
             assert_eq!(e.path, path);
@@ -643,7 +714,7 @@ mod tests {
 
     #[test]
     fn wrong_types() {
-        assert_eq!(one_error(r#"{"version":"1","default":"alow"}"#).fix, "did you mean \"allow\"? Use \"allow\" or \"deny\"");
+        assert_eq!(one_error(r#"{"version":"1","default":"alow"}"#).fix, "did you mean \"allow\"? Use \"allow\", \"deny\" or \"require_approval\"");
         assert_eq!(one_error(r#"{"version":"1","tools":[]}"#).path, "tools");
         assert_eq!(one_error(r#"{"version":"1","tools":{"x":true}}"#).path, r#"tools["x"]"#);
         assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"reason":5}}}"#).path, r#"tools["x"].reason"#);
@@ -733,6 +804,43 @@ mod tests {
         }
         let err = one_error(r#"{"version":"1","tools":{"x":{"action":"deny","rate_limit":"1/second"}}}"#);
         assert!(err.message.contains("no effect"));
+    }
+
+    #[test]
+    fn approval_section() {
+        let p = ok(r#"{"version":"1","default":"deny",
+          "approval": {"cluster": "approvals", "authority": "approvals.internal", "path": "/v1/approve",
+                       "timeout_ms": 5000, "headers": {"Authorization": "Bearer x"}},
+          "tools": {"get_*": {}, "create_experiment": {"action": "require_approval", "reason": "Creating experiments needs a human"}}}"#);
+        let a = p.approval.clone().unwrap();
+        assert_eq!((a.cluster.as_str(), a.authority.as_str(), a.path.as_str(), a.timeout_ms), ("approvals", "approvals.internal", "/v1/approve", 5000));
+        assert_eq!(a.headers, vec![("authorization".to_string(), "Bearer x".to_string())]);
+        assert_eq!(p.rule_for("create_experiment").unwrap().action, Action::RequireApproval);
+        let d = ok(r#"{"version":"1","default":"require_approval","approval":{"cluster":"c"}}"#);
+        let a = d.approval.unwrap();
+        assert_eq!((a.authority.as_str(), a.path.as_str(), a.timeout_ms), ("c", "/approve", 30_000));
+    }
+
+    #[test]
+    fn approval_errors() {
+        let e = one_error(r#"{"version":"1","tools":{"create_run":{"action":"require_approval"}}}"#);
+        assert_eq!(e.path, r#"tools["create_run"].action"#);
+        assert!(e.message.contains("needs an `approval` section"));
+        assert_eq!(one_error(r#"{"version":"1","default":"require_approval"}"#).path, "default");
+        for (a, path) in [
+            (r#"{}"#, "approval.cluster"),
+            (r#"{"cluster": ""}"#, "approval.cluster"),
+            (r#"{"cluster": "c", "path": "approve"}"#, "approval.path"),
+            (r#"{"cluster": "c", "timeout_ms": 0}"#, "approval.timeout_ms"),
+            (r#"{"cluster": "c", "headers": {"a b": "x"}}"#, r#"approval.headers["a b"]"#),
+            (r#"{"cluster": "c", "headers": {":path": "x"}}"#, r#"approval.headers[":path"]"#),
+            (r#"{"cluster": "c", "headers": []}"#, "approval.headers"),
+            (r#"{"cluster": "c", "url": "x"}"#, "approval.url"),
+            (r#""c""#, "approval"),
+        ] {
+            let e = one_error(&format!(r#"{{"version":"1","approval":{a}}}"#));
+            assert_eq!(e.path, path, "{a}: {e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! Require approval: the callout to the operator's approval service, and how its answer is read.
+//!
+//! The protocol (documented in the README): mcp-policy `POST`s JSON to the configured path on the configured
+//! Envoy cluster; only HTTP 200 with `{"approved": true}` grants. `{"approved": false, "reason": "..."}` is
+//! a human (or bot) saying no; anything else (timeout, refused connection, non-200, not JSON, no boolean
+//! `approved`) means the service could not decide, and the call is refused as well: fail closed.
+
+use serde::Deserialize;
+use serde_json::{json, value::RawValue, Value};
+
+/// The `approval` section of the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalConfig {
+    /// Envoy cluster of the approval service.
+    pub cluster: String,
+    /// `:authority` of the callout (default: the cluster name).
+    pub authority: String,
+    /// Path of the callout (default `/approve`).
+    pub path: String,
+    pub timeout_ms: u64,
+    /// Extra request headers, e.g. `authorization`.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Default `approval.timeout_ms`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default `approval.path`.
+pub const DEFAULT_PATH: &str = "/approve";
+
+/// What the approval service said about one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Granted,
+    /// A human (or bot) said no.
+    Denied(String),
+    /// The service could not be asked or did not answer usefully.
+    Unavailable(String),
+}
+
+/// Everything the approval service is told about a call.
+pub struct Ask<'a> {
+    pub tool: &'a str,
+    /// Raw JSON of `params.arguments` (`None`: the call had none).
+    pub arguments: Option<&'a RawValue>,
+    pub identity: &'a str,
+    /// Raw JSON of the JSON-RPC id.
+    pub jsonrpc_id: &'a RawValue,
+    /// `x-request-id` of the request, if any.
+    pub request_id: Option<&'a str>,
+    /// The rule's `reason`, if any.
+    pub reason: Option<&'a str>,
+}
+
+impl Ask<'_> {
+    /// The callout body. Arguments and id are spliced in as the client sent them.
+    pub fn to_json(&self) -> String {
+        let args = self.arguments.map_or("{}", |a| a.get());
+        format!(
+            r#"{{"method":"tools/call","tool":{},"arguments":{},"identity":{},"jsonrpc_id":{},"request_id":{},"reason":{}}}"#,
+            json!(self.tool),
+            args,
+            json!(self.identity),
+            self.jsonrpc_id.get(),
+            self.request_id.map_or(Value::Null, |r| json!(r)),
+            self.reason.map_or(Value::Null, |r| json!(r)),
+        )
+    }
+}
+
+impl ApprovalConfig {
+    /// Headers of the callout (pseudo-headers first).
+    pub fn headers(&self, body_len: usize) -> Vec<(String, String)> {
+        let mut h = vec![
+            (":method".to_owned(), "POST".to_owned()),
+            (":path".to_owned(), self.path.clone()),
+            (":authority".to_owned(), self.authority.clone()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("content-length".to_owned(), body_len.to_string()),
+        ];
+        h.extend(self.headers.iter().cloned());
+        h
+    }
+}
+
+#[derive(Deserialize)]
+struct Verdict {
+    approved: Option<Value>,
+    reason: Option<Value>,
+}
+
+/// Reads the service's answer. `status` is `None` when there was no HTTP answer (timeout, connection
+/// refused or reset: Envoy then reports no headers).
+pub fn read_answer(status: Option<u32>, body: &[u8]) -> Answer {
+    let Some(status) = status else {
+        return Answer::Unavailable("the approval service did not answer (timeout or connection failure)".into());
+    };
+    match status {
+        200 => {}
+        504 => return Answer::Unavailable("the approval service did not answer within timeout_ms (HTTP 504)".into()),
+        503 => {
+            return Answer::Unavailable(
+                "the approval service could not be reached (HTTP 503: connection refused or no healthy endpoint)".into(),
+            )
+        }
+        s => return Answer::Unavailable(format!("the approval service answered HTTP {s}")),
+    }
+    if crate::json::check_strict(body).is_err() {
+        return Answer::Unavailable("the approval service's answer is not valid JSON".into());
+    }
+    let Ok(v) = serde_json::from_slice::<Verdict>(body) else {
+        return Answer::Unavailable("the approval service's answer is not a JSON object".into());
+    };
+    match v.approved {
+        Some(Value::Bool(true)) => Answer::Granted,
+        Some(Value::Bool(false)) => {
+            let reason = match v.reason {
+                Some(Value::String(r)) if !r.trim().is_empty() => r,
+                _ => "the approver declined".into(),
+            };
+            Answer::Denied(reason)
+        }
+        _ => Answer::Unavailable("the approval service's answer has no boolean \"approved\"".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callout_body() {
+        let id = RawValue::from_string("7".into()).unwrap();
+        let args = RawValue::from_string(r#"{"name":"exp","n":1.50}"#.into()).unwrap();
+        let ask = Ask {
+            tool: "create_experiment",
+            arguments: Some(&args),
+            identity: "sess-1",
+            jsonrpc_id: &id,
+            request_id: Some("req-9"),
+            reason: Some("needs a human"),
+        };
+        let body = ask.to_json();
+        assert!(body.contains(r#""arguments":{"name":"exp","n":1.50}"#), "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"method":"tools/call","tool":"create_experiment","arguments":{"name":"exp","n":1.50},
+                   "identity":"sess-1","jsonrpc_id":7,"request_id":"req-9","reason":"needs a human"})
+        );
+        let bare = Ask { arguments: None, request_id: None, reason: None, ..ask };
+        let v: Value = serde_json::from_str(&bare.to_json()).unwrap();
+        assert_eq!((v["arguments"].clone(), v["request_id"].clone(), v["reason"].clone()), (json!({}), Value::Null, Value::Null));
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(read_answer(Some(200), br#"{"approved": true}"#), Answer::Granted);
+        assert_eq!(read_answer(Some(200), br#"{"approved": true, "by": "ana"}"#), Answer::Granted);
+        assert_eq!(read_answer(Some(200), br#"{"approved": false, "reason": "not today"}"#), Answer::Denied("not today".into()));
+        assert_eq!(read_answer(Some(200), br#"{"approved": false}"#), Answer::Denied("the approver declined".into()));
+        for (status, body) in [
+            (None, &b""[..]),
+            (Some(500), br#"{"approved": true}"#),
+            (Some(201), br#"{"approved": true}"#),
+            (Some(200), b"yes"),
+            (Some(200), b""),
+            (Some(200), br#"{"approved": "true"}"#),
+            (Some(200), br#"{"approved": 1}"#),
+            (Some(200), br#"{}"#),
+            (Some(200), br#"[true]"#),
+            (Some(200), br#"{"approved": false, "approved": true}"#),
+        ] {
+            assert!(matches!(read_answer(status, body), Answer::Unavailable(_)), "{status:?} {body:?}");
+        }
+    }
+}
