@@ -10,7 +10,7 @@
 # share core 1. Loopback only. The three proxies run side by side (idle ones cost nothing) so the
 # configurations can be interleaved A B C A B C ... without restarts. See bench/README.md.
 #
-# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (5 s), BENCH_WARMUP (1 s), BENCH_CONNS (16),
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (4 s), BENCH_WARMUP (1 s), BENCH_CONNS (16),
 # BENCH_SESSIONS (100000), BENCH_CONFIGS ("A B C"), BENCH_WORKLOADS (all), BENCH_B_CONDITIONS (1),
 # BENCH_NO_BUILD (unset: run `make build` first), BENCH_RESULTS (bench/RESULTS.md).
 set -euo pipefail
@@ -20,7 +20,7 @@ cd "$ROOT"
 BENCH=$ROOT/bench
 WORK=$BENCH/.work
 ROUNDS=${BENCH_ROUNDS:-3}
-DURATION=${BENCH_DURATION:-5}
+DURATION=${BENCH_DURATION:-4}
 WARMUP=${BENCH_WARMUP:-1}
 CONNS=${BENCH_CONNS:-16}
 SESSIONS=${BENCH_SESSIONS:-100000}
