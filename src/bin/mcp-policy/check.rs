@@ -1,0 +1,128 @@
+//! `mcp-policy check`: validate every policy found in the given files, the way the filter would.
+
+use crate::extract::{extract, Found};
+use crate::Out;
+use mcp_policy::policy;
+use std::process::ExitCode;
+
+pub const USAGE: &str = "\
+usage: mcp-policy check [--skip-missing] FILE...
+
+Validates each mcp-policy configuration found in each FILE ('-' reads standard input):
+  - a policy JSON file (*.json, or any file whose text starts with '{');
+  - an Envoy configuration, YAML or JSON: every HTTP Wasm filter
+    (@type envoy.extensions.filters.http.wasm.v3.Wasm, at any depth: filter chains, ECDS,
+    typed_per_filter_config, Istio EnvoyFilter patches) must carry the policy JSON as a
+    google.protobuf.StringValue `configuration`;
+  - Istio WasmPlugin manifests (extensions.istio.io): spec.pluginConfig is the policy, as YAML.
+YAML files may hold several documents.
+
+Prints `FILE: ok (N rules, default X)` per policy, or every error with its path and fix.
+
+options:
+  --skip-missing   a file without any mcp-policy configuration is reported as skipped instead of
+                   failing (at least one policy must still be found among all files)
+
+exit status: 0 all valid; 1 an invalid policy, an unreadable file, or a file (without
+--skip-missing: any file) with no mcp-policy configuration; 2 usage error";
+
+#[derive(Debug, Default)]
+pub struct Options {
+    pub skip_missing: bool,
+    pub files: Vec<String>,
+}
+
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut only_files = false;
+    for a in args {
+        match a.as_str() {
+            _ if only_files => o.files.push(a.clone()),
+            "--" => only_files = true,
+            "--skip-missing" => o.skip_missing = true,
+            "-" => o.files.push(a.clone()),
+            s if s.starts_with('-') => return Err(format!("check: unknown option {s}")),
+            _ => o.files.push(a.clone()),
+        }
+    }
+    if o.files.is_empty() {
+        return Err("check: no FILE given".into());
+    }
+    Ok(o)
+}
+
+fn read(file: &str) -> Result<Vec<u8>, String> {
+    let res = if file == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(file)
+    };
+    res.map_err(|e| format!("cannot read: {e}"))
+}
+
+/// Validates one found configuration; prints the verdict. True when valid.
+fn verdict(out: &mut Out, label: &str, found: &Found) -> bool {
+    let bytes = match &found.policy {
+        Ok(b) => b,
+        Err(problem) => {
+            out.line(format_args!("{label}: {problem}"));
+            return false;
+        }
+    };
+    match policy::parse(bytes) {
+        Ok(p) => {
+            let n = p.rules().len();
+            out.line(format_args!("{label}: ok ({n} rule{}, default {})", if n == 1 { "" } else { "s" }, p.default.as_str()));
+            true
+        }
+        Err(errs) => {
+            out.line(format_args!("{label}: {errs}"));
+            false
+        }
+    }
+}
+
+pub fn run(o: &Options, out: &mut Out) -> ExitCode {
+    let (mut checked, mut bad) = (0usize, 0usize);
+    for file in &o.files {
+        let name = if file == "-" { "(stdin)" } else { file.as_str() };
+        let found = match read(file).and_then(|bytes| extract(name, &bytes)) {
+            Ok(f) => f,
+            Err(e) => {
+                out.line(format_args!("{name}: {e}"));
+                bad += 1;
+                continue;
+            }
+        };
+        if found.is_empty() {
+            let what = "no mcp-policy configuration found (no Envoy HTTP Wasm filter, no Istio WasmPlugin)";
+            if o.skip_missing {
+                out.line(format_args!("{name}: skipped: {what}"));
+            } else {
+                out.line(format_args!("{name}: {what}"));
+                bad += 1;
+            }
+            continue;
+        }
+        for f in &found {
+            let label = if f.location.is_empty() { name.to_owned() } else { format!("{name}: {}", f.location) };
+            checked += 1;
+            if !verdict(out, &label, f) {
+                bad += 1;
+            }
+        }
+    }
+    if checked == 0 && bad == 0 {
+        out.line(format_args!("no mcp-policy configuration found in any file"));
+        return ExitCode::from(1);
+    }
+    if o.files.len() > 1 {
+        out.line(format_args!("check: {checked} polic{} checked, {bad} problem{}", if checked == 1 { "y" } else { "ies" }, if bad == 1 { "" } else { "s" }));
+    }
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
