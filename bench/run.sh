@@ -272,13 +272,14 @@ if [[ " ${ACTIVE[*]} " == *" C "* && "$POLICY_VARIANT" = full ]]; then
     DONE=$((DONE + N)); REFUSED=$((REFUSED + ${F:-0}))
   done
   R1=$(rss_kb "${PID[C]}")
+  MT=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1])).get('identity', {}).get('max_tracked', 'the filter default'))" "$WORK/policy-full.json" 2>/dev/null || echo "?")
   SJSON="$DONE distinct sessions sent in $(( $(date +%s) - T0 )) s, $REFUSED answers not 200/allowed"
   note "wrk: $SJSON"
   STATE=$(awk -v a="$R0" -v b="$R1" -v n="$DONE" 'BEGIN {printf "RSS %+.1f MB after %d sessions (~%.0f bytes per session; RSS is page-granular, so this is an upper-bound estimate)", (b-a)/1024, n, (n > 0 ? (b-a)*1024/n : 0)}')
   STATS=$(curl -s "http://127.0.0.1:${ADMIN[C]}/stats" | grep -iE 'mcp_policy.*(track|identit|rate|limit)' | head -5 | tr '\n' ';' || true)
   [ -n "$STATS" ] && STATE="$STATE; filter stats: $STATS"
   note "$STATE"
-  put rate_limit_state "$STATE; wrk: ${SJSON:-none}"
+  put rate_limit_state "$STATE; identity.max_tracked: $MT (session counters live in that many slots at most); wrk: ${SJSON:-none}"
 else
   put rate_limit_state "n/a (rate limits not implemented yet)"
   note "rate-limit state: n/a (rate limits not implemented yet)"
