@@ -4,7 +4,7 @@
 //! keys), then reads only the envelope. Parameters and arguments stay borrowed raw JSON (`&RawValue`) until
 //! a rule actually needs them.
 
-use crate::json::{self, JsonError};
+use crate::json::{self, keys_collide, JsonError};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -153,6 +153,32 @@ fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     }
 }
 
+/// The JSON-RPC envelope fields: a message may not carry a case variant of any of them.
+const ENVELOPE_FIELDS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+/// The `tools/call` params fields the policy reads.
+const CALL_FIELDS: &[&str] = &["name", "arguments"];
+
+/// A key of the JSON object `raw` that is not one of `fields` but that a decoder matching keys
+/// case-insensitively (Go's `encoding/json`, and so Go MCP servers) would bind to it: `("Method", "method")`.
+/// Such a key is read by the upstream and ignored here, a bypass: `{"result":{},"Method":"tools/call",...}` is a
+/// response to us and a tool call to a Go server.
+/// `Err` (fail closed) if `raw` cannot be read as an object, which `inspect` has ruled out before.
+fn case_variant(raw: &RawValue, fields: &[&'static str]) -> Result<Option<(String, &'static str)>, String> {
+    let obj: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+        serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    Ok(obj.into_keys().find_map(|k| {
+        let field = fields.iter().find(|f| **f != k && keys_collide(f, &k))?;
+        Some((k, *field))
+    }))
+}
+
+fn variant_message(key: &str, field: &str) -> String {
+    format!(
+        "\"{key}\" is a case variant of \"{field}\": servers that match keys case-insensitively read it as \"{field}\"; \
+         ambiguous and refused"
+    )
+}
+
 /// Parses and validates a request body.
 pub fn inspect(bytes: &[u8]) -> Result<Body<'_>, RequestError> {
     json::check_strict(bytes).map_err(|e| match e {
@@ -212,6 +238,13 @@ fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
     let env: Envelope<'_> = serde_json::from_str(raw.get())
         .map_err(|e| RequestError::invalid(None, format!("Invalid Request: {e}")))?;
     let id = env.id;
+    match case_variant(raw, ENVELOPE_FIELDS) {
+        Ok(None) => {}
+        Ok(Some((key, field))) => {
+            return Err(RequestError::invalid(None, format!("Invalid Request: {}", variant_message(&key, field))))
+        }
+        Err(e) => return Err(RequestError::invalid(None, format!("Invalid Request: {e}"))),
+    }
     if let Some(i) = id {
         if !matches!(lead(i), b'"' | b'-' | b'0'..=b'9' | b'n') {
             return Err(RequestError::invalid(None, "Invalid Request: id must be a string, a number or null"));
@@ -266,6 +299,13 @@ fn tool_call<'a>(id: Option<&'a RawValue>, params: Option<&'a RawValue>) -> Resu
     };
     let p: CallParams<'a> = serde_json::from_str(params.get())
         .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
+    match case_variant(params, CALL_FIELDS) {
+        Ok(None) => {}
+        Ok(Some((key, field))) => {
+            return Err(RequestError::params(id, format!("Invalid params: params.{}", variant_message(&key, field))))
+        }
+        Err(e) => return Err(RequestError::params(id, format!("Invalid params: {e}"))),
+    }
     let name = p
         .name
         .and_then(as_str)
@@ -373,6 +413,47 @@ mod tests {
                 e => panic!("{body:?}: {e:?}"),
             }
         }
+    }
+
+    #[test]
+    fn case_variant_envelope_keys_are_refused() {
+        // Found by fuzz/inspect_decide: a response to us, a tools/call to a Go server (encoding/json binds
+        // "Method" and "Params" to method and params, and a message with a method is a request there).
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":10,"result":{},"Method":"tools/call","Params":{"name":"delete_run"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"},"METHOD":"tools/call"}"#,
+            br#"{"jsonrpc":"2.0","ID":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","Params":{}}"#,
+            br#"{"JSONRPC":"2.0","id":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{},"param\u017f":{"name":"delete_run"}}"#,
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"result":{},"Method":"tools/call"}]"#,
+        ] {
+            match err(body) {
+                RequestError::InvalidRequest { message, .. } => assert!(message.contains("case variant"), "{message}"),
+                e => panic!("{}: {e:?}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+
+    #[test]
+    fn case_variant_call_params_are_refused() {
+        // "Arguments" would escape conditions that hold when an argument is absent (exists false, neq, not_in).
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a","Arguments":{"filter":"x"}}}"#[..],
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a","\u0041rguments":{"filter":"x"}}}"#,
+            br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"Name":"delete_run"}}"#,
+        ] {
+            match err(body) {
+                RequestError::InvalidParams { id, message } => {
+                    assert_eq!(id.as_deref(), Some("9"));
+                    assert!(message.contains("case variant"), "{message}");
+                }
+                e => panic!("{}: {e:?}", String::from_utf8_lossy(body)),
+            }
+        }
+        // Other keys, and case variants inside arguments (the policy's conditions decide on those), pass.
+        let m = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{},"arguments":{"Name":1}},"x":1}"#);
+        assert_eq!(m.tool_call().unwrap().name, "a");
     }
 
     #[test]
