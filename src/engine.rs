@@ -54,6 +54,9 @@ pub fn decide_call<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Decision<'p> 
 pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
     let deny = |rule: Option<&'p str>, reason: String| Verdict { decision: Decision::Deny { rule, reason }, charges: Vec::new() };
     let tool: &str = &call.name;
+    if policy.is_hidden(tool) {
+        return deny(None, "hidden by policy".into());
+    }
     let Some(rule) = policy.rule_for(tool) else {
         let decision = match policy.default {
             Action::Allow => Decision::Allow { rule: None },
@@ -231,6 +234,22 @@ mod tests {
         assert_eq!(d("c", r#"{"n":1}"#), Decision::NeedsApproval { rule: Some("c"), reason: Some("human") });
         assert!(matches!(d("c", r#"{"n":9}"#), Decision::Deny { .. }));
         assert_eq!(d("other", "{}"), Decision::NeedsApproval { rule: None, reason: None });
+    }
+
+    #[test]
+    fn hidden_tools_are_denied_and_unlisted() {
+        let p = parse(br#"{"version":"1","default":"allow","hide":["secret_*"],"tools":{"secret_x":{},"d":{"action":"deny"},
+            "c":{"conditions":[{"path":"args.a","op":"exists","value":true}]}}}"#).unwrap();
+        let b = inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"secret_x"}}"#).unwrap();
+        assert_eq!(decide_call(&p, b.messages[0].tool_call().unwrap()), Decision::Deny { rule: None, reason: "hidden by policy".into() });
+        assert!(!p.is_listed("secret_x"));
+        assert!(!p.is_listed("d"));
+        assert!(p.is_listed("c"));
+        assert!(p.is_listed("anything"));
+        let strict = parse(br#"{"version":"1","tools":{"get_*":{}}}"#).unwrap();
+        assert!(strict.is_listed("get_run") && !strict.is_listed("delete_run"));
+        let unfiltered = parse(br#"{"version":"1","filter_tools_list":false,"hide":["h"]}"#).unwrap();
+        assert!(unfiltered.is_listed("delete_run") && !unfiltered.is_listed("h"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub const HEADER_MISMATCH: i64 = -32020;
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
 
 /// An HTTP response for Envoy to send instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,12 @@ pub fn unsupported_encoding(encoding: &str) -> Reply {
         "Unsupported Content-Encoding '{encoding}': mcp-policy inspects every request body and accepts only identity (uncompressed) bodies"
     );
     Reply { status: 415, body: error(None, INVALID_REQUEST, &msg, Some(json!({"content_encoding": encoding}))) }
+}
+
+/// The JSON-RPC error that replaces a `tools/list` answer mcp-policy cannot filter with certainty.
+pub fn list_unfilterable(id: &str, why: &str) -> String {
+    let msg = format!("mcp-policy could not filter the tools/list answer, so it was withheld: {why}");
+    error(Some(id), INTERNAL_ERROR, &msg, None)
 }
 
 /// 500 when mcp-policy itself cannot decide (fail closed).

@@ -2,11 +2,14 @@
 //! The Envoy glue gathers the inputs and acts on the answer; every rule about requests lives here.
 
 use crate::approval::{Answer, Ask};
+use crate::audit::AuditEvent;
 use crate::engine::{judge_body, Decision};
 use crate::limits::{Limiter, Refusal, Reservation, Store};
-use crate::mcp::{inspect, Message};
-use crate::policy::Policy;
+use crate::mcp::{inspect, Body, Message};
+use crate::policy::{Mode, Policy};
 use crate::reply::{self, Reply};
+use crate::tools_list::{self, format_of, Format};
+use std::borrow::Cow;
 
 /// The request headers mcp-policy looks at.
 #[derive(Debug, Default, Clone)]
@@ -34,10 +37,49 @@ pub enum Outcome {
     Approve { reservations: Vec<Reservation>, asks: Vec<String> },
 }
 
-/// The world outside the pure core: the rate-limit store and the clock (unix seconds).
+/// The world outside the pure core: the rate-limit store and the clock.
 pub struct Env<'a, S: Store> {
     pub store: &'a S,
-    pub now: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub now_nanos: u64,
+}
+
+impl<S: Store> Env<'_, S> {
+    fn now_secs(&self) -> u64 {
+        self.now_nanos / 1_000_000_000
+    }
+}
+
+/// One decision, for metrics and the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `allow`, `deny`, `rate_limited`, `approval_granted`, `approval_denied`, `approval_unavailable`,
+    /// `invalid`; in audit mode the refusals read `would_deny`, `would_rate_limit`, `would_require_approval`.
+    pub decision: &'static str,
+    pub method: String,
+    pub tool: Option<String>,
+    /// The audit line (one JSON object).
+    pub audit: String,
+}
+
+/// What the filter needs to know about an inspected body besides the outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Distinct methods, comma-separated (the value of the exported method header).
+    pub methods: String,
+    /// Called tools, comma-separated (the value of the exported tool header; empty when none).
+    pub tools: String,
+    /// The JSON-RPC id (raw) of a `tools/list` request in the body, whose answer must be filtered.
+    pub tools_list_id: Option<String>,
+}
+
+/// The result of [`check_body`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub outcome: Outcome,
+    /// One per message decided now (none while approval is pending: [`conclude`] reports those).
+    pub events: Vec<Event>,
+    pub summary: Summary,
 }
 
 /// Checks made before any body byte arrives; `Some` ends the request with that reply.
@@ -55,18 +97,43 @@ pub fn check_head(policy: &Policy, head: &Head) -> Option<Reply> {
 }
 
 /// Decides a complete request body: inspect, check `Mcp-*` headers, decide each call, then take every
-/// allowed call's rate-limit units (all or nothing).
-pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &Env<'_, S>) -> Outcome {
+/// allowed call's rate-limit units (all or nothing). In audit mode refusals are reported but forwarded.
+pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &Env<'_, S>) -> Checked {
+    let invalid = |r: Reply, why: String| {
+        let audit = AuditEvent {
+            unix_nanos: env.now_nanos,
+            decision: "invalid",
+            method: "",
+            tool: None,
+            rule: None,
+            reason: Some(&why),
+            identity: Some(&head.identity),
+            request_id: head.request_id.as_deref(),
+            jsonrpc_id: None,
+            arguments: None,
+        }
+        .to_json_line();
+        let events = vec![Event { decision: "invalid", method: String::new(), tool: None, audit }];
+        Checked { outcome: Outcome::Reply(r), events, summary: Summary::default() }
+    };
     if bytes.len() > policy.max_body_bytes {
-        return Outcome::Reply(reply::too_large(policy.max_body_bytes));
+        let r = reply::too_large(policy.max_body_bytes);
+        return invalid(r, format!("body over max_body_bytes ({})", policy.max_body_bytes));
     }
     let body = match inspect(bytes) {
         Ok(b) => b,
-        Err(e) => return Outcome::Reply(reply::request_error(&e)),
+        Err(e) => return invalid(reply::request_error(&e), e.to_string()),
     };
     if let Some(r) = check_mcp_headers(head, &body.messages, body.batch) {
-        return Outcome::Reply(r);
+        return invalid(r, "Mcp-Method/Mcp-Name header does not match the body".into());
     }
+    let summary = summarize(&body);
+    let audit_mode = policy.mode == Mode::Audit;
+    let finish = |outcome: Outcome, decisions: &[Option<Decision<'_>>]| {
+        let refused = matches!(outcome, Outcome::Reply(_));
+        let events = events(env, head, &body, decisions, refused, audit_mode, &[]);
+        Checked { outcome, events, summary: summary.clone() }
+    };
     let verdicts = judge_body(policy, &body);
     let mut decisions: Vec<Option<Decision<'_>>> = Vec::with_capacity(verdicts.len());
     let mut charges = Vec::new();
@@ -81,30 +148,35 @@ pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &En
         }));
     }
     if let Some(r) = reply::refused(&body, &decisions) {
-        return Outcome::Reply(r);
+        let outcome = if audit_mode { Outcome::Forward(Vec::new()) } else { Outcome::Reply(r) };
+        return finish(outcome, &decisions);
     }
     let limiter = Limiter { store: env.store, max_tracked: policy.identity.max_tracked, hold_secs: policy.hold_secs() };
-    let reserved = if charges.is_empty() { Ok(Vec::new()) } else { limiter.reserve(&head.identity, &charges, env.now) };
+    let reserved =
+        if charges.is_empty() { Ok(Vec::new()) } else { limiter.reserve(&head.identity, &charges, env.now_secs()) };
     let (index, retry_after_secs, why) = match reserved {
         Ok(reservations) => {
-            let asks = approval_asks(head, &body.messages, &decisions);
+            let asks = if audit_mode { Vec::new() } else { approval_asks(head, &body.messages, &decisions) };
             if asks.is_empty() {
-                return Outcome::Forward(reservations);
+                return finish(Outcome::Forward(reservations), &decisions);
             }
-            return Outcome::Approve { reservations, asks };
+            let summary = summary.clone();
+            return Checked { outcome: Outcome::Approve { reservations, asks }, events: Vec::new(), summary };
         }
         Err(Refusal::Limited { index, retry_after_secs }) => (index, retry_after_secs, None),
         // Fail closed: a call whose count cannot be kept is not forwarded.
         Err(e @ Refusal::Unavailable(_)) => (0, 1, Some(e.to_string())),
     };
     let (Some(charge), Some(elem)) = (charges.get(index), owner.get(index)) else {
-        return Outcome::Reply(reply::internal("rate-limit bookkeeping failed"));
+        return invalid(reply::internal("rate-limit bookkeeping failed"), "rate-limit bookkeeping failed".into());
     };
     let rule = decisions.get(*elem).and_then(|d| d.as_ref()).and_then(Decision::rule);
     let limit = policy
         .rule_for(body.messages.get(*elem).and_then(|m| m.tool_call()).map_or("", |c| c.name.as_ref()))
         .and_then(|r| r.limits.iter().find(|l| l.spec == charge.limit));
-    let reason = why.unwrap_or_else(|| limit.map_or_else(|| "rate limit reached".into(), |l| format!("rate limit of {} reached", l.describe())));
+    let reason = why.unwrap_or_else(|| {
+        limit.map_or_else(|| "rate limit reached".into(), |l| format!("rate limit of {} reached", l.describe()))
+    });
     let limited = Decision::RateLimited {
         rule,
         reason,
@@ -116,9 +188,77 @@ pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &En
         *slot = Some(limited);
     }
     match reply::refused(&body, &decisions) {
-        Some(r) => Outcome::Reply(r),
-        None => Outcome::Reply(reply::internal("rate-limit bookkeeping failed")),
+        Some(_) if audit_mode => finish(Outcome::Forward(Vec::new()), &decisions),
+        Some(r) => finish(Outcome::Reply(r), &decisions),
+        None => invalid(reply::internal("rate-limit bookkeeping failed"), "rate-limit bookkeeping failed".into()),
     }
+}
+
+fn summarize(body: &Body<'_>) -> Summary {
+    let mut methods: Vec<&str> = Vec::new();
+    let mut tools: Vec<&str> = Vec::new();
+    let mut tools_list_id = None;
+    for m in &body.messages {
+        if let Some(method) = m.method() {
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+            if method == "tools/list" && tools_list_id.is_none() {
+                tools_list_id = m.id().map(|i| i.get().to_owned());
+            }
+        }
+        if let Some(c) = m.tool_call() {
+            tools.push(&c.name);
+        }
+    }
+    Summary { methods: methods.join(","), tools: tools.join(","), tools_list_id }
+}
+
+fn events<S: Store>(
+    env: &Env<'_, S>,
+    head: &Head,
+    body: &Body<'_>,
+    decisions: &[Option<Decision<'_>>],
+    refused: bool,
+    audit_mode: bool,
+    granted: &[bool],
+) -> Vec<Event> {
+    const BATCH: &str = "not forwarded: the batch held a refused call";
+    let mut out = Vec::with_capacity(body.messages.len());
+    for (i, (m, d)) in body.messages.iter().zip(decisions).enumerate() {
+        let Some(method) = m.method() else { continue };
+        let call = m.tool_call();
+        let (label, reason): (&'static str, Option<&str>) = match d {
+            None | Some(Decision::Allow { .. }) if refused => ("deny", Some(BATCH)),
+            None | Some(Decision::Allow { .. }) => ("allow", None),
+            Some(Decision::Deny { reason, .. }) => (if audit_mode { "would_deny" } else { "deny" }, Some(reason)),
+            Some(Decision::RateLimited { reason, .. }) => {
+                (if audit_mode { "would_rate_limit" } else { "rate_limited" }, Some(reason))
+            }
+            Some(Decision::NeedsApproval { .. }) if refused => ("deny", Some(BATCH)),
+            Some(Decision::NeedsApproval { reason, .. }) => ("would_require_approval", *reason),
+            Some(Decision::NotApproved { reason, unavailable, .. }) => {
+                (if *unavailable { "approval_unavailable" } else { "approval_denied" }, Some(reason))
+            }
+        };
+        let label = if label == "allow" && granted.get(i).copied().unwrap_or(false) { "approval_granted" } else { label };
+        let tool = call.map(|c| c.name.as_ref());
+        let audit = AuditEvent {
+            unix_nanos: env.now_nanos,
+            decision: label,
+            method,
+            tool,
+            rule: d.as_ref().and_then(Decision::rule),
+            reason,
+            identity: Some(&head.identity),
+            request_id: head.request_id.as_deref(),
+            jsonrpc_id: m.id(),
+            arguments: call.and_then(|c| c.arguments),
+        }
+        .to_json_line();
+        out.push(Event { decision: label, method: method.to_owned(), tool: tool.map(str::to_owned), audit });
+    }
+    out
 }
 
 fn approval_asks(head: &Head, messages: &[Message<'_>], decisions: &[Option<Decision<'_>>]) -> Vec<String> {
@@ -143,26 +283,87 @@ fn approval_asks(head: &Head, messages: &[Message<'_>], decisions: &[Option<Deci
 }
 
 /// Finishes a request that waited for approval: `answers` are in the order of [`Outcome::Approve`]'s asks.
-/// `Ok` forwards the request; `Err` is the reply (and the caller gives the rate-limit units back).
-pub fn conclude(policy: &Policy, bytes: &[u8], answers: &[Answer]) -> Result<(), Reply> {
-    let body = inspect(bytes).map_err(|e| reply::request_error(&e))?;
+/// `Ok` forwards the request; `Err` is the reply (and the caller gives the rate-limit units back). The events
+/// report every message of the body.
+pub fn conclude<S: Store>(
+    policy: &Policy,
+    head: &Head,
+    bytes: &[u8],
+    answers: &[Answer],
+    env: &Env<'_, S>,
+) -> (Result<(), Reply>, Vec<Event>) {
+    let body = match inspect(bytes) {
+        Ok(b) => b,
+        Err(e) => return (Err(reply::request_error(&e)), Vec::new()),
+    };
     let mut answers = answers.iter();
     let mut decisions: Vec<Option<Decision<'_>>> = Vec::with_capacity(body.messages.len());
+    let mut granted = Vec::with_capacity(body.messages.len());
     for verdict in judge_body(policy, &body) {
+        let mut yes = false;
         decisions.push(verdict.map(|v| match v.decision {
             Decision::NeedsApproval { rule, .. } => match answers.next() {
-                Some(Answer::Granted) => Decision::Allow { rule },
+                Some(Answer::Granted) => {
+                    yes = true;
+                    Decision::Allow { rule }
+                }
                 Some(Answer::Denied(reason)) => Decision::NotApproved { rule, reason: reason.clone(), unavailable: false },
-                Some(Answer::Unavailable(reason)) => Decision::NotApproved { rule, reason: reason.clone(), unavailable: true },
+                Some(Answer::Unavailable(reason)) => {
+                    Decision::NotApproved { rule, reason: reason.clone(), unavailable: true }
+                }
                 None => Decision::NotApproved { rule, reason: "no answer was recorded".into(), unavailable: true },
             },
             d => d,
         }));
+        granted.push(yes);
     }
-    match reply::refused(&body, &decisions) {
+    let result = match reply::refused(&body, &decisions) {
         Some(r) => Err(r),
         None => Ok(()),
+    };
+    let events = events(env, head, &body, &decisions, result.is_err(), false, &granted);
+    (result, events)
+}
+
+/// How a `tools/list` answer will be handled, decided from its response headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListPlan {
+    /// Filter it in its own format.
+    Rewrite(Format),
+    /// It cannot be filtered with certainty (compressed, unknown type): replace it with a JSON-RPC error
+    /// (as `application/json`) rather than leak the tools the policy hides.
+    Replace(String),
+}
+
+/// Plans the handling of a `tools/list` answer from its `content-type` and `content-encoding`.
+pub fn plan_list_answer(content_type: Option<&str>, content_encoding: Option<&str>) -> ListPlan {
+    if let Some(enc) = content_encoding.map(str::trim).filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity")) {
+        return ListPlan::Replace(format!("the answer came compressed ({enc}) and cannot be filtered"));
     }
+    match format_of(content_type.unwrap_or("")) {
+        Ok(f) => ListPlan::Rewrite(f),
+        Err(e) => ListPlan::Replace(e.to_string()),
+    }
+}
+
+/// The body to send instead of a `tools/list` answer: filtered by [`Policy::is_listed`], or an error
+/// (JSON-RPC -32603 with the request's id, in the answer's format) when it cannot be filtered.
+pub fn filter_list_answer<'b>(policy: &Policy, list_id: &str, plan: &ListPlan, body: &'b [u8]) -> Cow<'b, [u8]> {
+    let keep = |tool: &str| policy.is_listed(tool);
+    let why = match plan {
+        ListPlan::Replace(why) => why.clone(),
+        ListPlan::Rewrite(format) => match tools_list::rewrite(body, *format, &keep) {
+            Ok(r) => return r.body,
+            Err(e) => {
+                let err = reply::list_unfilterable(list_id, &e.to_string());
+                return Cow::Owned(match format {
+                    Format::Json => err.into_bytes(),
+                    Format::Sse => format!("event: message\ndata: {err}\n\n").into_bytes(),
+                });
+            }
+        },
+    };
+    Cow::Owned(reply::list_unfilterable(list_id, &why).into_bytes())
 }
 
 fn check_mcp_headers(head: &Head, messages: &[Message<'_>], batch: bool) -> Option<Reply> {
@@ -210,7 +411,7 @@ mod tests {
     fn check_body(p: &Policy, head: &Head, bytes: &[u8]) -> Outcome {
         let store = MemoryStore::default();
         init_store(&store).unwrap();
-        super::check_body(p, head, bytes, &Env { store: &store, now: 0 })
+        super::check_body(p, head, bytes, &Env { store: &store, now_nanos: 0 }).outcome
     }
 
     fn policy() -> Policy {
@@ -255,28 +456,28 @@ mod tests {
         let p = parse(br#"{"version":"1","tools":{"t":{"rate_limit":"3/minute"},"u":{}}}"#).unwrap();
         let store = MemoryStore::default();
         init_store(&store).unwrap();
-        let env = Env { store: &store, now: 61 };
+        let env = Env { store: &store, now_nanos: 61_000_000_000 };
         let head = Head { identity: "h:mcp-session-id:s1".into(), ..Head::default() };
         let t = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#;
         let batch3 = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}},
                          {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"u"}},
                          {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t"}},
                          {"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t"}}]"#;
-        assert!(matches!(super::check_body(&p, &head, t, &env), Outcome::Forward(r) if r.len() == 1));
+        assert!(matches!(super::check_body(&p, &head, t, &env).outcome, Outcome::Forward(r) if r.len() == 1));
         // 1 + 3 > 3: the batch is refused whole, and takes nothing.
-        let Outcome::Reply(r) = super::check_body(&p, &head, batch3, &env) else { panic!() };
+        let Outcome::Reply(r) = super::check_body(&p, &head, batch3, &env).outcome else { panic!() };
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 4);
         assert_eq!(v[0]["error"]["code"], -31001);
         assert_eq!(v[3]["error"]["code"], -31002);
         assert_eq!(v[3]["error"]["data"]["retry_after_seconds"], 59);
         assert_eq!(v[3]["error"]["data"]["limit"], 3);
-        assert!(matches!(super::check_body(&p, &head, t, &env), Outcome::Forward(_)));
-        assert!(matches!(super::check_body(&p, &head, t, &env), Outcome::Forward(_)));
-        assert_eq!(code(&super::check_body(&p, &head, t, &env)), (200, -31002));
+        assert!(matches!(super::check_body(&p, &head, t, &env).outcome, Outcome::Forward(_)));
+        assert!(matches!(super::check_body(&p, &head, t, &env).outcome, Outcome::Forward(_)));
+        assert_eq!(code(&super::check_body(&p, &head, t, &env).outcome), (200, -31002));
         // Another session has its own count.
         let other = Head { identity: "h:mcp-session-id:s2".into(), ..Head::default() };
-        assert!(matches!(super::check_body(&p, &other, t, &env), Outcome::Forward(_)));
+        assert!(matches!(super::check_body(&p, &other, t, &env).outcome, Outcome::Forward(_)));
     }
 
     #[test]
@@ -285,11 +486,11 @@ mod tests {
             "c":{"action":"require_approval","reason":"human","rate_limit":"1/minute"},"g":{}}}"#).unwrap();
         let store = MemoryStore::default();
         init_store(&store).unwrap();
-        let env = Env { store: &store, now: 0 };
+        let env = Env { store: &store, now_nanos: 0 };
         let head = Head { identity: "s1".into(), request_id: Some("r1".into()), ..Head::default() };
         let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"g"}},
                         {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"c","arguments":{"x":1}}}]"#;
-        let Outcome::Approve { reservations, asks } = super::check_body(&p, &head, batch, &env) else { panic!() };
+        let Outcome::Approve { reservations, asks } = super::check_body(&p, &head, batch, &env).outcome else { panic!() };
         assert_eq!(reservations.len(), 1);
         assert_eq!(asks.len(), 1);
         let ask: serde_json::Value = serde_json::from_str(&asks[0]).unwrap();
@@ -299,20 +500,94 @@ mod tests {
         assert_eq!(ask["request_id"], "r1");
         assert_eq!(ask["reason"], "human");
         assert_eq!(ask["arguments"]["x"], 1);
-        assert_eq!(conclude(&p, batch, &[Answer::Granted]), Ok(()));
-        let r = conclude(&p, batch, &[Answer::Denied("no".into())]).unwrap_err();
+        let (ok, events) = conclude(&p, &head, batch, &[Answer::Granted], &env);
+        assert_eq!(ok, Ok(()));
+        assert_eq!(events.iter().map(|e| e.decision).collect::<Vec<_>>(), vec!["allow", "approval_granted"]);
+        let (r, events) = conclude(&p, &head, batch, &[Answer::Denied("no".into())], &env);
+        let r = r.unwrap_err();
+        assert_eq!(events.iter().map(|e| e.decision).collect::<Vec<_>>(), vec!["deny", "approval_denied"]);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v[0]["error"]["code"], -31001);
         assert_eq!(v[1]["error"]["code"], -31003);
         assert_eq!(v[1]["error"]["data"]["decision"], "approval_denied");
-        let r = conclude(&p, batch, &[Answer::Unavailable("timeout".into())]).unwrap_err();
+        let r = conclude(&p, &head, batch, &[Answer::Unavailable("timeout".into())], &env).0.unwrap_err();
         assert!(r.body.contains("approval_unavailable"));
         // The one unit is taken while approval is pending: a second call is rate limited before asking.
         let one = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"c"}}"#;
-        assert_eq!(code(&super::check_body(&p, &head, one, &env)), (200, -31002));
+        assert_eq!(code(&super::check_body(&p, &head, one, &env).outcome), (200, -31002));
         // Given back (approval not granted), the unit is available again.
         Limiter { store: &store, max_tracked: p.identity.max_tracked, hold_secs: p.hold_secs() }.release(&reservations);
-        assert!(matches!(super::check_body(&p, &head, one, &env), Outcome::Approve { .. }));
+        assert!(matches!(super::check_body(&p, &head, one, &env).outcome, Outcome::Approve { .. }));
+    }
+
+    #[test]
+    fn events_and_summary() {
+        let p = parse(br#"{"version":"1","tools":{"get_run":{}}}"#).unwrap();
+        let store = MemoryStore::default();
+        let env = Env { store: &store, now_nanos: 1_700_000_000_000_000_000 };
+        let head = Head { identity: "s1".into(), request_id: Some("r-1".into()), ..Head::default() };
+        let c = super::check_body(&p, &head, br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_run","arguments":{"secret":"x"}}}"#, &env);
+        assert_eq!(c.summary, Summary { methods: "tools/call".into(), tools: "delete_run".into(), tools_list_id: None });
+        assert_eq!(c.events.len(), 1);
+        let e = &c.events[0];
+        assert_eq!((e.decision, e.method.as_str(), e.tool.as_deref()), ("deny", "tools/call", Some("delete_run")));
+        let line: serde_json::Value = serde_json::from_str(&e.audit).unwrap();
+        assert_eq!(line["decision"], "deny");
+        assert_eq!(line["jsonrpc_id"], 3);
+        assert_eq!(line["request_id"], "r-1");
+        assert!(!e.audit.contains("secret"), "arguments never in clear: {}", e.audit);
+        assert_eq!(line["args_sha256"].as_str().unwrap().len(), 64);
+        let c = super::check_body(&p, &head, b"{", &env);
+        assert_eq!(c.events[0].decision, "invalid");
+        let c = super::check_body(&p, &head, br#"[{"jsonrpc":"2.0","id":"L","method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":9,"result":{}}]"#, &env);
+        assert_eq!(c.summary.methods, "tools/list,notifications/initialized");
+        assert_eq!(c.summary.tools_list_id.as_deref(), Some("\"L\""));
+        assert_eq!(c.events.iter().map(|e| e.decision).collect::<Vec<_>>(), vec!["allow", "allow"]);
+    }
+
+    #[test]
+    fn audit_mode_forwards_and_says_would() {
+        let p = parse(br#"{"version":"1","mode":"audit","approval":{"cluster":"a"},"tools":{"r":{"rate_limit":"1/hour"},"a":{"action":"require_approval"}}}"#).unwrap();
+        let store = MemoryStore::default();
+        init_store(&store).unwrap();
+        let env = Env { store: &store, now_nanos: 0 };
+        let head = Head { identity: "s".into(), ..Head::default() };
+        let call = |name: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}"}}}}"#);
+        let run = |name: &str| super::check_body(&p, &head, call(name).as_bytes(), &env);
+        let c = run("x");
+        assert!(matches!(c.outcome, Outcome::Forward(_)));
+        assert_eq!(c.events[0].decision, "would_deny");
+        assert_eq!(run("r").events[0].decision, "allow");
+        let c = run("r");
+        assert!(matches!(c.outcome, Outcome::Forward(_)));
+        assert_eq!(c.events[0].decision, "would_rate_limit");
+        let c = run("a");
+        assert!(matches!(c.outcome, Outcome::Forward(_)));
+        assert_eq!(c.events[0].decision, "would_require_approval");
+    }
+
+    #[test]
+    fn tools_list_answers() {
+        let p = parse(br#"{"version":"1","hide":["get_run"],"tools":{"get_*":{},"query_runs":{}}}"#).unwrap();
+        let json = include_bytes!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.json");
+        let plan = plan_list_answer(Some("application/json"), None);
+        assert_eq!(plan, ListPlan::Rewrite(Format::Json));
+        let out = filter_list_answer(&p, "1", &plan, json);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let names: Vec<&str> = v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"query_runs") && names.contains(&"get_experiments"));
+        assert!(!names.contains(&"get_run") && !names.contains(&"delete_run"));
+        assert_eq!(names.len(), 21, "{names:?}");
+        let sse = include_bytes!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.sse");
+        let out = filter_list_answer(&p, "1", &plan_list_answer(Some("text/event-stream"), Some("identity")), sse);
+        assert!(out.len() < sse.len() && out.starts_with(b"event: message"));
+        for plan in [plan_list_answer(Some("application/json"), Some("gzip")), plan_list_answer(Some("text/html"), None)] {
+            let out = filter_list_answer(&p, "\"x\"", &plan, json);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!((v["id"].as_str(), v["error"]["code"].as_i64()), (Some("x"), Some(-32603)));
+        }
+        let out = filter_list_answer(&p, "2", &ListPlan::Rewrite(Format::Sse), b"event: message\ndata: {not json\n\n");
+        assert!(out.starts_with(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\""), "{}", String::from_utf8_lossy(&out));
     }
 
     #[test]

@@ -4,45 +4,20 @@
 //! Host calls go through `proxy_wasm::hostcalls` (which return `Result`) rather than the SDK's trait helpers
 //! (which unwrap): a host error must fail the request closed, not trap the worker.
 
+mod host;
+
 use crate::approval::{read_answer, Answer};
-use crate::limits::{self, Limiter, Reservation, SetError, Store, StoreError};
+use crate::limits::{self, Limiter, Reservation};
 use crate::policy::{self, Policy};
 use crate::reply::{self, Reply};
-use crate::request::{self, Env, Head, Outcome};
+use crate::request::{self, Checked, Env, Head, ListPlan, Outcome, Summary};
+use host::{request_header as header, SharedData};
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
-
-/// [`Store`] over proxy-wasm shared data: one map per VM id, shared by every worker of the Envoy process.
-struct SharedData;
-
-impl Store for SharedData {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(v), Some(cas))) => Ok(Some((v, cas))),
-            Ok((None, Some(cas))) => Ok(Some((Vec::new(), cas))),
-            Ok((_, None)) => Ok(None),
-            Err(e) => Err(StoreError(format!("get_shared_data({key}): {e:?}"))),
-        }
-    }
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
-            Err(e) => Err(SetError::Other(format!("set_shared_data({key}): {e:?}"))),
-        }
-    }
-}
-
-fn now_secs() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
-}
+use std::time::Duration;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -93,6 +68,8 @@ impl RootContext for Root {
             held: Vec::new(),
             callouts: Vec::new(),
             answers: Vec::new(),
+            summary: Summary::default(),
+            list: None,
         }))
     }
 
@@ -116,10 +93,10 @@ struct Http {
     /// Approval callouts in flight: (token, index into `answers`).
     callouts: Vec<(u32, usize)>,
     answers: Vec<Option<Answer>>,
-}
-
-fn header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    /// Methods and tools of the forwarded body (exported headers, tools/list handling).
+    summary: Summary,
+    /// Set while a tools/list answer is being filtered: (request id, plan).
+    list: Option<(String, ListPlan)>,
 }
 
 impl Http {
@@ -156,10 +133,14 @@ impl Http {
             Ok(None) => return self.fail_closed("the request body could not be read"),
             Err(e) => return self.fail_closed(&format!("reading the request body failed ({e:?})")),
         };
-        let env = Env { store: &SharedData, now: now_secs() };
-        match request::check_body(&policy, &self.head, &bytes, &env) {
+        let env = Env { store: &SharedData, now_nanos: host::now_nanos() };
+        let Checked { outcome, events, summary } = request::check_body(&policy, &self.head, &bytes, &env);
+        events.iter().for_each(host::record);
+        self.summary = summary;
+        match outcome {
             Outcome::Forward(reservations) => {
                 self.reservations = reservations;
+                self.forward(&policy);
                 Action::Continue
             }
             Outcome::Reply(r) => self.respond(&r),
@@ -167,6 +148,23 @@ impl Http {
                 self.reservations = reservations;
                 self.ask_approval(&policy, asks, bytes)
             }
+        }
+    }
+
+    /// Just before the request goes upstream: export the MCP facts as headers (when the headers are still
+    /// held), and ask for an uncompressed tools/list answer, which the response path filters.
+    fn forward(&mut self, policy: &Policy) {
+        if policy.hold_headers {
+            if let Some(names) = &policy.export {
+                host::set_request_header(&names.method, Some(&self.summary.methods).filter(|m| !m.is_empty()).map(String::as_str));
+                host::set_request_header(&names.tool, Some(&self.summary.tools).filter(|t| !t.is_empty()).map(String::as_str));
+            }
+        }
+        if let Some(id) = &self.summary.tools_list_id {
+            if policy.hold_headers {
+                host::set_request_header("accept-encoding", None);
+            }
+            self.list = Some((id.clone(), ListPlan::Rewrite(crate::tools_list::Format::Json)));
         }
     }
 
@@ -224,8 +222,14 @@ impl Http {
             .drain(..)
             .map(|a| a.unwrap_or_else(|| Answer::Unavailable("no answer".into())))
             .collect();
-        match request::conclude(&policy, &bytes, &answers) {
-            Ok(()) => Action::Continue,
+        let env = Env { store: &SharedData, now_nanos: host::now_nanos() };
+        let (result, events) = request::conclude(&policy, &self.head, &bytes, &answers, &env);
+        events.iter().for_each(host::record);
+        match result {
+            Ok(()) => {
+                self.forward(&policy);
+                Action::Continue
+            }
             Err(r) => {
                 self.give_back();
                 self.respond(&r)
@@ -270,23 +274,27 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(policy) = self.policy.clone() else {
+            return self.fail_closed("no policy is loaded");
+        };
+        // A client must not be able to forge the exported headers, nor have them reach the upstream.
+        if let Some(names) = &policy.export {
+            host::set_request_header(&names.method, None);
+            host::set_request_header(&names.tool, None);
+        }
         if end_of_stream {
             // No body (a GET for the SSE stream, a DELETE of a session): nothing to inspect.
             self.done = true;
             return Action::Continue;
         }
-        let Some(policy) = self.policy.clone() else {
-            return self.fail_closed("no policy is loaded");
-        };
-        let identity = if policy.has_limits() || policy.approval.is_some() {
-            let source = hostcalls::get_property(vec!["source", "address"])
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok());
-            policy.identity.resolve(header, source.as_deref())
-        } else {
-            String::new()
-        };
+        if !policy.hold_headers {
+            // The headers leave now, before the method is known: ask for uncompressed answers so that a
+            // tools/list answer can be filtered.
+            host::set_request_header("accept-encoding", None);
+        }
+        let source =
+            hostcalls::get_property(vec!["source", "address"]).ok().flatten().and_then(|b| String::from_utf8(b).ok());
+        let identity = policy.identity.resolve(header, source.as_deref());
         self.head = Head {
             request_id: header("x-request-id"),
             content_encoding: header("content-encoding"),
@@ -333,18 +341,62 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.reservations.is_empty() {
+        let status = host::response_header(":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        if !self.reservations.is_empty() {
+            if status >= 500 {
+                self.give_back();
+            }
+            self.reservations.clear();
+        }
+        let Some((id, _)) = self.list.take() else {
+            return Action::Continue;
+        };
+        if !(200..300).contains(&status) {
             return Action::Continue;
         }
-        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0);
-        if status >= 500 {
-            self.give_back();
+        let plan = request::plan_list_answer(
+            host::response_header("content-type").as_deref(),
+            host::response_header("content-encoding").as_deref(),
+        );
+        // The body will change size; a replaced answer is plain JSON.
+        host::set_response_header("content-length", None);
+        if let ListPlan::Replace(_) = &plan {
+            host::set_response_header("content-encoding", None);
+            host::set_response_header("content-type", Some("application/json"));
         }
-        self.reservations.clear();
+        self.list = Some((id, plan));
+        let hold = self.policy.as_ref().is_some_and(|p| p.hold_headers);
+        if hold {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.list.is_none() {
+            // Every other answer streams through untouched.
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let (Some((id, plan)), Some(policy)) = (self.list.take(), self.policy.clone()) else {
+            return Action::Continue;
+        };
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let out = request::filter_list_answer(&policy, &id, &plan, &body);
+        if out.as_ref() != body.as_slice() {
+            if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out).is_err() {
+                warn!("mcp-policy: could not rewrite the tools/list answer; resetting the response");
+                let _ = hostcalls::reset_http_response();
+                return Action::Pause;
+            }
+            host::count("tools_list_filtered");
+        }
+        if policy.hold_headers {
+            host::set_response_header("content-length", Some(&out.len().to_string()));
+        }
         Action::Continue
     }
 }

@@ -30,6 +30,26 @@ impl Action {
     }
 }
 
+/// `mode`: enforce decisions, or only log and count them (`audit`, for rolling out a new policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+/// `export_headers`: the upstream request headers that carry the MCP method and tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportHeaders {
+    pub method: String,
+    pub tool: String,
+}
+
+impl Default for ExportHeaders {
+    fn default() -> Self {
+        ExportHeaders { method: "x-mcp-method".into(), tool: "x-mcp-tool".into() }
+    }
+}
+
 /// One entry of `tools`.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -114,6 +134,13 @@ pub struct Policy {
     pub identity: Identity,
     /// Where `require_approval` calls are sent (required when any rule or the default requires approval).
     pub approval: Option<crate::approval::ApprovalConfig>,
+    /// `hide`: tools removed from tools/list and denied.
+    pub hide: Vec<Glob>,
+    /// `filter_tools_list`: also remove tools whose calls are always denied.
+    pub filter_tools_list: bool,
+    pub mode: Mode,
+    /// `None` when `export_headers` is false.
+    pub export: Option<ExportHeaders>,
     rules: Vec<Rule>,
     exact: HashMap<String, usize>,
     /// Glob rules, most literal characters first, then by key: the first match wins.
@@ -139,7 +166,13 @@ impl Policy {
             let kb = plain.get(*ib).map(|r| r.key.as_str()).unwrap_or("");
             gb.literal_chars().cmp(&ga.literal_chars()).then_with(|| ka.cmp(kb))
         });
-        Policy { default, max_body_bytes, hold_headers: true, identity: Identity::default(), approval: None, rules: plain, exact, globs }
+        Policy { default, max_body_bytes, hold_headers: true, identity: Identity::default(),
+            approval: None,
+            hide: Vec::new(),
+            filter_tools_list: true,
+            mode: Mode::Enforce,
+            export: Some(ExportHeaders::default()),
+            rules: plain, exact, globs }
     }
 
     /// The rule that governs `tool`: the exact key, else the most specific matching glob.
@@ -152,6 +185,25 @@ impl Policy {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// True when `hide` names the tool.
+    pub fn is_hidden(&self, tool: &str) -> bool {
+        self.hide.iter().any(|g| g.matches(tool))
+    }
+
+    /// True when the tool belongs in a tools/list answer: not hidden and, with `filter_tools_list`, not a
+    /// tool whose every call is denied (a deny rule, or no rule under `default: deny`). Tools with
+    /// conditions, limits or approval stay listed.
+    pub fn is_listed(&self, tool: &str) -> bool {
+        if self.is_hidden(tool) {
+            return false;
+        }
+        if !self.filter_tools_list {
+            return true;
+        }
+        let action = self.rule_for(tool).map_or(self.default, |r| r.action);
+        action != Action::Deny
     }
 
     /// True when any rule has a rate limit (the filter then keeps counts in shared data).

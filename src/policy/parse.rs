@@ -3,7 +3,7 @@
 
 use super::condition::{Condition, Op, OP_NAMES};
 use super::glob::{is_glob, Glob};
-use super::{Action, Identity, Policy, RateLimit, Rule, DEFAULT_MAX_BODY_BYTES};
+use super::{Action, ExportHeaders, Identity, Mode, Policy, RateLimit, Rule, DEFAULT_MAX_BODY_BYTES};
 use crate::limits::{fnv1a, LimitSpec};
 use crate::json::{self, JsonError};
 use serde_json::{Map, Value};
@@ -41,7 +41,20 @@ impl fmt::Display for ConfigErrors {
 /// Largest accepted `max_body_bytes` (64 MiB): past that, buffering in Envoy is a memory hazard.
 pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
-const TOP_FIELDS: &[&str] = &["version", "default", "tools", "max_body_bytes", "hold_headers", "identity", "approval"];
+const TOP_FIELDS: &[&str] = &[
+    "version",
+    "default",
+    "tools",
+    "max_body_bytes",
+    "hold_headers",
+    "identity",
+    "approval",
+    "hide",
+    "filter_tools_list",
+    "mode",
+    "export_headers",
+];
+const EXPORT_FIELDS: &[&str] = &["method", "tool"];
 const APPROVAL_FIELDS: &[&str] = &["cluster", "authority", "path", "timeout_ms", "headers"];
 const RULE_FIELDS: &[&str] = &["action", "reason", "conditions", "rate_limit"];
 const LIMIT_FIELDS: &[&str] = &["max", "window", "scope", "cost"];
@@ -50,7 +63,7 @@ const IDENTITY_FIELDS: &[&str] = &["headers", "max_tracked"];
 pub const MAX_TRACKED_LIMIT: u64 = 1 << 20;
 const CONDITION_FIELDS: &[&str] = &["path", "op", "value"];
 /// Fields of the documented policy format that this build does not implement yet.
-const TOP_LATER: &[&str] = &["hide"];
+const TOP_LATER: &[&str] = &["prompts", "resources", "prompts_default", "resources_default"];
 const RULE_LATER: &[&str] = &[];
 
 struct Errs(Vec<ConfigError>);
@@ -114,6 +127,63 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         }
     };
     let approval = top.get("approval").map(|v| parse_approval(&mut errs, v));
+    let flag = |errs: &mut Errs, name: &str, fix: &str| match top.get(name) {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            errs.push(name, format!("expected true or false, got {v}"), fix);
+            true
+        }
+    };
+    let filter_tools_list = flag(&mut errs, "filter_tools_list", "true removes always-denied tools from tools/list answers; false keeps them");
+    let mode = match top.get("mode") {
+        None => Mode::Enforce,
+        Some(v) => match v.as_str() {
+            Some("enforce") => Mode::Enforce,
+            Some("audit") => Mode::Audit,
+            _ => {
+                errs.push("mode", format!("invalid mode {v}"), "use \"enforce\" (the default) or \"audit\" (decide and log, but forward every call)");
+                Mode::Enforce
+            }
+        },
+    };
+    let export = match top.get("export_headers") {
+        None | Some(Value::Bool(true)) => Some(ExportHeaders::default()),
+        Some(Value::Bool(false)) => None,
+        Some(Value::Object(o)) => {
+            check_fields(&mut errs, "export_headers", o, EXPORT_FIELDS, &[]);
+            let mut names = ExportHeaders::default();
+            for (field, slot) in [("method", &mut names.method), ("tool", &mut names.tool)] {
+                match o.get(field) {
+                    None => {}
+                    Some(Value::String(h)) if valid_header_name(h) => *slot = h.to_ascii_lowercase(),
+                    Some(h) => errs.push(&format!("export_headers.{field}"), format!("invalid header name {h}"), "use a header name such as \"x-mcp-tool\""),
+                }
+            }
+            Some(names)
+        }
+        Some(v) => {
+            errs.push("export_headers", format!("expected true, false or {{\"method\": NAME, \"tool\": NAME}}, got {v}"), "e.g. \"export_headers\": {\"tool\": \"x-mcp-tool\"}");
+            None
+        }
+    };
+    let mut hide = Vec::new();
+    match top.get("hide") {
+        None => {}
+        Some(Value::Array(list)) => {
+            for (i, h) in list.iter().enumerate() {
+                let path = format!("hide[{i}]");
+                match h.as_str() {
+                    Some(name) if !name.is_empty() => match Glob::new(name) {
+                        Ok(g) => hide.push(g),
+                        Err(e) => errs.push(&path, format!("bad glob: {e}"), "use only '*' and '?' as wildcards"),
+                    },
+                    _ => errs.push(&path, format!("expected a tool name or glob, got {h}"), "e.g. \"delete_*\""),
+                }
+            }
+        }
+        Some(v) => errs.push("hide", format!("expected a list of tool names or globs, got {}", kind(v)), "e.g. \"hide\": [\"delete_*\"]"),
+    }
     let identity = match top.get("identity") {
         None => Identity::default(),
         Some(v) => parse_identity(&mut errs, v),
@@ -141,6 +211,10 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     if errs.0.is_empty() {
         let mut p = Policy::new(default, max_body_bytes, rules);
         p.approval = approval.flatten();
+        p.hide = hide;
+        p.filter_tools_list = filter_tools_list;
+        p.mode = mode;
+        p.export = export;
         p.hold_headers = hold_headers;
         p.identity = identity;
         Ok(p)
@@ -434,6 +508,10 @@ fn parse_approval(errs: &mut Errs, v: &Value) -> Option<crate::approval::Approva
     })
 }
 
+fn valid_header_name(h: &str) -> bool {
+    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn parse_identity(errs: &mut Errs, v: &Value) -> Identity {
     let mut id = Identity::default();
     let Value::Object(o) = v else {
@@ -447,7 +525,7 @@ fn parse_identity(errs: &mut Errs, v: &Value) -> Identity {
                 let mut names = Vec::new();
                 for (i, n) in list.iter().enumerate() {
                     match n.as_str() {
-                        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => names.push(s.to_ascii_lowercase()),
+                        Some(s) if valid_header_name(s) => names.push(s.to_ascii_lowercase()),
                         _ => errs.push(&format!("identity.headers[{i}]"), format!("invalid header name {n}"), "use a header name such as \"x-agent-id\""),
                     }
                 }
@@ -704,7 +782,8 @@ mod tests {
     #[test]
     fn later_features_are_not_supported_yet() {
         for (doc, path) in [
-            (r#"{"version":"1","hide":[]}"#, "hide"),
+            (r#"{"version":"1","prompts":{}}"#, "prompts"),
+            (r#"{"version":"1","resources_default":"deny"}"#, "resources_default"),
         ] {
             let e = one_error(doc);
             assert_eq!(e.path, path);
@@ -840,6 +919,31 @@ mod tests {
         ] {
             let e = one_error(&format!(r#"{{"version":"1","approval":{a}}}"#));
             assert_eq!(e.path, path, "{a}: {e}");
+        }
+    }
+
+    #[test]
+    fn operator_fields() {
+        let p = ok(r#"{"version":"1","default":"deny","hide":["delete_*","secret"],"filter_tools_list":false,
+                      "mode":"audit","export_headers":{"tool":"X-Tool"},"tools":{"get_*":{},"secret":{}}}"#);
+        assert!(p.is_hidden("delete_run") && p.is_hidden("secret") && !p.is_hidden("get_run"));
+        assert!(!p.filter_tools_list);
+        assert_eq!(p.mode, Mode::Audit);
+        assert_eq!(p.export.clone().unwrap(), ExportHeaders { method: "x-mcp-method".into(), tool: "x-tool".into() });
+        let d = ok(r#"{"version":"1"}"#);
+        assert!(d.filter_tools_list && d.mode == Mode::Enforce && d.export.is_some());
+        assert!(ok(r#"{"version":"1","export_headers":false}"#).export.is_none());
+        for (doc, path) in [
+            (r#"{"version":"1","hide":"x"}"#, "hide"),
+            (r#"{"version":"1","hide":[1]}"#, "hide[0]"),
+            (r#"{"version":"1","hide":["a[b]"]}"#, "hide[0]"),
+            (r#"{"version":"1","mode":"dry-run"}"#, "mode"),
+            (r#"{"version":"1","filter_tools_list":"no"}"#, "filter_tools_list"),
+            (r#"{"version":"1","export_headers":"yes"}"#, "export_headers"),
+            (r#"{"version":"1","export_headers":{"tool":"a b"}}"#, "export_headers.tool"),
+            (r#"{"version":"1","export_headers":{"name":"x"}}"#, "export_headers.name"),
+        ] {
+            assert_eq!(one_error(doc).path, path, "{doc}");
         }
     }
 
