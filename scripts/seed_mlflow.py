@@ -4,10 +4,11 @@
     seed_mlflow.py --store DIR --out ids.json [--large-params N --large-metrics N --large-tags N]
 
 Creates a few experiments, each with a handful of small runs, plus one "large" run with many
-params, metrics and tags (its get_run answer is large: about 1.3 MB with the defaults). Writes
+params, metrics and tags (its get_run answer is large: about 1.3 MB of JSON with the defaults). Writes
 the experiment and run ids to --out as JSON:
 
-    {"tracking_uri": ..., "experiments": {name: id}, "runs": {label: run_id}, "large_run": run_id}
+    {"tracking_uri": ..., "experiments": {name: id}, "runs": {label: run_id}, "large_run": run_id,
+     "large_run_size": {"params": n, "metrics": n, "tags": n}}
 """
 import argparse
 import json
@@ -21,10 +22,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", required=True, help="MLflow file store directory (created)")
     ap.add_argument("--out", required=True, help="where to write the ids (JSON)")
-    ap.add_argument("--large-params", type=int, default=2000)
-    ap.add_argument("--large-metrics", type=int, default=2000)
-    ap.add_argument("--large-tags", type=int, default=2000)
-    ap.add_argument("--value-size", type=int, default=200, help="characters per large-run param/tag value")
+    ap.add_argument("--large-params", type=int, default=600)
+    ap.add_argument("--large-metrics", type=int, default=1000)
+    ap.add_argument("--large-tags", type=int, default=600)
+    ap.add_argument("--value-size", type=int, default=1000, help="characters per large-run param/tag value")
     args = ap.parse_args()
 
     store = pathlib.Path(args.store).resolve()
@@ -82,6 +83,7 @@ def main() -> int:
     client.set_terminated(rid)
     out["runs"]["large-run/large"] = rid
     out["large_run"] = rid
+    out["large_run_size"] = {"params": args.large_params, "metrics": args.large_metrics, "tags": args.large_tags}
 
     pathlib.Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"seeded {len(out['experiments'])} experiments, {len(out['runs'])} runs in {uri}", file=sys.stderr)
