@@ -6,6 +6,7 @@ Each test runs against the server in both answer modes: SSE streams and plain ap
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 from typing import Any, Awaitable, Callable
 
@@ -71,13 +72,30 @@ def structured(result) -> dict:
     return json.loads(result.content[0].text)
 
 
-def test_initialize_and_tools_list(proxy):
+def list_tools(url: str) -> list[dict]:
     async def go(s: ClientSession):
         return await s.list_tools()
 
-    tools = {t.name for t in with_session(proxy.url, go).tools}
-    assert len(tools) == 40, tools
-    assert {"get_run", "delete_run", "get_experiments", "set_run_tag"} <= tools
+    return [t.model_dump(exclude_none=True) for t in with_session(url, go).tools]
+
+
+def test_initialize_and_tools_list_pass(envoy, server):
+    """With tools/list filtering off, initialize and tools/list pass through untouched."""
+    e = envoy({**EXAMPLE_POLICY, "filter_tools_list": False}, server.port)
+    direct = list_tools(server.url)
+    assert len(direct) == 40, [t["name"] for t in direct]
+    assert list_tools(e.url) == direct
+
+
+def test_tools_list_shows_only_callable_tools(proxy, server):
+    """By default, tools the policy denies whatever the arguments are left out of tools/list; every other tool
+    comes through exactly as the server described it, in its order."""
+    direct = list_tools(server.url)
+    proxied = list_tools(proxy.url)
+    # example policy: get_run and get_* allowed, search_runs conditional (not a tool of this server), rest denied
+    want = [t for t in direct if fnmatch.fnmatchcase(t["name"], "get_*")]
+    assert proxied == want, sorted(t["name"] for t in proxied)
+    assert len(want) == 21
 
 
 def test_get_run_returns_the_run(proxy, server):
