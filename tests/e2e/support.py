@@ -144,8 +144,10 @@ def assert_denied(reply: Reply, id: Any, tool: str, reason: str | None = None) -
     return msg
 
 
-def send_h2(url: str, body: bytes, *, headers: dict[str, str] | None = None, timeout: float = 15.0) -> Reply:
-    """One POST over HTTP/2 cleartext with prior knowledge (h2c), honouring flow control.
+def send_h2(url: str, body: bytes, *, headers: dict[str, str] | None = None, trailers: dict[str, str] | None = None,
+            timeout: float = 15.0) -> Reply:
+    """One POST over HTTP/2 cleartext with prior knowledge (h2c), honouring flow control. With ``trailers``
+    the stream ends with a trailers frame instead of on the last body frame.
 
     Stops sending the body as soon as the response is complete: a server may answer early (413) and then
     reset the stream with NO_ERROR (RFC 9113 §8.1), which is a normal end here, not a failure.
@@ -165,7 +167,7 @@ def send_h2(url: str, body: bytes, *, headers: dict[str, str] | None = None, tim
                 (":authority", f"{u.hostname}:{u.port}"), ("content-type", "application/json"),
                 ("accept", "application/json, text/event-stream"), ("content-length", str(len(body)))]
         hdrs += [(k.lower(), v) for k, v in (headers or {}).items()]
-        conn.send_headers(sid, hdrs, end_stream=not body)
+        conn.send_headers(sid, hdrs, end_stream=not body and not trailers)
         sock.sendall(conn.data_to_send())
         sent, status, resp_headers, data, ended = 0, None, {}, bytearray(), False
         while not ended:
@@ -178,7 +180,9 @@ def send_h2(url: str, body: bytes, *, headers: dict[str, str] | None = None, tim
                     break
                 chunk = body[sent:sent + room]
                 sent += len(chunk)
-                conn.send_data(sid, chunk, end_stream=sent >= len(body))
+                conn.send_data(sid, chunk, end_stream=sent >= len(body) and not trailers)
+                if sent >= len(body) and trailers:
+                    conn.send_headers(sid, list(trailers.items()), end_stream=True)
                 with contextlib.suppress(OSError):
                     sock.sendall(conn.data_to_send())
             raw = sock.recv(65536)

@@ -386,6 +386,17 @@ def test_http2_denied_and_allowed(proxy, upstream):
     assert_forwarded(upstream, allowed)
 
 
+def test_http2_body_ending_in_trailers(proxy, upstream):
+    """The decision waits for the end of the stream, which can be a trailers frame rather than the last body."""
+    r = send_h2(proxy.url, encode(call("delete_run", {"run_id": "abc"}, id=103)), trailers={"x-checksum": "1"})
+    assert_denied(r, 103, "delete_run", DELETE_REASON)
+    assert_not_forwarded(upstream)
+    allowed = encode(call("get_run", {"run_id": "abc"}, id=104))
+    r = send_h2(proxy.url, allowed, trailers={"x-checksum": "2"})
+    assert r.status == 200 and r.json()["id"] == 104, r
+    assert_forwarded(upstream, allowed)
+
+
 def test_http2_invalid_json(proxy, upstream):
     assert_rpc_error(send_h2(proxy.url, b'{"jsonrpc":"2.0",'), 400, PARSE_ERROR, None)
     assert_not_forwarded(upstream)
