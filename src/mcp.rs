@@ -417,8 +417,9 @@ mod tests {
 
     #[test]
     fn case_variant_envelope_keys_are_refused() {
-        // Found by fuzz/inspect_decide: a response to us, a tools/call to a Go server (encoding/json binds
-        // "Method" and "Params" to method and params, and a message with a method is a request there).
+        // A response to us, a tools/call to a Go server (encoding/json binds "Method" and "Params" to method and
+        // params, and a message with a method is a request there). fuzz/inspect_decide's case-insensitive
+        // differential flags it (seed case_only_method_response).
         for body in [
             &br#"{"jsonrpc":"2.0","id":10,"result":{},"Method":"tools/call","Params":{"name":"delete_run"}}"#[..],
             br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"},"METHOD":"tools/call"}"#,
