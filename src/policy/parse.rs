@@ -537,7 +537,7 @@ fn parse_identity(errs: &mut Errs, v: &Value) -> Identity {
     if let Some(m) = o.get("max_tracked") {
         match m.as_u64().filter(|n| (1..=MAX_TRACKED_LIMIT).contains(n)).and_then(|n| u32::try_from(n).ok()) {
             Some(n) => id.max_tracked = n,
-            None => errs.push("identity.max_tracked", format!("expected a whole number from 1 to {MAX_TRACKED_LIMIT}, got {m}"), "e.g. 65536 (each tracked identity costs about 100 bytes of shared memory)"),
+            None => errs.push("identity.max_tracked", format!("expected a whole number from 1 to {MAX_TRACKED_LIMIT}, got {m}"), "e.g. 65536 (each tracked identity costs about 160 bytes of shared memory)"),
         }
     }
     id
