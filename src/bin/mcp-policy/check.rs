@@ -11,9 +11,9 @@ usage: mcp-policy check [--skip-missing] FILE...
 Validates each mcp-policy configuration found in each FILE ('-' reads standard input):
   - a policy JSON file (*.json, or any file whose text starts with '{');
   - an Envoy configuration, YAML or JSON: every HTTP Wasm filter
-    (@type envoy.extensions.filters.http.wasm.v3.Wasm, at any depth: filter chains, ECDS,
-    typed_per_filter_config, Istio EnvoyFilter patches) must carry the policy JSON as a
-    google.protobuf.StringValue `configuration`;
+    (@type envoy.extensions.filters.http.wasm.v3.Wasm, or a TypedStruct of that type, at any
+    depth: filter chains, ECDS, typed_per_filter_config, Istio EnvoyFilter patches) must carry
+    the policy JSON as a google.protobuf.StringValue `configuration`;
   - Istio WasmPlugin manifests (extensions.istio.io): spec.pluginConfig is the policy, as YAML.
 YAML files may hold several documents.
 

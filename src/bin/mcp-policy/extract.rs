@@ -83,6 +83,11 @@ fn type_is(v: &Yaml, suffix: &str) -> bool {
     str_at(v, "@type").is_some_and(|t| t.rsplit('/').next() == Some(suffix))
 }
 
+fn is_typed_struct_of_wasm(v: &Yaml) -> bool {
+    (type_is(v, "udpa.type.v1.TypedStruct") || type_is(v, "xds.type.v3.TypedStruct"))
+        && str_at(v, "type_url").is_some_and(|t| t.rsplit('/').next() == Some(WASM_TYPE))
+}
+
 fn is_wasm_plugin(v: &Yaml) -> bool {
     str_at(v, "kind") == Some("WasmPlugin") && str_at(v, "apiVersion").is_some_and(|a| a.starts_with("extensions.istio.io/"))
 }
@@ -108,6 +113,13 @@ fn walk(v: &Yaml, path: &mut String, out: &mut Vec<Found>) {
     }
     if type_is(v, WASM_TYPE) {
         out.push(from_wasm_filter(v, path));
+        return;
+    }
+    if is_typed_struct_of_wasm(v) {
+        // {"@type": ".../xds.type.v3.TypedStruct", "type_url": ".../...wasm.v3.Wasm", "value": {config: ...}}, as
+        // in many Istio EnvoyFilter examples.
+        let wasm = v.get("value").unwrap_or(&Yaml::Null);
+        out.push(from_wasm_filter(wasm, &at(path, "value")));
         return;
     }
     let len = path.len();
@@ -309,6 +321,35 @@ routes:
         assert_eq!(found[0], ("a[0].typed_config (Wasm plugin one)".to_owned(), Ok(r#"{"version":"1"}"#.to_owned())));
         assert_eq!(found[1].0, r#"routes[0].typed_per_filter_config["envoy.filters.http.wasm"].config"#);
         assert!(found[1].1.as_ref().unwrap_err().contains("no config.configuration"));
+    }
+
+    #[test]
+    fn typed_struct_wrapped_wasm_in_an_istio_envoyfilter() {
+        let text = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: mcp-policy}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.wasm
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+          value:
+            config:
+              configuration:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: '{"version":"1"}'
+"#;
+        let found = policies("ef.yaml", text);
+        assert_eq!(
+            found,
+            vec![("spec.configPatches[0].patch.value.typed_config.value".to_owned(), Ok(r#"{"version":"1"}"#.to_owned()))]
+        );
     }
 
     #[test]
