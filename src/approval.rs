@@ -6,6 +6,7 @@
 //! `approved`) means the service could not decide, and the call is refused as well: fail closed.
 
 use serde::Deserialize;
+use crate::mcp::Kind;
 use serde_json::{json, value::RawValue, Value};
 
 /// The `approval` section of the policy.
@@ -39,6 +40,9 @@ pub enum Answer {
 
 /// Everything the approval service is told about a call.
 pub struct Ask<'a> {
+    /// What is asked about: a tool call (the common case), a prompt or a resource.
+    pub kind: Kind,
+    /// The tool or prompt name, or the resource URI.
     pub tool: &'a str,
     /// Raw JSON of `params.arguments` (`None`: the call had none).
     pub arguments: Option<&'a RawValue>,
@@ -56,7 +60,9 @@ impl Ask<'_> {
     pub fn to_json(&self) -> String {
         let args = self.arguments.map_or("{}", |a| a.get());
         format!(
-            r#"{{"method":"tools/call","tool":{},"arguments":{},"identity":{},"jsonrpc_id":{},"request_id":{},"reason":{}}}"#,
+            r#"{{"method":"{}","{}":{},"arguments":{},"identity":{},"jsonrpc_id":{},"request_id":{},"reason":{}}}"#,
+            self.kind.method(),
+            self.kind.noun(),
             json!(self.tool),
             args,
             json!(self.identity),
@@ -132,6 +138,7 @@ mod tests {
         let id = RawValue::from_string("7".into()).unwrap();
         let args = RawValue::from_string(r#"{"name":"exp","n":1.50}"#.into()).unwrap();
         let ask = Ask {
+            kind: Kind::Tool,
             tool: "create_experiment",
             arguments: Some(&args),
             identity: "sess-1",
@@ -150,6 +157,9 @@ mod tests {
         let bare = Ask { arguments: None, request_id: None, reason: None, ..ask };
         let v: Value = serde_json::from_str(&bare.to_json()).unwrap();
         assert_eq!((v["arguments"].clone(), v["request_id"].clone(), v["reason"].clone()), (json!({}), Value::Null, Value::Null));
+        let prompt = Ask { kind: Kind::Prompt, tool: "p", arguments: None, request_id: None, reason: None, ..ask };
+        let v: Value = serde_json::from_str(&prompt.to_json()).unwrap();
+        assert_eq!((v["method"].as_str(), v["prompt"].as_str()), (Some("prompts/get"), Some("p")));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The decision engine: which rule governs a call, and what it decides. Pure: no host calls.
 
 use crate::limits::Charge;
-use crate::mcp::{Body, ToolCall};
+use crate::mcp::{Body, Kind, ToolCall};
 use crate::policy::{lookup, Action, Policy, Rule};
 use serde_json::Value;
 
@@ -54,14 +54,22 @@ pub fn decide_call<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Decision<'p> 
 pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
     let deny = |rule: Option<&'p str>, reason: String| Verdict { decision: Decision::Deny { rule, reason }, charges: Vec::new() };
     let tool: &str = &call.name;
-    if policy.is_hidden(tool) {
+    if call.kind == Kind::Tool && policy.is_hidden(tool) {
         return deny(None, "hidden by policy".into());
     }
-    let Some(rule) = policy.rule_for(tool) else {
-        let decision = match policy.default {
+    let set = policy.set(call.kind);
+    let Some(rule) = set.rule_for(tool) else {
+        let decision = match set.default {
             Action::Allow => Decision::Allow { rule: None },
             Action::RequireApproval => Decision::NeedsApproval { rule: None, reason: None },
-            Action::Deny => return deny(None, format!("tool '{tool}' is not allowed by the policy (default deny)")),
+            Action::Deny => {
+                let (noun, field) = match call.kind {
+                    Kind::Tool => ("tool", "default"),
+                    Kind::Prompt => ("prompt", "prompts_default"),
+                    Kind::Resource => ("resource", "resources_default"),
+                };
+                return deny(None, format!("{noun} '{tool}' is not allowed by the policy ({field} deny)"));
+            }
         };
         return Verdict { decision, charges: Vec::new() };
     };
@@ -110,12 +118,12 @@ fn charges(rule: &Rule, args: Option<&Value>) -> Result<Vec<Charge>, String> {
 
 /// Decides every message of a body: `None` for messages that are not tool calls (always allowed here).
 pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decision<'p>>> {
-    body.messages.iter().map(|m| m.tool_call().map(|c| decide_call(policy, c))).collect()
+    body.messages.iter().map(|m| m.call().map(|c| decide_call(policy, c))).collect()
 }
 
 /// Like [`decide_body`], with each allowed call's rate-limit charges.
 pub fn judge_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Verdict<'p>>> {
-    body.messages.iter().map(|m| m.tool_call().map(|c| judge(policy, c))).collect()
+    body.messages.iter().map(|m| m.call().map(|c| judge(policy, c))).collect()
 }
 
 #[cfg(test)]
@@ -250,6 +258,23 @@ mod tests {
         assert!(strict.is_listed("get_run") && !strict.is_listed("delete_run"));
         let unfiltered = parse(br#"{"version":"1","filter_tools_list":false,"hide":["h"]}"#).unwrap();
         assert!(unfiltered.is_listed("delete_run") && !unfiltered.is_listed("h"));
+    }
+
+    #[test]
+    fn prompts_and_resources_have_their_own_rules() {
+        let p = parse(br#"{"version":"1","tools":{"x":{}},"prompts":{"secret_*":{"action":"deny","reason":"no"}},
+            "resources":{"file:///public/*":{}},"resources_default":"deny"}"#).unwrap();
+        let d = |body: &str| {
+            let b = inspect(body.as_bytes()).unwrap();
+            decide_call(&p, b.messages[0].call().unwrap())
+        };
+        assert!(d(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"x"}}"#).is_allow());
+        assert!(!d(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret_a"}}"#).is_allow());
+        assert!(d(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///public/a"}}"#).is_allow());
+        match d(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#) {
+            Decision::Deny { reason, .. } => assert_eq!(reason, "resource 'file:///etc/passwd' is not allowed by the policy (resources_default deny)"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -54,7 +54,12 @@ impl<'a> Message<'a> {
             _ => None,
         }
     }
+    /// The `tools/call` of this message, if it is one.
     pub fn tool_call(&self) -> Option<&ToolCall<'a>> {
+        self.call().filter(|c| c.kind == Kind::Tool)
+    }
+    /// The governed call (`tools/call`, `prompts/get`, `resources/read`) of this message, if it is one.
+    pub fn call(&self) -> Option<&ToolCall<'a>> {
         match self {
             Message::Request { call, .. } => call.as_ref(),
             _ => None,
@@ -62,9 +67,50 @@ impl<'a> Message<'a> {
     }
 }
 
-/// The policy-relevant part of a `tools/call` request.
+/// What a governed request acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `tools/call`: `params.name`.
+    Tool,
+    /// `prompts/get`: `params.name`.
+    Prompt,
+    /// `resources/read`: `params.uri`.
+    Resource,
+}
+
+impl Kind {
+    /// The governed method for this kind.
+    pub fn method(self) -> &'static str {
+        match self {
+            Kind::Tool => "tools/call",
+            Kind::Prompt => "prompts/get",
+            Kind::Resource => "resources/read",
+        }
+    }
+    /// The kind a method is governed as, if any.
+    pub fn of(method: &str) -> Option<Kind> {
+        match method {
+            "tools/call" => Some(Kind::Tool),
+            "prompts/get" => Some(Kind::Prompt),
+            "resources/read" => Some(Kind::Resource),
+            _ => None,
+        }
+    }
+    /// The name of the field holding the target, in replies (`data.tool`, `data.prompt`, `data.resource`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Tool => "tool",
+            Kind::Prompt => "prompt",
+            Kind::Resource => "resource",
+        }
+    }
+}
+
+/// The policy-relevant part of a governed request: `tools/call`, `prompts/get` or `resources/read`.
 #[derive(Debug)]
 pub struct ToolCall<'a> {
+    pub kind: Kind,
+    /// The tool or prompt name, or the resource URI.
     pub name: Cow<'a, str>,
     /// `params.arguments` as raw JSON, if present and not null.
     pub arguments: Option<&'a RawValue>,
@@ -157,6 +203,13 @@ fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
 const ENVELOPE_FIELDS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
 /// The `tools/call` params fields the policy reads.
 const CALL_FIELDS: &[&str] = &["name", "arguments"];
+const READ_FIELDS: &[&str] = &["uri"];
+
+#[derive(Deserialize)]
+struct ReadParams<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    uri: Option<&'a RawValue>,
+}
 
 /// A key of the JSON object `raw` that is not one of `fields` but that a decoder matching keys
 /// case-insensitively (Go's `encoding/json`, and so Go MCP servers) would bind to it: `("Method", "method")`.
@@ -280,23 +333,48 @@ fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
                     return Err(RequestError::invalid(id, "Invalid Request: \"params\" must be an object or an array"));
                 }
             }
-            let call = if method == "tools/call" { Some(tool_call(id, env.params)?) } else { None };
+            let call = match Kind::of(&method) {
+                Some(kind) => Some(governed_call(kind, id, env.params)?),
+                None => None,
+            };
             match id {
                 Some(id) => Ok(Message::Request { id, method, params: env.params, call }),
-                None if call.is_some() => {
-                    Err(RequestError::invalid(None, "Invalid Request: tools/call must be a request with an \"id\""))
-                }
+                None if call.is_some() => Err(RequestError::invalid(
+                    None,
+                    format!("Invalid Request: {method} must be a request with an \"id\""),
+                )),
                 None => Ok(Message::Notification { method, params: env.params }),
             }
         }
     }
 }
 
-fn tool_call<'a>(id: Option<&'a RawValue>, params: Option<&'a RawValue>) -> Result<ToolCall<'a>, RequestError> {
+fn governed_call<'a>(
+    kind: Kind,
+    id: Option<&'a RawValue>,
+    params: Option<&'a RawValue>,
+) -> Result<ToolCall<'a>, RequestError> {
+    let method = kind.method();
     let params = match params {
         Some(p) if lead(p) == b'{' => p,
-        _ => return Err(RequestError::params(id, "Invalid params: tools/call needs \"params\" as an object")),
+        _ => return Err(RequestError::params(id, format!("Invalid params: {method} needs \"params\" as an object"))),
     };
+    if kind == Kind::Resource {
+        let p: ReadParams<'a> = serde_json::from_str(params.get())
+            .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
+        match case_variant(params, READ_FIELDS) {
+            Ok(None) => {}
+            Ok(Some((key, field))) => {
+                return Err(RequestError::params(id, format!("Invalid params: params.{}", variant_message(&key, field))))
+            }
+            Err(e) => return Err(RequestError::params(id, format!("Invalid params: {e}"))),
+        }
+        let name = p
+            .uri
+            .and_then(as_str)
+            .ok_or_else(|| RequestError::params(id, "Invalid params: resources/read needs a string \"params.uri\""))?;
+        return Ok(ToolCall { kind, name, arguments: None });
+    }
     let p: CallParams<'a> = serde_json::from_str(params.get())
         .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
     match case_variant(params, CALL_FIELDS) {
@@ -309,7 +387,7 @@ fn tool_call<'a>(id: Option<&'a RawValue>, params: Option<&'a RawValue>) -> Resu
     let name = p
         .name
         .and_then(as_str)
-        .ok_or_else(|| RequestError::params(id, "Invalid params: tools/call needs a string \"params.name\""))?;
+        .ok_or_else(|| RequestError::params(id, format!("Invalid params: {method} needs a string \"params.name\"")))?;
     let arguments = match p.arguments {
         None => None,
         Some(a) if lead(a) == b'n' => None,
@@ -318,7 +396,7 @@ fn tool_call<'a>(id: Option<&'a RawValue>, params: Option<&'a RawValue>) -> Resu
             return Err(RequestError::params(id, "Invalid params: \"params.arguments\" must be an object"));
         }
     };
-    Ok(ToolCall { name, arguments })
+    Ok(ToolCall { kind, name, arguments })
 }
 
 #[cfg(test)]
@@ -355,6 +433,25 @@ mod tests {
         assert!(matches!(one(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Message::Response { .. }));
         assert!(matches!(one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#), Message::Request { call: None, .. }));
         assert!(matches!(one(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#), Message::Request { .. }));
+    }
+
+    #[test]
+    fn prompts_and_resources_are_governed_calls() {
+        let m = one(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarise","arguments":{"x":"1"}}}"#);
+        let c = m.call().unwrap();
+        assert_eq!((c.kind, c.name.as_ref()), (Kind::Prompt, "summarise"));
+        assert!(m.tool_call().is_none());
+        let m = one(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#);
+        assert_eq!(m.call().unwrap().name, "file:///etc/passwd");
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":5}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","URI":"b"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read"}"#,
+        ] {
+            assert!(matches!(inspect(body).unwrap_err(), RequestError::InvalidParams { .. } | RequestError::InvalidRequest { .. }), "{body:?}");
+        }
+        assert!(matches!(inspect(br#"{"jsonrpc":"2.0","method":"prompts/get","params":{"name":"p"}}"#).unwrap_err(), RequestError::InvalidRequest { .. }));
     }
 
     #[test]

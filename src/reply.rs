@@ -1,7 +1,7 @@
 //! Every reply mcp-policy writes itself: JSON-RPC 2.0 errors and their HTTP status, in one place.
 
 use crate::engine::Decision;
-use crate::mcp::{Body, RequestError};
+use crate::mcp::{Body, Kind, RequestError};
 use serde_json::{json, Value};
 
 /// A tool call was denied by the policy.
@@ -75,18 +75,24 @@ pub fn header_mismatch(id: Option<&str>, message: &str) -> Reply {
     Reply { status: 400, body: error(id, HEADER_MISMATCH, message, None) }
 }
 
-fn refusal(id: &str, tool: Option<&str>, d: &Decision<'_>) -> Option<String> {
+fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<String> {
     let mut data = serde_json::Map::new();
-    if let Some(t) = tool {
-        data.insert("tool".into(), json!(t));
+    if let Some((kind, t)) = target {
+        data.insert(kind.noun().into(), json!(t));
     }
+    let what = match target.map(|(k, _)| k) {
+        Some(Kind::Prompt) => "Prompt",
+        Some(Kind::Resource) => "Resource",
+        _ => "Tool",
+    };
+    let tool = target.map(|(_, t)| t);
     let (code, message) = match d {
         Decision::Allow { .. } | Decision::NeedsApproval { .. } => return None,
         Decision::NotApproved { reason, unavailable, .. } => {
             let (decision, msg) = if *unavailable {
-                ("approval_unavailable", format!("Tool '{}' not approved: the approval service could not be reached or gave no usable answer ({reason})", tool.unwrap_or("")))
+                ("approval_unavailable", format!("{what} '{}' not approved: the approval service could not be reached or gave no usable answer ({reason})", tool.unwrap_or("")))
             } else {
-                ("approval_denied", format!("Tool '{}' not approved: the approver said no: {reason}", tool.unwrap_or("")))
+                ("approval_denied", format!("{what} '{}' not approved: the approver said no: {reason}", tool.unwrap_or("")))
             };
             data.insert("decision".into(), json!(decision));
             data.insert("reason".into(), json!(reason));
@@ -95,7 +101,7 @@ fn refusal(id: &str, tool: Option<&str>, d: &Decision<'_>) -> Option<String> {
         Decision::Deny { reason, .. } => {
             data.insert("decision".into(), json!("deny"));
             data.insert("reason".into(), json!(reason));
-            (DENIED, format!("Tool '{}' denied by policy: {reason}", tool.unwrap_or("")))
+            (DENIED, format!("{what} '{}' denied by policy: {reason}", tool.unwrap_or("")))
         }
         Decision::RateLimited { reason, limit, window_secs, retry_after_secs, .. } => {
             data.insert("decision".into(), json!("rate_limited"));
@@ -103,7 +109,7 @@ fn refusal(id: &str, tool: Option<&str>, d: &Decision<'_>) -> Option<String> {
             data.insert("limit".into(), json!(limit));
             data.insert("window_seconds".into(), json!(window_secs));
             data.insert("retry_after_seconds".into(), json!(retry_after_secs));
-            let msg = format!("Tool '{}' rate limited: {reason}; retry in {retry_after_secs}s", tool.unwrap_or(""));
+            let msg = format!("{what} '{}' rate limited: {reason}; retry in {retry_after_secs}s", tool.unwrap_or(""));
             (RATE_LIMITED, msg)
         }
     };
@@ -122,9 +128,10 @@ pub fn refused(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Re
     let one = |i: usize| -> Option<String> {
         let m = body.messages.get(i)?;
         let id = m.id()?.get();
+        let target = m.call().map(|c| (c.kind, c.name.as_ref()));
         let tool = m.tool_call().map(|c| c.name.as_ref());
         match decisions.get(i).and_then(Option::as_ref) {
-            Some(d) if d.is_refusal() => refusal(id, tool, d),
+            Some(d) if d.is_refusal() => refusal(id, target, d),
             _ if body.batch => {
                 let data = match tool {
                     Some(t) => json!({"tool": t, "decision": "deny", "reason": BATCH_REASON}),

@@ -171,8 +171,11 @@ pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &En
         return invalid(reply::internal("rate-limit bookkeeping failed"), "rate-limit bookkeeping failed".into());
     };
     let rule = decisions.get(*elem).and_then(|d| d.as_ref()).and_then(Decision::rule);
-    let limit = policy
-        .rule_for(body.messages.get(*elem).and_then(|m| m.tool_call()).map_or("", |c| c.name.as_ref()))
+    let limit = body
+        .messages
+        .get(*elem)
+        .and_then(|m| m.call())
+        .and_then(|c| policy.set(c.kind).rule_for(&c.name))
         .and_then(|r| r.limits.iter().find(|l| l.spec == charge.limit));
     let reason = why.unwrap_or_else(|| {
         limit.map_or_else(|| "rate limit reached".into(), |l| format!("rate limit of {} reached", l.describe()))
@@ -227,7 +230,7 @@ fn events<S: Store>(
     let mut out = Vec::with_capacity(body.messages.len());
     for (i, (m, d)) in body.messages.iter().zip(decisions).enumerate() {
         let Some(method) = m.method() else { continue };
-        let call = m.tool_call();
+        let call = m.call();
         let (label, reason): (&'static str, Option<&str>) = match d {
             None | Some(Decision::Allow { .. }) if refused => ("deny", Some(BATCH)),
             None | Some(Decision::Allow { .. }) => ("allow", None),
@@ -256,7 +259,9 @@ fn events<S: Store>(
             arguments: call.and_then(|c| c.arguments),
         }
         .to_json_line();
-        out.push(Event { decision: label, method: method.to_owned(), tool: tool.map(str::to_owned), audit });
+        // Per-tool metrics are for tools only; the audit line names prompts and resources too.
+        let tool = m.tool_call().map(|c| c.name.to_string());
+        out.push(Event { decision: label, method: method.to_owned(), tool, audit });
     }
     out
 }
@@ -268,6 +273,7 @@ fn approval_asks(head: &Head, messages: &[Message<'_>], decisions: &[Option<Deci
         .filter_map(|(m, d)| match (m, d) {
             (Message::Request { id, call: Some(call), .. }, Some(Decision::NeedsApproval { reason, .. })) => Some(
                 Ask {
+                    kind: call.kind,
                     tool: &call.name,
                     arguments: call.arguments,
                     identity: &head.identity,
@@ -588,6 +594,23 @@ mod tests {
         }
         let out = filter_list_answer(&p, "2", &ListPlan::Rewrite(Format::Sse), b"event: message\ndata: {not json\n\n");
         assert!(out.starts_with(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\""), "{}", String::from_utf8_lossy(&out));
+    }
+
+    #[test]
+    fn prompt_and_resource_denials_name_their_target() {
+        let p = parse(br#"{"version":"1","prompts":{"secret":{"action":"deny","reason":"private"}},"resources_default":"deny"}"#).unwrap();
+        let head = Head::default();
+        let body = |b: &[u8]| match check_body(&p, &head, b) {
+            Outcome::Reply(r) => serde_json::from_str::<serde_json::Value>(&r.body).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let v = body(br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret"}}"#);
+        assert_eq!(v["error"]["code"], -31001);
+        assert_eq!(v["error"]["data"], serde_json::json!({"prompt":"secret","decision":"deny","reason":"private"}));
+        assert_eq!(v["error"]["message"], "Prompt 'secret' denied by policy: private");
+        let v = body(br#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#);
+        assert_eq!(v["error"]["data"]["resource"], "file:///etc/passwd");
+        assert_eq!(check_body(&p, &head, br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"ok"}}"#), Outcome::Forward(vec![]));
     }
 
     #[test]

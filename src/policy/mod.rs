@@ -9,6 +9,7 @@ pub use glob::{is_glob, Glob};
 pub use parse::{parse, ConfigError, ConfigErrors};
 
 use crate::limits::LimitSpec;
+use crate::mcp::Kind;
 use std::collections::HashMap;
 
 /// What a rule (or the default posture) does with a call.
@@ -141,14 +142,25 @@ pub struct Policy {
     pub mode: Mode,
     /// `None` when `export_headers` is false.
     pub export: Option<ExportHeaders>,
+    /// `tools` (with `default`), `prompts` (with `prompts_default`), `resources` (with `resources_default`).
+    pub tools: RuleSet,
+    pub prompts: RuleSet,
+    pub resources: RuleSet,
+}
+
+/// The rules for one kind of target (tools, prompts or resources), compiled for lookup.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    /// What happens to a target no key matches.
+    pub default: Action,
     rules: Vec<Rule>,
     exact: HashMap<String, usize>,
     /// Glob rules, most literal characters first, then by key: the first match wins.
     globs: Vec<(Glob, usize)>,
 }
 
-impl Policy {
-    pub(crate) fn new(default: Action, max_body_bytes: usize, rules: Vec<(Rule, Option<Glob>)>) -> Policy {
+impl RuleSet {
+    pub(crate) fn new(default: Action, rules: Vec<(Rule, Option<Glob>)>) -> RuleSet {
         let mut exact = HashMap::new();
         let mut globs = Vec::new();
         let mut plain = Vec::with_capacity(rules.len());
@@ -166,25 +178,62 @@ impl Policy {
             let kb = plain.get(*ib).map(|r| r.key.as_str()).unwrap_or("");
             gb.literal_chars().cmp(&ga.literal_chars()).then_with(|| ka.cmp(kb))
         });
-        Policy { default, max_body_bytes, hold_headers: true, identity: Identity::default(),
+        RuleSet { default, rules: plain, exact, globs }
+    }
+
+    /// The rule that governs `name`: the exact key, else the most specific matching glob.
+    pub fn rule_for(&self, name: &str) -> Option<&Rule> {
+        if let Some(i) = self.exact.get(name) {
+            return self.rules.get(*i);
+        }
+        self.globs.iter().find(|(g, _)| g.matches(name)).and_then(|(_, i)| self.rules.get(*i))
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+impl Policy {
+    pub(crate) fn new(default: Action, max_body_bytes: usize, rules: Vec<(Rule, Option<Glob>)>) -> Policy {
+        Policy {
+            default,
+            max_body_bytes,
+            hold_headers: true,
+            identity: Identity::default(),
             approval: None,
             hide: Vec::new(),
             filter_tools_list: true,
             mode: Mode::Enforce,
             export: Some(ExportHeaders::default()),
-            rules: plain, exact, globs }
-    }
-
-    /// The rule that governs `tool`: the exact key, else the most specific matching glob.
-    pub fn rule_for(&self, tool: &str) -> Option<&Rule> {
-        if let Some(i) = self.exact.get(tool) {
-            return self.rules.get(*i);
+            tools: RuleSet::new(default, rules),
+            prompts: RuleSet::new(Action::Allow, Vec::new()),
+            resources: RuleSet::new(Action::Allow, Vec::new()),
         }
-        self.globs.iter().find(|(g, _)| g.matches(tool)).and_then(|(_, i)| self.rules.get(*i))
     }
 
+    /// The rules governing one kind of target.
+    pub fn set(&self, kind: Kind) -> &RuleSet {
+        match kind {
+            Kind::Tool => &self.tools,
+            Kind::Prompt => &self.prompts,
+            Kind::Resource => &self.resources,
+        }
+    }
+
+    /// The rule that governs the tool `tool` (see [`RuleSet::rule_for`]).
+    pub fn rule_for(&self, tool: &str) -> Option<&Rule> {
+        self.tools.rule_for(tool)
+    }
+
+    /// The tool rules.
     pub fn rules(&self) -> &[Rule] {
-        &self.rules
+        self.tools.rules()
+    }
+
+    /// Every rule of every kind.
+    pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.tools.rules().iter().chain(self.prompts.rules()).chain(self.resources.rules())
     }
 
     /// True when `hide` names the tool.
@@ -208,11 +257,11 @@ impl Policy {
 
     /// True when any rule has a rate limit (the filter then keeps counts in shared data).
     pub fn has_limits(&self) -> bool {
-        self.rules.iter().any(|r| !r.limits.is_empty())
+        self.all_rules().any(|r| !r.limits.is_empty())
     }
 
     /// The longest session-scoped window: a rate-limit slot changes owner only after this much silence.
     pub fn hold_secs(&self) -> u64 {
-        self.rules.iter().flat_map(|r| &r.limits).filter(|l| !l.spec.global).map(|l| l.spec.window_secs).max().unwrap_or(1)
+        self.all_rules().flat_map(|r| &r.limits).filter(|l| !l.spec.global).map(|l| l.spec.window_secs).max().unwrap_or(1)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::condition::{Condition, Op, OP_NAMES};
 use super::glob::{is_glob, Glob};
-use super::{Action, ExportHeaders, Identity, Mode, Policy, RateLimit, Rule, DEFAULT_MAX_BODY_BYTES};
+use super::{Action, ExportHeaders, Identity, Mode, Policy, RateLimit, Rule, RuleSet, DEFAULT_MAX_BODY_BYTES};
 use crate::limits::{fnv1a, LimitSpec};
 use crate::json::{self, JsonError};
 use serde_json::{Map, Value};
@@ -53,6 +53,10 @@ const TOP_FIELDS: &[&str] = &[
     "filter_tools_list",
     "mode",
     "export_headers",
+    "prompts",
+    "resources",
+    "prompts_default",
+    "resources_default",
 ];
 const EXPORT_FIELDS: &[&str] = &["method", "tool"];
 const APPROVAL_FIELDS: &[&str] = &["cluster", "authority", "path", "timeout_ms", "headers"];
@@ -63,7 +67,7 @@ const IDENTITY_FIELDS: &[&str] = &["headers", "max_tracked"];
 pub const MAX_TRACKED_LIMIT: u64 = 1 << 20;
 const CONDITION_FIELDS: &[&str] = &["path", "op", "value"];
 /// Fields of the documented policy format that this build does not implement yet.
-const TOP_LATER: &[&str] = &["prompts", "resources", "prompts_default", "resources_default"];
+const TOP_LATER: &[&str] = &[];
 const RULE_LATER: &[&str] = &[];
 
 struct Errs(Vec<ConfigError>);
@@ -188,24 +192,24 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         None => Identity::default(),
         Some(v) => parse_identity(&mut errs, v),
     };
-    let mut rules = Vec::new();
-    match top.get("tools") {
-        None => {}
-        Some(Value::Object(tools)) => {
-            for (key, rule) in tools {
-                if let Some(r) = parse_rule(&mut errs, key, rule) {
-                    rules.push(r);
-                }
+    let rules = parse_section(&mut errs, &top, "tools", "tool name", "\"get_run\": {}");
+    let prompts = parse_section(&mut errs, &top, "prompts", "prompt name", "\"summarise\": {}");
+    let resources = parse_section(&mut errs, &top, "resources", "resource URI glob", "\"file:///public/*\": {}");
+    let prompts_default = top.get("prompts_default").and_then(|v| action(&mut errs, "prompts_default", v)).unwrap_or(Action::Allow);
+    let resources_default =
+        top.get("resources_default").and_then(|v| action(&mut errs, "resources_default", v)).unwrap_or(Action::Allow);
+    if approval.is_none() {
+        let needs = "\"require_approval\" needs an `approval` section saying where to ask";
+        let fix = "add \"approval\": {\"cluster\": \"<Envoy cluster of your approval service>\"}";
+        for (field, d) in [("default", default), ("prompts_default", prompts_default), ("resources_default", resources_default)] {
+            if d == Action::RequireApproval {
+                errs.push(field, needs, fix);
             }
         }
-        Some(v) => errs.push("tools", format!("expected an object keyed by tool name, got {}", kind(v)), "write \"tools\": {\"get_run\": {}}"),
-    }
-    if approval.is_none() {
-        if default == Action::RequireApproval {
-            errs.push("default", "\"require_approval\" needs an `approval` section saying where to ask", "add \"approval\": {\"cluster\": \"<Envoy cluster of your approval service>\"}");
-        }
-        for (r, _) in rules.iter().filter(|(r, _)| r.action == Action::RequireApproval) {
-            errs.push(&format!("tools[{}].action", Value::String(r.key.clone())), "\"require_approval\" needs an `approval` section saying where to ask", "add \"approval\": {\"cluster\": \"<Envoy cluster of your approval service>\"}");
+        for (section, set) in [("tools", &rules), ("prompts", &prompts), ("resources", &resources)] {
+            for (r, _) in set.iter().filter(|(r, _)| r.action == Action::RequireApproval) {
+                errs.push(&format!("{section}[{}].action", Value::String(r.key.clone())), needs, fix);
+            }
         }
     }
     if errs.0.is_empty() {
@@ -217,6 +221,8 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         p.export = export;
         p.hold_headers = hold_headers;
         p.identity = identity;
+        p.prompts = RuleSet::new(prompts_default, prompts);
+        p.resources = RuleSet::new(resources_default, resources);
         Ok(p)
     } else {
         Err(ConfigErrors(errs.0))
@@ -265,8 +271,24 @@ fn action(errs: &mut Errs, path: &str, v: &Value) -> Option<Action> {
     }
 }
 
-fn parse_rule(errs: &mut Errs, key: &str, v: &Value) -> Option<(Rule, Option<Glob>)> {
-    let path = format!("tools[{}]", Value::String(key.to_owned()));
+fn parse_section(errs: &mut Errs, top: &Map<String, Value>, section: &str, what: &str, example: &str) -> Vec<(Rule, Option<Glob>)> {
+    let mut rules = Vec::new();
+    match top.get(section) {
+        None => {}
+        Some(Value::Object(entries)) => {
+            for (key, rule) in entries {
+                if let Some(r) = parse_rule(errs, section, key, rule) {
+                    rules.push(r);
+                }
+            }
+        }
+        Some(v) => errs.push(section, format!("expected an object keyed by {what}, got {}", kind(v)), format!("write \"{section}\": {{{example}}}")),
+    }
+    rules
+}
+
+fn parse_rule(errs: &mut Errs, section: &str, key: &str, v: &Value) -> Option<(Rule, Option<Glob>)> {
+    let path = format!("{section}[{}]", Value::String(key.to_owned()));
     let before = errs.0.len();
     if key.is_empty() {
         errs.push(&path, "empty tool name", "use a tool name or a glob such as \"get_*\"");
@@ -320,14 +342,14 @@ fn parse_rule(errs: &mut Errs, key: &str, v: &Value) -> Option<(Rule, Option<Glo
         match rl {
             Value::Array(list) if !list.is_empty() => {
                 for (i, l) in list.iter().enumerate() {
-                    if let Some(l) = parse_limit(errs, &format!("{rl_path}[{i}]"), key, i, l) {
+                    if let Some(l) = parse_limit(errs, &format!("{rl_path}[{i}]"), section, key, i, l) {
                         limits.push(l);
                     }
                 }
             }
             Value::Array(_) => errs.push(&rl_path, "empty list of limits", "remove `rate_limit` or add a limit such as \"10/minute\""),
             l => {
-                if let Some(l) = parse_limit(errs, &rl_path, key, 0, l) {
+                if let Some(l) = parse_limit(errs, &rl_path, section, key, 0, l) {
                     limits.push(l);
                 }
             }
@@ -363,7 +385,7 @@ fn unit_secs(s: &str) -> Option<u64> {
 
 const LIMIT_FIX: &str = "write \"N/second\", \"N/minute\", \"N/hour\", \"N/day\", or {\"max\": N, \"window\": SECONDS or \"minute\"}";
 
-fn parse_limit(errs: &mut Errs, path: &str, key: &str, index: usize, v: &Value) -> Option<RateLimit> {
+fn parse_limit(errs: &mut Errs, path: &str, section: &str, key: &str, index: usize, v: &Value) -> Option<RateLimit> {
     let before = errs.0.len();
     let (max, window, global, cost) = match v {
         Value::String(s) => {
@@ -438,7 +460,7 @@ fn parse_limit(errs: &mut Errs, path: &str, key: &str, index: usize, v: &Value) 
     }
     let scope = if global { "global" } else { "session" };
     let cost_path = cost.as_ref().map_or("", |(p, _)| p.as_str());
-    let id = fnv1a(&[key.as_bytes(), index.to_string().as_bytes(), max.to_string().as_bytes(), window.to_string().as_bytes(), scope.as_bytes(), cost_path.as_bytes()]);
+    let id = fnv1a(&[section.as_bytes(), key.as_bytes(), index.to_string().as_bytes(), max.to_string().as_bytes(), window.to_string().as_bytes(), scope.as_bytes(), cost_path.as_bytes()]);
     Some(RateLimit { spec: LimitSpec { id, max, window_secs: window, global }, cost })
 }
 
@@ -780,15 +802,24 @@ mod tests {
     }
 
     #[test]
-    fn later_features_are_not_supported_yet() {
-        for (doc, path) in [
-            (r#"{"version":"1","prompts":{}}"#, "prompts"),
-            (r#"{"version":"1","resources_default":"deny"}"#, "resources_default"),
-        ] {
-            let e = one_error(doc);
-            assert_eq!(e.path, path);
-            assert!(e.message.contains("not supported yet"), "{e}");
-        }
+    fn prompts_and_resources() {
+        let p = ok(r#"{"version":"1","prompts":{"summarise":{},"admin_*":{"action":"deny","reason":"no"}},
+            "resources":{"file:///public/*":{},"file:///*":{"action":"deny"}},"resources_default":"deny"}"#);
+        assert_eq!(p.prompts.default, Action::Allow);
+        assert_eq!(p.resources.default, Action::Deny);
+        assert_eq!(p.prompts.rule_for("admin_x").unwrap().action, Action::Deny);
+        assert_eq!(p.resources.rule_for("file:///public/a/b").unwrap().key, "file:///public/*");
+        assert_eq!(p.resources.rule_for("file:///etc/passwd").unwrap().action, Action::Deny);
+        assert!(p.rule_for("summarise").is_none(), "tools and prompts are separate");
+        let e = one_error(r#"{"version":"1","prompts":{"p":{"acton":"deny"}}}"#);
+        assert_eq!(e.path, r#"prompts["p"].acton"#);
+        assert_eq!(one_error(r#"{"version":"1","resources":[]}"#).path, "resources");
+        assert_eq!(one_error(r#"{"version":"1","prompts_default":"nope"}"#).path, "prompts_default");
+        assert_eq!(one_error(r#"{"version":"1","prompts":{"p":{"action":"require_approval"}}}"#).path, r#"prompts["p"].action"#);
+        assert_eq!(one_error(r#"{"version":"1","resources_default":"require_approval"}"#).path, "resources_default");
+        // The same key in two sections counts apart.
+        let q = ok(r#"{"version":"1","tools":{"x":{"rate_limit":"1/minute"}},"prompts":{"x":{"rate_limit":"1/minute"}}}"#);
+        assert_ne!(q.tools.rule_for("x").unwrap().limits[0].spec.id, q.prompts.rule_for("x").unwrap().limits[0].spec.id);
     }
 
     #[test]
