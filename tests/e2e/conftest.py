@@ -6,7 +6,9 @@ Everything listens on 127.0.0.1 only, on ports the kernel picks (port 0), so run
 Fixtures
 - ``mlflow_mcp`` / ``mlflow_mcp_json`` (session): a seeded MLflow file store and the MLflow MCP server over
   Streamable HTTP (SSE responses / application/json responses).
-- ``recorder`` (session) and ``upstream`` (per test, cleared): the recording upstream.
+- ``recorder`` (session) and ``upstream`` (per test, cleared): the recording upstream. A test can make it answer
+  something else with ``monkeypatch.setattr(upstream, "answer", fn)``, ``fn(rec) -> (status, payload)``;
+  a ``Raw`` payload is sent as it is (its own headers, optionally in chunks).
 - ``envoy`` (per test): a factory ``envoy(policy, upstream_port, **opts) -> Envoy``.
 - ``shared_envoy`` (session): the same factory, but Envoys with an identical configuration are reused
   across tests (most raw-HTTP tests share one), which keeps the suite fast.
@@ -155,6 +157,16 @@ def mlflow_mcp_json(tmp_path_factory, mlflow_store) -> MlflowServer:
 # --------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
+class Raw:
+    """An answer the recording upstream sends byte for byte: ``headers`` as given (plus Content-Length, or
+    Transfer-Encoding: chunked when ``chunks`` is set), then ``body``, or ``chunks`` as separate HTTP chunks
+    a few milliseconds apart."""
+    body: bytes = b""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    chunks: list[bytes] | None = None
+
+
+@dataclasses.dataclass
 class Recorded:
     method: str
     path: str
@@ -225,6 +237,9 @@ class Recorder:
                     self.close_connection = True
                     return
                 status, payload = recorder.answer(rec)
+                if isinstance(payload, Raw):
+                    self._send_raw(status, payload)
+                    return
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 if payload is not None:
@@ -232,6 +247,23 @@ class Recorder:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _send_raw(self, status: int, raw: Raw) -> None:
+                self.send_response(status)
+                for k, v in raw.headers.items():
+                    self.send_header(k, v)
+                if raw.chunks is None:
+                    self.send_header("Content-Length", str(len(raw.body)))
+                    self.end_headers()
+                    self.wfile.write(raw.body)
+                    return
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for chunk in raw.chunks:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+                    time.sleep(0.005)
+                self.wfile.write(b"0\r\n\r\n")
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
@@ -352,14 +384,16 @@ class Envoy:
     """One Envoy process. ``url`` is http://127.0.0.1:PORT/mcp, ``admin`` http://127.0.0.1:ADMIN."""
 
     def __init__(self, workdir: pathlib.Path, policy: dict | str, upstream_port: int, *, concurrency: int = 1,
-                 log_level: str = "warning", component_log_level: str | None = None, **render_opts):
+                 log_level: str = "warning", component_log_level: str | None = None, bootstrap: dict | None = None,
+                 **render_opts):
         if not WASM.exists():
             pytest.fail(f"{WASM.relative_to(REPO)} is missing: run `make build` first")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.config_path = workdir / "envoy.yaml"
-        self.config_path.write_text(yaml.safe_dump(render_bootstrap(policy, upstream_port, **render_opts),
-                                                   sort_keys=False))
+        # ``bootstrap``: a whole Envoy configuration to run instead (policy, upstream_port and render_opts unused).
+        cfg = bootstrap if bootstrap is not None else render_bootstrap(policy, upstream_port, **render_opts)
+        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.log_path = workdir / "envoy.log"
         self.admin_path = workdir / "admin_address"
         args = [envoy_binary(), "-c", str(self.config_path), "--concurrency", str(concurrency),
