@@ -5,8 +5,8 @@
 //! a human (or bot) saying no; anything else (timeout, refused connection, non-200, not JSON, no boolean
 //! `approved`) means the service could not decide, and the call is refused as well: fail closed.
 
-use serde::Deserialize;
 use crate::mcp::Kind;
+use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
 
 /// The `approval` section of the policy.
@@ -98,7 +98,9 @@ struct Verdict {
 /// refused or reset: Envoy then reports no headers).
 pub fn read_answer(status: Option<u32>, body: &[u8]) -> Answer {
     let Some(status) = status else {
-        return Answer::Unavailable("the approval service did not answer (timeout or connection failure)".into());
+        return Answer::Unavailable(
+            "the approval service did not answer (timeout or connection failure)".into(),
+        );
     };
     match status {
         200 => {}
@@ -125,7 +127,9 @@ pub fn read_answer(status: Option<u32>, body: &[u8]) -> Answer {
             };
             Answer::Denied(reason)
         }
-        _ => Answer::Unavailable("the approval service's answer has no boolean \"approved\"".into()),
+        _ => {
+            Answer::Unavailable("the approval service's answer has no boolean \"approved\"".into())
+        }
     }
 }
 
@@ -147,27 +151,64 @@ mod tests {
             reason: Some("needs a human"),
         };
         let body = ask.to_json();
-        assert!(body.contains(r#""arguments":{"name":"exp","n":1.50}"#), "{body}");
+        assert!(
+            body.contains(r#""arguments":{"name":"exp","n":1.50}"#),
+            "{body}"
+        );
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             v,
             json!({"method":"tools/call","tool":"create_experiment","arguments":{"name":"exp","n":1.50},
                    "identity":"sess-1","jsonrpc_id":7,"request_id":"req-9","reason":"needs a human"})
         );
-        let bare = Ask { arguments: None, request_id: None, reason: None, ..ask };
+        let bare = Ask {
+            arguments: None,
+            request_id: None,
+            reason: None,
+            ..ask
+        };
         let v: Value = serde_json::from_str(&bare.to_json()).unwrap();
-        assert_eq!((v["arguments"].clone(), v["request_id"].clone(), v["reason"].clone()), (json!({}), Value::Null, Value::Null));
-        let prompt = Ask { kind: Kind::Prompt, tool: "p", arguments: None, request_id: None, reason: None, ..ask };
+        assert_eq!(
+            (
+                v["arguments"].clone(),
+                v["request_id"].clone(),
+                v["reason"].clone()
+            ),
+            (json!({}), Value::Null, Value::Null)
+        );
+        let prompt = Ask {
+            kind: Kind::Prompt,
+            tool: "p",
+            arguments: None,
+            request_id: None,
+            reason: None,
+            ..ask
+        };
         let v: Value = serde_json::from_str(&prompt.to_json()).unwrap();
-        assert_eq!((v["method"].as_str(), v["prompt"].as_str()), (Some("prompts/get"), Some("p")));
+        assert_eq!(
+            (v["method"].as_str(), v["prompt"].as_str()),
+            (Some("prompts/get"), Some("p"))
+        );
     }
 
     #[test]
     fn answers() {
-        assert_eq!(read_answer(Some(200), br#"{"approved": true}"#), Answer::Granted);
-        assert_eq!(read_answer(Some(200), br#"{"approved": true, "by": "ana"}"#), Answer::Granted);
-        assert_eq!(read_answer(Some(200), br#"{"approved": false, "reason": "not today"}"#), Answer::Denied("not today".into()));
-        assert_eq!(read_answer(Some(200), br#"{"approved": false}"#), Answer::Denied("the approver declined".into()));
+        assert_eq!(
+            read_answer(Some(200), br#"{"approved": true}"#),
+            Answer::Granted
+        );
+        assert_eq!(
+            read_answer(Some(200), br#"{"approved": true, "by": "ana"}"#),
+            Answer::Granted
+        );
+        assert_eq!(
+            read_answer(Some(200), br#"{"approved": false, "reason": "not today"}"#),
+            Answer::Denied("not today".into())
+        );
+        assert_eq!(
+            read_answer(Some(200), br#"{"approved": false}"#),
+            Answer::Denied("the approver declined".into())
+        );
         for (status, body) in [
             (None, &b""[..]),
             (Some(500), br#"{"approved": true}"#),
@@ -180,7 +221,10 @@ mod tests {
             (Some(200), br#"[true]"#),
             (Some(200), br#"{"approved": false, "approved": true}"#),
         ] {
-            assert!(matches!(read_answer(status, body), Answer::Unavailable(_)), "{status:?} {body:?}");
+            assert!(
+                matches!(read_answer(status, body), Answer::Unavailable(_)),
+                "{status:?} {body:?}"
+            );
         }
     }
 }

@@ -67,11 +67,22 @@ impl AuditEvent<'_> {
         match self.jsonrpc_id {
             // Raw JSON can only hold a line break as insignificant whitespace (never inside a string), so
             // replacing it keeps the value and the line whole.
-            Some(id) => s.extend(id.get().chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c })),
+            Some(id) => {
+                s.extend(
+                    id.get()
+                        .chars()
+                        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
+                )
+            }
             None => s.push_str("null"),
         }
         s.push_str(",\"args_sha256\":");
-        push_opt(&mut s, self.arguments.map(|a| sha256::hex_digest(a.get().as_bytes())).as_deref());
+        push_opt(
+            &mut s,
+            self.arguments
+                .map(|a| sha256::hex_digest(a.get().as_bytes()))
+                .as_deref(),
+        );
         s.push('}');
         s
     }
@@ -120,7 +131,12 @@ pub fn rfc3339_millis(unix_nanos: u64) -> String {
     let days = secs / 86_400;
     let sod = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 /// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01 in the proleptic Gregorian calendar
@@ -212,24 +228,43 @@ mod tests {
             (r#""a\"b\u00e9""#, json!("a\"bé")),
         ] {
             let r = raw(id);
-            let line = AuditEvent { jsonrpc_id: Some(&r), ..event() }.to_json_line();
+            let line = AuditEvent {
+                jsonrpc_id: Some(&r),
+                ..event()
+            }
+            .to_json_line();
             assert!(line.contains(&format!(r#""jsonrpc_id":{id},"#)), "{line}");
             let v: Value = serde_json::from_str(&line).unwrap();
             assert_eq!(v["jsonrpc_id"], want);
         }
         // A raw value with line breaks (insignificant whitespace) still gives one line.
         let r = raw("[\n1,\r\n2]");
-        let line = AuditEvent { jsonrpc_id: Some(&r), ..event() }.to_json_line();
+        let line = AuditEvent {
+            jsonrpc_id: Some(&r),
+            ..event()
+        }
+        .to_json_line();
         assert!(!line.contains(['\n', '\r']));
-        assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["jsonrpc_id"], json!([1, 2]));
+        assert_eq!(
+            serde_json::from_str::<Value>(&line).unwrap()["jsonrpc_id"],
+            json!([1, 2])
+        );
     }
 
     #[test]
     fn strings_are_escaped_onto_one_line() {
         let reason = "a \"quoted\" \\ back\nslash\r\t\u{1}\u{8}\u{c}\u{2028} é ✓";
-        let line = AuditEvent { reason: Some(reason), tool: Some("x\"y"), ..event() }.to_json_line();
+        let line = AuditEvent {
+            reason: Some(reason),
+            tool: Some("x\"y"),
+            ..event()
+        }
+        .to_json_line();
         assert!(!line.contains(['\n', '\r', '\u{2028}']), "{line}");
-        assert!(line.contains(r#""reason":"a \"quoted\" \\ back\nslash\r\t\u0001\b\f\u2028 é ✓""#), "{line}");
+        assert!(
+            line.contains(r#""reason":"a \"quoted\" \\ back\nslash\r\t\u0001\b\f\u2028 é ✓""#),
+            "{line}"
+        );
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["reason"], reason);
         assert_eq!(v["tool"], "x\"y");
@@ -238,10 +273,17 @@ mod tests {
     #[test]
     fn arguments_are_hashed_never_written() {
         let args = raw(r#"{"secret":"hunter2"}"#);
-        let line = AuditEvent { arguments: Some(&args), ..event() }.to_json_line();
+        let line = AuditEvent {
+            arguments: Some(&args),
+            ..event()
+        }
+        .to_json_line();
         assert!(!line.contains("hunter2"));
         let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["args_sha256"], sha256::hex_digest(br#"{"secret":"hunter2"}"#));
+        assert_eq!(
+            v["args_sha256"],
+            sha256::hex_digest(br#"{"secret":"hunter2"}"#)
+        );
         assert_eq!(v["args_sha256"].as_str().unwrap().len(), 64);
     }
 
@@ -250,7 +292,11 @@ mod tests {
         // SHA-256("test") = 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
         assert_eq!(identity_hash("test"), "9f86d081884c");
         assert_eq!(identity_hash(""), "e3b0c44298fc");
-        let line = AuditEvent { identity: Some("alice@example.com"), ..event() }.to_json_line();
+        let line = AuditEvent {
+            identity: Some("alice@example.com"),
+            ..event()
+        }
+        .to_json_line();
         assert!(!line.contains("alice"));
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["identity"].as_str().unwrap().len(), IDENTITY_HEX_CHARS);
@@ -258,8 +304,21 @@ mod tests {
 
     #[test]
     fn decisions_are_written_as_given() {
-        for d in ["allow", "deny", "rate_limited", "approval_granted", "approval_denied", "invalid", "would_deny", "would_rate_limit"] {
-            let line = AuditEvent { decision: d, ..event() }.to_json_line();
+        for d in [
+            "allow",
+            "deny",
+            "rate_limited",
+            "approval_granted",
+            "approval_denied",
+            "invalid",
+            "would_deny",
+            "would_rate_limit",
+        ] {
+            let line = AuditEvent {
+                decision: d,
+                ..event()
+            }
+            .to_json_line();
             assert!(line.contains(&format!(r#","decision":"{d}","#)), "{line}");
         }
     }

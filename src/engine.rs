@@ -8,14 +8,32 @@ use serde_json::Value;
 /// What happens to one call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision<'p> {
-    Allow { rule: Option<&'p str> },
-    Deny { rule: Option<&'p str>, reason: String },
+    Allow {
+        rule: Option<&'p str>,
+    },
+    Deny {
+        rule: Option<&'p str>,
+        reason: String,
+    },
     /// Over a rate limit: `limit` units per `window_secs`, room again in `retry_after_secs`.
-    RateLimited { rule: Option<&'p str>, reason: String, limit: u64, window_secs: u64, retry_after_secs: u64 },
+    RateLimited {
+        rule: Option<&'p str>,
+        reason: String,
+        limit: u64,
+        window_secs: u64,
+        retry_after_secs: u64,
+    },
     /// Allowed so far (conditions hold, limits have room), but the approval service must say yes first.
-    NeedsApproval { rule: Option<&'p str>, reason: Option<&'p str> },
+    NeedsApproval {
+        rule: Option<&'p str>,
+        reason: Option<&'p str>,
+    },
     /// The approval service said no (`unavailable: false`) or could not be asked (`unavailable: true`).
-    NotApproved { rule: Option<&'p str>, reason: String, unavailable: bool },
+    NotApproved {
+        rule: Option<&'p str>,
+        reason: String,
+        unavailable: bool,
+    },
 }
 
 /// A decision plus, for an allowed call, the units it takes from its rule's rate limits.
@@ -31,7 +49,10 @@ impl<'p> Decision<'p> {
     }
     /// Denied, rate limited or not approved: the call must not be forwarded and gets an error.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Decision::Deny { .. } | Decision::RateLimited { .. } | Decision::NotApproved { .. })
+        matches!(
+            self,
+            Decision::Deny { .. } | Decision::RateLimited { .. } | Decision::NotApproved { .. }
+        )
     }
     /// The policy key that decided, `None` when the default posture did.
     pub fn rule(&self) -> Option<&'p str> {
@@ -52,7 +73,10 @@ pub fn decide_call<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Decision<'p> 
 
 /// Decides one `tools/call` and works out what it would take from its rule's rate limits.
 pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
-    let deny = |rule: Option<&'p str>, reason: String| Verdict { decision: Decision::Deny { rule, reason }, charges: Vec::new() };
+    let deny = |rule: Option<&'p str>, reason: String| Verdict {
+        decision: Decision::Deny { rule, reason },
+        charges: Vec::new(),
+    };
     let tool: &str = &call.name;
     if call.kind == Kind::Tool && policy.is_hidden(tool) {
         return deny(None, "hidden by policy".into());
@@ -61,36 +85,58 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
     let Some(rule) = set.rule_for(tool) else {
         let decision = match set.default {
             Action::Allow => Decision::Allow { rule: None },
-            Action::RequireApproval => Decision::NeedsApproval { rule: None, reason: None },
+            Action::RequireApproval => Decision::NeedsApproval {
+                rule: None,
+                reason: None,
+            },
             Action::Deny => {
                 let (noun, field) = match call.kind {
                     Kind::Tool => ("tool", "default"),
                     Kind::Prompt => ("prompt", "prompts_default"),
                     Kind::Resource => ("resource", "resources_default"),
                 };
-                return deny(None, format!("{noun} '{tool}' is not allowed by the policy ({field} deny)"));
+                return deny(
+                    None,
+                    format!("{noun} '{tool}' is not allowed by the policy ({field} deny)"),
+                );
             }
         };
-        return Verdict { decision, charges: Vec::new() };
+        return Verdict {
+            decision,
+            charges: Vec::new(),
+        };
     };
     let key = Some(rule.key.as_str());
     if rule.action == Action::Deny {
-        let reason = rule.reason.clone().unwrap_or_else(|| format!("denied by policy rule \"{}\"", rule.key));
+        let reason = rule
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("denied by policy rule \"{}\"", rule.key));
         return deny(key, reason);
     }
     // Arguments are parsed only for rules that look at them.
     let needs_args = !rule.conditions.is_empty() || rule.limits.iter().any(|l| l.cost.is_some());
-    let args: Option<Value> = match call.arguments.filter(|_| needs_args).map(|raw| serde_json::from_str::<Value>(raw.get())) {
+    let args: Option<Value> = match call
+        .arguments
+        .filter(|_| needs_args)
+        .map(|raw| serde_json::from_str::<Value>(raw.get()))
+    {
         None => None,
         Some(Ok(v)) => Some(v),
         Some(Err(_)) => return deny(key, "arguments could not be read".into()),
     };
     if let Some(failed) = rule.conditions.iter().find(|c| !c.holds(args.as_ref())) {
-        let reason = rule.reason.clone().unwrap_or_else(|| format!("condition not met: {}", failed.describe()));
+        let reason = rule
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("condition not met: {}", failed.describe()));
         return deny(key, reason);
     }
     let decision = match rule.action {
-        Action::RequireApproval => Decision::NeedsApproval { rule: key, reason: rule.reason.as_deref() },
+        Action::RequireApproval => Decision::NeedsApproval {
+            rule: key,
+            reason: rule.reason.as_deref(),
+        },
         _ => Decision::Allow { rule: key },
     };
     match charges(rule, args.as_ref()) {
@@ -118,12 +164,18 @@ fn charges(rule: &Rule, args: Option<&Value>) -> Result<Vec<Charge>, String> {
 
 /// Decides every message of a body: `None` for messages that are not tool calls (always allowed here).
 pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decision<'p>>> {
-    body.messages.iter().map(|m| m.call().map(|c| decide_call(policy, c))).collect()
+    body.messages
+        .iter()
+        .map(|m| m.call().map(|c| decide_call(policy, c)))
+        .collect()
 }
 
 /// Like [`decide_body`], with each allowed call's rate-limit charges.
 pub fn judge_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Verdict<'p>>> {
-    body.messages.iter().map(|m| m.call().map(|c| judge(policy, c))).collect()
+    body.messages
+        .iter()
+        .map(|m| m.call().map(|c| judge(policy, c)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -151,7 +203,9 @@ mod tests {
 
     fn decide(tool: &str, args: &str) -> Decision<'static> {
         let policy: &'static Policy = Box::leak(Box::new(parse(POLICY.as_bytes()).unwrap()));
-        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#);
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        );
         let body = inspect(body.as_bytes()).unwrap();
         let call = body.messages.first().and_then(|m| m.tool_call()).unwrap();
         decide_call(policy, call)
@@ -159,31 +213,67 @@ mod tests {
 
     #[test]
     fn exact_beats_globs() {
-        assert_eq!(decide("get_run", "{}"), Decision::Allow { rule: Some("get_run") });
+        assert_eq!(
+            decide("get_run", "{}"),
+            Decision::Allow {
+                rule: Some("get_run")
+            }
+        );
     }
 
     #[test]
     fn most_literal_glob_wins_then_smallest_key() {
         // get_r* (5 literals) beats get_* (4) and g?t_ru? (4).
-        assert!(matches!(decide("get_runs", "{}"), Decision::Deny { rule: Some("get_r*"), .. }));
-        assert_eq!(decide("get_experiment", "{}"), Decision::Allow { rule: Some("get_*") });
+        assert!(matches!(
+            decide("get_runs", "{}"),
+            Decision::Deny {
+                rule: Some("get_r*"),
+                ..
+            }
+        ));
+        assert_eq!(
+            decide("get_experiment", "{}"),
+            Decision::Allow {
+                rule: Some("get_*")
+            }
+        );
         // delete_* (7) beats *_run (4).
-        assert!(matches!(decide("delete_run", "{}"), Decision::Deny { rule: Some("delete_*"), .. }));
+        assert!(matches!(
+            decide("delete_run", "{}"),
+            Decision::Deny {
+                rule: Some("delete_*"),
+                ..
+            }
+        ));
         // "a*" and "*a" tie with one literal: "*a" sorts first.
-        assert!(matches!(decide("aa", "{}"), Decision::Deny { rule: Some("*a"), .. }));
+        assert!(matches!(
+            decide("aa", "{}"),
+            Decision::Deny {
+                rule: Some("*a"),
+                ..
+            }
+        ));
         assert_eq!(decide("ab", "{}"), Decision::Allow { rule: Some("a*") });
     }
 
     #[test]
     fn default_posture_and_case_sensitivity() {
-        assert!(matches!(decide("Get_Run", "{}"), Decision::Deny { rule: None, .. }));
-        assert!(matches!(decide("unknown", "null"), Decision::Deny { rule: None, .. }));
+        assert!(matches!(
+            decide("Get_Run", "{}"),
+            Decision::Deny { rule: None, .. }
+        ));
+        assert!(matches!(
+            decide("unknown", "null"),
+            Decision::Deny { rule: None, .. }
+        ));
     }
 
     #[test]
     fn reasons() {
         match decide("delete_experiment", "{}") {
-            Decision::Deny { reason, .. } => assert_eq!(reason, "Deleting MLflow data is not allowed for agents"),
+            Decision::Deny { reason, .. } => {
+                assert_eq!(reason, "Deleting MLflow data is not allowed for agents")
+            }
             d => panic!("{d:?}"),
         }
         match decide("start_run", "{}") {
@@ -204,7 +294,9 @@ mod tests {
         assert!(!decide("search_runs", r#"{"max_results": "10"}"#).is_allow());
         assert!(decide("search_experiments", r#"{"max_results": 1}"#).is_allow());
         match decide("search_experiments", r#"{"max_results": 1, "filter": "x"}"#) {
-            Decision::Deny { reason, .. } => assert_eq!(reason, "condition not met: args.filter exists false"),
+            Decision::Deny { reason, .. } => {
+                assert_eq!(reason, "condition not met: args.filter exists false")
+            }
             d => panic!("{d:?}"),
         }
     }
@@ -213,10 +305,15 @@ mod tests {
     fn charges_follow_the_rule() {
         let p = parse(br#"{"version":"1","tools":{"t":{"rate_limit":[{"max":100,"window":"day","cost":"args.amount"},"5/minute"]},"u":{}}}"#).unwrap();
         let j = |args: &str| {
-            let b = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{args}}}}}"#);
+            let b = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{args}}}}}"#
+            );
             let body = inspect(b.as_bytes()).unwrap();
             let v = judge(&p, body.messages[0].tool_call().unwrap());
-            (v.decision.is_allow(), v.charges.iter().map(|c| c.units).collect::<Vec<_>>())
+            (
+                v.decision.is_allow(),
+                v.charges.iter().map(|c| c.units).collect::<Vec<_>>(),
+            )
         };
         assert_eq!(j(r#"{"amount": 30}"#), (true, vec![30, 1]));
         assert_eq!(j(r#"{"amount": 2.5}"#), (true, vec![3, 1]));
@@ -224,7 +321,16 @@ mod tests {
         assert!(!j(r#"{"amount": -1}"#).0);
         assert!(!j(r#"{"amount": "30"}"#).0);
         assert!(!j(r#"{}"#).0);
-        match judge(&p, inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#).unwrap().messages[0].tool_call().unwrap()).decision {
+        match judge(
+            &p,
+            inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#)
+                .unwrap()
+                .messages[0]
+                .tool_call()
+                .unwrap(),
+        )
+        .decision
+        {
             Decision::Deny { reason, .. } => assert!(reason.contains("args.amount"), "{reason}"),
             d => panic!("{d:?}"),
         }
@@ -235,28 +341,52 @@ mod tests {
         let p = parse(br#"{"version":"1","default":"require_approval","approval":{"cluster":"a"},
             "tools":{"c":{"action":"require_approval","reason":"human","conditions":[{"path":"args.n","op":"lt","value":5}]}}}"#).unwrap();
         let d = |name: &str, args: &str| {
-            let b = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{args}}}}}"#);
+            let b = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{args}}}}}"#
+            );
             let body = inspect(b.as_bytes()).unwrap();
             decide_call(&p, body.messages[0].tool_call().unwrap())
         };
-        assert_eq!(d("c", r#"{"n":1}"#), Decision::NeedsApproval { rule: Some("c"), reason: Some("human") });
+        assert_eq!(
+            d("c", r#"{"n":1}"#),
+            Decision::NeedsApproval {
+                rule: Some("c"),
+                reason: Some("human")
+            }
+        );
         assert!(matches!(d("c", r#"{"n":9}"#), Decision::Deny { .. }));
-        assert_eq!(d("other", "{}"), Decision::NeedsApproval { rule: None, reason: None });
+        assert_eq!(
+            d("other", "{}"),
+            Decision::NeedsApproval {
+                rule: None,
+                reason: None
+            }
+        );
     }
 
     #[test]
     fn hidden_tools_are_denied_and_unlisted() {
         let p = parse(br#"{"version":"1","default":"allow","hide":["secret_*"],"tools":{"secret_x":{},"d":{"action":"deny"},
             "c":{"conditions":[{"path":"args.a","op":"exists","value":true}]}}}"#).unwrap();
-        let b = inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"secret_x"}}"#).unwrap();
-        assert_eq!(decide_call(&p, b.messages[0].tool_call().unwrap()), Decision::Deny { rule: None, reason: "hidden by policy".into() });
+        let b = inspect(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"secret_x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            decide_call(&p, b.messages[0].tool_call().unwrap()),
+            Decision::Deny {
+                rule: None,
+                reason: "hidden by policy".into()
+            }
+        );
         assert!(!p.is_listed("secret_x"));
         assert!(!p.is_listed("d"));
         assert!(p.is_listed("c"));
         assert!(p.is_listed("anything"));
         let strict = parse(br#"{"version":"1","tools":{"get_*":{}}}"#).unwrap();
         assert!(strict.is_listed("get_run") && !strict.is_listed("delete_run"));
-        let unfiltered = parse(br#"{"version":"1","filter_tools_list":false,"hide":["h"]}"#).unwrap();
+        let unfiltered =
+            parse(br#"{"version":"1","filter_tools_list":false,"hide":["h"]}"#).unwrap();
         assert!(unfiltered.is_listed("delete_run") && !unfiltered.is_listed("h"));
     }
 
@@ -268,8 +398,14 @@ mod tests {
             let b = inspect(body.as_bytes()).unwrap();
             decide_call(&p, b.messages[0].call().unwrap())
         };
-        assert!(d(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"x"}}"#).is_allow());
-        assert!(!d(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret_a"}}"#).is_allow());
+        assert!(
+            d(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"x"}}"#)
+                .is_allow()
+        );
+        assert!(!d(
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret_a"}}"#
+        )
+        .is_allow());
         assert!(d(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///public/a"}}"#).is_allow());
         match d(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#) {
             Decision::Deny { reason, .. } => assert_eq!(reason, "resource 'file:///etc/passwd' is not allowed by the policy (resources_default deny)"),
@@ -280,9 +416,12 @@ mod tests {
     #[test]
     fn batches_decide_each_call() {
         let policy = parse(POLICY.as_bytes()).unwrap();
-        let body = inspect(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}},
+        let body = inspect(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}},
             {"jsonrpc":"2.0","method":"notifications/initialized"},
-            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_run"}}]"#).unwrap();
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_run"}}]"#,
+        )
+        .unwrap();
         let d = decide_body(&policy, &body);
         assert!(d[0].as_ref().unwrap().is_allow());
         assert!(d[1].is_none());

@@ -165,7 +165,10 @@ mod tests {
             br#"{"method":"a","Method":"b"}"#,
             br#"{"params":1,"param\u017f":2}"#,
         ] {
-            assert!(matches!(check_strict(doc), Err(JsonError::DuplicateKey(_))), "{doc:?}");
+            assert!(
+                matches!(check_strict(doc), Err(JsonError::DuplicateKey(_))),
+                "{doc:?}"
+            );
         }
     }
 
@@ -184,13 +187,19 @@ mod tests {
             br#"{"a":"\ud800"}"#,
             b"[1,]",
         ] {
-            assert!(matches!(check_strict(doc), Err(JsonError::Syntax(_))), "{doc:?}");
+            assert!(
+                matches!(check_strict(doc), Err(JsonError::Syntax(_))),
+                "{doc:?}"
+            );
         }
     }
 
     #[test]
     fn rejects_deep_nesting_without_crashing() {
         let deep = "[".repeat(100_000);
-        assert!(matches!(check_strict(deep.as_bytes()), Err(JsonError::Syntax(_))));
+        assert!(matches!(
+            check_strict(deep.as_bytes()),
+            Err(JsonError::Syntax(_))
+        ));
     }
 }

@@ -88,7 +88,10 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Limited { index, retry_after_secs } => write!(f, "limit {index} reached, retry after {retry_after_secs}s"),
+            Refusal::Limited {
+                index,
+                retry_after_secs,
+            } => write!(f, "limit {index} reached, retry after {retry_after_secs}s"),
             Refusal::Unavailable(m) => write!(f, "rate-limit state unavailable: {m}"),
         }
     }
@@ -139,16 +142,26 @@ impl Cell {
         if b.is_empty() {
             return Some(Cell::default());
         }
-        if b.len() < CELL_HEADER_BYTES || !(b.len() - CELL_HEADER_BYTES).is_multiple_of(CELL_ENTRY_BYTES) {
+        if b.len() < CELL_HEADER_BYTES
+            || !(b.len() - CELL_HEADER_BYTES).is_multiple_of(CELL_ENTRY_BYTES)
+        {
             return None;
         }
         let n = (b.len() - CELL_HEADER_BYTES) / CELL_ENTRY_BYTES;
         let mut entries = Vec::with_capacity(n + 1);
         for i in 0..n {
             let w = 2 + i * 3;
-            entries.push(Entry { limit: word(w)?, window: word(w + 1)?, count: word(w + 2)? });
+            entries.push(Entry {
+                limit: word(w)?,
+                window: word(w + 1)?,
+                count: word(w + 2)?,
+            });
         }
-        Some(Cell { owner: word(0)?, touched: word(1)?, entries })
+        Some(Cell {
+            owner: word(0)?,
+            touched: word(1)?,
+            entries,
+        })
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -164,12 +177,19 @@ impl Cell {
     }
 
     fn count(&self, limit: u64, window: u64) -> u64 {
-        self.entries.iter().find(|e| e.limit == limit && e.window == window).map_or(0, |e| e.count)
+        self.entries
+            .iter()
+            .find(|e| e.limit == limit && e.window == window)
+            .map_or(0, |e| e.count)
     }
 
     fn put(&mut self, limit: u64, window: u64, count: u64) {
         self.entries.retain(|e| e.limit != limit);
-        self.entries.push(Entry { limit, window, count });
+        self.entries.push(Entry {
+            limit,
+            window,
+            count,
+        });
     }
 }
 
@@ -196,7 +216,10 @@ enum Step {
 
 impl<S: Store> Limiter<'_, S> {
     fn slot_key(&self, identity: u64) -> String {
-        format!("{PREFIX}s/{}", identity % u64::from(self.max_tracked.max(1)))
+        format!(
+            "{PREFIX}s/{}",
+            identity % u64::from(self.max_tracked.max(1))
+        )
     }
 
     fn overflow_key(identity: u64) -> String {
@@ -204,7 +227,12 @@ impl<S: Store> Limiter<'_, S> {
     }
 
     /// Takes every charge (in order) for `identity`, all or nothing.
-    pub fn reserve(&self, identity: &str, charges: &[Charge], now: u64) -> Result<Vec<Reservation>, Refusal> {
+    pub fn reserve(
+        &self,
+        identity: &str,
+        charges: &[Charge],
+        now: u64,
+    ) -> Result<Vec<Reservation>, Refusal> {
         let who = fnv1a(&[identity.as_bytes()]);
         let mut taken: Vec<Reservation> = Vec::with_capacity(charges.len());
         for (index, c) in charges.iter().enumerate() {
@@ -214,7 +242,10 @@ impl<S: Store> Limiter<'_, S> {
                     self.release(&taken);
                     let w = c.limit.window_secs.max(1);
                     let retry_after_secs = ((now / w + 1) * w).saturating_sub(now).max(1);
-                    return Err(Refusal::Limited { index, retry_after_secs });
+                    return Err(Refusal::Limited {
+                        index,
+                        retry_after_secs,
+                    });
                 }
                 Err(e) => {
                     self.release(&taken);
@@ -227,10 +258,19 @@ impl<S: Store> Limiter<'_, S> {
 
     fn reserve_one(&self, who: u64, c: &Charge, now: u64) -> Result<Option<Reservation>, Refusal> {
         if c.limit.global {
-            return self.take(&Target::Shared(format!("{PREFIX}g/{:016x}", c.limit.id)), who, c, now).map(step_result);
+            return self
+                .take(
+                    &Target::Shared(format!("{PREFIX}g/{:016x}", c.limit.id)),
+                    who,
+                    c,
+                    now,
+                )
+                .map(step_result);
         }
         match self.take(&Target::Slot(self.slot_key(who)), who, c, now)? {
-            Step::Taken => self.take(&Target::Shared(Self::overflow_key(who)), who, c, now).map(step_result),
+            Step::Taken => self
+                .take(&Target::Shared(Self::overflow_key(who)), who, c, now)
+                .map(step_result),
             s => Ok(step_result(s)),
         }
     }
@@ -246,13 +286,18 @@ impl<S: Store> Limiter<'_, S> {
                 self.create(key)?;
                 continue;
             };
-            let mut cell = Cell::decode(&bytes).ok_or_else(|| Refusal::Unavailable(format!("corrupt value at {key}")))?;
+            let mut cell = Cell::decode(&bytes)
+                .ok_or_else(|| Refusal::Unavailable(format!("corrupt value at {key}")))?;
             if owned && cell.owner != who {
                 let held = cell.owner != 0 && now.saturating_sub(cell.touched) < self.hold_secs;
                 if held {
                     return Ok(Step::Taken);
                 }
-                cell = Cell { owner: who, touched: now, entries: Vec::new() };
+                cell = Cell {
+                    owner: who,
+                    touched: now,
+                    entries: Vec::new(),
+                };
             }
             let have = cell.count(c.limit.id, window);
             let next = have.saturating_add(c.units);
@@ -265,13 +310,20 @@ impl<S: Store> Limiter<'_, S> {
             }
             match self.store.set(key, &cell.encode(), Some(cas)) {
                 Ok(()) => {
-                    return Ok(Step::Reserved(Reservation { key: key.clone(), limit_id: c.limit.id, window, units: c.units }))
+                    return Ok(Step::Reserved(Reservation {
+                        key: key.clone(),
+                        limit_id: c.limit.id,
+                        window,
+                        units: c.units,
+                    }))
                 }
                 Err(SetError::CasMismatch) => continue,
                 Err(SetError::Other(e)) => return Err(Refusal::Unavailable(e)),
             }
         }
-        Err(Refusal::Unavailable(format!("{key} stayed contended for {CAS_ATTEMPTS} attempts")))
+        Err(Refusal::Unavailable(format!(
+            "{key} stayed contended for {CAS_ATTEMPTS} attempts"
+        )))
     }
 
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, Refusal> {
@@ -283,7 +335,9 @@ impl<S: Store> Limiter<'_, S> {
         let lock = lock_key();
         for _ in 0..CAS_ATTEMPTS {
             let Some((state, cas)) = self.get(&lock)? else {
-                return Err(Refusal::Unavailable("the creation lock is missing (policy not loaded?)".into()));
+                return Err(Refusal::Unavailable(
+                    "the creation lock is missing (policy not loaded?)".into(),
+                ));
             };
             if state.first() == Some(&1) {
                 continue; // held by another worker for a few microseconds
@@ -295,7 +349,10 @@ impl<S: Store> Limiter<'_, S> {
             }
             let made = match self.get(key) {
                 Ok(Some(_)) => Ok(()),
-                Ok(None) => self.store.set(key, &[], None).map_err(|e| Refusal::Unavailable(format!("{e:?}"))),
+                Ok(None) => self
+                    .store
+                    .set(key, &[], None)
+                    .map_err(|e| Refusal::Unavailable(format!("{e:?}"))),
                 Err(e) => Err(e),
             };
             let released = self.store.set(&lock, &[0], None);
@@ -309,8 +366,12 @@ impl<S: Store> Limiter<'_, S> {
     pub fn release(&self, reservations: &[Reservation]) {
         for r in reservations {
             for _ in 0..CAS_ATTEMPTS {
-                let Ok(Some((bytes, cas))) = self.store.get(&r.key) else { break };
-                let Some(mut cell) = Cell::decode(&bytes) else { break };
+                let Ok(Some((bytes, cas))) = self.store.get(&r.key) else {
+                    break;
+                };
+                let Some(mut cell) = Cell::decode(&bytes) else {
+                    break;
+                };
                 let have = cell.count(r.limit_id, r.window);
                 if have == 0 {
                     break;
@@ -359,7 +420,11 @@ pub mod memory {
     impl MemoryStore {
         /// Bytes of keys and values held (what Envoy would hold, before its own per-entry overhead).
         pub fn bytes(&self) -> usize {
-            self.map.borrow().iter().map(|(k, (v, _))| k.len() + v.len()).sum()
+            self.map
+                .borrow()
+                .iter()
+                .map(|(k, (v, _))| k.len() + v.len())
+                .sum()
         }
     }
 
@@ -392,7 +457,12 @@ mod tests {
     use super::*;
 
     fn spec(id: u64, max: u64, window_secs: u64) -> LimitSpec {
-        LimitSpec { id, max, window_secs, global: false }
+        LimitSpec {
+            id,
+            max,
+            window_secs,
+            global: false,
+        }
     }
 
     fn store() -> MemoryStore {
@@ -402,10 +472,19 @@ mod tests {
     }
 
     fn lim<'s>(s: &'s MemoryStore, max_tracked: u32) -> Limiter<'s, MemoryStore> {
-        Limiter { store: s, max_tracked, hold_secs: 60 }
+        Limiter {
+            store: s,
+            max_tracked,
+            hold_secs: 60,
+        }
     }
 
-    fn one(l: &Limiter<'_, MemoryStore>, who: &str, limit: LimitSpec, now: u64) -> Result<Vec<Reservation>, Refusal> {
+    fn one(
+        l: &Limiter<'_, MemoryStore>,
+        who: &str,
+        limit: LimitSpec,
+        now: u64,
+    ) -> Result<Vec<Reservation>, Refusal> {
         l.reserve(who, &[Charge { limit, units: 1 }], now)
     }
 
@@ -417,8 +496,20 @@ mod tests {
         for _ in 0..3 {
             one(&l, "a", limit, 120).unwrap();
         }
-        assert_eq!(one(&l, "a", limit, 130), Err(Refusal::Limited { index: 0, retry_after_secs: 50 }));
-        assert_eq!(one(&l, "a", limit, 179), Err(Refusal::Limited { index: 0, retry_after_secs: 1 }));
+        assert_eq!(
+            one(&l, "a", limit, 130),
+            Err(Refusal::Limited {
+                index: 0,
+                retry_after_secs: 50
+            })
+        );
+        assert_eq!(
+            one(&l, "a", limit, 179),
+            Err(Refusal::Limited {
+                index: 0,
+                retry_after_secs: 1
+            })
+        );
         // The window rolls at 180 (epoch-aligned): counts start again.
         one(&l, "a", limit, 180).unwrap();
     }
@@ -431,7 +522,10 @@ mod tests {
         one(&l, "a", limit, 0).unwrap();
         one(&l, "b", limit, 0).unwrap();
         assert!(one(&l, "a", limit, 0).is_err());
-        let g = LimitSpec { global: true, ..spec(2, 1, 60) };
+        let g = LimitSpec {
+            global: true,
+            ..spec(2, 1, 60)
+        };
         one(&l, "a", g, 0).unwrap();
         assert!(one(&l, "b", g, 0).is_err());
     }
@@ -442,11 +536,52 @@ mod tests {
         let l = lim(&s, 16);
         let budget = spec(1, 100, 86_400);
         let per_min = spec(2, 2, 60);
-        l.reserve("a", &[Charge { limit: budget, units: 60 }, Charge { limit: per_min, units: 1 }], 0).unwrap();
+        l.reserve(
+            "a",
+            &[
+                Charge {
+                    limit: budget,
+                    units: 60,
+                },
+                Charge {
+                    limit: per_min,
+                    units: 1,
+                },
+            ],
+            0,
+        )
+        .unwrap();
         // 60 + 50 > 100: refused at index 0, and the per-minute unit of this call is not taken either.
-        let e = l.reserve("a", &[Charge { limit: per_min, units: 1 }, Charge { limit: budget, units: 50 }], 0);
+        let e = l.reserve(
+            "a",
+            &[
+                Charge {
+                    limit: per_min,
+                    units: 1,
+                },
+                Charge {
+                    limit: budget,
+                    units: 50,
+                },
+            ],
+            0,
+        );
         assert!(matches!(e, Err(Refusal::Limited { index: 1, .. })));
-        l.reserve("a", &[Charge { limit: per_min, units: 1 }, Charge { limit: budget, units: 40 }], 0).unwrap();
+        l.reserve(
+            "a",
+            &[
+                Charge {
+                    limit: per_min,
+                    units: 1,
+                },
+                Charge {
+                    limit: budget,
+                    units: 40,
+                },
+            ],
+            0,
+        )
+        .unwrap();
         assert!(one(&l, "a", per_min, 0).is_err());
     }
 
@@ -477,7 +612,10 @@ mod tests {
         assert!(one(&l, "a", limit, 0).is_err());
         // Endless conflicts fail closed.
         s.conflicts.set(u32::MAX);
-        assert!(matches!(one(&l, "b", limit, 0), Err(Refusal::Unavailable(_))));
+        assert!(matches!(
+            one(&l, "b", limit, 0),
+            Err(Refusal::Unavailable(_))
+        ));
     }
 
     #[test]
@@ -496,7 +634,10 @@ mod tests {
         let keys = s.map.borrow().len();
         assert!(keys <= 1 + 8 + OVERFLOW_BUCKETS as usize, "{keys} keys");
         // At most `max` per slot owner plus `max` per overflow bucket, whatever the flood.
-        assert!(admitted <= 2 * (8 + OVERFLOW_BUCKETS as usize), "{admitted}");
+        assert!(
+            admitted <= 2 * (8 + OVERFLOW_BUCKETS as usize),
+            "{admitted}"
+        );
         // Every slot owner got exactly its limit.
         assert!(admitted >= 2 * 8);
     }
@@ -512,23 +653,42 @@ mod tests {
         assert!(one(&l, "b", limit, 35).is_err());
         // After 60 s without a, b takes the slot over.
         one(&l, "b", limit, 60).unwrap();
-        let v = s.map.borrow().get(&format!("{PREFIX}s/0")).cloned().unwrap();
+        let v = s
+            .map
+            .borrow()
+            .get(&format!("{PREFIX}s/0"))
+            .cloned()
+            .unwrap();
         assert_eq!(Cell::decode(&v.0).unwrap().owner, fnv1a(&[b"b"]));
     }
 
     #[test]
     fn cells_round_trip_and_reject_garbage() {
-        let c = Cell { owner: 7, touched: 9, entries: vec![Entry { limit: 1, window: 2, count: 3 }] };
+        let c = Cell {
+            owner: 7,
+            touched: 9,
+            entries: vec![Entry {
+                limit: 1,
+                window: 2,
+                count: 3,
+            }],
+        };
         assert_eq!(Cell::decode(&c.encode()), Some(c));
         assert_eq!(Cell::decode(&[1, 2, 3]), None);
         let s = store();
         s.set(&format!("{PREFIX}s/0"), &[9; 5], None).unwrap();
-        assert!(matches!(one(&lim(&s, 1), "x", spec(1, 1, 1), 0), Err(Refusal::Unavailable(_))));
+        assert!(matches!(
+            one(&lim(&s, 1), "x", spec(1, 1, 1), 0),
+            Err(Refusal::Unavailable(_))
+        ));
     }
 
     #[test]
     fn missing_lock_fails_closed() {
         let s = MemoryStore::default();
-        assert!(matches!(one(&lim(&s, 4), "a", spec(1, 1, 1), 0), Err(Refusal::Unavailable(_))));
+        assert!(matches!(
+            one(&lim(&s, 4), "a", spec(1, 1, 1), 0),
+            Err(Refusal::Unavailable(_))
+        ));
     }
 }

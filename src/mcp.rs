@@ -14,9 +14,17 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Message<'a> {
     /// A request: has an `id` (raw JSON text, echoed verbatim in replies).
-    Request { id: &'a RawValue, method: Cow<'a, str>, params: Option<&'a RawValue>, call: Option<ToolCall<'a>> },
+    Request {
+        id: &'a RawValue,
+        method: Cow<'a, str>,
+        params: Option<&'a RawValue>,
+        call: Option<ToolCall<'a>>,
+    },
     /// A notification: a method without an id.
-    Notification { method: Cow<'a, str>, params: Option<&'a RawValue> },
+    Notification {
+        method: Cow<'a, str>,
+        params: Option<&'a RawValue>,
+    },
     /// A client's response to a server request (`result` or `error`).
     Response { id: Option<&'a RawValue> },
 }
@@ -47,7 +55,12 @@ impl<'a> Message<'a> {
         }
         match self {
             Message::Request { call: Some(c), .. } => Some(c.name.clone()),
-            Message::Request { params: Some(p), .. } | Message::Notification { params: Some(p), .. } => {
+            Message::Request {
+                params: Some(p), ..
+            }
+            | Message::Notification {
+                params: Some(p), ..
+            } => {
                 let n: Named<'a> = serde_json::from_str(p.get()).ok()?;
                 n.name.or(n.uri).and_then(as_str)
             }
@@ -136,10 +149,16 @@ pub enum RequestError {
 
 impl RequestError {
     fn invalid(id: Option<&RawValue>, message: impl Into<String>) -> Self {
-        RequestError::InvalidRequest { id: id.map(|r| r.get().to_owned()), message: message.into() }
+        RequestError::InvalidRequest {
+            id: id.map(|r| r.get().to_owned()),
+            message: message.into(),
+        }
     }
     fn params(id: Option<&RawValue>, message: impl Into<String>) -> Self {
-        RequestError::InvalidParams { id: id.map(|r| r.get().to_owned()), message: message.into() }
+        RequestError::InvalidParams {
+            id: id.map(|r| r.get().to_owned()),
+            message: message.into(),
+        }
     }
 }
 
@@ -147,7 +166,8 @@ impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RequestError::Parse(m) => write!(f, "{m}"),
-            RequestError::InvalidRequest { message, .. } | RequestError::InvalidParams { message, .. } => {
+            RequestError::InvalidRequest { message, .. }
+            | RequestError::InvalidParams { message, .. } => {
                 write!(f, "{message}")
             }
         }
@@ -185,7 +205,10 @@ struct CallParams<'a> {
 
 /// The first non-whitespace byte of a JSON text, which tells its type.
 fn lead(raw: &RawValue) -> u8 {
-    raw.get().bytes().find(|b| !b.is_ascii_whitespace()).unwrap_or(b' ')
+    raw.get()
+        .bytes()
+        .find(|b| !b.is_ascii_whitespace())
+        .unwrap_or(b' ')
 }
 
 fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
@@ -195,7 +218,9 @@ fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     // Borrow when the string has no escapes; decode into an owned string otherwise.
     match serde_json::from_str::<&str>(raw.get()) {
         Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(raw.get()).ok().map(Cow::Owned),
+        Err(_) => serde_json::from_str::<String>(raw.get())
+            .ok()
+            .map(Cow::Owned),
     }
 }
 
@@ -216,7 +241,10 @@ struct ReadParams<'a> {
 /// Such a key is read by the upstream and ignored here, a bypass: `{"result":{},"Method":"tools/call",...}` is a
 /// response to us and a tool call to a Go server.
 /// `Err` (fail closed) if `raw` cannot be read as an object, which `inspect` has ruled out before.
-fn case_variant(raw: &RawValue, fields: &[&'static str]) -> Result<Option<(String, &'static str)>, String> {
+fn case_variant(
+    raw: &RawValue,
+    fields: &[&'static str],
+) -> Result<Option<(String, &'static str)>, String> {
     let obj: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
         serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
     Ok(obj.into_keys().find_map(|k| {
@@ -241,7 +269,11 @@ pub fn inspect(bytes: &[u8]) -> Result<Body<'_>, RequestError> {
             format!("Invalid Request: {m}; duplicate or case-variant object keys are ambiguous and refused"),
         ),
     })?;
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied().unwrap_or(b' ');
+    let first = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .copied()
+        .unwrap_or(b' ');
     match first {
         b'[' => {
             let items: Vec<&RawValue> = serde_json::from_slice(bytes)
@@ -254,24 +286,34 @@ pub fn inspect(bytes: &[u8]) -> Result<Body<'_>, RequestError> {
                 .enumerate()
                 .map(|(i, raw)| {
                     message(raw).map_err(|e| match e {
-                        RequestError::InvalidRequest { id, message } => RequestError::InvalidRequest {
-                            id: None,
-                            message: format!("{message} (batch element {i}{})", id_note(&id)),
-                        },
-                        RequestError::InvalidParams { id, message } => RequestError::InvalidParams {
-                            id: None,
-                            message: format!("{message} (batch element {i}{})", id_note(&id)),
-                        },
+                        RequestError::InvalidRequest { id, message } => {
+                            RequestError::InvalidRequest {
+                                id: None,
+                                message: format!("{message} (batch element {i}{})", id_note(&id)),
+                            }
+                        }
+                        RequestError::InvalidParams { id, message } => {
+                            RequestError::InvalidParams {
+                                id: None,
+                                message: format!("{message} (batch element {i}{})", id_note(&id)),
+                            }
+                        }
                         other => other,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Body { batch: true, messages })
+            Ok(Body {
+                batch: true,
+                messages,
+            })
         }
         b'{' => {
             let raw: &RawValue = serde_json::from_slice(bytes)
                 .map_err(|e| RequestError::Parse(format!("Parse error: {e}")))?;
-            Ok(Body { batch: false, messages: vec![message(raw)?] })
+            Ok(Body {
+                batch: false,
+                messages: vec![message(raw)?],
+            })
         }
         _ => Err(RequestError::invalid(
             None,
@@ -286,7 +328,10 @@ fn id_note(id: &Option<String>) -> String {
 
 fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
     if lead(raw) != b'{' {
-        return Err(RequestError::invalid(None, "Invalid Request: a JSON-RPC 2.0 message must be an object"));
+        return Err(RequestError::invalid(
+            None,
+            "Invalid Request: a JSON-RPC 2.0 message must be an object",
+        ));
     }
     let env: Envelope<'_> = serde_json::from_str(raw.get())
         .map_err(|e| RequestError::invalid(None, format!("Invalid Request: {e}")))?;
@@ -294,17 +339,26 @@ fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
     match case_variant(raw, ENVELOPE_FIELDS) {
         Ok(None) => {}
         Ok(Some((key, field))) => {
-            return Err(RequestError::invalid(None, format!("Invalid Request: {}", variant_message(&key, field))))
+            return Err(RequestError::invalid(
+                None,
+                format!("Invalid Request: {}", variant_message(&key, field)),
+            ))
         }
         Err(e) => return Err(RequestError::invalid(None, format!("Invalid Request: {e}"))),
     }
     if let Some(i) = id {
         if !matches!(lead(i), b'"' | b'-' | b'0'..=b'9' | b'n') {
-            return Err(RequestError::invalid(None, "Invalid Request: id must be a string, a number or null"));
+            return Err(RequestError::invalid(
+                None,
+                "Invalid Request: id must be a string, a number or null",
+            ));
         }
     }
     if env.jsonrpc.and_then(as_str).as_deref() != Some("2.0") {
-        return Err(RequestError::invalid(id, "Invalid Request: \"jsonrpc\" must be \"2.0\""));
+        return Err(RequestError::invalid(
+            id,
+            "Invalid Request: \"jsonrpc\" must be \"2.0\"",
+        ));
     }
     let is_response = env.result.is_some() || env.error.is_some();
     match (env.method, is_response) {
@@ -357,7 +411,12 @@ fn governed_call<'a>(
     let method = kind.method();
     let params = match params {
         Some(p) if lead(p) == b'{' => p,
-        _ => return Err(RequestError::params(id, format!("Invalid params: {method} needs \"params\" as an object"))),
+        _ => {
+            return Err(RequestError::params(
+                id,
+                format!("Invalid params: {method} needs \"params\" as an object"),
+            ))
+        }
     };
     if kind == Kind::Resource {
         let p: ReadParams<'a> = serde_json::from_str(params.get())
@@ -365,38 +424,59 @@ fn governed_call<'a>(
         match case_variant(params, READ_FIELDS) {
             Ok(None) => {}
             Ok(Some((key, field))) => {
-                return Err(RequestError::params(id, format!("Invalid params: params.{}", variant_message(&key, field))))
+                return Err(RequestError::params(
+                    id,
+                    format!("Invalid params: params.{}", variant_message(&key, field)),
+                ))
             }
             Err(e) => return Err(RequestError::params(id, format!("Invalid params: {e}"))),
         }
-        let name = p
-            .uri
-            .and_then(as_str)
-            .ok_or_else(|| RequestError::params(id, "Invalid params: resources/read needs a string \"params.uri\""))?;
-        return Ok(ToolCall { kind, name, arguments: None });
+        let name = p.uri.and_then(as_str).ok_or_else(|| {
+            RequestError::params(
+                id,
+                "Invalid params: resources/read needs a string \"params.uri\"",
+            )
+        })?;
+        return Ok(ToolCall {
+            kind,
+            name,
+            arguments: None,
+        });
     }
     let p: CallParams<'a> = serde_json::from_str(params.get())
         .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
     match case_variant(params, CALL_FIELDS) {
         Ok(None) => {}
         Ok(Some((key, field))) => {
-            return Err(RequestError::params(id, format!("Invalid params: params.{}", variant_message(&key, field))))
+            return Err(RequestError::params(
+                id,
+                format!("Invalid params: params.{}", variant_message(&key, field)),
+            ))
         }
         Err(e) => return Err(RequestError::params(id, format!("Invalid params: {e}"))),
     }
-    let name = p
-        .name
-        .and_then(as_str)
-        .ok_or_else(|| RequestError::params(id, format!("Invalid params: {method} needs a string \"params.name\"")))?;
+    let name = p.name.and_then(as_str).ok_or_else(|| {
+        RequestError::params(
+            id,
+            format!("Invalid params: {method} needs a string \"params.name\""),
+        )
+    })?;
     let arguments = match p.arguments {
         None => None,
         Some(a) if lead(a) == b'n' => None,
         Some(a) if lead(a) == b'{' => Some(a),
         Some(_) => {
-            return Err(RequestError::params(id, "Invalid params: \"params.arguments\" must be an object"));
+            return Err(RequestError::params(
+                id,
+                "Invalid params: \"params.arguments\" must be an object",
+            ));
         }
     };
-    Ok(ToolCall { kind, name, arguments })
+    Ok(ToolCall {
+        kind,
+        name,
+        arguments,
+    })
 }
 
 #[cfg(test)]
@@ -411,7 +491,9 @@ mod tests {
 
     #[test]
     fn reads_a_tool_call() {
-        let m = one(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_run","arguments":{"run_id":"x"}}}"#);
+        let m = one(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_run","arguments":{"run_id":"x"}}}"#,
+        );
         assert_eq!(m.method(), Some("tools/call"));
         assert_eq!(m.id().unwrap().get(), "7");
         let c = m.tool_call().unwrap();
@@ -422,26 +504,44 @@ mod tests {
 
     #[test]
     fn decodes_escapes_in_names() {
-        let m = one(r#"{"jsonrpc":"2.0","id":"a","method":"tools\/call","params":{"name":"delete\u005frun"}}"#);
+        let m = one(
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools\/call","params":{"name":"delete\u005frun"}}"#,
+        );
         assert_eq!(m.tool_call().unwrap().name, "delete_run");
         assert_eq!(m.id().unwrap().get(), "\"a\"");
     }
 
     #[test]
     fn other_messages() {
-        assert!(matches!(one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#), Message::Notification { .. }));
-        assert!(matches!(one(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Message::Response { .. }));
-        assert!(matches!(one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#), Message::Request { call: None, .. }));
-        assert!(matches!(one(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#), Message::Request { .. }));
+        assert!(matches!(
+            one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Message::Notification { .. }
+        ));
+        assert!(matches!(
+            one(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            Message::Response { .. }
+        ));
+        assert!(matches!(
+            one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            Message::Request { call: None, .. }
+        ));
+        assert!(matches!(
+            one(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#),
+            Message::Request { .. }
+        ));
     }
 
     #[test]
     fn prompts_and_resources_are_governed_calls() {
-        let m = one(r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarise","arguments":{"x":"1"}}}"#);
+        let m = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarise","arguments":{"x":"1"}}}"#,
+        );
         let c = m.call().unwrap();
         assert_eq!((c.kind, c.name.as_ref()), (Kind::Prompt, "summarise"));
         assert!(m.tool_call().is_none());
-        let m = one(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#);
+        let m = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#,
+        );
         assert_eq!(m.call().unwrap().name, "file:///etc/passwd");
         for body in [
             &br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{}}"#[..],
@@ -449,9 +549,19 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","URI":"b"}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"resources/read"}"#,
         ] {
-            assert!(matches!(inspect(body).unwrap_err(), RequestError::InvalidParams { .. } | RequestError::InvalidRequest { .. }), "{body:?}");
+            assert!(
+                matches!(
+                    inspect(body).unwrap_err(),
+                    RequestError::InvalidParams { .. } | RequestError::InvalidRequest { .. }
+                ),
+                "{body:?}"
+            );
         }
-        assert!(matches!(inspect(br#"{"jsonrpc":"2.0","method":"prompts/get","params":{"name":"p"}}"#).unwrap_err(), RequestError::InvalidRequest { .. }));
+        assert!(matches!(
+            inspect(br#"{"jsonrpc":"2.0","method":"prompts/get","params":{"name":"p"}}"#)
+                .unwrap_err(),
+            RequestError::InvalidRequest { .. }
+        ));
     }
 
     #[test]
@@ -469,7 +579,10 @@ mod tests {
     fn bad_json_is_a_parse_error() {
         assert!(matches!(err(b"{\"jsonrpc\":"), RequestError::Parse(_)));
         assert!(matches!(err(b"\xff\xfe"), RequestError::Parse(_)));
-        assert!(matches!(err(b"{\"jsonrpc\":\"2.0\",\"method\":\"\xc3\x28\"}"), RequestError::Parse(_)));
+        assert!(matches!(
+            err(b"{\"jsonrpc\":\"2.0\",\"method\":\"\xc3\x28\"}"),
+            RequestError::Parse(_)
+        ));
     }
 
     #[test]
@@ -550,7 +663,9 @@ mod tests {
             }
         }
         // Other keys, and case variants inside arguments (the policy's conditions decide on those), pass.
-        let m = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{},"arguments":{"Name":1}},"x":1}"#);
+        let m = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{},"arguments":{"Name":1}},"x":1}"#,
+        );
         assert_eq!(m.tool_call().unwrap().name, "a");
     }
 

@@ -31,7 +31,11 @@ fn error(id: Option<&str>, code: i64, message: &str, data: Option<Value>) -> Str
         obj.insert("data".into(), d);
     }
     // The id is spliced in raw so that it is echoed byte for byte (big numbers, escapes).
-    format!(r#"{{"jsonrpc":"2.0","id":{},"error":{}}}"#, id.unwrap_or("null"), err)
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{},"error":{}}}"#,
+        id.unwrap_or("null"),
+        err
+    )
 }
 
 /// 400 for a body that is not a valid JSON-RPC message.
@@ -41,13 +45,26 @@ pub fn request_error(e: &RequestError) -> Reply {
         RequestError::InvalidRequest { id, .. } => (INVALID_REQUEST, id.as_deref()),
         RequestError::InvalidParams { id, .. } => (INVALID_PARAMS, id.as_deref()),
     };
-    Reply { status: 400, body: error(id, code, &e.to_string(), None) }
+    Reply {
+        status: 400,
+        body: error(id, code, &e.to_string(), None),
+    }
 }
 
 /// 413 for a body over `max_body_bytes`.
 pub fn too_large(limit: usize) -> Reply {
-    let msg = format!("Request body too large: mcp-policy inspects at most {limit} bytes (max_body_bytes)");
-    Reply { status: 413, body: error(None, INVALID_REQUEST, &msg, Some(json!({"max_body_bytes": limit}))) }
+    let msg = format!(
+        "Request body too large: mcp-policy inspects at most {limit} bytes (max_body_bytes)"
+    );
+    Reply {
+        status: 413,
+        body: error(
+            None,
+            INVALID_REQUEST,
+            &msg,
+            Some(json!({"max_body_bytes": limit})),
+        ),
+    }
 }
 
 /// 415 for a body in an encoding the filter cannot inspect.
@@ -55,24 +72,39 @@ pub fn unsupported_encoding(encoding: &str) -> Reply {
     let msg = format!(
         "Unsupported Content-Encoding '{encoding}': mcp-policy inspects every request body and accepts only identity (uncompressed) bodies"
     );
-    Reply { status: 415, body: error(None, INVALID_REQUEST, &msg, Some(json!({"content_encoding": encoding}))) }
+    Reply {
+        status: 415,
+        body: error(
+            None,
+            INVALID_REQUEST,
+            &msg,
+            Some(json!({"content_encoding": encoding})),
+        ),
+    }
 }
 
 /// The JSON-RPC error that replaces a `tools/list` answer mcp-policy cannot filter with certainty.
 pub fn list_unfilterable(id: &str, why: &str) -> String {
-    let msg = format!("mcp-policy could not filter the tools/list answer, so it was withheld: {why}");
+    let msg =
+        format!("mcp-policy could not filter the tools/list answer, so it was withheld: {why}");
     error(Some(id), INTERNAL_ERROR, &msg, None)
 }
 
 /// 500 when mcp-policy itself cannot decide (fail closed).
 pub fn internal(why: &str) -> Reply {
     let msg = format!("mcp-policy could not decide this request: {why}");
-    Reply { status: 500, body: error(None, INVALID_REQUEST, &msg, None) }
+    Reply {
+        status: 500,
+        body: error(None, INVALID_REQUEST, &msg, None),
+    }
 }
 
 /// 400 when an `Mcp-*` header disagrees with the body.
 pub fn header_mismatch(id: Option<&str>, message: &str) -> Reply {
-    Reply { status: 400, body: error(id, HEADER_MISMATCH, message, None) }
+    Reply {
+        status: 400,
+        body: error(id, HEADER_MISMATCH, message, None),
+    }
 }
 
 fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<String> {
@@ -88,11 +120,21 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
     let tool = target.map(|(_, t)| t);
     let (code, message) = match d {
         Decision::Allow { .. } | Decision::NeedsApproval { .. } => return None,
-        Decision::NotApproved { reason, unavailable, .. } => {
+        Decision::NotApproved {
+            reason,
+            unavailable,
+            ..
+        } => {
             let (decision, msg) = if *unavailable {
                 ("approval_unavailable", format!("{what} '{}' not approved: the approval service could not be reached or gave no usable answer ({reason})", tool.unwrap_or("")))
             } else {
-                ("approval_denied", format!("{what} '{}' not approved: the approver said no: {reason}", tool.unwrap_or("")))
+                (
+                    "approval_denied",
+                    format!(
+                        "{what} '{}' not approved: the approver said no: {reason}",
+                        tool.unwrap_or("")
+                    ),
+                )
             };
             data.insert("decision".into(), json!(decision));
             data.insert("reason".into(), json!(reason));
@@ -101,15 +143,27 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
         Decision::Deny { reason, .. } => {
             data.insert("decision".into(), json!("deny"));
             data.insert("reason".into(), json!(reason));
-            (DENIED, format!("{what} '{}' denied by policy: {reason}", tool.unwrap_or("")))
+            (
+                DENIED,
+                format!("{what} '{}' denied by policy: {reason}", tool.unwrap_or("")),
+            )
         }
-        Decision::RateLimited { reason, limit, window_secs, retry_after_secs, .. } => {
+        Decision::RateLimited {
+            reason,
+            limit,
+            window_secs,
+            retry_after_secs,
+            ..
+        } => {
             data.insert("decision".into(), json!("rate_limited"));
             data.insert("reason".into(), json!(reason));
             data.insert("limit".into(), json!(limit));
             data.insert("window_seconds".into(), json!(window_secs));
             data.insert("retry_after_seconds".into(), json!(retry_after_secs));
-            let msg = format!("{what} '{}' rate limited: {reason}; retry in {retry_after_secs}s", tool.unwrap_or(""));
+            let msg = format!(
+                "{what} '{}' rate limited: {reason}; retry in {retry_after_secs}s",
+                tool.unwrap_or("")
+            );
             (RATE_LIMITED, msg)
         }
     };
@@ -117,7 +171,8 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
 }
 
 /// Why an allowed request of a refused batch was not forwarded either.
-const BATCH_REASON: &str = "not forwarded: the batch held a refused call, and a batch is forwarded whole or not at all";
+const BATCH_REASON: &str =
+    "not forwarded: the batch held a refused call, and a batch is forwarded whole or not at all";
 
 /// 200 with in-line JSON-RPC errors when any call of `body` is refused (denied or rate limited).
 /// `decisions` is parallel to `body.messages`. Returns `None` when nothing is refused.
@@ -152,7 +207,10 @@ pub fn refused(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Re
     } else {
         one(0)?
     };
-    Some(Reply { status: 200, body: text })
+    Some(Reply {
+        status: 200,
+        body: text,
+    })
 }
 
 #[cfg(test)]
@@ -168,8 +226,14 @@ mod tests {
 
     #[test]
     fn single_denial_shape() {
-        let p = parse(br#"{"version":"1","tools":{"delete_*":{"action":"deny","reason":"no deletes"}}}"#).unwrap();
-        let b = inspect(br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"name":"delete_run"}}"#).unwrap();
+        let p = parse(
+            br#"{"version":"1","tools":{"delete_*":{"action":"deny","reason":"no deletes"}}}"#,
+        )
+        .unwrap();
+        let b = inspect(
+            br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"name":"delete_run"}}"#,
+        )
+        .unwrap();
         let r = refused(&b, &decide_body(&p, &b)).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(
@@ -183,7 +247,10 @@ mod tests {
     #[test]
     fn allowed_bodies_have_no_reply() {
         let p = parse(br#"{"version":"1","tools":{"get_run":{}}}"#).unwrap();
-        let b = inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}}"#).unwrap();
+        let b = inspect(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}}"#,
+        )
+        .unwrap();
         assert!(refused(&b, &decide_body(&p, &b)).is_none());
     }
 
@@ -192,34 +259,56 @@ mod tests {
         let p = parse(br#"{"version":"1"}"#).unwrap();
         let b = inspect(br#"{"jsonrpc":"2.0","id":12345678901234567890123,"method":"tools/call","params":{"name":"x"}}"#).unwrap();
         let r = refused(&b, &decide_body(&p, &b)).unwrap();
-        assert!(r.body.contains(r#""id":12345678901234567890123,"#), "{}", r.body);
+        assert!(
+            r.body.contains(r#""id":12345678901234567890123,"#),
+            "{}",
+            r.body
+        );
     }
 
     #[test]
     fn batch_denial_shape() {
         let p = parse(br#"{"version":"1","tools":{"get_run":{}}}"#).unwrap();
-        let b = inspect(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}},
+        let b = inspect(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}},
             {"jsonrpc":"2.0","method":"notifications/initialized"},
             {"jsonrpc":"2.0","id":2,"method":"tools/list"},
-            {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_run"}}]"#).unwrap();
+            {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_run"}}]"#,
+        )
+        .unwrap();
         let r = refused(&b, &decide_body(&p, &b)).unwrap();
         let v = parse_json(&r.body);
         let arr = v.as_array().unwrap();
         assert_eq!(arr.len(), 3);
         assert_eq!(arr[0]["id"], 1);
         assert_eq!(arr[0]["error"]["code"], -31001);
-        assert!(arr[0]["error"]["data"]["reason"].as_str().unwrap().contains("batch held a refused call"));
+        assert!(arr[0]["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("batch held a refused call"));
         assert_eq!(arr[1]["id"], 2);
         assert!(arr[1]["error"]["data"].get("tool").is_none());
         assert_eq!(arr[2]["id"], 3);
         assert_eq!(arr[2]["error"]["data"]["tool"], "delete_run");
-        assert!(arr[2]["error"]["data"]["reason"].as_str().unwrap().contains("default deny"));
+        assert!(arr[2]["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("default deny"));
     }
 
     #[test]
     fn rate_limited_shape() {
-        let b = inspect(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"search_runs"}}"#).unwrap();
-        let d = Decision::RateLimited { rule: Some("search_runs"), reason: "10 calls per 60s".into(), limit: 10, window_secs: 60, retry_after_secs: 7 };
+        let b = inspect(
+            br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"search_runs"}}"#,
+        )
+        .unwrap();
+        let d = Decision::RateLimited {
+            rule: Some("search_runs"),
+            reason: "10 calls per 60s".into(),
+            limit: 10,
+            window_secs: 60,
+            retry_after_secs: 7,
+        };
         let r = refused(&b, &[Some(d)]).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(
@@ -235,16 +324,29 @@ mod tests {
     fn not_approved_shapes() {
         let b = inspect(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"create_experiment"}}"#).unwrap();
         let r = |unavailable: bool| {
-            let d = Decision::NotApproved { rule: None, reason: "nope".into(), unavailable };
+            let d = Decision::NotApproved {
+                rule: None,
+                reason: "nope".into(),
+                unavailable,
+            };
             parse_json(&refused(&b, &[Some(d)]).unwrap().body)
         };
         let v = r(false);
         assert_eq!(v["error"]["code"], -31003);
-        assert_eq!(v["error"]["data"], json!({"tool":"create_experiment","decision":"approval_denied","reason":"nope"}));
-        assert!(v["error"]["message"].as_str().unwrap().contains("approver said no"));
+        assert_eq!(
+            v["error"]["data"],
+            json!({"tool":"create_experiment","decision":"approval_denied","reason":"nope"})
+        );
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("approver said no"));
         let v = r(true);
         assert_eq!(v["error"]["data"]["decision"], "approval_unavailable");
-        assert!(v["error"]["message"].as_str().unwrap().contains("could not be reached"));
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"));
     }
 
     #[test]
@@ -254,15 +356,23 @@ mod tests {
         let v = parse_json(&r.body);
         assert_eq!(v["error"]["code"], -32700);
         assert_eq!(v["id"], Value::Null);
-        let r = request_error(&inspect(br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{}}"#).unwrap_err());
+        let r = request_error(
+            &inspect(br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{}}"#).unwrap_err(),
+        );
         let v = parse_json(&r.body);
-        assert_eq!((v["id"].clone(), v["error"]["code"].clone()), (json!(5), json!(-32602)));
+        assert_eq!(
+            (v["id"].clone(), v["error"]["code"].clone()),
+            (json!(5), json!(-32602))
+        );
         let r = too_large(10);
         assert_eq!(r.status, 413);
         assert_eq!(parse_json(&r.body)["error"]["data"]["max_body_bytes"], 10);
         let r = unsupported_encoding("gzip");
         assert_eq!(r.status, 415);
-        assert!(parse_json(&r.body)["error"]["message"].as_str().unwrap().contains("gzip"));
+        assert!(parse_json(&r.body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gzip"));
         let r = header_mismatch(Some("7"), "Mcp-Method says x");
         assert_eq!(parse_json(&r.body)["error"]["code"], -32020);
         assert_eq!(parse_json(&r.body)["id"], 7);

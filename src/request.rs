@@ -34,7 +34,10 @@ pub enum Outcome {
     Reply(Reply),
     /// Ask the approval service once per body in `asks` (in order), then call [`conclude`] with the answers.
     /// The reservations are the caller's to give back if the answer is not a full yes.
-    Approve { reservations: Vec<Reservation>, asks: Vec<String> },
+    Approve {
+        reservations: Vec<Reservation>,
+        asks: Vec<String>,
+    },
 }
 
 /// The world outside the pure core: the rate-limit store and the clock.
@@ -42,6 +45,9 @@ pub struct Env<'a, S: Store> {
     pub store: &'a S,
     /// Nanoseconds since the Unix epoch.
     pub now_nanos: u64,
+    /// Build audit lines (the filter sets this when its log level lets `info` through; building a line that
+    /// nobody will read costs a hash of the identity and of the arguments).
+    pub audit: bool,
 }
 
 impl<S: Store> Env<'_, S> {
@@ -85,54 +91,87 @@ pub struct Checked {
 /// Checks made before any body byte arrives; `Some` ends the request with that reply.
 pub fn check_head(policy: &Policy, head: &Head) -> Option<Reply> {
     if let Some(enc) = &head.content_encoding {
-        let bad = enc.split(',').map(str::trim).find(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+        let bad = enc
+            .split(',')
+            .map(str::trim)
+            .find(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
         if let Some(e) = bad {
             return Some(reply::unsupported_encoding(e));
         }
     }
     match head.content_length {
-        Some(n) if n > policy.max_body_bytes as u64 => Some(reply::too_large(policy.max_body_bytes)),
+        Some(n) if n > policy.max_body_bytes as u64 => {
+            Some(reply::too_large(policy.max_body_bytes))
+        }
         _ => None,
     }
 }
 
 /// Decides a complete request body: inspect, check `Mcp-*` headers, decide each call, then take every
 /// allowed call's rate-limit units (all or nothing). In audit mode refusals are reported but forwarded.
-pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &Env<'_, S>) -> Checked {
+pub fn check_body<S: Store>(
+    policy: &Policy,
+    head: &Head,
+    bytes: &[u8],
+    env: &Env<'_, S>,
+) -> Checked {
     let invalid = |r: Reply, why: String| {
-        let audit = AuditEvent {
-            unix_nanos: env.now_nanos,
+        let audit = if !env.audit {
+            String::new()
+        } else {
+            AuditEvent {
+                unix_nanos: env.now_nanos,
+                decision: "invalid",
+                method: "",
+                tool: None,
+                rule: None,
+                reason: Some(&why),
+                identity: Some(&head.identity),
+                request_id: head.request_id.as_deref(),
+                jsonrpc_id: None,
+                arguments: None,
+            }
+            .to_json_line()
+        };
+        let events = vec![Event {
             decision: "invalid",
-            method: "",
+            method: String::new(),
             tool: None,
-            rule: None,
-            reason: Some(&why),
-            identity: Some(&head.identity),
-            request_id: head.request_id.as_deref(),
-            jsonrpc_id: None,
-            arguments: None,
+            audit,
+        }];
+        Checked {
+            outcome: Outcome::Reply(r),
+            events,
+            summary: Summary::default(),
         }
-        .to_json_line();
-        let events = vec![Event { decision: "invalid", method: String::new(), tool: None, audit }];
-        Checked { outcome: Outcome::Reply(r), events, summary: Summary::default() }
     };
     if bytes.len() > policy.max_body_bytes {
         let r = reply::too_large(policy.max_body_bytes);
-        return invalid(r, format!("body over max_body_bytes ({})", policy.max_body_bytes));
+        return invalid(
+            r,
+            format!("body over max_body_bytes ({})", policy.max_body_bytes),
+        );
     }
     let body = match inspect(bytes) {
         Ok(b) => b,
         Err(e) => return invalid(reply::request_error(&e), e.to_string()),
     };
     if let Some(r) = check_mcp_headers(head, &body.messages, body.batch) {
-        return invalid(r, "Mcp-Method/Mcp-Name header does not match the body".into());
+        return invalid(
+            r,
+            "Mcp-Method/Mcp-Name header does not match the body".into(),
+        );
     }
     let summary = summarize(&body);
     let audit_mode = policy.mode == Mode::Audit;
     let finish = |outcome: Outcome, decisions: &[Option<Decision<'_>>]| {
         let refused = matches!(outcome, Outcome::Reply(_));
         let events = events(env, head, &body, decisions, refused, audit_mode, &[]);
-        Checked { outcome, events, summary: summary.clone() }
+        Checked {
+            outcome,
+            events,
+            summary: summary.clone(),
+        }
     };
     let verdicts = judge_body(policy, &body);
     let mut decisions: Vec<Option<Decision<'_>>> = Vec::with_capacity(verdicts.len());
@@ -148,29 +187,57 @@ pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &En
         }));
     }
     if let Some(r) = reply::refused(&body, &decisions) {
-        let outcome = if audit_mode { Outcome::Forward(Vec::new()) } else { Outcome::Reply(r) };
+        let outcome = if audit_mode {
+            Outcome::Forward(Vec::new())
+        } else {
+            Outcome::Reply(r)
+        };
         return finish(outcome, &decisions);
     }
-    let limiter = Limiter { store: env.store, max_tracked: policy.identity.max_tracked, hold_secs: policy.hold_secs() };
-    let reserved =
-        if charges.is_empty() { Ok(Vec::new()) } else { limiter.reserve(&head.identity, &charges, env.now_secs()) };
+    let limiter = Limiter {
+        store: env.store,
+        max_tracked: policy.identity.max_tracked,
+        hold_secs: policy.hold_secs(),
+    };
+    let reserved = if charges.is_empty() {
+        Ok(Vec::new())
+    } else {
+        limiter.reserve(&head.identity, &charges, env.now_secs())
+    };
     let (index, retry_after_secs, why) = match reserved {
         Ok(reservations) => {
-            let asks = if audit_mode { Vec::new() } else { approval_asks(head, &body.messages, &decisions) };
+            let asks = if audit_mode {
+                Vec::new()
+            } else {
+                approval_asks(head, &body.messages, &decisions)
+            };
             if asks.is_empty() {
                 return finish(Outcome::Forward(reservations), &decisions);
             }
             let summary = summary.clone();
-            return Checked { outcome: Outcome::Approve { reservations, asks }, events: Vec::new(), summary };
+            return Checked {
+                outcome: Outcome::Approve { reservations, asks },
+                events: Vec::new(),
+                summary,
+            };
         }
-        Err(Refusal::Limited { index, retry_after_secs }) => (index, retry_after_secs, None),
+        Err(Refusal::Limited {
+            index,
+            retry_after_secs,
+        }) => (index, retry_after_secs, None),
         // Fail closed: a call whose count cannot be kept is not forwarded.
         Err(e @ Refusal::Unavailable(_)) => (0, 1, Some(e.to_string())),
     };
     let (Some(charge), Some(elem)) = (charges.get(index), owner.get(index)) else {
-        return invalid(reply::internal("rate-limit bookkeeping failed"), "rate-limit bookkeeping failed".into());
+        return invalid(
+            reply::internal("rate-limit bookkeeping failed"),
+            "rate-limit bookkeeping failed".into(),
+        );
     };
-    let rule = decisions.get(*elem).and_then(|d| d.as_ref()).and_then(Decision::rule);
+    let rule = decisions
+        .get(*elem)
+        .and_then(|d| d.as_ref())
+        .and_then(Decision::rule);
     let limit = body
         .messages
         .get(*elem)
@@ -178,7 +245,10 @@ pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &En
         .and_then(|c| policy.set(c.kind).rule_for(&c.name))
         .and_then(|r| r.limits.iter().find(|l| l.spec == charge.limit));
     let reason = why.unwrap_or_else(|| {
-        limit.map_or_else(|| "rate limit reached".into(), |l| format!("rate limit of {} reached", l.describe()))
+        limit.map_or_else(
+            || "rate limit reached".into(),
+            |l| format!("rate limit of {} reached", l.describe()),
+        )
     });
     let limited = Decision::RateLimited {
         rule,
@@ -193,7 +263,10 @@ pub fn check_body<S: Store>(policy: &Policy, head: &Head, bytes: &[u8], env: &En
     match reply::refused(&body, &decisions) {
         Some(_) if audit_mode => finish(Outcome::Forward(Vec::new()), &decisions),
         Some(r) => finish(Outcome::Reply(r), &decisions),
-        None => invalid(reply::internal("rate-limit bookkeeping failed"), "rate-limit bookkeeping failed".into()),
+        None => invalid(
+            reply::internal("rate-limit bookkeeping failed"),
+            "rate-limit bookkeeping failed".into(),
+        ),
     }
 }
 
@@ -214,7 +287,11 @@ fn summarize(body: &Body<'_>) -> Summary {
             tools.push(&c.name);
         }
     }
-    Summary { methods: methods.join(","), tools: tools.join(","), tools_list_id }
+    Summary {
+        methods: methods.join(","),
+        tools: tools.join(","),
+        tools_list_id,
+    }
 }
 
 fn events<S: Store>(
@@ -234,44 +311,84 @@ fn events<S: Store>(
         let (label, reason): (&'static str, Option<&str>) = match d {
             None | Some(Decision::Allow { .. }) if refused => ("deny", Some(BATCH)),
             None | Some(Decision::Allow { .. }) => ("allow", None),
-            Some(Decision::Deny { reason, .. }) => (if audit_mode { "would_deny" } else { "deny" }, Some(reason)),
-            Some(Decision::RateLimited { reason, .. }) => {
-                (if audit_mode { "would_rate_limit" } else { "rate_limited" }, Some(reason))
+            Some(Decision::Deny { reason, .. }) => {
+                (if audit_mode { "would_deny" } else { "deny" }, Some(reason))
             }
+            Some(Decision::RateLimited { reason, .. }) => (
+                if audit_mode {
+                    "would_rate_limit"
+                } else {
+                    "rate_limited"
+                },
+                Some(reason),
+            ),
             Some(Decision::NeedsApproval { .. }) if refused => ("deny", Some(BATCH)),
             Some(Decision::NeedsApproval { reason, .. }) => ("would_require_approval", *reason),
-            Some(Decision::NotApproved { reason, unavailable, .. }) => {
-                (if *unavailable { "approval_unavailable" } else { "approval_denied" }, Some(reason))
-            }
+            Some(Decision::NotApproved {
+                reason,
+                unavailable,
+                ..
+            }) => (
+                if *unavailable {
+                    "approval_unavailable"
+                } else {
+                    "approval_denied"
+                },
+                Some(reason),
+            ),
         };
-        let label = if label == "allow" && granted.get(i).copied().unwrap_or(false) { "approval_granted" } else { label };
+        let label = if label == "allow" && granted.get(i).copied().unwrap_or(false) {
+            "approval_granted"
+        } else {
+            label
+        };
         let tool = call.map(|c| c.name.as_ref());
-        let audit = AuditEvent {
-            unix_nanos: env.now_nanos,
-            decision: label,
-            method,
-            tool,
-            rule: d.as_ref().and_then(Decision::rule),
-            reason,
-            identity: Some(&head.identity),
-            request_id: head.request_id.as_deref(),
-            jsonrpc_id: m.id(),
-            arguments: call.and_then(|c| c.arguments),
-        }
-        .to_json_line();
+        let audit = if !env.audit {
+            String::new()
+        } else {
+            AuditEvent {
+                unix_nanos: env.now_nanos,
+                decision: label,
+                method,
+                tool,
+                rule: d.as_ref().and_then(Decision::rule),
+                reason,
+                identity: Some(&head.identity),
+                request_id: head.request_id.as_deref(),
+                jsonrpc_id: m.id(),
+                arguments: call.and_then(|c| c.arguments),
+            }
+            .to_json_line()
+        };
         // Per-tool metrics are for tools only; the audit line names prompts and resources too.
         let tool = m.tool_call().map(|c| c.name.to_string());
-        out.push(Event { decision: label, method: method.to_owned(), tool, audit });
+        out.push(Event {
+            decision: label,
+            method: method.to_owned(),
+            tool,
+            audit,
+        });
     }
     out
 }
 
-fn approval_asks(head: &Head, messages: &[Message<'_>], decisions: &[Option<Decision<'_>>]) -> Vec<String> {
+fn approval_asks(
+    head: &Head,
+    messages: &[Message<'_>],
+    decisions: &[Option<Decision<'_>>],
+) -> Vec<String> {
     messages
         .iter()
         .zip(decisions)
         .filter_map(|(m, d)| match (m, d) {
-            (Message::Request { id, call: Some(call), .. }, Some(Decision::NeedsApproval { reason, .. })) => Some(
+            (
+                Message::Request {
+                    id,
+                    call: Some(call),
+                    ..
+                },
+                Some(Decision::NeedsApproval { reason, .. }),
+            ) => Some(
                 Ask {
                     kind: call.kind,
                     tool: &call.name,
@@ -313,11 +430,21 @@ pub fn conclude<S: Store>(
                     yes = true;
                     Decision::Allow { rule }
                 }
-                Some(Answer::Denied(reason)) => Decision::NotApproved { rule, reason: reason.clone(), unavailable: false },
-                Some(Answer::Unavailable(reason)) => {
-                    Decision::NotApproved { rule, reason: reason.clone(), unavailable: true }
-                }
-                None => Decision::NotApproved { rule, reason: "no answer was recorded".into(), unavailable: true },
+                Some(Answer::Denied(reason)) => Decision::NotApproved {
+                    rule,
+                    reason: reason.clone(),
+                    unavailable: false,
+                },
+                Some(Answer::Unavailable(reason)) => Decision::NotApproved {
+                    rule,
+                    reason: reason.clone(),
+                    unavailable: true,
+                },
+                None => Decision::NotApproved {
+                    rule,
+                    reason: "no answer was recorded".into(),
+                    unavailable: true,
+                },
             },
             d => d,
         }));
@@ -327,7 +454,15 @@ pub fn conclude<S: Store>(
         Some(r) => Err(r),
         None => Ok(()),
     };
-    let events = events(env, head, &body, &decisions, result.is_err(), false, &granted);
+    let events = events(
+        env,
+        head,
+        &body,
+        &decisions,
+        result.is_err(),
+        false,
+        &granted,
+    );
     (result, events)
 }
 
@@ -343,8 +478,13 @@ pub enum ListPlan {
 
 /// Plans the handling of a `tools/list` answer from its `content-type` and `content-encoding`.
 pub fn plan_list_answer(content_type: Option<&str>, content_encoding: Option<&str>) -> ListPlan {
-    if let Some(enc) = content_encoding.map(str::trim).filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity")) {
-        return ListPlan::Replace(format!("the answer came compressed ({enc}) and cannot be filtered"));
+    if let Some(enc) = content_encoding
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        return ListPlan::Replace(format!(
+            "the answer came compressed ({enc}) and cannot be filtered"
+        ));
     }
     match format_of(content_type.unwrap_or("")) {
         Ok(f) => ListPlan::Rewrite(f),
@@ -354,7 +494,12 @@ pub fn plan_list_answer(content_type: Option<&str>, content_encoding: Option<&st
 
 /// The body to send instead of a `tools/list` answer: filtered by [`Policy::is_listed`], or an error
 /// (JSON-RPC -32603 with the request's id, in the answer's format) when it cannot be filtered.
-pub fn filter_list_answer<'b>(policy: &Policy, list_id: &str, plan: &ListPlan, body: &'b [u8]) -> Cow<'b, [u8]> {
+pub fn filter_list_answer<'b>(
+    policy: &Policy,
+    list_id: &str,
+    plan: &ListPlan,
+    body: &'b [u8],
+) -> Cow<'b, [u8]> {
     let keep = |tool: &str| policy.is_listed(tool);
     let why = match plan {
         ListPlan::Replace(why) => why.clone(),
@@ -391,7 +536,9 @@ fn check_mcp_headers(head: &Head, messages: &[Message<'_>], batch: bool) -> Opti
             let body_method = msg.method().unwrap_or("(none: a response)");
             return Some(reply::header_mismatch(
                 id,
-                &format!("Header mismatch: Mcp-Method is '{h}' but the body's method is '{body_method}'"),
+                &format!(
+                    "Header mismatch: Mcp-Method is '{h}' but the body's method is '{body_method}'"
+                ),
             ));
         }
     }
@@ -417,11 +564,22 @@ mod tests {
     fn check_body(p: &Policy, head: &Head, bytes: &[u8]) -> Outcome {
         let store = MemoryStore::default();
         init_store(&store).unwrap();
-        super::check_body(p, head, bytes, &Env { store: &store, now_nanos: 0 }).outcome
+        super::check_body(
+            p,
+            head,
+            bytes,
+            &Env {
+                store: &store,
+                now_nanos: 0,
+                audit: true,
+            },
+        )
+        .outcome
     }
 
     fn policy() -> Policy {
-        parse(br#"{"version":"1","default":"deny","tools":{"get_run":{}},"max_body_bytes":200}"#).unwrap()
+        parse(br#"{"version":"1","default":"deny","tools":{"get_run":{}},"max_body_bytes":200}"#)
+            .unwrap()
     }
 
     fn code(o: &Outcome) -> (u32, i64) {
@@ -434,14 +592,22 @@ mod tests {
         }
     }
 
-    const GET: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}}"#;
+    const GET: &[u8] =
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}}"#;
 
     #[test]
     fn head_checks() {
         let p = policy();
-        let h = |enc: &str, len: Option<u64>| Head { content_encoding: Some(enc.into()), content_length: len, ..Head::default() };
+        let h = |enc: &str, len: Option<u64>| Head {
+            content_encoding: Some(enc.into()),
+            content_length: len,
+            ..Head::default()
+        };
         assert_eq!(check_head(&p, &h("gzip", None)).unwrap().status, 415);
-        assert_eq!(check_head(&p, &h("identity, br", None)).unwrap().status, 415);
+        assert_eq!(
+            check_head(&p, &h("identity, br", None)).unwrap().status,
+            415
+        );
         assert!(check_head(&p, &h("identity", Some(200))).is_none());
         assert_eq!(check_head(&p, &h("", Some(201))).unwrap().status, 413);
     }
@@ -453,50 +619,93 @@ mod tests {
         assert_eq!(check_body(&p, &head, GET), Outcome::Forward(vec![]));
         assert_eq!(code(&check_body(&p, &head, &[b' '; 201])), (413, -32600));
         assert_eq!(code(&check_body(&p, &head, b"nope")), (400, -32700));
-        let deny = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_run"}}"#;
+        let deny =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_run"}}"#;
         assert_eq!(code(&check_body(&p, &head, deny)), (200, -31001));
     }
 
     #[test]
     fn rate_limits_count_forwarded_calls_and_batches_are_all_or_nothing() {
-        let p = parse(br#"{"version":"1","tools":{"t":{"rate_limit":"3/minute"},"u":{}}}"#).unwrap();
+        let p =
+            parse(br#"{"version":"1","tools":{"t":{"rate_limit":"3/minute"},"u":{}}}"#).unwrap();
         let store = MemoryStore::default();
         init_store(&store).unwrap();
-        let env = Env { store: &store, now_nanos: 61_000_000_000 };
-        let head = Head { identity: "h:mcp-session-id:s1".into(), ..Head::default() };
+        let env = Env {
+            store: &store,
+            now_nanos: 61_000_000_000,
+            audit: true,
+        };
+        let head = Head {
+            identity: "h:mcp-session-id:s1".into(),
+            ..Head::default()
+        };
         let t = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#;
         let batch3 = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}},
                          {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"u"}},
                          {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t"}},
                          {"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t"}}]"#;
-        assert!(matches!(super::check_body(&p, &head, t, &env).outcome, Outcome::Forward(r) if r.len() == 1));
+        assert!(
+            matches!(super::check_body(&p, &head, t, &env).outcome, Outcome::Forward(r) if r.len() == 1)
+        );
         // 1 + 3 > 3: the batch is refused whole, and takes nothing.
-        let Outcome::Reply(r) = super::check_body(&p, &head, batch3, &env).outcome else { panic!() };
+        let Outcome::Reply(r) = super::check_body(&p, &head, batch3, &env).outcome else {
+            panic!()
+        };
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 4);
         assert_eq!(v[0]["error"]["code"], -31001);
         assert_eq!(v[3]["error"]["code"], -31002);
         assert_eq!(v[3]["error"]["data"]["retry_after_seconds"], 59);
         assert_eq!(v[3]["error"]["data"]["limit"], 3);
-        assert!(matches!(super::check_body(&p, &head, t, &env).outcome, Outcome::Forward(_)));
-        assert!(matches!(super::check_body(&p, &head, t, &env).outcome, Outcome::Forward(_)));
-        assert_eq!(code(&super::check_body(&p, &head, t, &env).outcome), (200, -31002));
+        assert!(matches!(
+            super::check_body(&p, &head, t, &env).outcome,
+            Outcome::Forward(_)
+        ));
+        assert!(matches!(
+            super::check_body(&p, &head, t, &env).outcome,
+            Outcome::Forward(_)
+        ));
+        assert_eq!(
+            code(&super::check_body(&p, &head, t, &env).outcome),
+            (200, -31002)
+        );
         // Another session has its own count.
-        let other = Head { identity: "h:mcp-session-id:s2".into(), ..Head::default() };
-        assert!(matches!(super::check_body(&p, &other, t, &env).outcome, Outcome::Forward(_)));
+        let other = Head {
+            identity: "h:mcp-session-id:s2".into(),
+            ..Head::default()
+        };
+        assert!(matches!(
+            super::check_body(&p, &other, t, &env).outcome,
+            Outcome::Forward(_)
+        ));
     }
 
     #[test]
     fn approval_round_trip() {
-        let p = parse(br#"{"version":"1","approval":{"cluster":"a"},"tools":{
-            "c":{"action":"require_approval","reason":"human","rate_limit":"1/minute"},"g":{}}}"#).unwrap();
+        let p = parse(
+            br#"{"version":"1","approval":{"cluster":"a"},"tools":{
+            "c":{"action":"require_approval","reason":"human","rate_limit":"1/minute"},"g":{}}}"#,
+        )
+        .unwrap();
         let store = MemoryStore::default();
         init_store(&store).unwrap();
-        let env = Env { store: &store, now_nanos: 0 };
-        let head = Head { identity: "s1".into(), request_id: Some("r1".into()), ..Head::default() };
+        let env = Env {
+            store: &store,
+            now_nanos: 0,
+            audit: true,
+        };
+        let head = Head {
+            identity: "s1".into(),
+            request_id: Some("r1".into()),
+            ..Head::default()
+        };
         let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"g"}},
                         {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"c","arguments":{"x":1}}}]"#;
-        let Outcome::Approve { reservations, asks } = super::check_body(&p, &head, batch, &env).outcome else { panic!() };
+        let Outcome::Approve { reservations, asks } =
+            super::check_body(&p, &head, batch, &env).outcome
+        else {
+            panic!()
+        };
         assert_eq!(reservations.len(), 1);
         assert_eq!(asks.len(), 1);
         let ask: serde_json::Value = serde_json::from_str(&asks[0]).unwrap();
@@ -508,47 +717,97 @@ mod tests {
         assert_eq!(ask["arguments"]["x"], 1);
         let (ok, events) = conclude(&p, &head, batch, &[Answer::Granted], &env);
         assert_eq!(ok, Ok(()));
-        assert_eq!(events.iter().map(|e| e.decision).collect::<Vec<_>>(), vec!["allow", "approval_granted"]);
+        assert_eq!(
+            events.iter().map(|e| e.decision).collect::<Vec<_>>(),
+            vec!["allow", "approval_granted"]
+        );
         let (r, events) = conclude(&p, &head, batch, &[Answer::Denied("no".into())], &env);
         let r = r.unwrap_err();
-        assert_eq!(events.iter().map(|e| e.decision).collect::<Vec<_>>(), vec!["deny", "approval_denied"]);
+        assert_eq!(
+            events.iter().map(|e| e.decision).collect::<Vec<_>>(),
+            vec!["deny", "approval_denied"]
+        );
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v[0]["error"]["code"], -31001);
         assert_eq!(v[1]["error"]["code"], -31003);
         assert_eq!(v[1]["error"]["data"]["decision"], "approval_denied");
-        let r = conclude(&p, &head, batch, &[Answer::Unavailable("timeout".into())], &env).0.unwrap_err();
+        let r = conclude(
+            &p,
+            &head,
+            batch,
+            &[Answer::Unavailable("timeout".into())],
+            &env,
+        )
+        .0
+        .unwrap_err();
         assert!(r.body.contains("approval_unavailable"));
         // The one unit is taken while approval is pending: a second call is rate limited before asking.
         let one = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"c"}}"#;
-        assert_eq!(code(&super::check_body(&p, &head, one, &env).outcome), (200, -31002));
+        assert_eq!(
+            code(&super::check_body(&p, &head, one, &env).outcome),
+            (200, -31002)
+        );
         // Given back (approval not granted), the unit is available again.
-        Limiter { store: &store, max_tracked: p.identity.max_tracked, hold_secs: p.hold_secs() }.release(&reservations);
-        assert!(matches!(super::check_body(&p, &head, one, &env).outcome, Outcome::Approve { .. }));
+        Limiter {
+            store: &store,
+            max_tracked: p.identity.max_tracked,
+            hold_secs: p.hold_secs(),
+        }
+        .release(&reservations);
+        assert!(matches!(
+            super::check_body(&p, &head, one, &env).outcome,
+            Outcome::Approve { .. }
+        ));
     }
 
     #[test]
     fn events_and_summary() {
         let p = parse(br#"{"version":"1","tools":{"get_run":{}}}"#).unwrap();
         let store = MemoryStore::default();
-        let env = Env { store: &store, now_nanos: 1_700_000_000_000_000_000 };
-        let head = Head { identity: "s1".into(), request_id: Some("r-1".into()), ..Head::default() };
+        let env = Env {
+            store: &store,
+            now_nanos: 1_700_000_000_000_000_000,
+            audit: true,
+        };
+        let head = Head {
+            identity: "s1".into(),
+            request_id: Some("r-1".into()),
+            ..Head::default()
+        };
         let c = super::check_body(&p, &head, br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_run","arguments":{"secret":"x"}}}"#, &env);
-        assert_eq!(c.summary, Summary { methods: "tools/call".into(), tools: "delete_run".into(), tools_list_id: None });
+        assert_eq!(
+            c.summary,
+            Summary {
+                methods: "tools/call".into(),
+                tools: "delete_run".into(),
+                tools_list_id: None
+            }
+        );
         assert_eq!(c.events.len(), 1);
         let e = &c.events[0];
-        assert_eq!((e.decision, e.method.as_str(), e.tool.as_deref()), ("deny", "tools/call", Some("delete_run")));
+        assert_eq!(
+            (e.decision, e.method.as_str(), e.tool.as_deref()),
+            ("deny", "tools/call", Some("delete_run"))
+        );
         let line: serde_json::Value = serde_json::from_str(&e.audit).unwrap();
         assert_eq!(line["decision"], "deny");
         assert_eq!(line["jsonrpc_id"], 3);
         assert_eq!(line["request_id"], "r-1");
-        assert!(!e.audit.contains("secret"), "arguments never in clear: {}", e.audit);
+        assert!(
+            !e.audit.contains("secret"),
+            "arguments never in clear: {}",
+            e.audit
+        );
         assert_eq!(line["args_sha256"].as_str().unwrap().len(), 64);
         let c = super::check_body(&p, &head, b"{", &env);
         assert_eq!(c.events[0].decision, "invalid");
         let c = super::check_body(&p, &head, br#"[{"jsonrpc":"2.0","id":"L","method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":9,"result":{}}]"#, &env);
         assert_eq!(c.summary.methods, "tools/list,notifications/initialized");
         assert_eq!(c.summary.tools_list_id.as_deref(), Some("\"L\""));
-        assert_eq!(c.events.iter().map(|e| e.decision).collect::<Vec<_>>(), vec!["allow", "allow"]);
+        assert_eq!(
+            c.events.iter().map(|e| e.decision).collect::<Vec<_>>(),
+            vec!["allow", "allow"]
+        );
     }
 
     #[test]
@@ -556,9 +815,20 @@ mod tests {
         let p = parse(br#"{"version":"1","mode":"audit","approval":{"cluster":"a"},"tools":{"r":{"rate_limit":"1/hour"},"a":{"action":"require_approval"}}}"#).unwrap();
         let store = MemoryStore::default();
         init_store(&store).unwrap();
-        let env = Env { store: &store, now_nanos: 0 };
-        let head = Head { identity: "s".into(), ..Head::default() };
-        let call = |name: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}"}}}}"#);
+        let env = Env {
+            store: &store,
+            now_nanos: 0,
+            audit: true,
+        };
+        let head = Head {
+            identity: "s".into(),
+            ..Head::default()
+        };
+        let call = |name: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}"}}}}"#
+            )
+        };
         let run = |name: &str| super::check_body(&p, &head, call(name).as_bytes(), &env);
         let c = run("x");
         assert!(matches!(c.outcome, Outcome::Forward(_)));
@@ -574,26 +844,53 @@ mod tests {
 
     #[test]
     fn tools_list_answers() {
-        let p = parse(br#"{"version":"1","hide":["get_run"],"tools":{"get_*":{},"query_runs":{}}}"#).unwrap();
+        let p =
+            parse(br#"{"version":"1","hide":["get_run"],"tools":{"get_*":{},"query_runs":{}}}"#)
+                .unwrap();
         let json = include_bytes!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.json");
         let plan = plan_list_answer(Some("application/json"), None);
         assert_eq!(plan, ListPlan::Rewrite(Format::Json));
         let out = filter_list_answer(&p, "1", &plan, json);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let names: Vec<&str> = v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"query_runs") && names.contains(&"get_experiments"));
         assert!(!names.contains(&"get_run") && !names.contains(&"delete_run"));
         assert_eq!(names.len(), 21, "{names:?}");
         let sse = include_bytes!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.sse");
-        let out = filter_list_answer(&p, "1", &plan_list_answer(Some("text/event-stream"), Some("identity")), sse);
+        let out = filter_list_answer(
+            &p,
+            "1",
+            &plan_list_answer(Some("text/event-stream"), Some("identity")),
+            sse,
+        );
         assert!(out.len() < sse.len() && out.starts_with(b"event: message"));
-        for plan in [plan_list_answer(Some("application/json"), Some("gzip")), plan_list_answer(Some("text/html"), None)] {
+        for plan in [
+            plan_list_answer(Some("application/json"), Some("gzip")),
+            plan_list_answer(Some("text/html"), None),
+        ] {
             let out = filter_list_answer(&p, "\"x\"", &plan, json);
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-            assert_eq!((v["id"].as_str(), v["error"]["code"].as_i64()), (Some("x"), Some(-32603)));
+            assert_eq!(
+                (v["id"].as_str(), v["error"]["code"].as_i64()),
+                (Some("x"), Some(-32603))
+            );
         }
-        let out = filter_list_answer(&p, "2", &ListPlan::Rewrite(Format::Sse), b"event: message\ndata: {not json\n\n");
-        assert!(out.starts_with(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\""), "{}", String::from_utf8_lossy(&out));
+        let out = filter_list_answer(
+            &p,
+            "2",
+            &ListPlan::Rewrite(Format::Sse),
+            b"event: message\ndata: {not json\n\n",
+        );
+        assert!(
+            out.starts_with(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\""),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     }
 
     #[test]
@@ -604,13 +901,27 @@ mod tests {
             Outcome::Reply(r) => serde_json::from_str::<serde_json::Value>(&r.body).unwrap(),
             other => panic!("{other:?}"),
         };
-        let v = body(br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret"}}"#);
+        let v =
+            body(br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"secret"}}"#);
         assert_eq!(v["error"]["code"], -31001);
-        assert_eq!(v["error"]["data"], serde_json::json!({"prompt":"secret","decision":"deny","reason":"private"}));
-        assert_eq!(v["error"]["message"], "Prompt 'secret' denied by policy: private");
+        assert_eq!(
+            v["error"]["data"],
+            serde_json::json!({"prompt":"secret","decision":"deny","reason":"private"})
+        );
+        assert_eq!(
+            v["error"]["message"],
+            "Prompt 'secret' denied by policy: private"
+        );
         let v = body(br#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#);
         assert_eq!(v["error"]["data"]["resource"], "file:///etc/passwd");
-        assert_eq!(check_body(&p, &head, br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"ok"}}"#), Outcome::Forward(vec![]));
+        assert_eq!(
+            check_body(
+                &p,
+                &head,
+                br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"ok"}}"#
+            ),
+            Outcome::Forward(vec![])
+        );
     }
 
     #[test]
@@ -621,14 +932,33 @@ mod tests {
             mcp_name: n.map(Into::into),
             ..Head::default()
         };
-        assert_eq!(check_body(&p, &head(Some("tools/call"), Some("get_run")), GET), Outcome::Forward(vec![]));
-        assert_eq!(code(&check_body(&p, &head(Some("tools/list"), None), GET)), (400, -32020));
-        assert_eq!(code(&check_body(&p, &head(None, Some("get_runs")), GET)), (400, -32020));
+        assert_eq!(
+            check_body(&p, &head(Some("tools/call"), Some("get_run")), GET),
+            Outcome::Forward(vec![])
+        );
+        assert_eq!(
+            code(&check_body(&p, &head(Some("tools/list"), None), GET)),
+            (400, -32020)
+        );
+        assert_eq!(
+            code(&check_body(&p, &head(None, Some("get_runs")), GET)),
+            (400, -32020)
+        );
         let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#;
-        assert_eq!(code(&check_body(&p, &head(Some("ping"), None), batch)), (400, -32020));
+        assert_eq!(
+            code(&check_body(&p, &head(Some("ping"), None), batch)),
+            (400, -32020)
+        );
         let prompt = br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p1"}}"#;
-        assert_eq!(check_body(&p, &head(Some("prompts/get"), Some("p1")), prompt), Outcome::Forward(vec![]));
-        let res = br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#;
-        assert_eq!(code(&check_body(&p, &head(None, Some("file:///b")), res)), (400, -32020));
+        assert_eq!(
+            check_body(&p, &head(Some("prompts/get"), Some("p1")), prompt),
+            Outcome::Forward(vec![])
+        );
+        let res =
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#;
+        assert_eq!(
+            code(&check_body(&p, &head(None, Some("file:///b")), res)),
+            (400, -32020)
+        );
     }
 }

@@ -16,7 +16,9 @@ const K: [u32; 64] = [
 ];
 
 /// Initial hash value: the first 32 bits of the fractional parts of the square roots of the first 8 primes.
-const H0: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+const H0: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
 
 const BLOCK: usize = 64;
 
@@ -39,7 +41,12 @@ impl Default for Sha256 {
 
 impl Sha256 {
     pub fn new() -> Sha256 {
-        Sha256 { state: H0, buf: [0; BLOCK], buf_len: 0, total: 0 }
+        Sha256 {
+            state: H0,
+            buf: [0; BLOCK],
+            buf_len: 0,
+            total: 0,
+        }
     }
 
     pub fn update(&mut self, data: &[u8]) {
@@ -73,7 +80,11 @@ impl Sha256 {
     pub fn finish(mut self) -> [u8; 32] {
         let bits = self.total.wrapping_mul(8);
         // 0x80, then zeros up to 56 mod 64, then the length in bits as a big-endian u64.
-        let pad_len = if self.buf_len < 56 { 56 - self.buf_len } else { 120 - self.buf_len };
+        let pad_len = if self.buf_len < 56 {
+            56 - self.buf_len
+        } else {
+            120 - self.buf_len
+        };
         let mut pad = [0u8; 1 + 63];
         if let Some(first) = pad.first_mut() {
             *first = 0x80;
@@ -100,7 +111,11 @@ fn compress(state: &mut [u32; 8], block: &[u8]) {
         let [w0, w1, _, _, _, _, _, _, _, w9, _, _, _, _, w14, _] = w;
         let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
         let ch = (e & f) ^ (!e & g);
-        let t1 = h.wrapping_add(s1).wrapping_add(ch).wrapping_add(k).wrapping_add(w0);
+        let t1 = h
+            .wrapping_add(s1)
+            .wrapping_add(ch)
+            .wrapping_add(k)
+            .wrapping_add(w0);
         let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
         let maj = (a & b) ^ (a & c) ^ (b & c);
         let t2 = s0.wrapping_add(maj);
@@ -115,7 +130,10 @@ fn compress(state: &mut [u32; 8], block: &[u8]) {
         // W[t+16] = σ1(W[t+14]) + W[t+9] + σ0(W[t+1]) + W[t] (the last 16 computed are never used).
         let sigma0 = w1.rotate_right(7) ^ w1.rotate_right(18) ^ (w1 >> 3);
         let sigma1 = w14.rotate_right(17) ^ w14.rotate_right(19) ^ (w14 >> 10);
-        let next = sigma1.wrapping_add(w9).wrapping_add(sigma0).wrapping_add(w0);
+        let next = sigma1
+            .wrapping_add(w9)
+            .wrapping_add(sigma0)
+            .wrapping_add(w0);
         w.rotate_left(1);
         if let Some(last) = w.last_mut() {
             *last = next;
@@ -139,7 +157,9 @@ pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         for nibble in [b >> 4, b & 0x0f] {
-            s.push(char::from(DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+            s.push(char::from(
+                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
         }
     }
     s
@@ -206,9 +226,18 @@ mod tests {
     #[test]
     fn padding_boundaries_match_known_digests() {
         // Computed with coreutils sha256sum.
-        assert_eq!(hex_digest(&[b'a'; 55]), "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318");
-        assert_eq!(hex_digest(&[b'a'; 56]), "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a");
-        assert_eq!(hex_digest(&[b'a'; 64]), "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb");
+        assert_eq!(
+            hex_digest(&[b'a'; 55]),
+            "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"
+        );
+        assert_eq!(
+            hex_digest(&[b'a'; 56]),
+            "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a"
+        );
+        assert_eq!(
+            hex_digest(&[b'a'; 64]),
+            "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"
+        );
     }
 
     #[test]

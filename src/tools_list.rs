@@ -80,7 +80,10 @@ pub enum RewriteError {
     /// A `result.tools` that is not an array of objects with a string `name`.
     BadTools(String),
     /// An error in the data of one SSE event (0-based, counting the events that have a `data` line).
-    InEvent { event: usize, error: Box<RewriteError> },
+    InEvent {
+        event: usize,
+        error: Box<RewriteError>,
+    },
 }
 
 impl fmt::Display for RewriteError {
@@ -103,15 +106,27 @@ impl fmt::Display for RewriteError {
 impl std::error::Error for RewriteError {}
 
 /// Removes from every tools list in `body` the tools whose name `keep` rejects.
-pub fn rewrite<'a>(body: &'a [u8], format: Format, keep: &dyn Fn(&str) -> bool) -> Result<Rewritten<'a>, RewriteError> {
+pub fn rewrite<'a>(
+    body: &'a [u8],
+    format: Format,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Rewritten<'a>, RewriteError> {
     let text = std::str::from_utf8(body).map_err(|_| RewriteError::NotUtf8)?;
     let mut edits = Edits::default();
     match format {
         Format::Json => document(text, 0, keep, &mut edits)?,
         Format::Sse => event_stream(text, keep, &mut edits)?,
     }
-    let body = if edits.removed == 0 { Cow::Borrowed(body) } else { Cow::Owned(edits.apply(text).into_bytes()) };
-    Ok(Rewritten { body, kept: edits.kept, removed: edits.removed })
+    let body = if edits.removed == 0 {
+        Cow::Borrowed(body)
+    } else {
+        Cow::Owned(edits.apply(text).into_bytes())
+    };
+    Ok(Rewritten {
+        body,
+        kept: edits.kept,
+        removed: edits.removed,
+    })
 }
 
 /// Replacements of byte ranges of a text, in increasing, non-overlapping order.
@@ -142,13 +157,18 @@ fn offset_in(outer: &str, inner: &str) -> Result<usize, RewriteError> {
     if start <= outer.len() && inner.len() <= outer.len() - start {
         Ok(start)
     } else {
-        Err(RewriteError::NotJson("internal: a raw value outside its document".into()))
+        Err(RewriteError::NotJson(
+            "internal: a raw value outside its document".into(),
+        ))
     }
 }
 
 /// The first non-whitespace byte of a JSON text, which tells its type.
 fn lead(raw: &RawValue) -> u8 {
-    raw.get().bytes().find(|b| !b.is_ascii_whitespace()).unwrap_or(b' ')
+    raw.get()
+        .bytes()
+        .find(|b| !b.is_ascii_whitespace())
+        .unwrap_or(b' ')
 }
 
 fn not_json(e: serde_json::Error) -> RewriteError {
@@ -156,30 +176,53 @@ fn not_json(e: serde_json::Error) -> RewriteError {
 }
 
 /// One JSON document (a message or a batch). Edit offsets are `base` + offsets in `doc`.
-fn document(doc: &str, base: usize, keep: &dyn Fn(&str) -> bool, edits: &mut Edits) -> Result<(), RewriteError> {
+fn document(
+    doc: &str,
+    base: usize,
+    keep: &dyn Fn(&str) -> bool,
+    edits: &mut Edits,
+) -> Result<(), RewriteError> {
     let root: &RawValue = serde_json::from_str(doc).map_err(not_json)?;
     match lead(root) {
         b'{' => message(doc, base, root, keep, edits),
         b'[' => {
             let items: Vec<&RawValue> = serde_json::from_str(root.get()).map_err(not_json)?;
-            items.into_iter().try_for_each(|m| message(doc, base, m, keep, edits))
+            items
+                .into_iter()
+                .try_for_each(|m| message(doc, base, m, keep, edits))
         }
-        _ => Err(RewriteError::NotJsonRpc("a JSON-RPC message must be an object or a batch (array)".into())),
+        _ => Err(RewriteError::NotJsonRpc(
+            "a JSON-RPC message must be an object or a batch (array)".into(),
+        )),
     }
 }
 
-fn message(doc: &str, base: usize, msg: &RawValue, keep: &dyn Fn(&str) -> bool, edits: &mut Edits) -> Result<(), RewriteError> {
+fn message(
+    doc: &str,
+    base: usize,
+    msg: &RawValue,
+    keep: &dyn Fn(&str) -> bool,
+    edits: &mut Edits,
+) -> Result<(), RewriteError> {
     if lead(msg) != b'{' {
-        return Err(RewriteError::NotJsonRpc("a batch element is not an object".into()));
+        return Err(RewriteError::NotJsonRpc(
+            "a batch element is not an object".into(),
+        ));
     }
     // Requests, notifications and errors have no `result`; a result that is not an object lists no tools.
-    let Some(result) = field(msg, "result")? else { return Ok(()) };
+    let Some(result) = field(msg, "result")? else {
+        return Ok(());
+    };
     if lead(result) != b'{' {
         return Ok(());
     }
-    let Some(tools) = field(result, "tools")? else { return Ok(()) };
+    let Some(tools) = field(result, "tools")? else {
+        return Ok(());
+    };
     if lead(tools) != b'[' {
-        return Err(RewriteError::BadTools("\"result.tools\" is not an array".into()));
+        return Err(RewriteError::BadTools(
+            "\"result.tools\" is not an array".into(),
+        ));
     }
     let items: Vec<&RawValue> = serde_json::from_str(tools.get()).map_err(not_json)?;
     let mut keeps = Vec::with_capacity(items.len());
@@ -200,13 +243,21 @@ fn message(doc: &str, base: usize, msg: &RawValue, keep: &dyn Fn(&str) -> bool, 
     edits.removed += items.len() - kept;
     let array = tools.get();
     let start = offset_in(doc, array)?;
-    edits.list.push((base + start, base + start + array.len(), filtered_array(array, &items, &keeps)?));
+    edits.list.push((
+        base + start,
+        base + start + array.len(),
+        filtered_array(array, &items, &keeps)?,
+    ));
     Ok(())
 }
 
 /// The text of `array` with only the elements marked in `keeps`, keeping the original text around and
 /// between elements (so a pretty-printed list stays pretty-printed).
-fn filtered_array(array: &str, items: &[&RawValue], keeps: &[bool]) -> Result<String, RewriteError> {
+fn filtered_array(
+    array: &str,
+    items: &[&RawValue],
+    keeps: &[bool],
+) -> Result<String, RewriteError> {
     let mut spans = Vec::with_capacity(items.len());
     for item in items {
         let s = offset_in(array, item.get())?;
@@ -246,7 +297,9 @@ fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     // Borrow when the string has no escapes; decode into an owned string otherwise.
     match serde_json::from_str::<&str>(raw.get()) {
         Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(raw.get()).ok().map(Cow::Owned),
+        Err(_) => serde_json::from_str::<String>(raw.get())
+            .ok()
+            .map(Cow::Owned),
     }
 }
 
@@ -291,10 +344,16 @@ impl<'de> Visitor<'de> for FindField<'_> {
             let value: &'de RawValue = map.next_value()?;
             if keys_collide(&k, self.name) {
                 if seen {
-                    return Err(de::Error::custom(format!("{AMBIGUOUS}\"{}\" appears twice", self.name)));
+                    return Err(de::Error::custom(format!(
+                        "{AMBIGUOUS}\"{}\" appears twice",
+                        self.name
+                    )));
                 }
                 if *k != *self.name {
-                    return Err(de::Error::custom(format!("{AMBIGUOUS}\"{k}\" is a case variant of \"{}\"", self.name)));
+                    return Err(de::Error::custom(format!(
+                        "{AMBIGUOUS}\"{k}\" is a case variant of \"{}\"",
+                        self.name
+                    )));
                 }
                 seen = true;
                 found = Some(value);
@@ -368,15 +427,27 @@ impl<'a> Iterator for Lines<'a> {
                 (rest.get(..i).unwrap_or(""), eol)
             }
         };
-        let line = Line { start: self.pos, text, eol };
+        let line = Line {
+            start: self.pos,
+            text,
+            eol,
+        };
         self.pos = line.end();
         Some(line)
     }
 }
 
-fn event_stream(text: &str, keep: &dyn Fn(&str) -> bool, edits: &mut Edits) -> Result<(), RewriteError> {
+fn event_stream(
+    text: &str,
+    keep: &dyn Fn(&str) -> bool,
+    edits: &mut Edits,
+) -> Result<(), RewriteError> {
     // A UTF-8 byte order mark may open the stream (and is not part of the first field name).
-    let pos = if text.starts_with('\u{feff}') { '\u{feff}'.len_utf8() } else { 0 };
+    let pos = if text.starts_with('\u{feff}') {
+        '\u{feff}'.len_utf8()
+    } else {
+        0
+    };
     let mut data_lines: Vec<Line<'_>> = Vec::new();
     let mut event = 0;
     let mut lines = Lines { text, pos }.peekable();
@@ -386,7 +457,10 @@ fn event_stream(text: &str, keep: &dyn Fn(&str) -> bool, edits: &mut Edits) -> R
         }
         // A blank line dispatches the event; so does the end of the stream, for safety.
         if (line.text.is_empty() || lines.peek().is_none()) && !data_lines.is_empty() {
-            sse_event(&data_lines, keep, edits).map_err(|e| RewriteError::InEvent { event, error: Box::new(e) })?;
+            sse_event(&data_lines, keep, edits).map_err(|e| RewriteError::InEvent {
+                event,
+                error: Box::new(e),
+            })?;
             event += 1;
             data_lines.clear();
         }
@@ -395,10 +469,19 @@ fn event_stream(text: &str, keep: &dyn Fn(&str) -> bool, edits: &mut Edits) -> R
 }
 
 /// One event, given its `data:` lines.
-fn sse_event(data_lines: &[Line<'_>], keep: &dyn Fn(&str) -> bool, edits: &mut Edits) -> Result<(), RewriteError> {
+fn sse_event(
+    data_lines: &[Line<'_>],
+    keep: &dyn Fn(&str) -> bool,
+    edits: &mut Edits,
+) -> Result<(), RewriteError> {
     let data: Cow<'_, str> = match data_lines {
         [one] => Cow::Borrowed(one.data().unwrap_or("")),
-        many => Cow::Owned(many.iter().map(|l| l.data().unwrap_or("")).collect::<Vec<_>>().join("\n")),
+        many => Cow::Owned(
+            many.iter()
+                .map(|l| l.data().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
     };
     if data.trim_matches([' ', '\t', '\n']).is_empty() {
         // A priming event (an `id:` and an empty `data:`): no message.
@@ -415,7 +498,11 @@ fn sse_event(data_lines: &[Line<'_>], keep: &dyn Fn(&str) -> bool, edits: &mut E
     let new = inner.apply(&data).replace('\n', " ");
     let mut first = true;
     for l in data_lines {
-        let with = if first { format!("data: {new}{}", l.eol) } else { String::new() };
+        let with = if first {
+            format!("data: {new}{}", l.eol)
+        } else {
+            String::new()
+        };
         edits.list.push((l.start, l.end(), with));
         first = false;
     }
@@ -430,18 +517,50 @@ mod tests {
     const MLFLOW_JSON: &[u8] = include_bytes!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.json");
     const MLFLOW_SSE: &[u8] = include_bytes!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.sse");
     const EVERYTHING_SSE: &str = include_str!("../tests/fixtures/server-everything.tools-list.sse");
-    const PROGRESS_SSE: &str = include_str!("../tests/fixtures/server-everything.progress-then-result.sse");
+    const PROGRESS_SSE: &str =
+        include_str!("../tests/fixtures/server-everything.progress-then-result.sse");
 
     const MLFLOW_TOOLS: [&str; 40] = [
-        "get_experiments", "search_experiments", "get_experiment_by_name", "get_experiment_metrics",
-        "get_experiment_params", "get_experiment_tags", "get_runs", "get_run", "get_parent_run", "query_runs",
-        "get_run_artifacts", "get_run_artifact", "get_run_metrics", "get_run_metric", "get_best_run",
-        "compare_runs", "get_registered_models", "get_model_versions", "get_model_version",
-        "get_registered_model", "get_model_version_by_alias", "get_latest_versions", "search_runs_by_tags",
-        "get_artifact_content", "search_logged_models", "get_logged_model", "register_model",
-        "set_registered_model_tag", "set_model_alias", "set_run_tag", "set_experiment_tag",
-        "update_model_version", "transition_model_version_stage", "copy_model_version", "delete_model_alias",
-        "delete_model_version", "delete_registered_model", "delete_run", "delete_experiment", "health",
+        "get_experiments",
+        "search_experiments",
+        "get_experiment_by_name",
+        "get_experiment_metrics",
+        "get_experiment_params",
+        "get_experiment_tags",
+        "get_runs",
+        "get_run",
+        "get_parent_run",
+        "query_runs",
+        "get_run_artifacts",
+        "get_run_artifact",
+        "get_run_metrics",
+        "get_run_metric",
+        "get_best_run",
+        "compare_runs",
+        "get_registered_models",
+        "get_model_versions",
+        "get_model_version",
+        "get_registered_model",
+        "get_model_version_by_alias",
+        "get_latest_versions",
+        "search_runs_by_tags",
+        "get_artifact_content",
+        "search_logged_models",
+        "get_logged_model",
+        "register_model",
+        "set_registered_model_tag",
+        "set_model_alias",
+        "set_run_tag",
+        "set_experiment_tag",
+        "update_model_version",
+        "transition_model_version_stage",
+        "copy_model_version",
+        "delete_model_alias",
+        "delete_model_version",
+        "delete_registered_model",
+        "delete_run",
+        "delete_experiment",
+        "health",
     ];
 
     fn all(_: &str) -> bool {
@@ -467,28 +586,50 @@ mod tests {
     /// Tool names of a JSON-RPC response's `result.tools`.
     fn names(doc: &str) -> Vec<String> {
         let v: Value = serde_json::from_str(doc).unwrap();
-        v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+        v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// The `data:` payloads of an event stream with `\n` or `\r\n` line ends, one per line.
     fn data_payloads(stream: &str) -> Vec<&str> {
-        stream.split('\n').filter_map(|l| l.trim_end_matches('\r').strip_prefix("data: ")).collect()
+        stream
+            .split('\n')
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("data: "))
+            .collect()
     }
 
     #[test]
     fn content_types() {
         assert_eq!(format_of("application/json"), Ok(Format::Json));
-        assert_eq!(format_of("Application/JSON; charset=utf-8"), Ok(Format::Json));
+        assert_eq!(
+            format_of("Application/JSON; charset=utf-8"),
+            Ok(Format::Json)
+        );
         assert_eq!(format_of("text/event-stream"), Ok(Format::Sse));
-        assert_eq!(format_of(" text/event-stream ;charset=UTF-8"), Ok(Format::Sse));
-        for bad in ["", "text/html", "application/jsonl", "text/plain; x=application/json"] {
+        assert_eq!(
+            format_of(" text/event-stream ;charset=UTF-8"),
+            Ok(Format::Sse)
+        );
+        for bad in [
+            "",
+            "text/html",
+            "application/jsonl",
+            "text/plain; x=application/json",
+        ] {
             assert_eq!(format_of(bad), Err(RewriteError::UnknownFormat(bad.into())));
         }
     }
 
     #[test]
     fn mlflow_fixture_is_what_we_think() {
-        assert_eq!(names(std::str::from_utf8(MLFLOW_JSON).unwrap()), MLFLOW_TOOLS);
+        assert_eq!(
+            names(std::str::from_utf8(MLFLOW_JSON).unwrap()),
+            MLFLOW_TOOLS
+        );
     }
 
     #[test]
@@ -502,7 +643,11 @@ mod tests {
     fn mlflow_json_keep_get() {
         let r = json(MLFLOW_JSON, &get_);
         let out = text(&r);
-        let want: Vec<&str> = MLFLOW_TOOLS.iter().copied().filter(|n| n.starts_with("get_")).collect();
+        let want: Vec<&str> = MLFLOW_TOOLS
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with("get_"))
+            .collect();
         assert_eq!(want.len(), 21);
         assert_eq!(names(&out), want);
         assert_eq!((r.kept, r.removed, r.changed()), (21, 19, true));
@@ -519,7 +664,10 @@ mod tests {
             if name.starts_with("get_") {
                 // The tool's raw text in the source: from its opening `{"name":"…"` to the next tool.
                 let at = src.find(&format!(r#"{{"name":"{name}","#)).unwrap();
-                let end = src[at..].find(r#"},{"name":""#).map(|e| at + e + 1).unwrap_or(src.len() - 3);
+                let end = src[at..]
+                    .find(r#"},{"name":""#)
+                    .map(|e| at + e + 1)
+                    .unwrap_or(src.len() - 3);
                 rebuilt.push(&src[at..end]);
             }
         }
@@ -532,7 +680,10 @@ mod tests {
     #[test]
     fn mlflow_json_keep_none() {
         let r = json(MLFLOW_JSON, &none);
-        assert_eq!(text(&r), r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}"#);
+        assert_eq!(
+            text(&r),
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}"#
+        );
         assert_eq!((r.kept, r.removed), (0, 40));
     }
 
@@ -547,14 +698,29 @@ mod tests {
         assert_eq!((r.kept, r.removed), (21, 19));
         // Same data as the JSON answer rewritten, framed exactly as the server framed it.
         let json_out = text(&json(MLFLOW_JSON, &get_));
-        assert_eq!(text(&r), format!("event: message\r\ndata: {json_out}\r\n\r\n"));
+        assert_eq!(
+            text(&r),
+            format!("event: message\r\ndata: {json_out}\r\n\r\n")
+        );
     }
 
     #[test]
     fn server_everything_sse() {
-        let tools = ["echo", "get-annotated-message", "get-env", "get-resource-links", "get-resource-reference",
-            "get-structured-content", "get-sum", "get-tiny-image", "gzip-file-as-resource", "toggle-simulated-logging",
-            "toggle-subscriber-updates", "trigger-long-running-operation", "simulate-research-query"];
+        let tools = [
+            "echo",
+            "get-annotated-message",
+            "get-env",
+            "get-resource-links",
+            "get-resource-reference",
+            "get-structured-content",
+            "get-sum",
+            "get-tiny-image",
+            "gzip-file-as-resource",
+            "toggle-simulated-logging",
+            "toggle-subscriber-updates",
+            "trigger-long-running-operation",
+            "simulate-research-query",
+        ];
         let payloads = data_payloads(EVERYTHING_SSE);
         assert_eq!(payloads[0], "");
         assert_eq!(names(payloads[1]), tools);
@@ -569,13 +735,22 @@ mod tests {
         assert_eq!((r.kept, r.removed), (7, 6));
         // The priming event and the id/event lines are kept as they were, with `\n` line ends.
         let (head, _) = EVERYTHING_SSE.split_once("data: {").unwrap();
-        assert!(head.starts_with("id: ac455e3b-caba-4473-9ac7-97aea96c03ec\ndata: \n\nevent: message\nid: 89d15cbc"));
+        assert!(head.starts_with(
+            "id: ac455e3b-caba-4473-9ac7-97aea96c03ec\ndata: \n\nevent: message\nid: 89d15cbc"
+        ));
         assert!(out.starts_with(head));
         assert!(!out.contains('\r'));
         assert!(out.ends_with("]},\"jsonrpc\":\"2.0\",\"id\":1}\n\n"));
         let payloads = data_payloads(&out);
         assert_eq!(payloads.len(), 2);
-        assert_eq!(names(payloads[1]), tools.iter().filter(|n| n.starts_with("get-")).copied().collect::<Vec<_>>());
+        assert_eq!(
+            names(payloads[1]),
+            tools
+                .iter()
+                .filter(|n| n.starts_with("get-"))
+                .copied()
+                .collect::<Vec<_>>()
+        );
         // `result` still comes before `jsonrpc` and `id`.
         assert!(payloads[1].starts_with(r#"{"result":{"tools":[{"name":"get-annotated-message","#));
     }
@@ -597,7 +772,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{"_meta":{"x":1},"tools":[{"name":"get_a","n":1.0e3},{"name":"get_c","s":"\u00e9\n"}],"nextCursor":"abc","zzz":[1,2]}}"#
         );
         let r = json(LIST.as_bytes(), &|n: &str| n == "get_c");
-        assert!(text(&r).contains(r#""tools":[{"name":"get_c","s":"\u00e9\n"}],"nextCursor":"abc""#));
+        assert!(
+            text(&r).contains(r#""tools":[{"name":"get_c","s":"\u00e9\n"}],"nextCursor":"abc""#)
+        );
     }
 
     #[test]
@@ -621,7 +798,10 @@ mod tests {
     fn names_are_decoded_before_the_predicate_sees_them() {
         let body = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get\u005frun"},{"name":"x"}]}}"#;
         let r = json(body, &|n: &str| n == "get_run");
-        assert_eq!(text(&r), r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get\u005frun"}]}}"#);
+        assert_eq!(
+            text(&r),
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get\u005frun"}]}}"#
+        );
     }
 
     #[test]
@@ -671,7 +851,10 @@ mod tests {
             let input = stream(eol);
             let r = sse(input.as_bytes(), &get_);
             assert_eq!((r.kept, r.removed), (1, 1), "{eol:?}");
-            let want = input.replace(r#"{"name":"get_a"},{"name":"del_b"}"#, r#"{"name":"get_a"}"#);
+            let want = input.replace(
+                r#"{"name":"get_a"},{"name":"del_b"}"#,
+                r#"{"name":"get_a"}"#,
+            );
             assert_eq!(text(&r), want, "{eol:?}");
             let r = sse(input.as_bytes(), &all);
             assert!(matches!(r.body, Cow::Borrowed(_)));
@@ -714,7 +897,10 @@ mod tests {
     fn sse_unterminated_last_event_is_rewritten_too() {
         let input = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"a\"},{\"name\":\"b\"}]}}";
         let r = sse(input.as_bytes(), &|n: &str| n == "a");
-        assert_eq!(text(&r), "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"a\"}]}}");
+        assert_eq!(
+            text(&r),
+            "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"a\"}]}}"
+        );
     }
 
     #[test]
@@ -740,12 +926,30 @@ mod tests {
         assert!(matches!(err(b"42", j), NotJsonRpc(_)));
         assert!(matches!(err(b"[{}, 1]", j), NotJsonRpc(_)));
         for (body, want) in [
-            (r#"{"result":{"tools":{"name":"a"}}}"#, "\"result.tools\" is not an array"),
-            (r#"{"result":{"tools":null}}"#, "\"result.tools\" is not an array"),
-            (r#"{"result":{"tools":[{"name":"a"},"b"]}}"#, "tools[1] is not an object"),
-            (r#"{"result":{"tools":[{"title":"a"}]}}"#, "tools[0] has no \"name\""),
-            (r#"{"result":{"tools":[{"name":5}]}}"#, "tools[0] has a \"name\" that is not a string"),
-            (r#"{"result":{"tools":[{"name":null}]}}"#, "tools[0] has a \"name\" that is not a string"),
+            (
+                r#"{"result":{"tools":{"name":"a"}}}"#,
+                "\"result.tools\" is not an array",
+            ),
+            (
+                r#"{"result":{"tools":null}}"#,
+                "\"result.tools\" is not an array",
+            ),
+            (
+                r#"{"result":{"tools":[{"name":"a"},"b"]}}"#,
+                "tools[1] is not an object",
+            ),
+            (
+                r#"{"result":{"tools":[{"title":"a"}]}}"#,
+                "tools[0] has no \"name\"",
+            ),
+            (
+                r#"{"result":{"tools":[{"name":5}]}}"#,
+                "tools[0] has a \"name\" that is not a string",
+            ),
+            (
+                r#"{"result":{"tools":[{"name":null}]}}"#,
+                "tools[0] has a \"name\" that is not a string",
+            ),
         ] {
             match err(body.as_bytes(), j) {
                 BadTools(m) => assert_eq!(m, want, "{body}"),
@@ -763,12 +967,21 @@ mod tests {
         }
         let s = Format::Sse;
         assert_eq!(err(b"data: \xff\n\n", s), NotUtf8);
-        match err(b"data: {\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n\ndata: not json\n\n", s) {
+        match err(
+            b"data: {\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n\ndata: not json\n\n",
+            s,
+        ) {
             InEvent { event: 1, error } => assert!(matches!(*error, NotJson(_))),
             e => panic!("{e:?}"),
         }
-        let e = err(b"event: message\r\ndata: {\"result\":{\"tools\":[{}]}}\r\n\r\n", s);
+        let e = err(
+            b"event: message\r\ndata: {\"result\":{\"tools\":[{}]}}\r\n\r\n",
+            s,
+        );
         assert_eq!(e.to_string(), "the tools/list answer has an unreadable tools list: tools[0] has no \"name\" (SSE event 0)");
-        assert!(format_of("text/html").unwrap_err().to_string().contains("text/html"));
+        assert!(format_of("text/html")
+            .unwrap_err()
+            .to_string()
+            .contains("text/html"));
     }
 }

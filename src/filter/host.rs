@@ -5,7 +5,7 @@ use crate::limits::{SetError, Store, StoreError};
 use crate::request::Event;
 use log::info;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, MetricType, Status};
+use proxy_wasm::types::{LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::time::UNIX_EPOCH;
@@ -38,8 +38,15 @@ pub fn now_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// True when Envoy's log level lets `info` through, i.e. audit lines would be written.
+pub fn audit_enabled() -> bool {
+    hostcalls::get_log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32))
+}
+
 pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
@@ -47,7 +54,9 @@ pub fn set_request_header(name: &str, value: Option<&str>) {
 }
 
 pub fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {
@@ -84,8 +93,16 @@ fn bump(name: &str) {
 
 /// Stats-safe tool name: dots and other separators become `_` (Envoy splits stat names on dots).
 fn stat_tool(tool: &str) -> String {
-    let clean: String =
-        tool.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+    let clean: String = tool
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     TOOLS.with(|t| {
         let mut t = t.borrow_mut();
         if t.contains(&clean) {
@@ -101,11 +118,20 @@ fn stat_tool(tool: &str) -> String {
 
 /// Counts a decision and writes its audit line.
 pub fn record(e: &Event) {
-    bump(&format!("mcp_policy.decisions_total.decision.{}", e.decision));
+    bump(&format!(
+        "mcp_policy.decisions_total.decision.{}",
+        e.decision
+    ));
     if let Some(tool) = &e.tool {
-        bump(&format!("mcp_policy.tool_calls_total.tool.{}.decision.{}", stat_tool(tool), e.decision));
+        bump(&format!(
+            "mcp_policy.tool_calls_total.tool.{}.decision.{}",
+            stat_tool(tool),
+            e.decision
+        ));
     }
-    info!("{}", e.audit);
+    if !e.audit.is_empty() {
+        info!("{}", e.audit);
+    }
 }
 
 /// Counts one event of the filter itself (e.g. `tools_list_filtered`).

@@ -43,11 +43,17 @@ impl RootContext for Root {
             Ok(p) => {
                 if p.has_limits() {
                     if let Err(e) = limits::init_store(&SharedData) {
-                        error!("mcp-policy: cannot initialise rate-limit state in shared data: {e}");
+                        error!(
+                            "mcp-policy: cannot initialise rate-limit state in shared data: {e}"
+                        );
                         return false;
                     }
                 }
-                info!("mcp-policy: policy loaded ({} rules, default {})", p.rules().len(), p.default.as_str());
+                info!(
+                    "mcp-policy: policy loaded ({} rules, default {})",
+                    p.rules().len(),
+                    p.default.as_str()
+                );
                 self.policy = Some(Rc::new(p));
                 true
             }
@@ -102,7 +108,10 @@ struct Http {
 impl Http {
     fn respond(&mut self, r: &Reply) -> Action {
         self.done = true;
-        let headers = vec![("content-type", "application/json"), ("x-mcp-policy", "rejected")];
+        let headers = vec![
+            ("content-type", "application/json"),
+            ("x-mcp-policy", "rejected"),
+        ];
         if let Err(e) = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes())) {
             warn!("mcp-policy: could not send the local reply ({e:?}); resetting the request");
             let _ = hostcalls::reset_http_request();
@@ -133,8 +142,16 @@ impl Http {
             Ok(None) => return self.fail_closed("the request body could not be read"),
             Err(e) => return self.fail_closed(&format!("reading the request body failed ({e:?})")),
         };
-        let env = Env { store: &SharedData, now_nanos: host::now_nanos() };
-        let Checked { outcome, events, summary } = request::check_body(&policy, &self.head, &bytes, &env);
+        let env = Env {
+            store: &SharedData,
+            now_nanos: host::now_nanos(),
+            audit: host::audit_enabled(),
+        };
+        let Checked {
+            outcome,
+            events,
+            summary,
+        } = request::check_body(&policy, &self.head, &bytes, &env);
         events.iter().for_each(host::record);
         self.summary = summary;
         match outcome {
@@ -156,20 +173,37 @@ impl Http {
     fn forward(&mut self, policy: &Policy) {
         if policy.hold_headers {
             if let Some(names) = &policy.export {
-                host::set_request_header(&names.method, Some(&self.summary.methods).filter(|m| !m.is_empty()).map(String::as_str));
-                host::set_request_header(&names.tool, Some(&self.summary.tools).filter(|t| !t.is_empty()).map(String::as_str));
+                host::set_request_header(
+                    &names.method,
+                    Some(&self.summary.methods)
+                        .filter(|m| !m.is_empty())
+                        .map(String::as_str),
+                );
+                host::set_request_header(
+                    &names.tool,
+                    Some(&self.summary.tools)
+                        .filter(|t| !t.is_empty())
+                        .map(String::as_str),
+                );
             }
         }
         if let Some(id) = &self.summary.tools_list_id {
             if policy.hold_headers {
                 host::set_request_header("accept-encoding", None);
             }
-            self.list = Some((id.clone(), ListPlan::Rewrite(crate::tools_list::Format::Json)));
+            self.list = Some((
+                id.clone(),
+                ListPlan::Rewrite(crate::tools_list::Format::Json),
+            ));
         }
     }
 
     fn limiter<'a>(policy: &Policy, store: &'a SharedData) -> Limiter<'a, SharedData> {
-        Limiter { store, max_tracked: policy.identity.max_tracked, hold_secs: policy.hold_secs() }
+        Limiter {
+            store,
+            max_tracked: policy.identity.max_tracked,
+            hold_secs: policy.hold_secs(),
+        }
     }
 
     fn give_back(&mut self) {
@@ -184,18 +218,32 @@ impl Http {
         self.answers = vec![None; asks.len()];
         let Some(cfg) = policy.approval.clone() else {
             for a in &mut self.answers {
-                *a = Some(Answer::Unavailable("no approval service is configured".into()));
+                *a = Some(Answer::Unavailable(
+                    "no approval service is configured".into(),
+                ));
             }
             return self.conclude(bytes);
         };
         for (i, body) in asks.iter().enumerate() {
             let headers = cfg.headers(body.len());
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let timeout = Duration::from_millis(cfg.timeout_ms);
-            match hostcalls::dispatch_http_call(&cfg.cluster, headers, Some(body.as_bytes()), vec![], timeout) {
+            match hostcalls::dispatch_http_call(
+                &cfg.cluster,
+                headers,
+                Some(body.as_bytes()),
+                vec![],
+                timeout,
+            ) {
                 Ok(token) => self.callouts.push((token, i)),
                 Err(e) => {
-                    warn!("mcp-policy: approval callout to cluster '{}' failed: {e:?}", cfg.cluster);
+                    warn!(
+                        "mcp-policy: approval callout to cluster '{}' failed: {e:?}",
+                        cfg.cluster
+                    );
                     if let Some(a) = self.answers.get_mut(i) {
                         *a = Some(Answer::Unavailable(format!(
                             "the approval callout to Envoy cluster '{}' was refused ({e:?}); is the cluster defined?",
@@ -222,7 +270,11 @@ impl Http {
             .drain(..)
             .map(|a| a.unwrap_or_else(|| Answer::Unavailable("no answer".into())))
             .collect();
-        let env = Env { store: &SharedData, now_nanos: host::now_nanos() };
+        let env = Env {
+            store: &SharedData,
+            now_nanos: host::now_nanos(),
+            audit: host::audit_enabled(),
+        };
         let (result, events) = request::conclude(&policy, &self.head, &bytes, &answers, &env);
         events.iter().for_each(host::record);
         match result {
@@ -239,7 +291,13 @@ impl Http {
 }
 
 impl Context for Http {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let Some(pos) = self.callouts.iter().position(|(t, _)| *t == token_id) else {
             return;
         };
@@ -248,7 +306,10 @@ impl Context for Http {
             .ok()
             .flatten()
             .and_then(|s| s.parse::<u32>().ok());
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         if let Some(a) = self.answers.get_mut(index) {
             *a = Some(read_answer(status, &body));
         }
@@ -292,8 +353,10 @@ impl HttpContext for Http {
             // tools/list answer can be filtered.
             host::set_request_header("accept-encoding", None);
         }
-        let source =
-            hostcalls::get_property(vec!["source", "address"]).ok().flatten().and_then(|b| String::from_utf8(b).ok());
+        let source = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
         let identity = policy.identity.resolve(header, source.as_deref());
         self.head = Head {
             request_id: header("x-request-id"),
@@ -341,7 +404,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let status = host::response_header(":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let status = host::response_header(":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
         if !self.reservations.is_empty() {
             if status >= 500 {
                 self.give_back();
@@ -384,11 +449,16 @@ impl HttpContext for Http {
         let (Some((id, plan)), Some(policy)) = (self.list.take(), self.policy.clone()) else {
             return Action::Continue;
         };
-        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let out = request::filter_list_answer(&policy, &id, &plan, &body);
         if out.as_ref() != body.as_slice() {
             if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out).is_err() {
-                warn!("mcp-policy: could not rewrite the tools/list answer; resetting the response");
+                warn!(
+                    "mcp-policy: could not rewrite the tools/list answer; resetting the response"
+                );
                 let _ = hostcalls::reset_http_response();
                 return Action::Pause;
             }

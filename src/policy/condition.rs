@@ -19,8 +19,9 @@ pub enum Op {
 }
 
 /// Every operator name, in the order the docs list them.
-pub const OP_NAMES: &[&str] =
-    &["eq", "neq", "in", "not_in", "lt", "lte", "gt", "gte", "regex", "contains", "exists"];
+pub const OP_NAMES: &[&str] = &[
+    "eq", "neq", "in", "not_in", "lt", "lte", "gt", "gte", "regex", "contains", "exists",
+];
 
 /// One compiled condition.
 #[derive(Debug, Clone)]
@@ -54,7 +55,9 @@ impl Condition {
             (Op::Gt(n), Some(a)) => a.as_f64().is_some_and(|x| x > *n),
             (Op::Gte(n), Some(a)) => a.as_f64().is_some_and(|x| x >= *n),
             (Op::Regex(re), Some(a)) => a.as_str().is_some_and(|s| re.is_match(s)),
-            (Op::Contains(v), Some(Value::String(s))) => v.as_str().is_some_and(|needle| s.contains(needle)),
+            (Op::Contains(v), Some(Value::String(s))) => {
+                v.as_str().is_some_and(|needle| s.contains(needle))
+            }
             (Op::Contains(v), Some(Value::Array(items))) => items.iter().any(|i| json_eq(i, v)),
             (Op::Contains(_), Some(_)) => false,
         }
@@ -95,14 +98,20 @@ pub fn lookup<'v>(args: Option<&'v Value>, segments: &[String]) -> Option<&'v Va
 /// JSON equality where numbers compare by value (`1 == 1.0`).
 pub fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
-            (Some(p), Some(q), _, _) => p == q,
-            (_, _, Some(p), Some(q)) => p == q,
-            _ => x.as_f64() == y.as_f64(),
-        },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(p), Some(q), _, _) => p == q,
+                (_, _, Some(p), Some(q)) => p == q,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -115,7 +124,11 @@ mod tests {
 
     fn cond(path: &str, op: Op) -> Condition {
         let segments = path.split('.').skip(1).map(str::to_owned).collect();
-        Condition { path: path.to_owned(), segments, op }
+        Condition {
+            path: path.to_owned(),
+            segments,
+            op,
+        }
     }
 
     #[test]
@@ -127,7 +140,10 @@ mod tests {
         yes(cond("args.n", Op::Eq(json!(5.0))));
         no(cond("args.n", Op::Eq(json!("5"))));
         yes(cond("args.n", Op::Neq(json!(6))));
-        yes(cond("args.s", Op::In(vec![json!("x"), json!("hello world")])));
+        yes(cond(
+            "args.s",
+            Op::In(vec![json!("x"), json!("hello world")]),
+        ));
         no(cond("args.s", Op::NotIn(vec![json!("hello world")])));
         yes(cond("args.n", Op::Lt(6.0)));
         no(cond("args.n", Op::Lt(5.0)));
@@ -135,8 +151,14 @@ mod tests {
         yes(cond("args.f", Op::Gt(2.0)));
         no(cond("args.f", Op::Gte(3.0)));
         no(cond("args.s", Op::Gt(0.0)));
-        yes(cond("args.s", Op::Regex(regex_lite::Regex::new("^hel+o").unwrap())));
-        no(cond("args.n", Op::Regex(regex_lite::Regex::new(".*").unwrap())));
+        yes(cond(
+            "args.s",
+            Op::Regex(regex_lite::Regex::new("^hel+o").unwrap()),
+        ));
+        no(cond(
+            "args.n",
+            Op::Regex(regex_lite::Regex::new(".*").unwrap()),
+        ));
         yes(cond("args.s", Op::Contains(json!("lo wo"))));
         yes(cond("args.list", Op::Contains(json!(1))));
         no(cond("args.list", Op::Contains(json!("b"))));
@@ -150,7 +172,12 @@ mod tests {
     #[test]
     fn missing_paths_fail_all_but_negations() {
         let args = json!({});
-        for op in [Op::Eq(json!(1)), Op::In(vec![json!(1)]), Op::Lt(1.0), Op::Contains(json!(1))] {
+        for op in [
+            Op::Eq(json!(1)),
+            Op::In(vec![json!(1)]),
+            Op::Lt(1.0),
+            Op::Contains(json!(1)),
+        ] {
             assert!(!cond("args.x", op).holds(Some(&args)));
         }
         assert!(cond("args.x", Op::Neq(json!(1))).holds(Some(&args)));

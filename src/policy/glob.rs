@@ -34,7 +34,10 @@ pub fn is_glob(key: &str) -> bool {
 
 impl Glob {
     pub fn new(pattern: &str) -> Result<Glob, GlobError> {
-        if let Some(c) = pattern.chars().find(|c| matches!(c, '[' | ']' | '{' | '}' | '\\')) {
+        if let Some(c) = pattern
+            .chars()
+            .find(|c| matches!(c, '[' | ']' | '{' | '}' | '\\'))
+        {
             return Err(GlobError(format!(
                 "'{c}' is not supported in tool globs (only '*' and '?' are wildcards); remove it or list the tools by name"
             )));
@@ -58,7 +61,10 @@ impl Glob {
                 }
             }
         }
-        Ok(Glob { tokens, literal_chars })
+        Ok(Glob {
+            tokens,
+            literal_chars,
+        })
     }
 
     /// How many non-wildcard characters the pattern has (the precedence measure).

@@ -47,7 +47,10 @@ pub struct ExportHeaders {
 
 impl Default for ExportHeaders {
     fn default() -> Self {
-        ExportHeaders { method: "x-mcp-method".into(), tool: "x-mcp-tool".into() }
+        ExportHeaders {
+            method: "x-mcp-method".into(),
+            tool: "x-mcp-tool".into(),
+        }
     }
 }
 
@@ -76,9 +79,16 @@ pub struct RateLimit {
 impl RateLimit {
     /// e.g. `10 calls per 60s` or `100000 units per 86400s (global)`.
     pub fn describe(&self) -> String {
-        let what = if self.cost.is_some() { "units" } else { "calls" };
+        let what = if self.cost.is_some() {
+            "units"
+        } else {
+            "calls"
+        };
         let scope = if self.spec.global { " (global)" } else { "" };
-        format!("{} {what} per {}s{scope}", self.spec.max, self.spec.window_secs)
+        format!(
+            "{} {what} per {}s{scope}",
+            self.spec.max, self.spec.window_secs
+        )
     }
 }
 
@@ -93,19 +103,29 @@ pub struct Identity {
 
 impl Default for Identity {
     fn default() -> Self {
-        Identity { headers: vec!["mcp-session-id".into()], max_tracked: crate::limits::DEFAULT_MAX_TRACKED }
+        Identity {
+            headers: vec!["mcp-session-id".into()],
+            max_tracked: crate::limits::DEFAULT_MAX_TRACKED,
+        }
     }
 }
 
 impl Identity {
     /// The identity of a request: the first non-empty configured header, else the client IP (no port).
-    pub fn resolve(&self, header: impl Fn(&str) -> Option<String>, source_address: Option<&str>) -> String {
+    pub fn resolve(
+        &self,
+        header: impl Fn(&str) -> Option<String>,
+        source_address: Option<&str>,
+    ) -> String {
         for h in &self.headers {
             if let Some(v) = header(h).filter(|v| !v.is_empty()) {
                 return v;
             }
         }
-        source_address.map(strip_port).unwrap_or("unknown").to_owned()
+        source_address
+            .map(strip_port)
+            .unwrap_or("unknown")
+            .to_owned()
     }
 }
 
@@ -115,7 +135,9 @@ pub fn strip_port(addr: &str) -> &str {
         return rest.split(']').next().unwrap_or(rest);
     }
     match addr.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
         _ => addr,
     }
 }
@@ -176,9 +198,16 @@ impl RuleSet {
         globs.sort_by(|(ga, ia), (gb, ib)| {
             let ka = plain.get(*ia).map(|r| r.key.as_str()).unwrap_or("");
             let kb = plain.get(*ib).map(|r| r.key.as_str()).unwrap_or("");
-            gb.literal_chars().cmp(&ga.literal_chars()).then_with(|| ka.cmp(kb))
+            gb.literal_chars()
+                .cmp(&ga.literal_chars())
+                .then_with(|| ka.cmp(kb))
         });
-        RuleSet { default, rules: plain, exact, globs }
+        RuleSet {
+            default,
+            rules: plain,
+            exact,
+            globs,
+        }
     }
 
     /// The rule that governs `name`: the exact key, else the most specific matching glob.
@@ -186,7 +215,10 @@ impl RuleSet {
         if let Some(i) = self.exact.get(name) {
             return self.rules.get(*i);
         }
-        self.globs.iter().find(|(g, _)| g.matches(name)).and_then(|(_, i)| self.rules.get(*i))
+        self.globs
+            .iter()
+            .find(|(g, _)| g.matches(name))
+            .and_then(|(_, i)| self.rules.get(*i))
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -195,7 +227,11 @@ impl RuleSet {
 }
 
 impl Policy {
-    pub(crate) fn new(default: Action, max_body_bytes: usize, rules: Vec<(Rule, Option<Glob>)>) -> Policy {
+    pub(crate) fn new(
+        default: Action,
+        max_body_bytes: usize,
+        rules: Vec<(Rule, Option<Glob>)>,
+    ) -> Policy {
         Policy {
             default,
             max_body_bytes,
@@ -233,7 +269,11 @@ impl Policy {
 
     /// Every rule of every kind.
     pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
-        self.tools.rules().iter().chain(self.prompts.rules()).chain(self.resources.rules())
+        self.tools
+            .rules()
+            .iter()
+            .chain(self.prompts.rules())
+            .chain(self.resources.rules())
     }
 
     /// True when `hide` names the tool.
@@ -262,6 +302,11 @@ impl Policy {
 
     /// The longest session-scoped window: a rate-limit slot changes owner only after this much silence.
     pub fn hold_secs(&self) -> u64 {
-        self.all_rules().flat_map(|r| &r.limits).filter(|l| !l.spec.global).map(|l| l.spec.window_secs).max().unwrap_or(1)
+        self.all_rules()
+            .flat_map(|r| &r.limits)
+            .filter(|l| !l.spec.global)
+            .map(|l| l.spec.window_secs)
+            .max()
+            .unwrap_or(1)
     }
 }

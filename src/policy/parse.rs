@@ -3,9 +3,11 @@
 
 use super::condition::{Condition, Op, OP_NAMES};
 use super::glob::{is_glob, Glob};
-use super::{Action, ExportHeaders, Identity, Mode, Policy, RateLimit, Rule, RuleSet, DEFAULT_MAX_BODY_BYTES};
-use crate::limits::{fnv1a, LimitSpec};
+use super::{
+    Action, ExportHeaders, Identity, Mode, Policy, RateLimit, Rule, RuleSet, DEFAULT_MAX_BODY_BYTES,
+};
 use crate::json::{self, JsonError};
+use crate::limits::{fnv1a, LimitSpec};
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -30,7 +32,12 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid mcp-policy configuration ({} error{})", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid mcp-policy configuration ({} error{})",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }
@@ -74,14 +81,22 @@ struct Errs(Vec<ConfigError>);
 
 impl Errs {
     fn push(&mut self, path: &str, message: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(ConfigError { path: path.to_owned(), message: message.into(), fix: fix.into() });
+        self.0.push(ConfigError {
+            path: path.to_owned(),
+            message: message.into(),
+            fix: fix.into(),
+        });
     }
 }
 
 /// Parses and validates a policy document.
 pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     let one = |message: String, fix: &str| {
-        ConfigErrors(vec![ConfigError { path: "$".into(), message, fix: fix.into() }])
+        ConfigErrors(vec![ConfigError {
+            path: "$".into(),
+            message,
+            fix: fix.into(),
+        }])
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(one(
@@ -92,21 +107,45 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     match json::check_strict(bytes) {
         Ok(()) => {}
         Err(JsonError::DuplicateKey(m)) => {
-            return Err(one(format!("the policy repeats a key: {m}"), "keep one entry per key (keys are compared ignoring case)"))
+            return Err(one(
+                format!("the policy repeats a key: {m}"),
+                "keep one entry per key (keys are compared ignoring case)",
+            ))
         }
-        Err(JsonError::Syntax(m)) => return Err(one(format!("the policy is not valid JSON: {m}"), "fix the JSON syntax at that line and column")),
+        Err(JsonError::Syntax(m)) => {
+            return Err(one(
+                format!("the policy is not valid JSON: {m}"),
+                "fix the JSON syntax at that line and column",
+            ))
+        }
     }
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| one(format!("the policy is not valid JSON: {e}"), "fix the JSON syntax"))?;
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
+        one(
+            format!("the policy is not valid JSON: {e}"),
+            "fix the JSON syntax",
+        )
+    })?;
     let Value::Object(top) = doc else {
-        return Err(one("the policy must be a JSON object".into(), "write {\"version\":\"1\",\"default\":\"deny\",\"tools\":{...}}"));
+        return Err(one(
+            "the policy must be a JSON object".into(),
+            "write {\"version\":\"1\",\"default\":\"deny\",\"tools\":{...}}",
+        ));
     };
     let mut errs = Errs(Vec::new());
     check_fields(&mut errs, "", &top, TOP_FIELDS, TOP_LATER);
 
     match top.get("version") {
         Some(Value::String(v)) if v == "1" => {}
-        Some(v) => errs.push("version", format!("unsupported version {v}"), "set \"version\": \"1\" (a string)"),
-        None => errs.push("version", "missing required field", "add \"version\": \"1\""),
+        Some(v) => errs.push(
+            "version",
+            format!("unsupported version {v}"),
+            "set \"version\": \"1\" (a string)",
+        ),
+        None => errs.push(
+            "version",
+            "missing required field",
+            "add \"version\": \"1\"",
+        ),
     }
     let default = match top.get("default") {
         None => Action::Deny,
@@ -115,9 +154,15 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     let max_body_bytes = match top.get("max_body_bytes") {
         None => DEFAULT_MAX_BODY_BYTES,
         Some(v) => match v.as_u64() {
-            Some(n) if (1..=MAX_BODY_LIMIT).contains(&n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            Some(n) if (1..=MAX_BODY_LIMIT).contains(&n) => {
+                usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES)
+            }
             _ => {
-                errs.push("max_body_bytes", format!("expected an integer from 1 to {MAX_BODY_LIMIT}, got {v}"), "set a byte count such as 1048576");
+                errs.push(
+                    "max_body_bytes",
+                    format!("expected an integer from 1 to {MAX_BODY_LIMIT}, got {v}"),
+                    "set a byte count such as 1048576",
+                );
                 DEFAULT_MAX_BODY_BYTES
             }
         },
@@ -126,7 +171,11 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         None => true,
         Some(Value::Bool(b)) => *b,
         Some(v) => {
-            errs.push("hold_headers", format!("expected true or false, got {v}"), "set it to the same value as the Wasm filter's allow_on_headers_stop_iteration");
+            errs.push(
+                "hold_headers",
+                format!("expected true or false, got {v}"),
+                "set it to the same value as the Wasm filter's allow_on_headers_stop_iteration",
+            );
             true
         }
     };
@@ -139,7 +188,11 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
             true
         }
     };
-    let filter_tools_list = flag(&mut errs, "filter_tools_list", "true removes always-denied tools from tools/list answers; false keeps them");
+    let filter_tools_list = flag(
+        &mut errs,
+        "filter_tools_list",
+        "true removes always-denied tools from tools/list answers; false keeps them",
+    );
     let mode = match top.get("mode") {
         None => Mode::Enforce,
         Some(v) => match v.as_str() {
@@ -160,14 +213,24 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
             for (field, slot) in [("method", &mut names.method), ("tool", &mut names.tool)] {
                 match o.get(field) {
                     None => {}
-                    Some(Value::String(h)) if valid_header_name(h) => *slot = h.to_ascii_lowercase(),
-                    Some(h) => errs.push(&format!("export_headers.{field}"), format!("invalid header name {h}"), "use a header name such as \"x-mcp-tool\""),
+                    Some(Value::String(h)) if valid_header_name(h) => {
+                        *slot = h.to_ascii_lowercase()
+                    }
+                    Some(h) => errs.push(
+                        &format!("export_headers.{field}"),
+                        format!("invalid header name {h}"),
+                        "use a header name such as \"x-mcp-tool\"",
+                    ),
                 }
             }
             Some(names)
         }
         Some(v) => {
-            errs.push("export_headers", format!("expected true, false or {{\"method\": NAME, \"tool\": NAME}}, got {v}"), "e.g. \"export_headers\": {\"tool\": \"x-mcp-tool\"}");
+            errs.push(
+                "export_headers",
+                format!("expected true, false or {{\"method\": NAME, \"tool\": NAME}}, got {v}"),
+                "e.g. \"export_headers\": {\"tool\": \"x-mcp-tool\"}",
+            );
             None
         }
     };
@@ -180,35 +243,79 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
                 match h.as_str() {
                     Some(name) if !name.is_empty() => match Glob::new(name) {
                         Ok(g) => hide.push(g),
-                        Err(e) => errs.push(&path, format!("bad glob: {e}"), "use only '*' and '?' as wildcards"),
+                        Err(e) => errs.push(
+                            &path,
+                            format!("bad glob: {e}"),
+                            "use only '*' and '?' as wildcards",
+                        ),
                     },
-                    _ => errs.push(&path, format!("expected a tool name or glob, got {h}"), "e.g. \"delete_*\""),
+                    _ => errs.push(
+                        &path,
+                        format!("expected a tool name or glob, got {h}"),
+                        "e.g. \"delete_*\"",
+                    ),
                 }
             }
         }
-        Some(v) => errs.push("hide", format!("expected a list of tool names or globs, got {}", kind(v)), "e.g. \"hide\": [\"delete_*\"]"),
+        Some(v) => errs.push(
+            "hide",
+            format!("expected a list of tool names or globs, got {}", kind(v)),
+            "e.g. \"hide\": [\"delete_*\"]",
+        ),
     }
     let identity = match top.get("identity") {
         None => Identity::default(),
         Some(v) => parse_identity(&mut errs, v),
     };
     let rules = parse_section(&mut errs, &top, "tools", "tool name", "\"get_run\": {}");
-    let prompts = parse_section(&mut errs, &top, "prompts", "prompt name", "\"summarise\": {}");
-    let resources = parse_section(&mut errs, &top, "resources", "resource URI glob", "\"file:///public/*\": {}");
-    let prompts_default = top.get("prompts_default").and_then(|v| action(&mut errs, "prompts_default", v)).unwrap_or(Action::Allow);
-    let resources_default =
-        top.get("resources_default").and_then(|v| action(&mut errs, "resources_default", v)).unwrap_or(Action::Allow);
+    let prompts = parse_section(
+        &mut errs,
+        &top,
+        "prompts",
+        "prompt name",
+        "\"summarise\": {}",
+    );
+    let resources = parse_section(
+        &mut errs,
+        &top,
+        "resources",
+        "resource URI glob",
+        "\"file:///public/*\": {}",
+    );
+    let prompts_default = top
+        .get("prompts_default")
+        .and_then(|v| action(&mut errs, "prompts_default", v))
+        .unwrap_or(Action::Allow);
+    let resources_default = top
+        .get("resources_default")
+        .and_then(|v| action(&mut errs, "resources_default", v))
+        .unwrap_or(Action::Allow);
     if approval.is_none() {
         let needs = "\"require_approval\" needs an `approval` section saying where to ask";
         let fix = "add \"approval\": {\"cluster\": \"<Envoy cluster of your approval service>\"}";
-        for (field, d) in [("default", default), ("prompts_default", prompts_default), ("resources_default", resources_default)] {
+        for (field, d) in [
+            ("default", default),
+            ("prompts_default", prompts_default),
+            ("resources_default", resources_default),
+        ] {
             if d == Action::RequireApproval {
                 errs.push(field, needs, fix);
             }
         }
-        for (section, set) in [("tools", &rules), ("prompts", &prompts), ("resources", &resources)] {
-            for (r, _) in set.iter().filter(|(r, _)| r.action == Action::RequireApproval) {
-                errs.push(&format!("{section}[{}].action", Value::String(r.key.clone())), needs, fix);
+        for (section, set) in [
+            ("tools", &rules),
+            ("prompts", &prompts),
+            ("resources", &resources),
+        ] {
+            for (r, _) in set
+                .iter()
+                .filter(|(r, _)| r.action == Action::RequireApproval)
+            {
+                errs.push(
+                    &format!("{section}[{}].action", Value::String(r.key.clone())),
+                    needs,
+                    fix,
+                );
             }
         }
     }
@@ -237,14 +344,24 @@ fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-fn check_fields(errs: &mut Errs, prefix: &str, obj: &Map<String, Value>, known: &[&str], later: &[&str]) {
+fn check_fields(
+    errs: &mut Errs,
+    prefix: &str,
+    obj: &Map<String, Value>,
+    known: &[&str],
+    later: &[&str],
+) {
     for k in obj.keys() {
         if known.contains(&k.as_str()) {
             continue;
         }
         let path = join(prefix, k);
         if later.contains(&k.as_str()) {
-            errs.push(&path, format!("`{k}` is not supported yet by this version of mcp-policy"), "remove it; it is planned for a later release");
+            errs.push(
+                &path,
+                format!("`{k}` is not supported yet by this version of mcp-policy"),
+                "remove it; it is planned for a later release",
+            );
         } else {
             let fix = match closest(k, known) {
                 Some(s) => format!("did you mean `{s}`? Known fields: {}", known.join(", ")),
@@ -261,8 +378,13 @@ fn action(errs: &mut Errs, path: &str, v: &Value) -> Option<Action> {
         Some("deny") => Some(Action::Deny),
         Some("require_approval") => Some(Action::RequireApproval),
         _ => {
-            let fix = match v.as_str().and_then(|s| closest(s, &["allow", "deny", "require_approval"])) {
-                Some(s) => format!("did you mean \"{s}\"? Use \"allow\", \"deny\" or \"require_approval\""),
+            let fix = match v
+                .as_str()
+                .and_then(|s| closest(s, &["allow", "deny", "require_approval"]))
+            {
+                Some(s) => {
+                    format!("did you mean \"{s}\"? Use \"allow\", \"deny\" or \"require_approval\"")
+                }
                 None => "use \"allow\", \"deny\" or \"require_approval\"".into(),
             };
             errs.push(path, format!("invalid action {v}"), fix);
@@ -271,7 +393,13 @@ fn action(errs: &mut Errs, path: &str, v: &Value) -> Option<Action> {
     }
 }
 
-fn parse_section(errs: &mut Errs, top: &Map<String, Value>, section: &str, what: &str, example: &str) -> Vec<(Rule, Option<Glob>)> {
+fn parse_section(
+    errs: &mut Errs,
+    top: &Map<String, Value>,
+    section: &str,
+    what: &str,
+    example: &str,
+) -> Vec<(Rule, Option<Glob>)> {
     let mut rules = Vec::new();
     match top.get(section) {
         None => {}
@@ -282,22 +410,39 @@ fn parse_section(errs: &mut Errs, top: &Map<String, Value>, section: &str, what:
                 }
             }
         }
-        Some(v) => errs.push(section, format!("expected an object keyed by {what}, got {}", kind(v)), format!("write \"{section}\": {{{example}}}")),
+        Some(v) => errs.push(
+            section,
+            format!("expected an object keyed by {what}, got {}", kind(v)),
+            format!("write \"{section}\": {{{example}}}"),
+        ),
     }
     rules
 }
 
-fn parse_rule(errs: &mut Errs, section: &str, key: &str, v: &Value) -> Option<(Rule, Option<Glob>)> {
+fn parse_rule(
+    errs: &mut Errs,
+    section: &str,
+    key: &str,
+    v: &Value,
+) -> Option<(Rule, Option<Glob>)> {
     let path = format!("{section}[{}]", Value::String(key.to_owned()));
     let before = errs.0.len();
     if key.is_empty() {
-        errs.push(&path, "empty tool name", "use a tool name or a glob such as \"get_*\"");
+        errs.push(
+            &path,
+            "empty tool name",
+            "use a tool name or a glob such as \"get_*\"",
+        );
     }
     let glob = if is_glob(key) || key.contains(['[', ']', '{', '}', '\\']) {
         match Glob::new(key) {
             Ok(g) => Some(g),
             Err(e) => {
-                errs.push(&path, format!("bad glob: {e}"), "use only '*' (any run of characters) and '?' (one character)");
+                errs.push(
+                    &path,
+                    format!("bad glob: {e}"),
+                    "use only '*' (any run of characters) and '?' (one character)",
+                );
                 None
             }
         }
@@ -305,7 +450,11 @@ fn parse_rule(errs: &mut Errs, section: &str, key: &str, v: &Value) -> Option<(R
         None
     };
     let Value::Object(obj) = v else {
-        errs.push(&path, format!("expected a rule object, got {}", kind(v)), "write {} to allow, or {\"action\": \"deny\", \"reason\": \"...\"}");
+        errs.push(
+            &path,
+            format!("expected a rule object, got {}", kind(v)),
+            "write {} to allow, or {\"action\": \"deny\", \"reason\": \"...\"}",
+        );
         return None;
     };
     check_fields(errs, &path, obj, RULE_FIELDS, RULE_LATER);
@@ -317,7 +466,11 @@ fn parse_rule(errs: &mut Errs, section: &str, key: &str, v: &Value) -> Option<(R
         None => None,
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
         Some(r) => {
-            errs.push(&join(&path, "reason"), format!("expected a non-empty string, got {r}"), "write the reason the agent should see, or remove the field");
+            errs.push(
+                &join(&path, "reason"),
+                format!("expected a non-empty string, got {r}"),
+                "write the reason the agent should see, or remove the field",
+            );
             None
         }
     };
@@ -331,10 +484,18 @@ fn parse_rule(errs: &mut Errs, section: &str, key: &str, v: &Value) -> Option<(R
                 }
             }
             if act == Some(Action::Deny) && !list.is_empty() {
-                errs.push(&join(&path, "conditions"), "conditions on a deny rule have no effect (the call is denied anyway)", "remove `conditions`, or make the rule allow calls only when they hold");
+                errs.push(
+                    &join(&path, "conditions"),
+                    "conditions on a deny rule have no effect (the call is denied anyway)",
+                    "remove `conditions`, or make the rule allow calls only when they hold",
+                );
             }
         }
-        Some(c) => errs.push(&join(&path, "conditions"), format!("expected a list of conditions, got {}", kind(c)), "write [{\"path\": \"args.x\", \"op\": \"eq\", \"value\": 1}]"),
+        Some(c) => errs.push(
+            &join(&path, "conditions"),
+            format!("expected a list of conditions, got {}", kind(c)),
+            "write [{\"path\": \"args.x\", \"op\": \"eq\", \"value\": 1}]",
+        ),
     }
     let mut limits = Vec::new();
     if let Some(rl) = obj.get("rate_limit") {
@@ -342,12 +503,18 @@ fn parse_rule(errs: &mut Errs, section: &str, key: &str, v: &Value) -> Option<(R
         match rl {
             Value::Array(list) if !list.is_empty() => {
                 for (i, l) in list.iter().enumerate() {
-                    if let Some(l) = parse_limit(errs, &format!("{rl_path}[{i}]"), section, key, i, l) {
+                    if let Some(l) =
+                        parse_limit(errs, &format!("{rl_path}[{i}]"), section, key, i, l)
+                    {
                         limits.push(l);
                     }
                 }
             }
-            Value::Array(_) => errs.push(&rl_path, "empty list of limits", "remove `rate_limit` or add a limit such as \"10/minute\""),
+            Value::Array(_) => errs.push(
+                &rl_path,
+                "empty list of limits",
+                "remove `rate_limit` or add a limit such as \"10/minute\"",
+            ),
             l => {
                 if let Some(l) = parse_limit(errs, &rl_path, section, key, 0, l) {
                     limits.push(l);
@@ -355,14 +522,27 @@ fn parse_rule(errs: &mut Errs, section: &str, key: &str, v: &Value) -> Option<(R
             }
         }
         if act == Some(Action::Deny) {
-            errs.push(&rl_path, "a rate limit on a deny rule has no effect (the call is denied anyway)", "remove `rate_limit`, or make the rule allow calls");
+            errs.push(
+                &rl_path,
+                "a rate limit on a deny rule has no effect (the call is denied anyway)",
+                "remove `rate_limit`, or make the rule allow calls",
+            );
         }
     }
     if errs.0.len() != before {
         return None;
     }
     let action = act?;
-    Some((Rule { key: key.to_owned(), action, reason, conditions, limits }, glob))
+    Some((
+        Rule {
+            key: key.to_owned(),
+            action,
+            reason,
+            conditions,
+            limits,
+        },
+        glob,
+    ))
 }
 
 fn window_secs(v: &Value) -> Option<u64> {
@@ -385,11 +565,20 @@ fn unit_secs(s: &str) -> Option<u64> {
 
 const LIMIT_FIX: &str = "write \"N/second\", \"N/minute\", \"N/hour\", \"N/day\", or {\"max\": N, \"window\": SECONDS or \"minute\"}";
 
-fn parse_limit(errs: &mut Errs, path: &str, section: &str, key: &str, index: usize, v: &Value) -> Option<RateLimit> {
+fn parse_limit(
+    errs: &mut Errs,
+    path: &str,
+    section: &str,
+    key: &str,
+    index: usize,
+    v: &Value,
+) -> Option<RateLimit> {
     let before = errs.0.len();
     let (max, window, global, cost) = match v {
         Value::String(s) => {
-            let parsed = s.split_once('/').and_then(|(n, u)| Some((n.trim().parse::<u64>().ok()?, unit_secs(u.trim())?)));
+            let parsed = s
+                .split_once('/')
+                .and_then(|(n, u)| Some((n.trim().parse::<u64>().ok()?, unit_secs(u.trim())?)));
             match parsed {
                 Some((n, w)) if n > 0 => (n, w, false, None),
                 _ => {
@@ -404,12 +593,20 @@ fn parse_limit(errs: &mut Errs, path: &str, section: &str, key: &str, index: usi
                 Some(m) => match m.as_u64().filter(|n| *n > 0) {
                     Some(n) => n,
                     None => {
-                        errs.push(&join(path, "max"), format!("expected a whole number above 0, got {m}"), "set how many calls (or cost units) a window allows, e.g. 10");
+                        errs.push(
+                            &join(path, "max"),
+                            format!("expected a whole number above 0, got {m}"),
+                            "set how many calls (or cost units) a window allows, e.g. 10",
+                        );
                         0
                     }
                 },
                 None => {
-                    errs.push(&join(path, "max"), "missing required field", "add \"max\": N");
+                    errs.push(
+                        &join(path, "max"),
+                        "missing required field",
+                        "add \"max\": N",
+                    );
                     0
                 }
             };
@@ -422,7 +619,11 @@ fn parse_limit(errs: &mut Errs, path: &str, section: &str, key: &str, index: usi
                     }
                 },
                 None => {
-                    errs.push(&join(path, "window"), "missing required field", "add \"window\": 60 (seconds) or \"minute\"");
+                    errs.push(
+                        &join(path, "window"),
+                        "missing required field",
+                        "add \"window\": 60 (seconds) or \"minute\"",
+                    );
                     0
                 }
             };
@@ -439,19 +640,31 @@ fn parse_limit(errs: &mut Errs, path: &str, section: &str, key: &str, index: usi
                 Some(Value::String(p)) => match arg_path(p) {
                     Some(segs) => Some((p.clone(), segs)),
                     None => {
-                        errs.push(&join(path, "cost"), format!("invalid argument path \"{p}\""), "name the argument holding the cost, e.g. \"args.amount\"");
+                        errs.push(
+                            &join(path, "cost"),
+                            format!("invalid argument path \"{p}\""),
+                            "name the argument holding the cost, e.g. \"args.amount\"",
+                        );
                         None
                     }
                 },
                 Some(c) => {
-                    errs.push(&join(path, "cost"), format!("expected an argument path string, got {c}"), "e.g. \"cost\": \"args.amount\"");
+                    errs.push(
+                        &join(path, "cost"),
+                        format!("expected an argument path string, got {c}"),
+                        "e.g. \"cost\": \"args.amount\"",
+                    );
                     None
                 }
             };
             (max, window, global, cost)
         }
         other => {
-            errs.push(path, format!("expected a limit, got {}", kind(other)), LIMIT_FIX);
+            errs.push(
+                path,
+                format!("expected a limit, got {}", kind(other)),
+                LIMIT_FIX,
+            );
             return None;
         }
     };
@@ -460,14 +673,34 @@ fn parse_limit(errs: &mut Errs, path: &str, section: &str, key: &str, index: usi
     }
     let scope = if global { "global" } else { "session" };
     let cost_path = cost.as_ref().map_or("", |(p, _)| p.as_str());
-    let id = fnv1a(&[section.as_bytes(), key.as_bytes(), index.to_string().as_bytes(), max.to_string().as_bytes(), window.to_string().as_bytes(), scope.as_bytes(), cost_path.as_bytes()]);
-    Some(RateLimit { spec: LimitSpec { id, max, window_secs: window, global }, cost })
+    let id = fnv1a(&[
+        section.as_bytes(),
+        key.as_bytes(),
+        index.to_string().as_bytes(),
+        max.to_string().as_bytes(),
+        window.to_string().as_bytes(),
+        scope.as_bytes(),
+        cost_path.as_bytes(),
+    ]);
+    Some(RateLimit {
+        spec: LimitSpec {
+            id,
+            max,
+            window_secs: window,
+            global,
+        },
+        cost,
+    })
 }
 
 fn parse_approval(errs: &mut Errs, v: &Value) -> Option<crate::approval::ApprovalConfig> {
     use crate::approval::{ApprovalConfig, DEFAULT_PATH, DEFAULT_TIMEOUT_MS};
     let Value::Object(o) = v else {
-        errs.push("approval", format!("expected an object, got {}", kind(v)), "write {\"cluster\": \"approvals\"}");
+        errs.push(
+            "approval",
+            format!("expected an object, got {}", kind(v)),
+            "write {\"cluster\": \"approvals\"}",
+        );
         return None;
     };
     let before = errs.0.len();
@@ -475,22 +708,40 @@ fn parse_approval(errs: &mut Errs, v: &Value) -> Option<crate::approval::Approva
     let text = |errs: &mut Errs, field: &str, fix: &str| -> Option<String> {
         match o.get(field) {
             None => None,
-            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\r', '\n']) => Some(s.clone()),
+            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\r', '\n']) => {
+                Some(s.clone())
+            }
             Some(x) => {
-                errs.push(&format!("approval.{field}"), format!("expected a non-empty one-line string, got {x}"), fix);
+                errs.push(
+                    &format!("approval.{field}"),
+                    format!("expected a non-empty one-line string, got {x}"),
+                    fix,
+                );
                 None
             }
         }
     };
-    let cluster = text(errs, "cluster", "name the Envoy cluster of your approval service");
+    let cluster = text(
+        errs,
+        "cluster",
+        "name the Envoy cluster of your approval service",
+    );
     if !o.contains_key("cluster") {
-        errs.push("approval.cluster", "missing required field", "add \"cluster\": \"<Envoy cluster of your approval service>\"");
+        errs.push(
+            "approval.cluster",
+            "missing required field",
+            "add \"cluster\": \"<Envoy cluster of your approval service>\"",
+        );
     }
     let authority = text(errs, "authority", "e.g. \"approvals.internal\"");
     let path = text(errs, "path", "e.g. \"/v1/approve\"");
     if let Some(p) = &path {
         if !p.starts_with('/') {
-            errs.push("approval.path", format!("\"{p}\" does not start with /"), "e.g. \"/v1/approve\"");
+            errs.push(
+                "approval.path",
+                format!("\"{p}\" does not start with /"),
+                "e.g. \"/v1/approve\"",
+            );
         }
     }
     let timeout_ms = match o.get("timeout_ms") {
@@ -498,7 +749,11 @@ fn parse_approval(errs: &mut Errs, v: &Value) -> Option<crate::approval::Approva
         Some(t) => match t.as_u64().filter(|n| (1..=3_600_000).contains(n)) {
             Some(n) => n,
             None => {
-                errs.push("approval.timeout_ms", format!("expected milliseconds from 1 to 3600000, got {t}"), "e.g. 30000");
+                errs.push(
+                    "approval.timeout_ms",
+                    format!("expected milliseconds from 1 to 3600000, got {t}"),
+                    "e.g. 30000",
+                );
                 DEFAULT_TIMEOUT_MS
             }
         },
@@ -508,14 +763,30 @@ fn parse_approval(errs: &mut Errs, v: &Value) -> Option<crate::approval::Approva
         None => {}
         Some(Value::Object(h)) => {
             for (k, val) in h {
-                let ok_name = !k.is_empty() && !k.starts_with(':') && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                let ok_name = !k.is_empty()
+                    && !k.starts_with(':')
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 match (ok_name, val.as_str()) {
-                    (true, Some(s)) if !s.contains(['\r', '\n']) => headers.push((k.to_ascii_lowercase(), s.to_owned())),
-                    _ => errs.push(&format!("approval.headers[{}]", Value::String(k.clone())), format!("invalid header {k}: {val}"), "use a plain header name and a one-line string value"),
+                    (true, Some(s)) if !s.contains(['\r', '\n']) => {
+                        headers.push((k.to_ascii_lowercase(), s.to_owned()))
+                    }
+                    _ => errs.push(
+                        &format!("approval.headers[{}]", Value::String(k.clone())),
+                        format!("invalid header {k}: {val}"),
+                        "use a plain header name and a one-line string value",
+                    ),
                 }
             }
         }
-        Some(h) => errs.push("approval.headers", format!("expected an object of header names to values, got {}", kind(h)), "e.g. {\"authorization\": \"Bearer ...\"}"),
+        Some(h) => errs.push(
+            "approval.headers",
+            format!(
+                "expected an object of header names to values, got {}",
+                kind(h)
+            ),
+            "e.g. {\"authorization\": \"Bearer ...\"}",
+        ),
     }
     if errs.0.len() != before {
         return None;
@@ -531,13 +802,19 @@ fn parse_approval(errs: &mut Errs, v: &Value) -> Option<crate::approval::Approva
 }
 
 fn valid_header_name(h: &str) -> bool {
-    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn parse_identity(errs: &mut Errs, v: &Value) -> Identity {
     let mut id = Identity::default();
     let Value::Object(o) = v else {
-        errs.push("identity", format!("expected an object, got {}", kind(v)), "write {\"headers\": [\"mcp-session-id\"]}");
+        errs.push(
+            "identity",
+            format!("expected an object, got {}", kind(v)),
+            "write {\"headers\": [\"mcp-session-id\"]}",
+        );
         return id;
     };
     check_fields(errs, "identity", o, IDENTITY_FIELDS, &[]);
@@ -548,18 +825,34 @@ fn parse_identity(errs: &mut Errs, v: &Value) -> Identity {
                 for (i, n) in list.iter().enumerate() {
                     match n.as_str() {
                         Some(s) if valid_header_name(s) => names.push(s.to_ascii_lowercase()),
-                        _ => errs.push(&format!("identity.headers[{i}]"), format!("invalid header name {n}"), "use a header name such as \"x-agent-id\""),
+                        _ => errs.push(
+                            &format!("identity.headers[{i}]"),
+                            format!("invalid header name {n}"),
+                            "use a header name such as \"x-agent-id\"",
+                        ),
                     }
                 }
                 id.headers = names;
             }
-            _ => errs.push("identity.headers", format!("expected a non-empty list of header names, got {h}"), "e.g. [\"x-agent-id\", \"mcp-session-id\"]"),
+            _ => errs.push(
+                "identity.headers",
+                format!("expected a non-empty list of header names, got {h}"),
+                "e.g. [\"x-agent-id\", \"mcp-session-id\"]",
+            ),
         }
     }
     if let Some(m) = o.get("max_tracked") {
-        match m.as_u64().filter(|n| (1..=MAX_TRACKED_LIMIT).contains(n)).and_then(|n| u32::try_from(n).ok()) {
+        match m
+            .as_u64()
+            .filter(|n| (1..=MAX_TRACKED_LIMIT).contains(n))
+            .and_then(|n| u32::try_from(n).ok())
+        {
             Some(n) => id.max_tracked = n,
-            None => errs.push("identity.max_tracked", format!("expected a whole number from 1 to {MAX_TRACKED_LIMIT}, got {m}"), "e.g. 65536 (each tracked identity costs about 160 bytes of shared memory)"),
+            None => errs.push(
+                "identity.max_tracked",
+                format!("expected a whole number from 1 to {MAX_TRACKED_LIMIT}, got {m}"),
+                "e.g. 65536 (each tracked identity costs about 160 bytes of shared memory)",
+            ),
         }
     }
     id
@@ -576,7 +869,11 @@ fn arg_path(p: &str) -> Option<Vec<String>> {
 
 fn parse_condition(errs: &mut Errs, path: &str, v: &Value) -> Option<Condition> {
     let Value::Object(obj) = v else {
-        errs.push(path, format!("expected a condition object, got {}", kind(v)), "write {\"path\": \"args.x\", \"op\": \"eq\", \"value\": 1}");
+        errs.push(
+            path,
+            format!("expected a condition object, got {}", kind(v)),
+            "write {\"path\": \"args.x\", \"op\": \"eq\", \"value\": 1}",
+        );
         return None;
     };
     let before = errs.0.len();
@@ -590,11 +887,19 @@ fn parse_condition(errs: &mut Errs, path: &str, v: &Value) -> Option<Condition> 
             }
         },
         Some(p) => {
-            errs.push(&join(path, "path"), format!("expected a string, got {p}"), "write \"path\": \"args.<name>\"");
+            errs.push(
+                &join(path, "path"),
+                format!("expected a string, got {p}"),
+                "write \"path\": \"args.<name>\"",
+            );
             None
         }
         None => {
-            errs.push(&join(path, "path"), "missing required field", "add \"path\": \"args.<name>\"");
+            errs.push(
+                &join(path, "path"),
+                "missing required field",
+                "add \"path\": \"args.<name>\"",
+            );
             None
         }
     };
@@ -603,12 +908,20 @@ fn parse_condition(errs: &mut Errs, path: &str, v: &Value) -> Option<Condition> 
     let val_path = join(path, "value");
     let op = match obj.get("op").map(|o| (o, o.as_str())) {
         None => {
-            errs.push(&op_path, "missing required field", format!("add \"op\": one of {}", OP_NAMES.join(", ")));
+            errs.push(
+                &op_path,
+                "missing required field",
+                format!("add \"op\": one of {}", OP_NAMES.join(", ")),
+            );
             None
         }
         Some((_, Some(name))) if OP_NAMES.contains(&name) => match value {
             None => {
-                errs.push(&val_path, "missing required field", format!("add the value to compare with `{name}`"));
+                errs.push(
+                    &val_path,
+                    "missing required field",
+                    format!("add the value to compare with `{name}`"),
+                );
                 None
             }
             Some(val) => operand(errs, &val_path, name, val),
@@ -633,14 +946,22 @@ fn operand(errs: &mut Errs, path: &str, op: &str, v: &Value) -> Option<Op> {
     let number = |errs: &mut Errs| match v.as_f64() {
         Some(n) => Some(n),
         None => {
-            errs.push(path, format!("`{op}` compares numbers, got {v}"), "use a number, e.g. 100");
+            errs.push(
+                path,
+                format!("`{op}` compares numbers, got {v}"),
+                "use a number, e.g. 100",
+            );
             None
         }
     };
     let list = |errs: &mut Errs| match v {
         Value::Array(a) => Some(a.clone()),
         _ => {
-            errs.push(path, format!("`{op}` takes a list, got {v}"), "use a JSON array, e.g. [\"a\", \"b\"]");
+            errs.push(
+                path,
+                format!("`{op}` takes a list, got {v}"),
+                "use a JSON array, e.g. [\"a\", \"b\"]",
+            );
             None
         }
     };
@@ -657,7 +978,11 @@ fn operand(errs: &mut Errs, path: &str, op: &str, v: &Value) -> Option<Op> {
         "exists" => match v {
             Value::Bool(b) => Some(Op::Exists(*b)),
             _ => {
-                errs.push(path, format!("`exists` takes true or false, got {v}"), "use true (the argument must be present) or false (it must be absent)");
+                errs.push(
+                    path,
+                    format!("`exists` takes true or false, got {v}"),
+                    "use true (the argument must be present) or false (it must be absent)",
+                );
                 None
             }
         },
@@ -671,7 +996,11 @@ fn operand(errs: &mut Errs, path: &str, op: &str, v: &Value) -> Option<Op> {
                 }
             },
             _ => {
-                errs.push(path, format!("`regex` takes a pattern string, got {v}"), "use a string such as \"^prod-\"");
+                errs.push(
+                    path,
+                    format!("`regex` takes a pattern string, got {v}"),
+                    "use a string such as \"^prod-\"",
+                );
                 None
             }
         },
@@ -747,7 +1076,10 @@ mod tests {
     #[test]
     fn hold_headers_is_a_boolean() {
         assert!(!ok(r#"{"version":"1","hold_headers":false}"#).hold_headers);
-        assert_eq!(one_error(r#"{"version":"1","hold_headers":"no"}"#).path, "hold_headers");
+        assert_eq!(
+            one_error(r#"{"version":"1","hold_headers":"no"}"#).path,
+            "hold_headers"
+        );
     }
 
     #[test]
@@ -770,7 +1102,10 @@ mod tests {
     #[test]
     fn default_is_deny_and_allow_is_accepted() {
         assert_eq!(ok(r#"{"version":"1"}"#).default, Action::Deny);
-        assert_eq!(ok(r#"{"version":"1","default":"allow"}"#).default, Action::Allow);
+        assert_eq!(
+            ok(r#"{"version":"1","default":"allow"}"#).default,
+            Action::Allow
+        );
     }
 
     #[test]
@@ -797,99 +1132,197 @@ mod tests {
         let e = one_error(r#"{"version":"1","tools":{"x":{"acton":"allow"}}}"#);
         assert_eq!(e.path, r#"tools["x"].acton"#);
         assert!(e.fix.contains("`action`"));
-        let e = one_error(r#"{"version":"1","tools":{"x":{"conditions":[{"path":"args.a","op":"eq","value":1,"vlaue":2}]}}}"#);
+        let e = one_error(
+            r#"{"version":"1","tools":{"x":{"conditions":[{"path":"args.a","op":"eq","value":1,"vlaue":2}]}}}"#,
+        );
         assert_eq!(e.path, r#"tools["x"].conditions[0].vlaue"#);
     }
 
     #[test]
     fn prompts_and_resources() {
-        let p = ok(r#"{"version":"1","prompts":{"summarise":{},"admin_*":{"action":"deny","reason":"no"}},
-            "resources":{"file:///public/*":{},"file:///*":{"action":"deny"}},"resources_default":"deny"}"#);
+        let p = ok(
+            r#"{"version":"1","prompts":{"summarise":{},"admin_*":{"action":"deny","reason":"no"}},
+            "resources":{"file:///public/*":{},"file:///*":{"action":"deny"}},"resources_default":"deny"}"#,
+        );
         assert_eq!(p.prompts.default, Action::Allow);
         assert_eq!(p.resources.default, Action::Deny);
         assert_eq!(p.prompts.rule_for("admin_x").unwrap().action, Action::Deny);
-        assert_eq!(p.resources.rule_for("file:///public/a/b").unwrap().key, "file:///public/*");
-        assert_eq!(p.resources.rule_for("file:///etc/passwd").unwrap().action, Action::Deny);
-        assert!(p.rule_for("summarise").is_none(), "tools and prompts are separate");
+        assert_eq!(
+            p.resources.rule_for("file:///public/a/b").unwrap().key,
+            "file:///public/*"
+        );
+        assert_eq!(
+            p.resources.rule_for("file:///etc/passwd").unwrap().action,
+            Action::Deny
+        );
+        assert!(
+            p.rule_for("summarise").is_none(),
+            "tools and prompts are separate"
+        );
         let e = one_error(r#"{"version":"1","prompts":{"p":{"acton":"deny"}}}"#);
         assert_eq!(e.path, r#"prompts["p"].acton"#);
-        assert_eq!(one_error(r#"{"version":"1","resources":[]}"#).path, "resources");
-        assert_eq!(one_error(r#"{"version":"1","prompts_default":"nope"}"#).path, "prompts_default");
-        assert_eq!(one_error(r#"{"version":"1","prompts":{"p":{"action":"require_approval"}}}"#).path, r#"prompts["p"].action"#);
-        assert_eq!(one_error(r#"{"version":"1","resources_default":"require_approval"}"#).path, "resources_default");
+        assert_eq!(
+            one_error(r#"{"version":"1","resources":[]}"#).path,
+            "resources"
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","prompts_default":"nope"}"#).path,
+            "prompts_default"
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","prompts":{"p":{"action":"require_approval"}}}"#).path,
+            r#"prompts["p"].action"#
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","resources_default":"require_approval"}"#).path,
+            "resources_default"
+        );
         // The same key in two sections counts apart.
-        let q = ok(r#"{"version":"1","tools":{"x":{"rate_limit":"1/minute"}},"prompts":{"x":{"rate_limit":"1/minute"}}}"#);
-        assert_ne!(q.tools.rule_for("x").unwrap().limits[0].spec.id, q.prompts.rule_for("x").unwrap().limits[0].spec.id);
+        let q = ok(
+            r#"{"version":"1","tools":{"x":{"rate_limit":"1/minute"}},"prompts":{"x":{"rate_limit":"1/minute"}}}"#,
+        );
+        assert_ne!(
+            q.tools.rule_for("x").unwrap().limits[0].spec.id,
+            q.prompts.rule_for("x").unwrap().limits[0].spec.id
+        );
     }
 
     #[test]
     fn wrong_types() {
-        assert_eq!(one_error(r#"{"version":"1","default":"alow"}"#).fix, "did you mean \"allow\"? Use \"allow\", \"deny\" or \"require_approval\"");
+        assert_eq!(
+            one_error(r#"{"version":"1","default":"alow"}"#).fix,
+            "did you mean \"allow\"? Use \"allow\", \"deny\" or \"require_approval\""
+        );
         assert_eq!(one_error(r#"{"version":"1","tools":[]}"#).path, "tools");
-        assert_eq!(one_error(r#"{"version":"1","tools":{"x":true}}"#).path, r#"tools["x"]"#);
-        assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"reason":5}}}"#).path, r#"tools["x"].reason"#);
-        assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"conditions":{}}}}"#).path, r#"tools["x"].conditions"#);
-        assert_eq!(one_error(r#"{"version":"1","max_body_bytes":0}"#).path, "max_body_bytes");
-        assert_eq!(one_error(r#"{"version":"1","max_body_bytes":"1MB"}"#).path, "max_body_bytes");
+        assert_eq!(
+            one_error(r#"{"version":"1","tools":{"x":true}}"#).path,
+            r#"tools["x"]"#
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","tools":{"x":{"reason":5}}}"#).path,
+            r#"tools["x"].reason"#
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","tools":{"x":{"conditions":{}}}}"#).path,
+            r#"tools["x"].conditions"#
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","max_body_bytes":0}"#).path,
+            "max_body_bytes"
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","max_body_bytes":"1MB"}"#).path,
+            "max_body_bytes"
+        );
     }
 
     #[test]
     fn bad_globs_and_names() {
-        assert!(one_error(r#"{"version":"1","tools":{"get_[ab]":{}}}"#).message.contains("bad glob"));
-        assert!(one_error(r#"{"version":"1","tools":{"":{}}}"#).message.contains("empty"));
+        assert!(one_error(r#"{"version":"1","tools":{"get_[ab]":{}}}"#)
+            .message
+            .contains("bad glob"));
+        assert!(one_error(r#"{"version":"1","tools":{"":{}}}"#)
+            .message
+            .contains("empty"));
     }
 
     #[test]
     fn condition_errors() {
-        let c = |cond: &str| one_error(&format!(r#"{{"version":"1","tools":{{"x":{{"conditions":[{cond}]}}}}}}"#));
+        let c = |cond: &str| {
+            one_error(&format!(
+                r#"{{"version":"1","tools":{{"x":{{"conditions":[{cond}]}}}}}}"#
+            ))
+        };
         let e = c(r#"{"path":"args.a","op":"lte"}"#);
         assert_eq!(e.path, r#"tools["x"].conditions[0].value"#);
         let e = c(r#"{"path":"args.a","op":"less","value":1}"#);
         assert!(e.message.contains("unknown op"));
         let e = c(r#"{"path":"args.a","op":"lt3","value":1}"#);
         assert!(e.fix.contains("did you mean \"lt\""), "{e}");
-        assert!(c(r#"{"path":"max_results","op":"lt","value":1}"#).message.contains("invalid argument path"));
-        assert!(c(r#"{"path":"args..a","op":"lt","value":1}"#).message.contains("invalid argument path"));
+        assert!(c(r#"{"path":"max_results","op":"lt","value":1}"#)
+            .message
+            .contains("invalid argument path"));
+        assert!(c(r#"{"path":"args..a","op":"lt","value":1}"#)
+            .message
+            .contains("invalid argument path"));
         assert!(c(r#"{"op":"lt","value":1}"#).path.ends_with(".path"));
-        assert!(c(r#"{"path":"args.a","op":"lt","value":"1"}"#).message.contains("compares numbers"));
-        assert!(c(r#"{"path":"args.a","op":"in","value":1}"#).message.contains("takes a list"));
-        assert!(c(r#"{"path":"args.a","op":"exists","value":"yes"}"#).message.contains("true or false"));
-        assert!(c(r#"{"path":"args.a","op":"regex","value":"(unclosed"}"#).message.contains("invalid regex"));
-        assert!(c(r#"{"path":"args.a","op":"regex","value":1}"#).message.contains("pattern string"));
+        assert!(c(r#"{"path":"args.a","op":"lt","value":"1"}"#)
+            .message
+            .contains("compares numbers"));
+        assert!(c(r#"{"path":"args.a","op":"in","value":1}"#)
+            .message
+            .contains("takes a list"));
+        assert!(c(r#"{"path":"args.a","op":"exists","value":"yes"}"#)
+            .message
+            .contains("true or false"));
+        assert!(c(r#"{"path":"args.a","op":"regex","value":"(unclosed"}"#)
+            .message
+            .contains("invalid regex"));
+        assert!(c(r#"{"path":"args.a","op":"regex","value":1}"#)
+            .message
+            .contains("pattern string"));
         assert!(c("7").message.contains("condition object"));
-        let e = one_error(r#"{"version":"1","tools":{"x":{"action":"deny","conditions":[{"path":"args.a","op":"eq","value":1}]}}}"#);
+        let e = one_error(
+            r#"{"version":"1","tools":{"x":{"action":"deny","conditions":[{"path":"args.a","op":"eq","value":1}]}}}"#,
+        );
         assert!(e.message.contains("no effect"));
     }
 
     #[test]
     fn rate_limit_forms() {
-        let p = ok(r#"{"version":"1","identity":{"headers":["X-Agent-Id","mcp-session-id"],"max_tracked":100},"tools":{
+        let p = ok(
+            r#"{"version":"1","identity":{"headers":["X-Agent-Id","mcp-session-id"],"max_tracked":100},"tools":{
             "search_runs": {"rate_limit": {"max": 10, "window": 60}},
             "get_*": {"rate_limit": ["100/minute", "2000/day"]},
             "create_run": {"rate_limit": {"max": 50, "window": "hour", "scope": "global"}},
             "transfer_funds": {"rate_limit": {"max": 100000, "window": "day", "cost": "args.amount"}},
-            "s": {"rate_limit": "5/second"}, "h": {"rate_limit": "1/hour"}}}"#);
+            "s": {"rate_limit": "5/second"}, "h": {"rate_limit": "1/hour"}}}"#,
+        );
         let l = |k: &str| p.rule_for(k).unwrap().limits.clone();
-        assert_eq!((l("search_runs")[0].spec.max, l("search_runs")[0].spec.window_secs), (10, 60));
-        assert_eq!(l("get_x").iter().map(|x| (x.spec.max, x.spec.window_secs)).collect::<Vec<_>>(), vec![(100, 60), (2000, 86_400)]);
+        assert_eq!(
+            (
+                l("search_runs")[0].spec.max,
+                l("search_runs")[0].spec.window_secs
+            ),
+            (10, 60)
+        );
+        assert_eq!(
+            l("get_x")
+                .iter()
+                .map(|x| (x.spec.max, x.spec.window_secs))
+                .collect::<Vec<_>>(),
+            vec![(100, 60), (2000, 86_400)]
+        );
         assert!(l("create_run")[0].spec.global);
         assert_eq!(l("create_run")[0].spec.window_secs, 3600);
-        assert_eq!(l("transfer_funds")[0].cost.as_ref().unwrap().1, vec!["amount".to_string()]);
+        assert_eq!(
+            l("transfer_funds")[0].cost.as_ref().unwrap().1,
+            vec!["amount".to_string()]
+        );
         assert_eq!(l("s")[0].spec.window_secs, 1);
         assert_eq!(p.identity.headers, vec!["x-agent-id", "mcp-session-id"]);
         assert_eq!(p.identity.max_tracked, 100);
         assert_eq!(p.hold_secs(), 86_400);
         assert!(p.has_limits());
         // Ids are stable and distinct.
-        let again = ok(r#"{"version":"1","tools":{"search_runs": {"rate_limit": {"max": 10, "window": 60}}}}"#);
-        assert_eq!(again.rule_for("search_runs").unwrap().limits[0].spec.id, l("search_runs")[0].spec.id);
+        let again = ok(
+            r#"{"version":"1","tools":{"search_runs": {"rate_limit": {"max": 10, "window": 60}}}}"#,
+        );
+        assert_eq!(
+            again.rule_for("search_runs").unwrap().limits[0].spec.id,
+            l("search_runs")[0].spec.id
+        );
         assert_ne!(l("get_x")[0].spec.id, l("get_x")[1].spec.id);
         assert_eq!(l("search_runs")[0].describe(), "10 calls per 60s");
     }
 
     #[test]
     fn rate_limit_errors() {
-        let e = |rl: &str| one_error(&format!(r#"{{"version":"1","tools":{{"x":{{"rate_limit":{rl}}}}}}}"#));
+        let e = |rl: &str| {
+            one_error(&format!(
+                r#"{{"version":"1","tools":{{"x":{{"rate_limit":{rl}}}}}}}"#
+            ))
+        };
         for (rl, path_end, text) in [
             (r#""10/fortnight""#, "rate_limit", "invalid rate limit"),
             (r#""0/minute""#, "rate_limit", "invalid rate limit"),
@@ -902,17 +1335,34 @@ mod tests {
             (r#"{"max":1}"#, "window", "missing"),
             (r#"{"max":1,"window":0}"#, "window", "invalid window"),
             (r#"{"max":1,"window":"week"}"#, "window", "invalid window"),
-            (r#"{"max":1,"window":1,"scope":"user"}"#, "scope", "invalid scope"),
-            (r#"{"max":1,"window":1,"cost":"amount"}"#, "cost", "invalid argument path"),
+            (
+                r#"{"max":1,"window":1,"scope":"user"}"#,
+                "scope",
+                "invalid scope",
+            ),
+            (
+                r#"{"max":1,"window":1,"cost":"amount"}"#,
+                "cost",
+                "invalid argument path",
+            ),
             (r#"{"max":1,"window":1,"cost":3}"#, "cost", "argument path"),
-            (r#"{"max":1,"window":1,"burst":3}"#, "burst", "unknown field"),
-            (r#"["1/minute", "x"]"#, "rate_limit[1]", "invalid rate limit"),
+            (
+                r#"{"max":1,"window":1,"burst":3}"#,
+                "burst",
+                "unknown field",
+            ),
+            (
+                r#"["1/minute", "x"]"#,
+                "rate_limit[1]",
+                "invalid rate limit",
+            ),
         ] {
             let err = e(rl);
             assert!(err.path.ends_with(path_end), "{rl}: {err}");
             assert!(err.message.contains(text), "{rl}: {err}");
         }
-        let err = one_error(r#"{"version":"1","tools":{"x":{"action":"deny","rate_limit":"1/second"}}}"#);
+        let err =
+            one_error(r#"{"version":"1","tools":{"x":{"action":"deny","rate_limit":"1/second"}}}"#);
         assert!(err.message.contains("no effect"));
     }
 
@@ -923,27 +1373,57 @@ mod tests {
                        "timeout_ms": 5000, "headers": {"Authorization": "Bearer x"}},
           "tools": {"get_*": {}, "create_experiment": {"action": "require_approval", "reason": "Creating experiments needs a human"}}}"#);
         let a = p.approval.clone().unwrap();
-        assert_eq!((a.cluster.as_str(), a.authority.as_str(), a.path.as_str(), a.timeout_ms), ("approvals", "approvals.internal", "/v1/approve", 5000));
-        assert_eq!(a.headers, vec![("authorization".to_string(), "Bearer x".to_string())]);
-        assert_eq!(p.rule_for("create_experiment").unwrap().action, Action::RequireApproval);
+        assert_eq!(
+            (
+                a.cluster.as_str(),
+                a.authority.as_str(),
+                a.path.as_str(),
+                a.timeout_ms
+            ),
+            ("approvals", "approvals.internal", "/v1/approve", 5000)
+        );
+        assert_eq!(
+            a.headers,
+            vec![("authorization".to_string(), "Bearer x".to_string())]
+        );
+        assert_eq!(
+            p.rule_for("create_experiment").unwrap().action,
+            Action::RequireApproval
+        );
         let d = ok(r#"{"version":"1","default":"require_approval","approval":{"cluster":"c"}}"#);
         let a = d.approval.unwrap();
-        assert_eq!((a.authority.as_str(), a.path.as_str(), a.timeout_ms), ("c", "/approve", 30_000));
+        assert_eq!(
+            (a.authority.as_str(), a.path.as_str(), a.timeout_ms),
+            ("c", "/approve", 30_000)
+        );
     }
 
     #[test]
     fn approval_errors() {
-        let e = one_error(r#"{"version":"1","tools":{"create_run":{"action":"require_approval"}}}"#);
+        let e =
+            one_error(r#"{"version":"1","tools":{"create_run":{"action":"require_approval"}}}"#);
         assert_eq!(e.path, r#"tools["create_run"].action"#);
         assert!(e.message.contains("needs an `approval` section"));
-        assert_eq!(one_error(r#"{"version":"1","default":"require_approval"}"#).path, "default");
+        assert_eq!(
+            one_error(r#"{"version":"1","default":"require_approval"}"#).path,
+            "default"
+        );
         for (a, path) in [
             (r#"{}"#, "approval.cluster"),
             (r#"{"cluster": ""}"#, "approval.cluster"),
             (r#"{"cluster": "c", "path": "approve"}"#, "approval.path"),
-            (r#"{"cluster": "c", "timeout_ms": 0}"#, "approval.timeout_ms"),
-            (r#"{"cluster": "c", "headers": {"a b": "x"}}"#, r#"approval.headers["a b"]"#),
-            (r#"{"cluster": "c", "headers": {":path": "x"}}"#, r#"approval.headers[":path"]"#),
+            (
+                r#"{"cluster": "c", "timeout_ms": 0}"#,
+                "approval.timeout_ms",
+            ),
+            (
+                r#"{"cluster": "c", "headers": {"a b": "x"}}"#,
+                r#"approval.headers["a b"]"#,
+            ),
+            (
+                r#"{"cluster": "c", "headers": {":path": "x"}}"#,
+                r#"approval.headers[":path"]"#,
+            ),
             (r#"{"cluster": "c", "headers": []}"#, "approval.headers"),
             (r#"{"cluster": "c", "url": "x"}"#, "approval.url"),
             (r#""c""#, "approval"),
@@ -955,24 +1435,46 @@ mod tests {
 
     #[test]
     fn operator_fields() {
-        let p = ok(r#"{"version":"1","default":"deny","hide":["delete_*","secret"],"filter_tools_list":false,
-                      "mode":"audit","export_headers":{"tool":"X-Tool"},"tools":{"get_*":{},"secret":{}}}"#);
+        let p = ok(
+            r#"{"version":"1","default":"deny","hide":["delete_*","secret"],"filter_tools_list":false,
+                      "mode":"audit","export_headers":{"tool":"X-Tool"},"tools":{"get_*":{},"secret":{}}}"#,
+        );
         assert!(p.is_hidden("delete_run") && p.is_hidden("secret") && !p.is_hidden("get_run"));
         assert!(!p.filter_tools_list);
         assert_eq!(p.mode, Mode::Audit);
-        assert_eq!(p.export.clone().unwrap(), ExportHeaders { method: "x-mcp-method".into(), tool: "x-tool".into() });
+        assert_eq!(
+            p.export.clone().unwrap(),
+            ExportHeaders {
+                method: "x-mcp-method".into(),
+                tool: "x-tool".into()
+            }
+        );
         let d = ok(r#"{"version":"1"}"#);
         assert!(d.filter_tools_list && d.mode == Mode::Enforce && d.export.is_some());
-        assert!(ok(r#"{"version":"1","export_headers":false}"#).export.is_none());
+        assert!(ok(r#"{"version":"1","export_headers":false}"#)
+            .export
+            .is_none());
         for (doc, path) in [
             (r#"{"version":"1","hide":"x"}"#, "hide"),
             (r#"{"version":"1","hide":[1]}"#, "hide[0]"),
             (r#"{"version":"1","hide":["a[b]"]}"#, "hide[0]"),
             (r#"{"version":"1","mode":"dry-run"}"#, "mode"),
-            (r#"{"version":"1","filter_tools_list":"no"}"#, "filter_tools_list"),
-            (r#"{"version":"1","export_headers":"yes"}"#, "export_headers"),
-            (r#"{"version":"1","export_headers":{"tool":"a b"}}"#, "export_headers.tool"),
-            (r#"{"version":"1","export_headers":{"name":"x"}}"#, "export_headers.name"),
+            (
+                r#"{"version":"1","filter_tools_list":"no"}"#,
+                "filter_tools_list",
+            ),
+            (
+                r#"{"version":"1","export_headers":"yes"}"#,
+                "export_headers",
+            ),
+            (
+                r#"{"version":"1","export_headers":{"tool":"a b"}}"#,
+                "export_headers.tool",
+            ),
+            (
+                r#"{"version":"1","export_headers":{"name":"x"}}"#,
+                "export_headers.name",
+            ),
         ] {
             assert_eq!(one_error(doc).path, path, "{doc}");
         }
@@ -980,16 +1482,33 @@ mod tests {
 
     #[test]
     fn identity_errors() {
-        assert_eq!(one_error(r#"{"version":"1","identity":[]}"#).path, "identity");
-        assert_eq!(one_error(r#"{"version":"1","identity":{"headers":[]}}"#).path, "identity.headers");
-        assert_eq!(one_error(r#"{"version":"1","identity":{"headers":["bad header"]}}"#).path, "identity.headers[0]");
-        assert_eq!(one_error(r#"{"version":"1","identity":{"max_tracked":0}}"#).path, "identity.max_tracked");
-        assert_eq!(one_error(r#"{"version":"1","identity":{"header":["a"]}}"#).path, "identity.header");
+        assert_eq!(
+            one_error(r#"{"version":"1","identity":[]}"#).path,
+            "identity"
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","identity":{"headers":[]}}"#).path,
+            "identity.headers"
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","identity":{"headers":["bad header"]}}"#).path,
+            "identity.headers[0]"
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","identity":{"max_tracked":0}}"#).path,
+            "identity.max_tracked"
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","identity":{"header":["a"]}}"#).path,
+            "identity.header"
+        );
     }
 
     #[test]
     fn reports_every_error_at_once() {
-        let e = errors(r#"{"version":"3","default":"maybe","tools":{"a":{"action":"nope"},"b":{"reason":""}}}"#);
+        let e = errors(
+            r#"{"version":"3","default":"maybe","tools":{"a":{"action":"nope"},"b":{"reason":""}}}"#,
+        );
         assert_eq!(e.len(), 4, "{e:?}");
         let text = ConfigErrors(e).to_string();
         assert!(text.starts_with("invalid mcp-policy configuration (4 errors)"));

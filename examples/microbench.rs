@@ -1,0 +1,126 @@
+//! Native microbenchmark of the pure core on the `make bench` payloads: inspect + decide (+ rate-limit
+//! counting over the in-memory store), the same work the filter does per request minus the host calls.
+//!
+//!     cargo run --release --example microbench
+//!
+//! Prints ns per call and MB/s (median of several timed batches).
+
+use mcp_policy::limits::{init_store, memory::MemoryStore};
+use mcp_policy::policy;
+use mcp_policy::request::{check_body, Env, Head, Outcome};
+use std::hint::black_box;
+use std::time::Instant;
+
+fn call(name: &str, args: &str) -> Vec<u8> {
+    format!(r#"{{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{{"name":"{name}","arguments":{args}}}}}"#)
+        .into_bytes()
+}
+
+fn blob_args(bytes: usize) -> String {
+    // Realistic-ish JSON: many small fields rather than one long string.
+    let mut s = String::from(r#"{"run_id":"4f1c0a9e","limit":10,"rows":["#);
+    let row = r#"{"k":"metric_name","v":0.123456789,"step":12,"tags":["a","b"]},"#;
+    while s.len() + row.len() < bytes {
+        s.push_str(row);
+    }
+    s.pop();
+    s.push_str("]}");
+    s
+}
+
+fn main() {
+    let policy_text = std::fs::read("bench/policy.json").unwrap_or_else(|_| {
+        br#"{"version":"1","default":"deny","tools":{"get_*":{},"query_runs":{"conditions":[{"path":"args.limit","op":"lte","value":100}]}}}"#.to_vec()
+    });
+    let policy = match policy::parse(&policy_text) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let store = MemoryStore::default();
+    let _ = init_store(&store);
+    let head = Head {
+        identity: "session-1".into(),
+        ..Head::default()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "tools/call allowed, small",
+            call("get_run", r#"{"run_id":"4f1c0a9e5d6b4c3a"}"#),
+        ),
+        (
+            "tools/call denied",
+            call("delete_run", r#"{"run_id":"4f1c0a9e5d6b4c3a"}"#),
+        ),
+        (
+            "tools/call + condition, 8 KB",
+            call("query_runs", &blob_args(8 * 1024)),
+        ),
+        (
+            "tools/call allowed, 256 KB",
+            call("get_run", &blob_args(256 * 1024)),
+        ),
+        (
+            "tools/call allowed, 1 MiB",
+            call("get_run", &blob_args(1024 * 1024 - 200)),
+        ),
+        (
+            "tools/list request",
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#.to_vec(),
+        ),
+    ];
+    for audit in [false, true] {
+        println!(
+            "\naudit lines {}",
+            if audit {
+                "on (Envoy log level info or lower)"
+            } else {
+                "off"
+            }
+        );
+        println!(
+            "{:<32} {:>10} {:>12} {:>10}",
+            "payload", "bytes", "ns/call", "MB/s"
+        );
+        for (name, body) in &cases {
+            // Calibrate to ~50 ms per batch, take the median of 7 batches.
+            let env = Env {
+                store: &store,
+                now_nanos: 1_700_000_000_000_000_000,
+                audit,
+            };
+            let t = Instant::now();
+            let mut n = 0u64;
+            while t.elapsed().as_millis() < 20 {
+                black_box(check_body(&policy, &head, black_box(body), &env));
+                n += 1;
+            }
+            let per_batch = (n * 50 / 20).max(1);
+            let mut samples: Vec<f64> = (0..7)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..per_batch {
+                        let c = check_body(&policy, &head, black_box(body), &env);
+                        if let Outcome::Reply(r) = &c.outcome {
+                            black_box(r);
+                        }
+                        black_box(c);
+                    }
+                    t.elapsed().as_nanos() as f64 / per_batch as f64
+                })
+                .collect();
+            samples.sort_by(f64::total_cmp);
+            let ns = samples.get(3).copied().unwrap_or(f64::NAN);
+            let mbps = body.len() as f64 / ns * 1e9 / 1e6;
+            println!(
+                "{:<32} {:>10} {:>12.0} {:>10.0}",
+                name,
+                body.len(),
+                ns,
+                mbps
+            );
+        }
+    }
+}
