@@ -8,6 +8,7 @@
 #   make npm       Node packages for e2e (.npm): @modelcontextprotocol/server-everything, a second real MCP server
 #   make test      all of the above, from a fresh machine (what CI runs)
 #   make run       demo: seeded MLflow store, MLflow MCP server on :8001, Envoy + filter on :10000
+#   make oci       OCI image of the filter for Istio (envoy/istio/Containerfile) with docker, buildah or podman
 #   make bench     bash bench/run.sh
 #   make fuzz      every cargo-fuzz target for FUZZ_SECONDS each (default 60; nightly, installs cargo-fuzz)
 #   make clean     remove build output, the venv and the demo store
@@ -84,6 +85,25 @@ test: venv build unit lint check-policies validate e2e
 
 run: venv build
 	@$(VPY) scripts/run_demo.py --envoy $(VENV)/bin/envoy --wasm $(WASM)
+
+# The filter as an OCI image for Istio (envoy/istio/Containerfile: FROM scratch, the module at /plugin.wasm),
+# tagged $(OCI_IMAGE). Uses the first builder that works: docker (only with a reachable engine: the docker
+# client alone cannot build), buildah, podman. With none, fails with what to install: an image was asked for.
+OCI_IMAGE ?= mcp-policy:dev
+oci: build
+	@if docker info >/dev/null 2>&1; then \
+		echo "docker build -> $(OCI_IMAGE)"; docker build -f envoy/istio/Containerfile -t $(OCI_IMAGE) . ; \
+	elif command -v buildah >/dev/null 2>&1; then \
+		echo "buildah bud -> $(OCI_IMAGE)"; buildah bud -f envoy/istio/Containerfile -t $(OCI_IMAGE) . ; \
+	elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then \
+		echo "podman build -> $(OCI_IMAGE)"; podman build -f envoy/istio/Containerfile -t $(OCI_IMAGE) . ; \
+	else \
+		echo "make oci: no image builder works here." >&2; \
+		if command -v docker >/dev/null 2>&1; then echo "  docker is installed but its engine is not reachable (docker info fails): start the Docker daemon, or" >&2; fi; \
+		echo "  install buildah (Debian/Ubuntu: apt-get install buildah) or podman, then run make oci again." >&2; \
+		echo "  The recipe is envoy/istio/Containerfile; the module is $(WASM)." >&2; \
+		exit 1; \
+	fi
 
 FUZZ_SECONDS ?= 60
 fuzz:
