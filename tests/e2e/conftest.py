@@ -173,6 +173,11 @@ class Recorded:
     headers: dict[str, str]  # lower-cased names
     body: bytes              # the body bytes that arrived (all of them if complete)
     complete: bool           # False: the request was cut off (the proxy reset it) before its body ended
+    header_list: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # every header line, in order
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of a header (a repeated header is one value per line)."""
+        return [v for k, v in self.header_list if k == name.lower()]
 
 
 class Recorder:
@@ -230,7 +235,7 @@ class Recorder:
             def _handle(self) -> None:
                 body, complete = self._read_body()
                 rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                               complete)
+                               complete, [(k.lower(), v) for k, v in self.headers.items()])
                 with recorder._lock:
                     recorder.requests.append(rec)
                 if not complete:
