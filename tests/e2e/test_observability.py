@@ -233,6 +233,25 @@ def test_prometheus_shows_labelled_counters(envoy, upstream, monkeypatch):
 
 # -------------------------------------------------------------------------------------- access-log example
 
+def _plugin(cfg: dict) -> dict:
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+    return {k: v for k, v in wasm["typed_config"]["config"].items() if k != "configuration"}
+
+
+@pytest.mark.parametrize("name", ["access-log.yaml", "local-ratelimit-per-tool.yaml"])
+def test_examples_use_the_shipped_filter_settings(name):
+    """The examples are envoy/envoy.yaml plus what they show: same plugin settings (held headers, fail
+    closed), same upstream, a policy the shipped one's tools agree with."""
+    shipped = yaml.safe_load((REPO / "envoy" / "envoy.yaml").read_text())
+    example = yaml.safe_load((EXAMPLES / name).read_text())
+    assert _plugin(example) == _plugin(shipped)
+    assert example["static_resources"]["clusters"] == shipped["static_resources"]["clusters"]
+    shipped_tools = EXAMPLE_POLICY["tools"]
+    assert all(shipped_tools[k] == v for k, v in example_policy(name)["tools"].items())
+
+
+
 ACCESS_LINE = re.compile(r'^\[[^\]]+\] "(?P<method>\S+) (?P<path>\S+) (?P<proto>\S+)" (?P<status>\d+) (?P<flags>\S+) '
                          r'mcp_method=(?P<mcp_method>\S+) mcp_tool=(?P<mcp_tool>\S+) policy=(?P<policy>\S+) '
                          r'(?P<rx>\d+) (?P<tx>\d+) (?P<ms>\d+)ms "(?P<request_id>[^"]*)" "(?P<upstream>[^"]*)"$')
