@@ -338,10 +338,10 @@ impl HttpContext for Http {
         let Some(policy) = self.policy.clone() else {
             return self.fail_closed("no policy is loaded");
         };
-        // A client must not be able to forge the exported headers, nor have them reach the upstream.
-        if let Some(names) = &policy.export {
-            host::set_request_header(&names.method, None);
-            host::set_request_header(&names.tool, None);
+        // A client must not be able to forge the exported headers, nor have them reach the upstream (not even
+        // with export off).
+        for name in policy.unforgeable_headers() {
+            host::set_request_header(name, None);
         }
         if end_of_stream {
             // No body (a GET for the SSE stream, a DELETE of a session): nothing to inspect.

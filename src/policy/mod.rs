@@ -281,6 +281,16 @@ impl Policy {
         self.hide.iter().any(|g| g.matches(tool))
     }
 
+    /// Request headers removed from every client request, whatever its method: the exported names, or the
+    /// default ones when `export_headers` is false. A client must never be able to set them, not even with
+    /// export off (something downstream, such as a rate limit keyed on `x-mcp-tool`, may still read them).
+    pub fn unforgeable_headers(&self) -> [&str; 2] {
+        match &self.export {
+            Some(n) => [n.method.as_str(), n.tool.as_str()],
+            None => ["x-mcp-method", "x-mcp-tool"],
+        }
+    }
+
     /// True when the tool belongs in a tools/list answer: not hidden and, with `filter_tools_list`, not a
     /// tool whose every call is denied (a deny rule, or no rule under `default: deny`). Tools with
     /// conditions, limits or approval stay listed.

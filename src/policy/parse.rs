@@ -1454,6 +1454,11 @@ mod tests {
         assert!(ok(r#"{"version":"1","export_headers":false}"#)
             .export
             .is_none());
+        // Client copies are removed in every case: the configured names, else the default ones.
+        assert_eq!(p.unforgeable_headers(), ["x-mcp-method", "x-tool"]);
+        assert_eq!(d.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
+        let off = ok(r#"{"version":"1","export_headers":false}"#);
+        assert_eq!(off.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
         for (doc, path) in [
             (r#"{"version":"1","hide":"x"}"#, "hide"),
             (r#"{"version":"1","hide":[1]}"#, "hide[0]"),

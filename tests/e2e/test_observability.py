@@ -171,8 +171,10 @@ def test_export_header_names_and_off(envoy, upstream):
     assert rec.header_values("x-mcp-tool") == [] and rec.header_values("x-mcp-method") == [], rec.header_list
 
     upstream.clear()
+    # Off: nothing is set, and the client's copies of the default names are still removed (something
+    # downstream may key on them, as envoy/examples/local-ratelimit-per-tool.yaml does).
     e = envoy({**EXAMPLE_POLICY, "export_headers": False}, upstream.port)
-    r = post(e.url, call("get_run", {}, id=1))
+    r = post(e.url, call("get_run", {}, id=1), headers=FORGED)
     assert r.status == 200, r
     rec = one(upstream)
     assert [k for k, _ in rec.header_list if k.startswith("x-mcp-") or k.startswith("x-rpc-")] == [], rec.header_list
