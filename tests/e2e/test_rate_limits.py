@@ -143,36 +143,47 @@ def sid(request):
 
 # ------------------------------------------------------------------------------------------------ exactness
 
+ROUNDS = 10
+
+
 def test_64_concurrent_clients_on_one_session_get_exactly_50(proxy, upstream, sid):
+    """64 clients released at once on one session against max 50: exactly 50 answers from the upstream, 14
+    -31002, and the upstream saw exactly the 50. Repeated in ROUNDS fresh sessions: a lost update between the
+    two workers needs them to interleave within microseconds, which one round rarely provokes (with the
+    compare-and-swap removed from src/limits.rs, an occasional round admits 51 — so not every run would catch
+    that; the unit tests inject CAS conflicts deterministically)."""
     window_room(HOUR, 30)
-    session = sid("s")
     n = 64
-    barrier = threading.Barrier(n)
+    before = worker_connections(proxy)
+    for rnd in range(ROUNDS):
+        upstream.clear()
+        session = sid(f"s{rnd}")
+        barrier = threading.Barrier(n)
 
-    def one(i: int) -> Reply:
-        barrier.wait()
-        return use(proxy.url, "get_run", {"run_id": f"r{i}"}, session=session, id=i)
+        def one(i: int) -> Reply:
+            barrier.wait()
+            return use(proxy.url, "get_run", {"run_id": f"r{i}"}, session=session, id=i)
 
-    t0 = time.time()
-    with ThreadPoolExecutor(n) as pool:
-        replies = list(pool.map(one, range(n)))
-    t1 = time.time()
-    ok = [i for i, r in enumerate(replies) if is_success(r)]
-    limited = [i for i, r in enumerate(replies) if not is_success(r)]
-    assert len(ok) == 50, f"{len(ok)} successes: {[str(replies[i]) for i in limited][:3]}"
-    assert len(limited) == 14
-    for i in ok:
-        assert_ok(replies[i], i)
-    for i in limited:
-        assert_limited(replies[i], "get_run", 50, HOUR, id=i, t0=t0, t1=t1)
-    # The upstream saw exactly the 50 admitted calls, each once.
-    got = sorted(m["id"] for m in upstream_calls(upstream, "get_run"))
-    assert got == sorted(ok), got
-    # Still limited afterwards.
-    assert_limited(use(proxy.url, "get_run", session=session, id=99), "get_run", 50, HOUR, id=99)
+        t0 = time.time()
+        with ThreadPoolExecutor(n) as pool:
+            replies = list(pool.map(one, range(n)))
+        t1 = time.time()
+        ok = [i for i, r in enumerate(replies) if is_success(r)]
+        limited = [i for i, r in enumerate(replies) if not is_success(r)]
+        assert len(ok) == 50, f"round {rnd}: {len(ok)} successes: {[str(replies[i]) for i in limited][:3]}"
+        assert len(limited) == 14
+        for i in ok:
+            assert_ok(replies[i], i)
+        for i in limited:
+            assert_limited(replies[i], "get_run", 50, HOUR, id=i, t0=t0, t1=t1)
+        # The upstream saw exactly the 50 admitted calls, each once.
+        got = sorted(m["id"] for m in upstream_calls(upstream, "get_run"))
+        assert got == sorted(ok), f"round {rnd}: {got}"
+        # Still limited afterwards.
+        assert_limited(use(proxy.url, "get_run", session=session, id=99), "get_run", 50, HOUR, id=99)
     # Both workers took connections (otherwise this would prove nothing about counting across workers).
-    per_worker = worker_connections(proxy)
-    assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
+    after = worker_connections(proxy)
+    assert len(after) == 2 and all(after[k] - before.get(k, 0) > 0 for k in after), (before, after)
 
 
 def test_sessions_are_counted_apart(proxy, upstream, sid):
