@@ -103,6 +103,13 @@ def test_mlflow_tools_list_lists_exactly_the_allowed_tools(list_proxy, server):
     assert proxied == [t for t in direct if listed(LIST_POLICY, t["name"])]
 
 
+def test_mlflow_tools_list_without_held_headers(shared_envoy, mlflow_mcp):
+    """As under Istio (no allow_on_headers_stop_iteration): the answer's headers leave before its body is
+    filtered (no Content-Length, chunked), and the list is still exactly the allowed tools."""
+    e = shared_envoy({**LIST_POLICY, "hold_headers": False}, mlflow_mcp.port, hold_headers=False)
+    assert [t["name"] for t in list_tools(e.url)] == expected_names(LIST_POLICY, MLFLOW_TOOLS)
+
+
 def test_mlflow_hide_without_filtering(envoy, mlflow_mcp):
     """With filter_tools_list off, hide still removes its tools; tools denied by rules stay listed."""
     policy = {**LIST_POLICY, "filter_tools_list": False}
