@@ -1,5 +1,10 @@
 //! The `mcp-policy` CLI, run as a process: what an operator types, what they read, the exit status.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,7 +40,11 @@ fn run(args: &[&str], stdin: Option<&str>) -> Run {
 /// A file with `text` under a fresh temporary directory, named `name`.
 fn file(name: &str, text: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("mcp-policy-cli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "mcp-policy-cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -46,7 +55,8 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-const GOOD: &str = r#"{"version":"1","default":"deny","tools":{"get_run":{},"delete_*":{"action":"deny"}}}"#;
+const GOOD: &str =
+    r#"{"version":"1","default":"deny","tools":{"get_run":{},"delete_*":{"action":"deny"}}}"#;
 const BAD: &str = r#"{"version":"1","default":"alow","tools":{"search_runs":{"conditions":[{"path":"args.n","op":"lt3","value":1}]}}}"#;
 
 fn envoy_yaml(policy: &str) -> String {
@@ -83,11 +93,29 @@ fn ok_policy_json() {
 
 #[test]
 fn the_repository_examples_are_valid() {
-    let r = run(&["check", "envoy/policies/example.json", "envoy/envoy.yaml"], None);
+    let r = run(
+        &["check", "envoy/policies/example.json", "envoy/envoy.yaml"],
+        None,
+    );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("envoy/policies/example.json: ok (4 rules, default deny)"), "{}", r.stdout);
-    assert!(r.stdout.contains("envoy/envoy.yaml: static_resources.listeners[0]"), "{}", r.stdout);
-    assert!(r.stdout.contains("(Wasm plugin mcp_policy): ok (4 rules, default deny)"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("envoy/policies/example.json: ok (4 rules, default deny)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("envoy/envoy.yaml: static_resources.listeners[0]"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("(Wasm plugin mcp_policy): ok (4 rules, default deny)"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -111,13 +139,27 @@ fn envoy_yaml_ok_and_bad() {
     let r = run(&["check", s(&good)], None);
     assert_eq!(r.code, 0, "{}", r.stdout);
     let loc = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config (Wasm plugin mcp_policy)";
-    assert_eq!(r.stdout, format!("{}: {loc}: ok (2 rules, default deny)\n", s(&good)));
+    assert_eq!(
+        r.stdout,
+        format!("{}: {loc}: ok (2 rules, default deny)\n", s(&good))
+    );
 
     let bad = file("envoy.yaml", &envoy_yaml(BAD));
     let r = run(&["check", s(&bad)], None);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains(&format!("{}: {loc}: invalid mcp-policy configuration (2 errors)", s(&bad))), "{}", r.stdout);
-    assert!(r.stdout.contains("  - default: invalid action"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "{}: {loc}: invalid mcp-policy configuration (2 errors)",
+            s(&bad)
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("  - default: invalid action"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -130,7 +172,12 @@ fn envoy_json_bootstrap() {
     let p = file("envoy.json", &text);
     let r = run(&["check", s(&p)], None);
     assert_eq!(r.code, 0, "{}", r.stdout);
-    assert!(r.stdout.contains("static_resources.listeners[0].per_filter: ok (2 rules, default deny)"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("static_resources.listeners[0].per_filter: ok (2 rules, default deny)"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -155,13 +202,22 @@ fn per_route_config_is_checked_too() {
     let p = file("routes.yaml", &text);
     let r = run(&["check", s(&p)], None);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stdout.contains("ok (2 rules, default deny)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("ok (2 rules, default deny)"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout.contains("routes[0].typed_per_filter_config[\"envoy.filters.http.wasm\"]: invalid mcp-policy configuration (1 error)"),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("  - tools[\"x\"].action: invalid action \"nope\""), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("  - tools[\"x\"].action: invalid action \"nope\""),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -205,16 +261,35 @@ spec:
     let r = run(&["check", s(&p)], None);
     assert_eq!(r.code, 1, "{}", r.stdout);
     let f = s(&p);
-    assert!(r.stdout.contains(&format!("{f}: document 2: WasmPlugin mcp-policy: spec.pluginConfig: ok (4 rules, default deny)")), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "{f}: document 2: WasmPlugin mcp-policy: spec.pluginConfig: ok (4 rules, default deny)"
+        )),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains(&format!("{f}: document 3: WasmPlugin typo: spec.pluginConfig: invalid mcp-policy configuration (2 errors)")), "{}", r.stdout);
     // YAML's unquoted 1 is a number: the policy wants the string "1", and the fix says so.
-    assert!(r.stdout.contains("  - version: unsupported version 1; fix: set \"version\": \"1\" (a string)"), "{}", r.stdout);
-    assert!(r.stdout.contains("  - tools[\"get_run\"].acton: unknown field `acton`"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("  - version: unsupported version 1; fix: set \"version\": \"1\" (a string)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("  - tools[\"get_run\"].acton: unknown field `acton`"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
 fn yaml_without_a_policy_fails_unless_skipped() {
-    let p = file("plain.yaml", "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n");
+    let p = file(
+        "plain.yaml",
+        "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n",
+    );
     let r = run(&["check", s(&p)], None);
     assert_eq!(r.code, 1);
     assert_eq!(
@@ -225,27 +300,51 @@ fn yaml_without_a_policy_fails_unless_skipped() {
     let good = file("p.json", GOOD);
     let r = run(&["check", "--skip-missing", s(&p), s(&good)], None);
     assert_eq!(r.code, 0, "{}", r.stdout);
-    assert!(r.stdout.contains(&format!("{}: skipped: no mcp-policy configuration found", s(&p))), "{}", r.stdout);
-    assert!(r.stdout.contains("check: 1 policy checked, 0 problems"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "{}: skipped: no mcp-policy configuration found",
+            s(&p)
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("check: 1 policy checked, 0 problems"),
+        "{}",
+        r.stdout
+    );
 
     // Skipping everything is still a failure: nothing was checked.
     let r = run(&["check", "--skip-missing", s(&p)], None);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("no mcp-policy configuration found in any file"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("no mcp-policy configuration found in any file"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
 fn unreadable_and_malformed_files() {
     let r = run(&["check", "/nonexistent/policy.json"], None);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.starts_with("/nonexistent/policy.json: cannot read:"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .starts_with("/nonexistent/policy.json: cannot read:"),
+        "{}",
+        r.stdout
+    );
 
     let p = file("broken.yaml", "static_resources: [\n");
     let r = run(&["check", s(&p)], None);
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains("not valid YAML"), "{}", r.stdout);
 
-    let p = file("dup.json", r#"{"version":"1","tools":{"get_run":{},"GET_RUN":{"action":"deny"}}}"#);
+    let p = file(
+        "dup.json",
+        r#"{"version":"1","tools":{"get_run":{},"GET_RUN":{"action":"deny"}}}"#,
+    );
     let r = run(&["check", s(&p)], None);
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains("repeats a key"), "{}", r.stdout);
@@ -254,17 +353,30 @@ fn unreadable_and_malformed_files() {
 #[test]
 fn stdin() {
     let r = run(&["check", "-"], Some(GOOD));
-    assert_eq!((r.code, r.stdout.as_str()), (0, "(stdin): ok (2 rules, default deny)\n"));
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "(stdin): ok (2 rules, default deny)\n")
+    );
     let r = run(&["check", "-"], Some(&envoy_yaml(GOOD)));
     assert_eq!(r.code, 0, "{}", r.stdout);
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [&[][..], &["check"], &["check", "--nope", "x"], &["frobnicate"], &["help", "frobnicate"]] {
+    for args in [
+        &[][..],
+        &["check"],
+        &["check", "--nope", "x"],
+        &["frobnicate"],
+        &["help", "frobnicate"],
+    ] {
         let r = run(args, None);
         assert_eq!(r.code, 2, "{args:?}: {}{}", r.stdout, r.stderr);
-        assert!(r.stderr.contains("usage: mcp-policy"), "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("usage: mcp-policy"),
+            "{args:?}: {}",
+            r.stderr
+        );
         assert!(r.stdout.is_empty());
     }
     let r = run(&["--help"], None);

@@ -9,8 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use mcp_policy::json::{check_strict, keys_collide};
-use mcp_policy::policy::{self, Policy};
 use mcp_policy::limits::{init_store, memory::MemoryStore};
+use mcp_policy::policy::{self, Policy};
 use mcp_policy::request::{check_body, Env, Head, Outcome};
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
@@ -61,7 +61,11 @@ fn named_head() -> Head {
 
 /// The value of the one key of `obj` that a case-insensitive decoder would bind to `field`.
 fn lenient<'v>(obj: &'v Map<String, Value>, field: &str) -> Option<&'v Value> {
-    obj.get(field).or_else(|| obj.iter().find(|(k, _)| keys_collide(k, field)).map(|(_, v)| v))
+    obj.get(field).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| keys_collide(k, field))
+            .map(|(_, v)| v)
+    })
 }
 
 /// The tool calls a lenient server would execute, re-encoded as canonical request bodies.
@@ -76,8 +80,12 @@ fn lenient_calls(doc: &Value) -> Vec<Vec<u8>> {
         if lenient(obj, "method").and_then(Value::as_str) != Some("tools/call") {
             continue;
         }
-        let Some(params) = lenient(obj, "params").and_then(Value::as_object) else { continue };
-        let Some(name) = lenient(params, "name").and_then(Value::as_str) else { continue };
+        let Some(params) = lenient(obj, "params").and_then(Value::as_object) else {
+            continue;
+        };
+        let Some(name) = lenient(params, "name").and_then(Value::as_str) else {
+            continue;
+        };
         let mut p = json!({"name": name});
         match lenient(params, "arguments") {
             None | Some(Value::Null) => {}
@@ -108,8 +116,20 @@ fn check_reply(outcome: &Outcome) {
         };
         assert!(!items.is_empty(), "{}", r.body);
         for item in items {
-            assert_eq!(item.get("jsonrpc").and_then(Value::as_str), Some("2.0"), "{}", r.body);
-            assert!(item.get("error").and_then(|e| e.get("code")).and_then(Value::as_i64).is_some(), "{}", r.body);
+            assert_eq!(
+                item.get("jsonrpc").and_then(Value::as_str),
+                Some("2.0"),
+                "{}",
+                r.body
+            );
+            assert!(
+                item.get("error")
+                    .and_then(|e| e.get("code"))
+                    .and_then(Value::as_i64)
+                    .is_some(),
+                "{}",
+                r.body
+            );
         }
     }
 }
@@ -120,14 +140,27 @@ fn decide(p: &Policy, head: &Head, body: &[u8]) -> Outcome {
     if let Err(e) = init_store(&store) {
         panic!("memory store: {e}");
     }
-    check_body(p, head, body, &Env { store: &store, now_nanos: 1_700_000_000_000_000_000 }).outcome
+    check_body(
+        p,
+        head,
+        body,
+        &Env {
+            store: &store,
+            now_nanos: 1_700_000_000_000_000_000,
+            audit: true,
+        },
+    )
+    .outcome
 }
 
 fuzz_target!(|data: &[u8]| {
     let p = policy();
     let inspected = mcp_policy::mcp::inspect(data);
     if let Ok(body) = &inspected {
-        assert!(check_strict(data).is_ok(), "inspect accepted a body check_strict refuses");
+        assert!(
+            check_strict(data).is_ok(),
+            "inspect accepted a body check_strict refuses"
+        );
         assert!(!body.messages.is_empty());
         for m in &body.messages {
             let _ = m.target_name();

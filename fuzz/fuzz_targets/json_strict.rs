@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     match (&strict, &loose) {
         (Ok(()), Err(e)) => panic!("check_strict accepted what serde_json refuses: {e}"),
         // A syntax error in strict mode is a serde_json error too (duplicates are the only extra refusal).
-        (Err(JsonError::Syntax(m)), Ok(_)) => panic!("check_strict calls valid JSON a syntax error: {m}"),
+        (Err(JsonError::Syntax(m)), Ok(_)) => {
+            panic!("check_strict calls valid JSON a syntax error: {m}")
+        }
         _ => {}
     }
     if let Err(e) = &strict {

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(mcp_policy::json::check_strict(data).is_ok());
             for r in p.rules() {
                 // Every key governs at least the tool of its own name (exact, or a glob matching itself).
-                assert!(p.rule_for(&r.key).is_some(), "no rule for its own key {:?}", r.key);
+                assert!(
+                    p.rule_for(&r.key).is_some(),
+                    "no rule for its own key {:?}",
+                    r.key
+                );
                 for c in &r.conditions {
                     let _ = c.describe();
                     let _ = c.holds(None);

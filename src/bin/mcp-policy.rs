@@ -74,7 +74,10 @@ commands:
 
     pub fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let mut out = Out { out: std::io::stdout().lock(), broken: false };
+        let mut out = Out {
+            out: std::io::stdout().lock(),
+            broken: false,
+        };
         match parse(&args) {
             Ok(Command::Check(o)) => check::run(&o, &mut out),
             Ok(Command::Help(cmd)) => match usage_of(cmd.as_deref()) {
@@ -83,7 +86,10 @@ commands:
                     ExitCode::SUCCESS
                 }
                 None => {
-                    eprintln!("mcp-policy: no help for unknown command '{}'\n\n{USAGE}", cmd.unwrap_or_default());
+                    eprintln!(
+                        "mcp-policy: no help for unknown command '{}'\n\n{USAGE}",
+                        cmd.unwrap_or_default()
+                    );
                     ExitCode::from(2)
                 }
             },

@@ -73,7 +73,11 @@ fn verdict(out: &mut Out, label: &str, found: &Found) -> bool {
     match policy::parse(bytes) {
         Ok(p) => {
             let n = p.rules().len();
-            out.line(format_args!("{label}: ok ({n} rule{}, default {})", if n == 1 { "" } else { "s" }, p.default.as_str()));
+            out.line(format_args!(
+                "{label}: ok ({n} rule{}, default {})",
+                if n == 1 { "" } else { "s" },
+                p.default.as_str()
+            ));
             true
         }
         Err(errs) => {
@@ -86,7 +90,11 @@ fn verdict(out: &mut Out, label: &str, found: &Found) -> bool {
 pub fn run(o: &Options, out: &mut Out) -> ExitCode {
     let (mut checked, mut bad) = (0usize, 0usize);
     for file in &o.files {
-        let name = if file == "-" { "(stdin)" } else { file.as_str() };
+        let name = if file == "-" {
+            "(stdin)"
+        } else {
+            file.as_str()
+        };
         let found = match read(file).and_then(|bytes| extract(name, &bytes)) {
             Ok(f) => f,
             Err(e) => {
@@ -106,7 +114,11 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
             continue;
         }
         for f in &found {
-            let label = if f.location.is_empty() { name.to_owned() } else { format!("{name}: {}", f.location) };
+            let label = if f.location.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}: {}", f.location)
+            };
             checked += 1;
             if !verdict(out, &label, f) {
                 bad += 1;
@@ -114,11 +126,17 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
         }
     }
     if checked == 0 && bad == 0 {
-        out.line(format_args!("no mcp-policy configuration found in any file"));
+        out.line(format_args!(
+            "no mcp-policy configuration found in any file"
+        ));
         return ExitCode::from(1);
     }
     if o.files.len() > 1 {
-        out.line(format_args!("check: {checked} polic{} checked, {bad} problem{}", if checked == 1 { "y" } else { "ies" }, if bad == 1 { "" } else { "s" }));
+        out.line(format_args!(
+            "check: {checked} polic{} checked, {bad} problem{}",
+            if checked == 1 { "y" } else { "ies" },
+            if bad == 1 { "" } else { "s" }
+        ));
     }
     if bad == 0 {
         ExitCode::SUCCESS

@@ -38,9 +38,15 @@ pub fn extract(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
     let lower = name.to_ascii_lowercase();
     let yaml_name = lower.ends_with(".yaml") || lower.ends_with(".yml");
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if !yaml_name && (lower.ends_with(".json") || first == Some(b'{')) && !is_envoy_or_k8s_json(bytes) {
+    if !yaml_name
+        && (lower.ends_with(".json") || first == Some(b'{'))
+        && !is_envoy_or_k8s_json(bytes)
+    {
         // A policy file: validated byte for byte as the filter would read it.
-        return Ok(vec![Found { location: String::new(), policy: Ok(bytes.to_vec()) }]);
+        return Ok(vec![Found {
+            location: String::new(),
+            policy: Ok(bytes.to_vec()),
+        }]);
     }
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))?;
     from_yaml(text)
@@ -50,7 +56,8 @@ pub fn extract(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
 fn is_envoy_or_k8s_json(bytes: &[u8]) -> bool {
     match serde_json::from_slice::<Json>(bytes) {
         Ok(Json::Object(top)) => {
-            BOOTSTRAP_KEYS.iter().any(|k| top.contains_key(*k)) || (top.contains_key("apiVersion") && top.contains_key("kind"))
+            BOOTSTRAP_KEYS.iter().any(|k| top.contains_key(*k))
+                || (top.contains_key("apiVersion") && top.contains_key("kind"))
         }
         _ => false,
     }
@@ -60,16 +67,24 @@ fn from_yaml(text: &str) -> Result<Vec<Found>, String> {
     let mut docs = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
         let mut v = Yaml::deserialize(doc).map_err(|e| format!("not valid YAML: {e}"))?;
-        v.apply_merge().map_err(|e| format!("not valid YAML: {e}"))?;
+        v.apply_merge()
+            .map_err(|e| format!("not valid YAML: {e}"))?;
         docs.push(v);
     }
     let multi = docs.iter().filter(|d| !d.is_null()).count() > 1;
     let mut found = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
-        let prefix = if multi { format!("document {}: ", i + 1) } else { String::new() };
+        let prefix = if multi {
+            format!("document {}: ", i + 1)
+        } else {
+            String::new()
+        };
         let mut here = Vec::new();
         walk(doc, &mut String::new(), &mut here);
-        found.extend(here.into_iter().map(|f| Found { location: format!("{prefix}{}", f.location), ..f }));
+        found.extend(here.into_iter().map(|f| Found {
+            location: format!("{prefix}{}", f.location),
+            ..f
+        }));
     }
     Ok(found)
 }
@@ -89,12 +104,17 @@ fn is_typed_struct_of_wasm(v: &Yaml) -> bool {
 }
 
 fn is_wasm_plugin(v: &Yaml) -> bool {
-    str_at(v, "kind") == Some("WasmPlugin") && str_at(v, "apiVersion").is_some_and(|a| a.starts_with("extensions.istio.io/"))
+    str_at(v, "kind") == Some("WasmPlugin")
+        && str_at(v, "apiVersion").is_some_and(|a| a.starts_with("extensions.istio.io/"))
 }
 
 /// A path segment: `.key` for plain keys, `["key"]` otherwise.
 fn push_key(path: &mut String, key: &str) {
-    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         if !path.is_empty() {
             path.push('.');
         }
@@ -153,8 +173,14 @@ fn at(path: &str, field: &str) -> String {
 }
 
 fn from_wasm_plugin(v: &Yaml, path: &str) -> Found {
-    let name = v.get("metadata").and_then(|m| str_at(m, "name")).unwrap_or("(unnamed)");
-    let location = format!("WasmPlugin {name}: {}", at(&at(path, "spec"), "pluginConfig"));
+    let name = v
+        .get("metadata")
+        .and_then(|m| str_at(m, "name"))
+        .unwrap_or("(unnamed)");
+    let location = format!(
+        "WasmPlugin {name}: {}",
+        at(&at(path, "spec"), "pluginConfig")
+    );
     let policy = match v.get("spec").and_then(|s| s.get("pluginConfig")) {
         None | Some(Yaml::Null) => Err("no spec.pluginConfig; fix: put the policy under spec.pluginConfig, written as YAML \
              (version: \"1\", default: deny, tools: {...})"
@@ -171,8 +197,14 @@ fn from_wasm_plugin(v: &Yaml, path: &str) -> Found {
 
 fn from_wasm_filter(v: &Yaml, path: &str) -> Found {
     let cfg = v.get("config");
-    let name = cfg.and_then(|c| str_at(c, "name")).filter(|n| !n.is_empty());
-    let where_ = if path.is_empty() { "(top level)".to_owned() } else { path.to_owned() };
+    let name = cfg
+        .and_then(|c| str_at(c, "name"))
+        .filter(|n| !n.is_empty());
+    let where_ = if path.is_empty() {
+        "(top level)".to_owned()
+    } else {
+        path.to_owned()
+    };
     let location = match name {
         Some(n) => format!("{where_} (Wasm plugin {n})"),
         None => where_,
@@ -236,7 +268,11 @@ pub fn yaml_to_json(v: &Yaml, path: &str) -> Result<Json, String> {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 match serde_json::Number::from_f64(f) {
                     Some(x) => Json::Number(x),
-                    None => return Err(format!("{path}: {n} has no JSON equivalent; fix: use a finite number")),
+                    None => {
+                        return Err(format!(
+                            "{path}: {n} has no JSON equivalent; fix: use a finite number"
+                        ))
+                    }
                 }
             }
         }
@@ -265,7 +301,12 @@ pub fn yaml_to_json(v: &Yaml, path: &str) -> Result<Json, String> {
             }
             Json::Object(obj)
         }
-        Yaml::Tagged(t) => return Err(format!("{path}: YAML tag {} is not supported here; fix: remove the tag", t.tag)),
+        Yaml::Tagged(t) => {
+            return Err(format!(
+                "{path}: YAML tag {} is not supported here; fix: remove the tag",
+                t.tag
+            ))
+        }
     })
 }
 
@@ -284,7 +325,10 @@ mod tests {
     #[test]
     fn a_json_file_is_the_policy_verbatim() {
         let text = "{\"version\":\"1\", \"version\":\"1\"}";
-        assert_eq!(policies("p.json", text), vec![(String::new(), Ok(text.to_owned()))]);
+        assert_eq!(
+            policies("p.json", text),
+            vec![(String::new(), Ok(text.to_owned()))]
+        );
         // Sniffed when the name says nothing.
         assert_eq!(policies("policy", text).len(), 1);
     }
@@ -294,7 +338,10 @@ mod tests {
         let text = r#"{"static_resources": {"x": [{"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {"configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"}}}]}}"#;
         let found = policies("envoy.json", text);
-        assert_eq!(found, vec![("static_resources.x[0]".to_owned(), Ok("{}".to_owned()))]);
+        assert_eq!(
+            found,
+            vec![("static_resources.x[0]".to_owned(), Ok("{}".to_owned()))]
+        );
     }
 
     #[test]
@@ -318,9 +365,22 @@ routes:
 "#;
         let found = policies("e.yaml", text);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[0], ("a[0].typed_config (Wasm plugin one)".to_owned(), Ok(r#"{"version":"1"}"#.to_owned())));
-        assert_eq!(found[1].0, r#"routes[0].typed_per_filter_config["envoy.filters.http.wasm"].config"#);
-        assert!(found[1].1.as_ref().unwrap_err().contains("no config.configuration"));
+        assert_eq!(
+            found[0],
+            (
+                "a[0].typed_config (Wasm plugin one)".to_owned(),
+                Ok(r#"{"version":"1"}"#.to_owned())
+            )
+        );
+        assert_eq!(
+            found[1].0,
+            r#"routes[0].typed_per_filter_config["envoy.filters.http.wasm"].config"#
+        );
+        assert!(found[1]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("no config.configuration"));
     }
 
     #[test]
@@ -348,7 +408,10 @@ spec:
         let found = policies("ef.yaml", text);
         assert_eq!(
             found,
-            vec![("spec.configPatches[0].patch.value.typed_config.value".to_owned(), Ok(r#"{"version":"1"}"#.to_owned()))]
+            vec![(
+                "spec.configPatches[0].patch.value.typed_config.value".to_owned(),
+                Ok(r#"{"version":"1"}"#.to_owned())
+            )]
         );
     }
 
@@ -362,9 +425,16 @@ config:
     value: e30=
 "#;
         let found = policies("e.yaml", text);
-        assert!(found[0].1.as_ref().unwrap_err().contains("BytesValue"), "{found:?}");
+        assert!(
+            found[0].1.as_ref().unwrap_err().contains("BytesValue"),
+            "{found:?}"
+        );
         let text = "\"@type\": x/envoy.extensions.filters.http.wasm.v3.Wasm\nconfig:\n  configuration:\n    \"@type\": x/google.protobuf.StringValue\n    value: {a: 1}\n";
-        assert!(policies("e.yaml", text)[0].1.as_ref().unwrap_err().contains("not a string"));
+        assert!(policies("e.yaml", text)[0]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("not a string"));
     }
 
     #[test]
@@ -395,11 +465,21 @@ spec: {}
 "#;
         let found = policies("istio.yaml", text);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[0].0, "document 2: WasmPlugin mcp-policy: spec.pluginConfig");
+        assert_eq!(
+            found[0].0,
+            "document 2: WasmPlugin mcp-policy: spec.pluginConfig"
+        );
         let policy: Json = serde_json::from_str(found[0].1.as_ref().unwrap()).unwrap();
-        assert_eq!(policy["tools"]["search_runs"]["conditions"][0]["value"], 100);
+        assert_eq!(
+            policy["tools"]["search_runs"]["conditions"][0]["value"],
+            100
+        );
         assert_eq!(policy["version"], "1");
-        assert!(found[1].1.as_ref().unwrap_err().contains("no spec.pluginConfig"));
+        assert!(found[1]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("no spec.pluginConfig"));
     }
 
     #[test]
@@ -415,8 +495,12 @@ spec: {}
 
     #[test]
     fn yaml_errors() {
-        assert!(extract("a.yaml", b"a: [").unwrap_err().contains("not valid YAML"));
-        assert!(extract("a.yaml", b"a: 1\na: 2\n").unwrap_err().contains("duplicate"));
+        assert!(extract("a.yaml", b"a: [")
+            .unwrap_err()
+            .contains("not valid YAML"));
+        assert!(extract("a.yaml", b"a: 1\na: 2\n")
+            .unwrap_err()
+            .contains("duplicate"));
         assert!(extract("a.yaml", b"\xff").unwrap_err().contains("UTF-8"));
         assert!(policies("a.yaml", "just: text\n").is_empty());
     }
