@@ -8,9 +8,11 @@
 //! - When an identity's slot is held by another identity that touched it less than the policy's longest
 //!   window ago, the identity is counted in one of [`OVERFLOW_BUCKETS`] shared **overflow** buckets
 //!   (`rl/o/<n>`), together with every other identity that landed there. A shared count can only run out
-//!   sooner, so no identity ever gets more than its limit; a slot is given to a new owner only after a
-//!   full longest-window of silence, so an identity never splits its count between a slot and a bucket
-//!   within one window.
+//!   sooner, so no identity ever gets more than its limit. A slot is given to a new owner only after a
+//!   full longest-window of silence (so the old owner's counts have all expired), and the new owner starts
+//!   from its overflow bucket's counts: it may have been counted there earlier in the same window, and a
+//!   bucket's count is never below any of its members', so moving from the bucket to the slot never resets
+//!   an identity's count.
 //! - Global limits: one key per limit (`rl/g/<limit id>`).
 //!
 //! ## Creating keys
@@ -293,10 +295,18 @@ impl<S: Store> Limiter<'_, S> {
                 if held {
                     return Ok(Step::Taken);
                 }
+                // A slot changing owner starts from the new owner's overflow bucket: the new owner may have
+                // been counted there earlier in this very window (the old owner's silence says nothing about
+                // when), and must not start over. The bucket's counts are never below its own.
+                let entries = if cell.owner == 0 {
+                    Vec::new()
+                } else {
+                    self.bucket_entries(who)?
+                };
                 cell = Cell {
                     owner: who,
                     touched: now,
-                    entries: Vec::new(),
+                    entries,
                 };
             }
             let have = cell.count(c.limit.id, window);
@@ -324,6 +334,17 @@ impl<S: Store> Limiter<'_, S> {
         Err(Refusal::Unavailable(format!(
             "{key} stayed contended for {CAS_ATTEMPTS} attempts"
         )))
+    }
+
+    /// The entries of `who`'s overflow bucket (none if it was never used).
+    fn bucket_entries(&self, who: u64) -> Result<Vec<Entry>, Refusal> {
+        let key = Self::overflow_key(who);
+        match self.get(&key)? {
+            None => Ok(Vec::new()),
+            Some((bytes, _)) => Cell::decode(&bytes)
+                .map(|c| c.entries)
+                .ok_or_else(|| Refusal::Unavailable(format!("corrupt value at {key}"))),
+        }
     }
 
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, Refusal> {
@@ -660,6 +681,62 @@ mod tests {
             .cloned()
             .unwrap();
         assert_eq!(Cell::decode(&v.0).unwrap().owner, fnv1a(&[b"b"]));
+    }
+
+    #[test]
+    fn taking_a_slot_over_mid_window_keeps_what_the_bucket_counted() {
+        // hold_secs 60 = the window. a is last admitted at 30, so it holds the slot until 90; b, counted in its
+        // overflow bucket at 61, takes the slot over at 90 — still window [60, 120), where it already used its
+        // one call. Starting the slot from zero would admit b twice in that window.
+        let s = store();
+        let l = lim(&s, 1);
+        let limit = spec(1, 1, 60);
+        one(&l, "a", limit, 30).unwrap();
+        one(&l, "b", limit, 61).unwrap();
+        assert!(one(&l, "b", limit, 62).is_err());
+        assert!(
+            matches!(
+                one(&l, "b", limit, 90),
+                Err(Refusal::Limited {
+                    index: 0,
+                    retry_after_secs: 30
+                })
+            ),
+            "b got a second call in one window by moving from its bucket to the slot"
+        );
+        // In the next window b gets its call, now in the slot it took over, and no more.
+        one(&l, "b", limit, 120).unwrap();
+        let v = s
+            .map
+            .borrow()
+            .get(&format!("{PREFIX}s/0"))
+            .cloned()
+            .unwrap();
+        assert_eq!(Cell::decode(&v.0).unwrap().owner, fnv1a(&[b"b"]));
+        assert!(one(&l, "b", limit, 121).is_err());
+    }
+
+    #[test]
+    fn a_fresh_slot_starts_from_zero_whatever_its_bucket_holds() {
+        // Bucket counts are carried only when a slot changes owner: an identity that gets a never-used slot is
+        // counted exactly from its first call, whatever others used in its bucket.
+        let s = store();
+        let l = lim(&s, 2);
+        let limit = spec(1, 1, 60);
+        let h = |x: &str| fnv1a(&[x.as_bytes()]);
+        let bucket = |x: &str| (h(x) >> 32) % OVERFLOW_BUCKETS;
+        let ids: Vec<String> = (0..10_000).map(|i| format!("id-{i}")).collect();
+        // a and c share slot 0; b has slot 1 and c's overflow bucket.
+        let a = ids.iter().find(|x| h(x) % 2 == 0).unwrap();
+        let c = ids.iter().find(|x| h(x) % 2 == 0 && *x != a).unwrap();
+        let b = ids
+            .iter()
+            .find(|x| h(x) % 2 == 1 && bucket(x) == bucket(c))
+            .unwrap();
+        one(&l, a, limit, 0).unwrap(); // owns slot 0
+        one(&l, c, limit, 0).unwrap(); // counted in the bucket, now full
+        one(&l, b, limit, 0).unwrap(); // slot 1, fresh
+        assert!(one(&l, b, limit, 0).is_err());
     }
 
     #[test]

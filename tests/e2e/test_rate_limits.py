@@ -469,6 +469,42 @@ class Model:
         return True
 
 
+def at_second(s: int, margin: float = 0.1) -> None:
+    """Sleeps until ``margin`` seconds into Unix second ``s``."""
+    delay = s + margin - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def in_second(s: int, r: Reply) -> Reply:
+    assert int(time.time()) == s, f"the call meant for second {s} ended at {time.time():.3f}: too slow a machine?"
+    return r
+
+
+def test_identity_moving_from_its_bucket_to_a_slot_keeps_its_count(envoy, upstream):
+    """max_tracked 1 (every identity shares the one slot), 1 call per 2-second window, so a slot is held for 2 s
+    after its owner's last admitted call. a takes the slot at odd second T; b, in window (T+1)//2, is counted in
+    its overflow bucket at T+1 and is refused a second call; at T+2 — the same window — a's hold has lapsed and b
+    may take the slot over, but must not start from zero there: still refused. Next window: one call again."""
+    proxy = envoy({"version": "1", "identity": {"max_tracked": 1},
+                   "tools": {"get_run": {"rate_limit": {"max": 1, "window": 2}}}}, upstream.port, concurrency=2)
+    t = int(time.time()) + 1
+    t += 1 - t % 2  # the next odd second: T and T+1 in different windows, T+1 and T+2 in the same one
+    at_second(t)
+    assert_ok(in_second(t, use(proxy.url, "get_run", session="a")))
+    at_second(t + 1)
+    assert_ok(in_second(t + 1, use(proxy.url, "get_run", session="b")))
+    assert_limited(in_second(t + 1, use(proxy.url, "get_run", session="b")), "get_run", 1, 2)
+    at_second(t + 2)
+    r = in_second(t + 2, use(proxy.url, "get_run", session="b"))
+    assert not is_success(r), "b got a second call in one window by moving from its overflow bucket to the slot"
+    assert_limited(r, "get_run", 1, 2)
+    at_second(t + 3)
+    assert_ok(in_second(t + 3, use(proxy.url, "get_run", session="b")))
+    assert_limited(in_second(t + 3, use(proxy.url, "get_run", session="b")), "get_run", 1, 2)
+    assert len(upstream_calls(upstream)) == 3
+
+
 FLOOD_MAX_TRACKED = 4
 FLOOD_LIMIT = 2
 FLOOD_POLICY = {
