@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import yaml
 
-from conftest import REPO, WASM, free_port
+from conftest import ENVOY_TEMPLATE, REPO, WASM, free_port
 from support import assert_denied, assert_rpc_error, call, post
 
 LIVE = REPO / "envoy" / "examples" / "live-reload"
@@ -176,6 +176,13 @@ def test_shipped_example_shape():
     assert source == {"path": "envoy/examples/live-reload/lds.yaml",
                       "watched_directory": {"path": "envoy/examples/live-reload"}}
     plugin = plugin_of(yaml.safe_load((LIVE / "lds.yaml").read_text()))
+    # The same filter settings (held headers, fail closed, vm_id) and upstream as envoy/envoy.yaml.
+    shipped = yaml.safe_load(ENVOY_TEMPLATE.read_text())
+    (shipped_listener,) = shipped["static_resources"]["listeners"]
+    shipped_plugin = plugin_of({"resources": [shipped_listener]})
+    assert {k: v for k, v in plugin.items() if k != "configuration"} == \
+        {k: v for k, v in shipped_plugin.items() if k != "configuration"}
+    assert boot["static_resources"]["clusters"] == shipped["static_resources"]["clusters"]
     assert plugin["vm_config"]["vm_id"] == "mcp_policy" and plugin["failure_policy"] == "FAIL_CLOSED"
     policy = json.loads(plugin["configuration"]["value"])
     assert policy["tools"]["query_runs"] == {"rate_limit": f"{LIMIT}/hour"}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO, WASM, Recorder
+from conftest import ENVOY_TEMPLATE, REPO, WASM, Recorder
 from support import assert_denied, assert_rpc_error, call, post
 
 EXAMPLE = REPO / "envoy" / "examples" / "multi-server.yaml"
@@ -87,9 +87,13 @@ def test_example_shape():
     cfg = yaml.safe_load(EXAMPLE.read_text())
     plugins = plugins_of(cfg)
     assert set(plugins) == {"mcp_policy_mlflow", "mcp_policy_everything"}
+    shipped = plugins_of(yaml.safe_load(ENVOY_TEMPLATE.read_text()))["envoy.filters.http.wasm"]
     for name, plugin in plugins.items():
         assert plugin["name"] == plugin["root_id"] == plugin["vm_config"]["vm_id"] == name
         assert plugin["failure_policy"] == "FAIL_CLOSED" and plugin["allow_on_headers_stop_iteration"] is True
+        # Otherwise envoy/envoy.yaml's filter settings.
+        same = lambda p: {k: v for k, v in p.items() if k not in ("name", "root_id", "configuration")}  # noqa: E731
+        assert {**same(plugin), "vm_config": {**plugin["vm_config"], "vm_id": "mcp_policy"}} == same(shipped)
     routes = hcm_of(cfg)["route_config"]["virtual_hosts"][0]["routes"]
     own = {"/mlflow/mcp": "mcp_policy_mlflow", "/everything/mcp": "mcp_policy_everything"}
     assert [r["match"]["path_separated_prefix"] for r in routes] == list(own)
