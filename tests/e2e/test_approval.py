@@ -46,6 +46,7 @@ POLICY = {
         "transition_model_version_stage": {"action": "require_approval"},
         "register_model": {"action": "require_approval", "rate_limit": "1/hour"},
         "update_model_version": {"action": "require_approval", "rate_limit": "1/hour"},
+        "copy_model_version": {"action": "require_approval", "rate_limit": "1/hour"},
         "set_model_alias": {"action": "require_approval", "reason": "Only staging aliases, with a human's approval",
                             "conditions": [{"path": "args.alias", "op": "eq", "value": "staging"}]},
         "delete_*": {"action": "deny", "reason": "no deletes"},
@@ -370,6 +371,28 @@ def test_not_granted_gives_the_rate_limit_unit_back(proxy, upstream, hook, sid):
     assert upstream_tools(upstream) == [("register_model", 3)]
 
 
+def test_granted_call_failing_upstream_with_5xx_is_refunded(proxy, upstream, hook, sid, monkeypatch):
+    """copy_model_version: approval + 1/hour. Approved, forwarded, answered 500 by the upstream: the unit comes
+    back, so the next call is asked and forwarded; after that one (200), the next is rate limited."""
+    window_room(HOUR, 20)
+    s = sid()
+    first = []
+
+    def answer(rec):
+        if not first:
+            first.append(rec)
+            return 500, {"jsonrpc": "2.0", "id": 1, "error": {"code": -32603, "message": "upstream broke"}}
+        return conftest.Recorder.answer(rec)
+
+    monkeypatch.setattr(upstream, "answer", answer)
+    assert use(proxy.url, "copy_model_version", session=s, id=1).status == 500
+    assert_forwarded_answer(use(proxy.url, "copy_model_version", session=s, id=2), 2)
+    r = use(proxy.url, "copy_model_version", session=s, id=3)
+    assert assert_rpc_error(r, 200, RATE_LIMITED, 3)["error"]["data"]["decision"] == "rate_limited"
+    assert len(hook.snapshot()) == 2
+    assert upstream_tools(upstream) == [("copy_model_version", 1), ("copy_model_version", 2)]
+
+
 def test_conditions_are_checked_before_asking(proxy, upstream, hook):
     r = use(proxy.url, "set_model_alias", {"alias": "production"}, id=1)
     msg = assert_rpc_error(r, 200, DENIED, 1)
@@ -415,6 +438,33 @@ def test_batch_with_one_element_not_granted_forwards_nothing(proxy, upstream, ho
         assert m["error"]["code"] == DENIED and "batch" in m["error"]["data"]["reason"], m
     upstream.assert_not_forwarded()
     assert len(hook.snapshot()) == 2
+
+
+# ------------------------------------------------------------------------------------------------ headers not held
+
+@pytest.fixture
+def streamed(clusters, shared_envoy, upstream, hook):
+    """POLICY with hold_headers false, as under Istio's WasmPlugin: the headers go upstream at once and only the
+    body waits for the approval."""
+    upstream.strict = False
+    return shared_envoy({**POLICY, "hold_headers": False}, upstream.port, hold_headers=False,
+                        clusters={"approvals": hook.port})
+
+
+def test_streamed_headers_approved_body_follows(streamed, upstream, hook):
+    body = encode(call("create_experiment", {"name": "s"}, id=1))
+    r = send(streamed.url, body)
+    assert_forwarded_answer(r, 1)
+    upstream.assert_forwarded(body)
+    assert len(hook.snapshot()) == 1
+
+
+@pytest.mark.parametrize("answer", [(200, {"approved": False, "reason": "no"}), (500, b"")], ids=["denied", "500"])
+def test_streamed_headers_not_granted_body_never_sent(streamed, upstream, hook, answer):
+    hook.decide = lambda _: answer
+    r = use(streamed.url, "create_experiment", {"name": "s"}, id=2)
+    assert_not_approved(r, 2, "create_experiment", "approval_denied" if answer[0] == 200 else "approval_unavailable")
+    upstream.assert_not_forwarded(grace=0.2)
 
 
 # ------------------------------------------------------------------------------------------------ the example

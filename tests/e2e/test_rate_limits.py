@@ -369,6 +369,17 @@ def test_upstream_4xx_does_not_refund(proxy, upstream, sid, monkeypatch):
     assert len(upstream_calls(upstream)) == 2
 
 
+def test_envoy_503_for_an_unreachable_upstream_refunds(envoy, upstream):
+    """A 5xx Envoy makes itself (the upstream refuses connections) refunds too: with 1 call per hour, every
+    attempt reaches the (dead) upstream instead of being rate limited after the first."""
+    from conftest import free_port
+    window_room(HOUR, 20)
+    proxy = envoy({"version": "1", "tools": {"get_run": {"rate_limit": "1/hour"}}}, free_port())
+    for i in range(3):
+        r = use(proxy.url, "get_run", session="s", id=i)
+        assert r.status == 503 and r.headers.get("x-mcp-policy") is None, r
+
+
 # ------------------------------------------------------------------------------------------------ batches
 
 def test_batch_is_all_or_nothing(proxy, upstream, sid):
