@@ -75,6 +75,7 @@ def main():
         return med([r.get(key) for r in rs])
 
     present = [c for c, _ in CONFIGS if any(k[0] == c for k in cells)]
+    workloads = [(wl, label) for wl, label in workloads if any(k[1] == wl for k in cells)]
     out = []
     out.append(f"# mcp-policy benchmark results\n")
     out.append(f"Run {extra.get('date', '?')} by `make bench` (bench/run.sh); "
@@ -105,7 +106,9 @@ def main():
     for wl, label in workloads:
         line = f"| {label} |"
         for c in present:
-            line += f" {fmt(m(c, wl, 'rps'), ',.0f')} | {fmt(m(c, wl, 'p50_us'), ',.0f')} | {fmt(m(c, wl, 'p99_us'), ',.0f')} |"
+            fb = "†" if any(r.get("fallback_1conn") for r in cells.get((c, wl), [])) else ""
+            line += (f" {fmt(m(c, wl, 'rps'), ',.0f')}{fb} | {fmt(m(c, wl, 'p50_us'), ',.0f')}{fb} |"
+                     f" {fmt(m(c, wl, 'p99_us'), ',.0f')}{fb} |")
         if "C" in present and "A" in present:
             line += f" {fmt(ratio(m('C', wl, 'rps'), m('A', wl, 'rps')), '.3f')} |"
         if "C" in present and "B" in present:
@@ -114,6 +117,12 @@ def main():
             pc, pa = m('C', wl, 'p50_us'), m('A', wl, 'p50_us')
             line += f" {fmt(None if pc is None or pa is None else pc - pa, '+,.0f')} |"
         out.append(line)
+    if any(r.get("fallback_1conn") for r in rows):
+        out.append("")
+        out.append("† in at least one round not a single request was answered within the measuring window at "
+                   f"{extra.get('conns')} connections (each took longer than the window / connections); that "
+                   "round was measured again with 1 connection, so these figures are not comparable with "
+                   "the other columns, only with each other.")
     out.append("")
 
     out.append("## Proxy CPU per request (medians; the proxy's own CPU time / requests)\n")
@@ -163,7 +172,7 @@ def main():
     out.append("## Other figures\n")
     for k, label in (("wasm_size", "wasm size"), ("rss_start", "Envoy RSS at start (VmRSS)"), ("rss", "Envoy RSS after load (VmRSS)"),
                      ("rss_delta", "RSS with C minus with A"), ("rate_limit_state", "rate-limit state after 100k distinct sessions"),
-                     ("policy_note", "policy"), ("load_core", "load-generator core (includes anything else running there)")):
+                     ("policy_note", "policy"), ("budget_note", "rounds"), ("load_core", "load-generator core (includes anything else running there)")):
         if k in extra:
             out.append(f"- {label}: {extra[k]}")
     out.append("")

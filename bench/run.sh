@@ -12,7 +12,8 @@
 #
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (4 s), BENCH_WARMUP (1 s), BENCH_CONNS (16),
 # BENCH_SESSIONS (100000), BENCH_CONFIGS ("A B C"), BENCH_WORKLOADS (all), BENCH_B_CONDITIONS (1),
-# BENCH_NO_BUILD (unset: run `make build` first), BENCH_RESULTS (bench/RESULTS.md).
+# BENCH_NO_BUILD (unset: run `make build` first), BENCH_RESULTS (bench/RESULTS.md),
+# BENCH_BUDGET (420 s: no new round starts past it, so the whole run stays under 10 minutes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +29,7 @@ CONFIGS=${BENCH_CONFIGS:-A B C}
 ONLY_WORKLOADS=${BENCH_WORKLOADS:-}
 B_CONDITIONS=${BENCH_B_CONDITIONS:-1}
 RESULTS_MD=${BENCH_RESULTS:-$BENCH/RESULTS.md}
+BUDGET=${BENCH_BUDGET:-420}   # seconds; no new round starts if it would end past this
 WASM=$ROOT/target/wasm32-wasip1/release/mcp_policy.wasm
 START=$(date +%s)
 
@@ -224,7 +226,16 @@ for line in "${WL[@]}"; do
 done
 EST=$(( ROUNDS * NCELLS * ${#ACTIVE[@]} * (DURATION + WARMUP + 1) ))
 say "load: ${ROUNDS} rounds x ${NCELLS} workloads x ${#ACTIVE[@]} configurations, ${DURATION} s each (+${WARMUP} s warm-up), ~${EST} s"
+ROUND_S=$(( NCELLS * ${#ACTIVE[@]} * (DURATION + WARMUP + 1) ))
+ROUNDS_DONE=0
 for r in $(seq 1 "$ROUNDS"); do
+  # keep `make bench` bounded on a slow or busy machine: no new round past the time budget
+  if [ "$r" -gt 1 ] && [ $(( $(date +%s) - START + ROUND_S )) -gt "$BUDGET" ]; then
+    note "time budget (BENCH_BUDGET=${BUDGET} s) reached: stopping after $((r - 1)) rounds"
+    put budget_note "stopped after $((r - 1)) of $ROUNDS rounds: time budget of ${BUDGET} s (the machine was slow or busy)"
+    break
+  fi
+  ROUNDS_DONE=$r
   for line in "${WL[@]}"; do
     IFS=$'\t' read -r name path body conns label <<< "$line"
     { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $name "* ]]; } || continue
@@ -261,8 +272,8 @@ if [[ " ${ACTIVE[*]} " == *" C "* && "$POLICY_VARIANT" = full ]]; then
   say "rate-limit state: $SESSIONS distinct sessions through C"
   R0=$(rss_kb "${PID[C]}")
   DONE=0; REFUSED=0; T0=$(date +%s)
-  # wrk always runs its full -d, so send the sessions in 2 s slices (bounded to 150 s in all)
-  while [ "$DONE" -lt "$SESSIONS" ] && [ $(( $(date +%s) - T0 )) -lt 150 ]; do
+  # wrk always runs its full -d, so send the sessions in 2 s slices (bounded to 60 s in all)
+  while [ "$DONE" -lt "$SESSIONS" ] && [ $(( $(date +%s) - T0 )) -lt 60 ]; do
     SOUT=$(BENCH_BODY="$WORK/req-small.json" BENCH_SESSIONS=$((SESSIONS - DONE)) BENCH_SESSION_OFFSET="$DONE" \
       timeout 30 "${PIN_LOAD[@]}" wrk -t1 -c16 -d2s --timeout 5s -s "$BENCH/wrk/sessions.lua" \
       "http://127.0.0.1:${PORT[C]}/mcp" 2>&1 || true)
@@ -288,7 +299,7 @@ fi
 # ---------------------------------------------------------------- microbenchmark
 say "native microbenchmark (pure core)"
 if [ -f "$ROOT/examples/microbench.rs" ]; then
-  if BENCH_PAYLOADS="$WORK" BENCH_POLICY="$WORK/policy-$POLICY_VARIANT.json" timeout 300 \
+  if BENCH_PAYLOADS="$WORK" BENCH_POLICY="$WORK/policy-$POLICY_VARIANT.json" timeout 90 \
       "${PIN_PROXY[@]}" cargo run --quiet --release --example microbench > "$WORK/microbench.txt" 2>&1; then
     cat "$WORK/microbench.txt"
   else
@@ -308,7 +319,7 @@ put envoy "$ENVOY_VERSION"
 put wrk "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
 put pinning "$PINNING"
 put loadavg "$LOADAVG0 before the run, $(cut -d' ' -f1-3 /proc/loadavg) after (other work on the machine disturbs the figures)"
-put rounds "$ROUNDS"; put duration "$DURATION"; put warmup "$WARMUP"; put conns "$CONNS"
+put rounds "$ROUNDS_DONE"; put duration "$DURATION"; put warmup "$WARMUP"; put conns "$CONNS"
 LOADBUSY=$("$PY" -c "
 import json, statistics, sys
 rows = [json.loads(l) for l in open('$WORK/results.jsonl') if l.strip()]
