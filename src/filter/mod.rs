@@ -8,7 +8,7 @@ mod host;
 
 use crate::approval::{read_answer, Answer};
 use crate::limits::{self, Limiter, Reservation};
-use crate::policy::{self, Policy};
+use crate::policy::{self, Mode, Policy};
 use crate::reply::{self, Reply};
 use crate::request::{self, Checked, Env, Head, ListPlan, Outcome, Summary};
 use host::{request_header as header, SharedData};
@@ -154,6 +154,7 @@ impl Http {
         } = request::check_body(&policy, &self.head, &bytes, &env);
         events.iter().for_each(host::record);
         self.summary = summary;
+        self.export(&policy);
         match outcome {
             Outcome::Forward(reservations) => {
                 self.reservations = reservations;
@@ -171,30 +172,26 @@ impl Http {
     /// Just before the request goes upstream: export the MCP facts as headers (when the headers are still
     /// held), and ask for an uncompressed tools/list answer, which the response path filters.
     fn forward(&mut self, policy: &Policy) {
-        if policy.hold_headers {
-            if let Some(names) = &policy.export {
-                host::set_request_header(
-                    &names.method,
-                    Some(&self.summary.methods)
-                        .filter(|m| !m.is_empty())
-                        .map(String::as_str),
-                );
-                host::set_request_header(
-                    &names.tool,
-                    Some(&self.summary.tools)
-                        .filter(|t| !t.is_empty())
-                        .map(String::as_str),
-                );
-            }
-        }
-        if let Some(id) = &self.summary.tools_list_id {
+        if let Some(id) = self.summary.tools_list_id.as_ref().filter(|_| policy.mode == Mode::Enforce) {
             if policy.hold_headers {
                 host::set_request_header("accept-encoding", None);
             }
-            self.list = Some((
-                id.clone(),
-                ListPlan::Rewrite(crate::tools_list::Format::Json),
-            ));
+            self.list = Some((id.clone(), ListPlan::Rewrite(crate::tools_list::Format::Json)));
+        }
+    }
+
+    /// Sets the exported `x-mcp-*` headers (when the headers are still held), for the upstream and for the
+    /// access log, which sees them on refused requests too.
+    fn export(&self, policy: &Policy) {
+        if !policy.hold_headers {
+            return;
+        }
+        if let Some(names) = &policy.export {
+            fn value(v: &str) -> Option<&str> {
+                Some(v).filter(|v| !v.is_empty())
+            }
+            host::set_request_header(&names.method, value(&self.summary.methods));
+            host::set_request_header(&names.tool, value(&self.summary.tools));
         }
     }
 

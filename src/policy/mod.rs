@@ -284,11 +284,16 @@ impl Policy {
     /// Request headers removed from every client request, whatever its method: the exported names, or the
     /// default ones when `export_headers` is false. A client must never be able to set them, not even with
     /// export off (something downstream, such as a rate limit keyed on `x-mcp-tool`, may still read them).
-    pub fn unforgeable_headers(&self) -> [&str; 2] {
-        match &self.export {
-            Some(n) => [n.method.as_str(), n.tool.as_str()],
-            None => ["x-mcp-method", "x-mcp-tool"],
+    pub fn unforgeable_headers(&self) -> Vec<&str> {
+        let mut names = vec!["x-mcp-method", "x-mcp-tool"];
+        if let Some(n) = &self.export {
+            for h in [n.method.as_str(), n.tool.as_str()] {
+                if !names.contains(&h) {
+                    names.push(h);
+                }
+            }
         }
+        names
     }
 
     /// True when the tool belongs in a tools/list answer: not hidden and, with `filter_tools_list`, not a

@@ -1454,8 +1454,8 @@ mod tests {
         assert!(ok(r#"{"version":"1","export_headers":false}"#)
             .export
             .is_none());
-        // Client copies are removed in every case: the configured names, else the default ones.
-        assert_eq!(p.unforgeable_headers(), ["x-mcp-method", "x-tool"]);
+        // Client copies are removed in every case: the default names and the configured ones.
+        assert_eq!(p.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool", "x-tool"]);
         assert_eq!(d.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
         let off = ok(r#"{"version":"1","export_headers":false}"#);
         assert_eq!(off.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);

@@ -1,8 +1,8 @@
 """The policy as Envoy plugin configuration: invalid policies are refused by Envoy (the plugin's on_configure
 fails and the error is logged), valid ones load; and the shipped envoy/ files agree with each other.
 
-Fields of features not built yet must be refused with "not supported yet" (issue 3 listed rate_limit, hide,
-identity, approval and action "require_approval"; as each landed, its case here became a validation case)."""
+Issue 3 listed fields of later features (rate_limit, hide, identity, approval, action "require_approval") that had
+to be refused with "not supported yet" until they existed; all have landed, so each is a validation case here."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,6 @@ import yaml
 
 from conftest import ENVOY_TEMPLATE, EXAMPLE_POLICY, REPO
 from support import assert_denied, call, post
-
-LATER = "not supported yet"
-
 
 @pytest.mark.parametrize("policy,fragments", [
     ({"version": "1", "toolz": {}}, ["toolz"]),
@@ -34,13 +31,13 @@ LATER = "not supported yet"
     ({"version": "1", "hide": 5}, ["hide"]),
     ({"version": "1", "identity": 5}, ["identity"]),
     ({"version": "1", "approval": 5}, ["approval"]),
-    # A field of the documented format that this build does not implement yet (it moves as features land).
-    ({"version": "1", "prompts": {}}, ["prompts", LATER]),
+    # Every section of the documented format is implemented now: a bad prompts section is a validation error.
+    ({"version": "1", "prompts": {"p": {"action": "nope"}}}, ["prompts", "action"]),
     ('{"version": "1", "tools": ', []),
     ('{"version": "1", "version": "1"}', ["version"]),
 ], ids=["unknown_field", "unknown_rule_field", "wrong_version", "version_number", "no_version", "bad_default",
         "bad_action", "bad_regex", "unknown_op", "max_body_bytes_type", "bad_rate_limit", "approval_without_section",
-        "bad_hide", "bad_identity", "bad_approval", "not_yet", "not_json", "duplicate_key"])
+        "bad_hide", "bad_identity", "bad_approval", "bad_prompts", "not_json", "duplicate_key"])
 def test_invalid_policy_is_refused(refused, policy, fragments):
     refused(policy, *fragments)
 
