@@ -365,8 +365,9 @@ class EnvoyStartError(RuntimeError):
 
 def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bool = True,
                      buffer_limit: int = 4 * 1024 * 1024, failure_policy: str | None = "FAIL_CLOSED",
-                     wasm: pathlib.Path = WASM) -> dict:
-    """The shipped envoy/envoy.yaml with test ports (0: the kernel picks), this policy and the built wasm."""
+                     wasm: pathlib.Path = WASM, clusters: dict[str, int] | None = None) -> dict:
+    """The shipped envoy/envoy.yaml with test ports (0: the kernel picks), this policy and the built wasm.
+    ``clusters``: more clusters, {name: port} (plain HTTP/1.1 to 127.0.0.1), e.g. an approval service."""
     cfg = yaml.safe_load(ENVOY_TEMPLATE.read_text())
     cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
     listener = cfg["static_resources"]["listeners"][0]
@@ -385,6 +386,11 @@ def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bo
     (cluster,) = cfg["static_resources"]["clusters"]
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] = {
         "address": "127.0.0.1", "port_value": upstream_port}
+    for name, port in (clusters or {}).items():
+        cfg["static_resources"]["clusters"].append({
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}})
     return cfg
 
 
