@@ -101,6 +101,7 @@ def valid_ask(ask: object) -> bool:
 def make_handler(args: argparse.Namespace, approver: Approver):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: Envoy reuses its connections to this service
+        disable_nagle_algorithm = True  # the answer's headers and body are two writes: send both at once
         server_version = "mcp-policy-example-approval/1"
 
         def log_message(self, *a):  # the one-JSON-line log below replaces the default access log

@@ -1,38 +1,15 @@
-"""For the approval tests: the test suite's own approval service (a webhook whose every answer a test decides),
-and Envoys with extra clusters (the approval service's).
-
-``with_clusters(render)`` wraps conftest's ``render_bootstrap`` with one more keyword, ``clusters={name: port}``
-(plain HTTP/1.1 STATIC clusters on 127.0.0.1). The ``approval_envoy`` fixture in test_approval.py installs it
-for the duration of a test, so the ``envoy``/``shared_envoy`` factories accept ``clusters=...``; the clusters are
-part of the shared Envoy's cache key like every other option.
+"""For the approval tests: the test suite's own approval service, a webhook whose every answer a test decides.
+(Envoy reaches it through a cluster: the envoy factories' ``clusters={name: port}`` option.)
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-
-
-def with_clusters(render: Callable[..., dict]) -> Callable[..., dict]:
-    @functools.wraps(render)
-    def render_with_clusters(policy, upstream_port: int, *, clusters: dict[str, int] | None = None, **opts) -> dict:
-        cfg = render(policy, upstream_port, **opts)
-        for name, port in (clusters or {}).items():
-            cfg["static_resources"]["clusters"].append({
-                "name": name,
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
-            })
-        return cfg
-
-    return render_with_clusters
 
 
 @dataclasses.dataclass
@@ -75,6 +52,9 @@ class Webhook:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without this, Nagle holds the body back for Envoy's
+            # delayed ACK on the kept-alive connection (~40 ms per answer).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

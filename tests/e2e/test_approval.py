@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import conftest
-from approvals import Webhook, deny, with_clusters
+from approvals import Webhook, deny
 from conftest import REPO, free_port, stop_process, wait_for_port
 from support import DENIED, Reply, assert_rpc_error, call, encode, post, same_id, send
 
@@ -72,13 +72,7 @@ def hook(webhook):
 
 
 @pytest.fixture
-def clusters(monkeypatch):
-    """Lets the envoy / shared_envoy factories take ``clusters={name: port}`` during this test."""
-    monkeypatch.setattr(conftest, "render_bootstrap", with_clusters(conftest.render_bootstrap))
-
-
-@pytest.fixture
-def proxy(clusters, shared_envoy, upstream, hook):
+def proxy(shared_envoy, upstream, hook):
     """Envoy with POLICY in front of the (emptied) recording upstream; cluster approvals -> the webhook."""
     return shared_envoy(POLICY, upstream.port, clusters={"approvals": hook.port})
 
@@ -228,7 +222,7 @@ def test_anything_but_a_decision_fails_closed(proxy, upstream, hook, status, pay
     upstream.assert_not_forwarded()
 
 
-def test_slow_service_beyond_timeout(clusters, envoy, upstream, hook):
+def test_slow_service_beyond_timeout(envoy, upstream, hook):
     """timeout_ms 300, the service answers (yes) after 1 s: refused at ~300 ms, and the late yes changes nothing."""
     policy = {**POLICY, "approval": {**APPROVAL, "timeout_ms": 300}}
     proxy = envoy(policy, upstream.port, clusters={"approvals": hook.port})
@@ -251,7 +245,7 @@ def test_slow_service_beyond_timeout(clusters, envoy, upstream, hook):
     assert_forwarded_answer(use(proxy.url, "create_experiment", {"name": "fast"}))
 
 
-def test_service_not_listening(clusters, envoy, upstream):
+def test_service_not_listening(envoy, upstream):
     closed = free_port()  # bound and released: nothing listens there
     proxy = envoy(POLICY, upstream.port, clusters={"approvals": closed})
     t0 = time.monotonic()
@@ -443,7 +437,7 @@ def test_batch_with_one_element_not_granted_forwards_nothing(proxy, upstream, ho
 # ------------------------------------------------------------------------------------------------ headers not held
 
 @pytest.fixture
-def streamed(clusters, shared_envoy, upstream, hook):
+def streamed(shared_envoy, upstream, hook):
     """POLICY with hold_headers false, as under Istio's WasmPlugin: the headers go upstream at once and only the
     body waits for the approval."""
     upstream.strict = False
@@ -469,12 +463,24 @@ def test_streamed_headers_not_granted_body_never_sent(streamed, upstream, hook, 
 
 # ------------------------------------------------------------------------------------------------ the example
 
-def example_policy() -> dict:
-    """The policy in envoy/examples/approval.yaml."""
+def example_bootstrap(upstream_port: int, approvals_port: int) -> dict:
+    """envoy/examples/approval.yaml as shipped, with test ports and the built wasm: mlflow_mcp -> the recording
+    upstream, approvals -> the example service."""
     cfg = yaml.safe_load(EXAMPLE_BOOTSTRAP.read_text())
-    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
+    (listener,) = cfg["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
-    return json.loads(wasm["typed_config"]["config"]["configuration"]["value"])
+    wasm["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(conftest.WASM)
+    ports = {"mlflow_mcp": upstream_port, "approvals": approvals_port}
+    clusters = cfg["static_resources"]["clusters"]
+    assert sorted(c["name"] for c in clusters) == sorted(ports)
+    for c in clusters:
+        addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        assert addr == {"address": "127.0.0.1", "port_value": {"mlflow_mcp": 8001, "approvals": 8002}[c["name"]]}
+        addr["port_value"] = ports[c["name"]]
+    return cfg
 
 
 @pytest.fixture
@@ -493,15 +499,10 @@ def example_service(tmp_path):
         stop_process(proc)
 
 
-def test_example_service_with_the_example_policy(clusters, envoy, upstream, example_service):
+def test_example_service_with_the_example_bootstrap(envoy, upstream, example_service):
+    """envoy/examples/approval.yaml (as shipped but for ports) with examples/approval_service.py."""
     proc, port, log = example_service
-    bootstrap = yaml.safe_load(EXAMPLE_BOOTSTRAP.read_text())
-    assert {c["name"] for c in bootstrap["static_resources"]["clusters"]} == {"mlflow_mcp", "approvals"}
-    assert bootstrap["static_resources"]["clusters"][1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
-        "endpoint"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8002}
-    policy = example_policy()
-    assert policy["approval"]["cluster"] == "approvals"
-    proxy = envoy(policy, upstream.port, clusters={"approvals": port})
+    proxy = envoy(None, 0, bootstrap=example_bootstrap(upstream.port, port))
     s = {"Mcp-Session-Id": "agent-1"}
 
     assert_forwarded_answer(use(proxy.url, "set_run_tag", {"run_id": "r", "key": "k", "value": "v"}, headers=s, id=1), 1)
