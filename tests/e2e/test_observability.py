@@ -283,7 +283,8 @@ def test_access_log_example_names_the_tool(envoy, upstream, tmp_path):
         "al-get": ("200", "tools/call", "get_run", "-"),
         "al-batch": ("200", "tools/call", "get_run,get_experiments", "-"),
         "al-list": ("200", "tools/list", "-", "-"),
-        "al-denied": ("200", "-", "-", "rejected"),
+        # Refused requests name their (real, not forged) method and tool too.
+        "al-denied": ("200", "tools/call", "delete_run", "rejected"),
     }, got
     assert got["al-get"]["upstream"] == f"127.0.0.1:{upstream.port}"
     assert got["al-denied"]["upstream"] == "-"
