@@ -67,6 +67,7 @@ lint:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(TARGET) --lib -- -D warnings
+	cargo check --quiet --manifest-path fuzz/Cargo.toml
 
 # `mcp-policy check` on every policy in the repository: policy JSON files and every YAML holding an
 # mcp-policy filter (Envoy bootstraps, LDS files, Istio WasmPlugin manifests).

@@ -39,9 +39,15 @@ impl Condition {
         lookup(args, &self.segments)
     }
 
-    /// True when the condition holds for these arguments.
+    /// True when the condition holds for these arguments. A path whose key is absent but present in another
+    /// letter case (`Filter` for `filter`) fails every op, negations included: a server that matches keys
+    /// case-insensitively would read it, so "absent" cannot be trusted.
     pub fn holds(&self, args: Option<&Value>) -> bool {
-        let actual = self.lookup(args);
+        let actual = match lookup_checked(args, &self.segments) {
+            Lookup::Found(v) => Some(v),
+            Lookup::Missing => None,
+            Lookup::Ambiguous => return false,
+        };
         match (&self.op, actual) {
             (Op::Exists(want), a) => a.is_some() == *want,
             (Op::Neq(_), None) | (Op::NotIn(_), None) => true,
@@ -93,6 +99,35 @@ pub fn lookup<'v>(args: Option<&'v Value>, segments: &[String]) -> Option<&'v Va
         };
     }
     Some(cur)
+}
+
+/// The outcome of following a path through the arguments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lookup<'v> {
+    Found(&'v Value),
+    Missing,
+    /// A key on the path is absent, but an object there has a key equal to it ignoring case.
+    Ambiguous,
+}
+
+/// Like [`lookup`], telling a plainly missing key from one present in another letter case.
+pub fn lookup_checked<'v>(args: Option<&'v Value>, segments: &[String]) -> Lookup<'v> {
+    let Some(mut cur) = args else { return Lookup::Missing };
+    for seg in segments {
+        cur = match cur {
+            Value::Object(m) => match m.get(seg) {
+                Some(v) => v,
+                None if m.keys().any(|k| crate::json::keys_collide(k, seg)) => return Lookup::Ambiguous,
+                None => return Lookup::Missing,
+            },
+            Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get(i)) {
+                Some(v) => v,
+                None => return Lookup::Missing,
+            },
+            _ => return Lookup::Missing,
+        };
+    }
+    Lookup::Found(cur)
 }
 
 /// JSON equality where numbers compare by value (`1 == 1.0`).
@@ -167,6 +202,22 @@ mod tests {
         yes(cond("args.nul", Op::Exists(true)));
         yes(cond("args.nope", Op::Exists(false)));
         no(cond("args.nope", Op::Exists(true)));
+    }
+
+    #[test]
+    fn case_variant_keys_are_not_absent() {
+        // A Go handler binds "Filter" to "filter": the negations must not treat it as missing.
+        let args = json!({"Filter": "x", "outer": {"RUN_ID": "prod"}});
+        for c in [
+            cond("args.filter", Op::Exists(false)),
+            cond("args.filter", Op::Neq(json!("y"))),
+            cond("args.filter", Op::NotIn(vec![json!("y")])),
+            cond("args.outer.run_id", Op::Neq(json!("prod"))),
+            cond("args.filter", Op::Eq(json!("x"))),
+        ] {
+            assert!(!c.holds(Some(&args)), "{}", c.describe());
+        }
+        assert!(cond("args.other", Op::Exists(false)).holds(Some(&args)));
     }
 
     #[test]

@@ -337,10 +337,12 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
 }
 
 fn join(prefix: &str, field: &str) -> String {
-    if prefix.is_empty() {
-        field.to_owned()
-    } else {
-        format!("{prefix}.{field}")
+    let plain = !field.is_empty() && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    match (prefix.is_empty(), plain) {
+        (true, true) => field.to_owned(),
+        (false, true) => format!("{prefix}.{field}"),
+        // Keys that are not plain words (empty, dots, spaces) are quoted so the path stays unambiguous.
+        (_, false) => format!("{prefix}[{}]", Value::String(field.to_owned())),
     }
 }
 
@@ -1024,7 +1026,8 @@ fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (edit_distance(&word.to_ascii_lowercase(), k), *k))
-        .filter(|(d, _)| *d <= 2)
+        // Short words are close to everything: allow one edit below 5 characters, two above.
+        .filter(|(d, k)| *d <= if word.len().min(k.len()) < 5 { 1 } else { 2 })
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
@@ -1185,6 +1188,17 @@ mod tests {
             q.tools.rule_for("x").unwrap().limits[0].spec.id,
             q.prompts.rule_for("x").unwrap().limits[0].spec.id
         );
+    }
+
+    #[test]
+    fn odd_keys_get_quoted_paths_and_short_words_no_wild_hints() {
+        let e = one_error(r#"{"version":"1","":1}"#);
+        assert_eq!(e.path, r#"[""]"#);
+        assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"":1}}}"#).path, r#"tools["x"][""]"#);
+        assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"a.b":1}}}"#).path, r#"tools["x"]["a.b"]"#);
+        let e = one_error(r#"{"version":"1","id":1}"#);
+        assert!(!e.fix.contains("did you mean"), "{e}");
+        assert!(one_error(r#"{"version":"1","hid":[]}"#).fix.contains("did you mean `hide`"));
     }
 
     #[test]
