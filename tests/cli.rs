@@ -75,6 +75,7 @@ fn envoy_yaml(policy: &str) -> String {
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
                 name: mcp_policy
+                allow_on_headers_stop_iteration: true
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: |
@@ -166,7 +167,7 @@ fn envoy_yaml_ok_and_bad() {
 fn envoy_json_bootstrap() {
     let text = format!(
         r#"{{"static_resources": {{"listeners": [{{"per_filter": {{"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-          "config": {{"configuration": {{"@type": "type.googleapis.com/google.protobuf.StringValue", "value": {}}}}}}}}}]}}}}"#,
+          "config": {{"allow_on_headers_stop_iteration": true, "configuration": {{"@type": "type.googleapis.com/google.protobuf.StringValue", "value": {}}}}}}}}}]}}}}"#,
         serde_json::Value::String(GOOD.into())
     );
     let p = file("envoy.json", &text);
@@ -294,7 +295,7 @@ fn yaml_without_a_policy_fails_unless_skipped() {
     assert_eq!(r.code, 1);
     assert_eq!(
         r.stdout,
-        format!("{}: no mcp-policy configuration found (no Envoy HTTP Wasm filter, no Istio WasmPlugin)\n", s(&p))
+        format!("{}: no mcp-policy configuration found (no Envoy HTTP Wasm filter, no Istio WasmPlugin or TrafficExtension)\n", s(&p))
     );
 
     let good = file("p.json", GOOD);
@@ -385,4 +386,133 @@ fn usage_errors_exit_2() {
     let r = run(&["check", "--help"], None);
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("--skip-missing"));
+}
+
+#[test]
+fn held_headers_must_match_the_wasm_filter() {
+    let loc = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config (Wasm plugin mcp_policy)";
+    let field = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.config.allow_on_headers_stop_iteration";
+    // The flag absent, the policy holding headers (the default): every request would hang.
+    let absent = envoy_yaml(GOOD).replace("                allow_on_headers_stop_iteration: true\n", "");
+    let p = file("absent.yaml", &absent);
+    let r = run(&["check", s(&p)], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(
+        r.stdout.lines().next().unwrap(),
+        format!(
+            "{}: {loc}: the policy is valid (2 rules, default deny) but cannot run here (1 error)",
+            s(&p)
+        )
+    );
+    let want = format!("  - hold_headers: the policy holds request headers until the body is decided (hold_headers: true, the default), but {field} is absent (false): Envoy would never deliver the body to the filter and every request with a body would hang; fix: set `allow_on_headers_stop_iteration: true` in the filter's config, or, where it cannot be set, \"hold_headers\": false in the policy");
+    assert_eq!(r.stdout.lines().nth(1).unwrap(), want);
+
+    // Explicitly false: same error, said so.
+    let off = envoy_yaml(GOOD).replace(
+        "allow_on_headers_stop_iteration: true",
+        "allow_on_headers_stop_iteration: false",
+    );
+    let r = run(&["check", s(&file("off.yaml", &off))], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("{field} is false: Envoy would never")),
+        "{}",
+        r.stdout
+    );
+
+    // hold_headers false without the flag: what Istio needs, fine anywhere.
+    let unheld = r#"{"version":"1","hold_headers":false,"tools":{"get_run":{}}}"#;
+    let r = run(
+        &[
+            "check",
+            s(&file(
+                "unheld.yaml",
+                &envoy_yaml(unheld).replace("                allow_on_headers_stop_iteration: true\n", ""),
+            )),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(!r.stdout.contains("note"), "{}", r.stdout);
+
+    // hold_headers false with the flag: works, but loses the exported headers: a note, not an error.
+    let r = run(&["check", s(&file("note.yaml", &envoy_yaml(unheld)))], None);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains(": ok (1 rule, default deny)\n  note: hold_headers is false although "), "{}", r.stdout);
+    assert!(r.stdout.contains("sets no x-mcp-* headers"), "{}", r.stdout);
+
+    // A JSON policy file has no filter to compare with.
+    let r = run(&["check", "-"], Some(unheld));
+    assert_eq!((r.code, r.stdout.as_str()), (0, "(stdin): ok (1 rule, default deny)\n"));
+}
+
+const ISTIO_POLICY: &str = r#"    version: "1"
+    default: deny
+    tools:
+      get_run: {}
+"#;
+
+fn wasmplugin(policy: &str) -> String {
+    format!(
+        "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: mcp-policy}}\nspec:\n  url: oci://r/m:1\n  pluginConfig:\n{policy}"
+    )
+}
+
+fn trafficextension(policy: &str) -> String {
+    let indented: String = policy.lines().map(|l| format!("  {l}\n")).collect();
+    format!(
+        "apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {{name: mcp-te}}\nspec:\n  phase: AUTHZ\n  wasm:\n    url: oci://r/m:1\n    pluginConfig:\n{indented}"
+    )
+}
+
+#[test]
+fn istio_needs_hold_headers_false() {
+    let held = wasmplugin(ISTIO_POLICY);
+    let p = file("wp.yaml", &held);
+    let r = run(&["check", s(&p)], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "{}: WasmPlugin mcp-policy: spec.pluginConfig: the policy is valid (1 rule, default deny) but cannot run here (1 error)\n  - hold_headers: must be false in an Istio WasmPlugin, which cannot set the Envoy Wasm filter's allow_on_headers_stop_iteration: a filter holding headers would never get the body and every request with a body would hang (hold_headers is true by default); fix: add `hold_headers: false` under spec.pluginConfig\n",
+            s(&p)
+        )
+    );
+    let fixed = wasmplugin(&format!("    hold_headers: false\n{ISTIO_POLICY}"));
+    let r = run(&["check", s(&file("wp.yaml", &fixed))], None);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+#[test]
+fn traffic_extension_is_read() {
+    let good = trafficextension(&format!("    hold_headers: false\n{ISTIO_POLICY}"));
+    let p = file("te.yaml", &good);
+    let r = run(&["check", s(&p)], None);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "{}: TrafficExtension mcp-te: spec.wasm.pluginConfig: ok (1 rule, default deny)\n",
+            s(&p)
+        )
+    );
+    // Held headers: the same error as for a WasmPlugin, naming this kind and path.
+    let r = run(&["check", s(&file("te.yaml", &trafficextension(ISTIO_POLICY)))], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("must be false in an Istio TrafficExtension"), "{}", r.stdout);
+    assert!(r.stdout.contains("fix: add `hold_headers: false` under spec.wasm.pluginConfig"), "{}", r.stdout);
+    // Its policy errors are reported with their paths, like any other.
+    let typo = trafficextension("    version: \"1\"\n    hold_headers: false\n    tols: {}\n");
+    let r = run(&["check", s(&file("te.yaml", &typo))], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("TrafficExtension mcp-te: spec.wasm.pluginConfig: invalid mcp-policy configuration (1 error)"), "{}", r.stdout);
+    assert!(r.stdout.contains("  - tols: unknown field `tols`; fix: did you mean `tools`?"), "{}", r.stdout);
+    // No pluginConfig at all.
+    let r = run(&["check", s(&file("te.yaml", "apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {name: x}\nspec: {wasm: {url: oci://r/m:1}}\n"))], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("no spec.wasm.pluginConfig; fix: put the policy under spec.wasm.pluginConfig"), "{}", r.stdout);
+    // The repository's manifests.
+    let r = run(&["check", "envoy/istio/trafficextension.yaml", "envoy/istio/wasmplugin.yaml"], None);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("envoy/istio/trafficextension.yaml: TrafficExtension mcp-policy: spec.wasm.pluginConfig: ok (4 rules, default deny)"), "{}", r.stdout);
 }

@@ -1,6 +1,6 @@
 //! `mcp-policy check`: validate every policy found in the given files, the way the filter would.
 
-use crate::extract::{extract, Found};
+use crate::extract::{extract, Found, Host};
 use crate::Out;
 use mcp_policy::policy;
 use std::process::ExitCode;
@@ -14,10 +14,14 @@ Validates each mcp-policy configuration found in each FILE ('-' reads standard i
     (@type envoy.extensions.filters.http.wasm.v3.Wasm, or a TypedStruct of that type, at any
     depth: filter chains, ECDS, typed_per_filter_config, Istio EnvoyFilter patches) must carry
     the policy JSON as a google.protobuf.StringValue `configuration`;
-  - Istio WasmPlugin manifests (extensions.istio.io): spec.pluginConfig is the policy, as YAML.
+  - Istio WasmPlugin and TrafficExtension manifests (extensions.istio.io): spec.pluginConfig
+    (TrafficExtension: spec.wasm.pluginConfig) is the policy, as YAML.
 YAML files may hold several documents.
 
 Prints `FILE: ok (N rules, default X)` per policy, or every error with its path and fix.
+Also checks that each policy can run where it is: `hold_headers` (default true) needs the Envoy
+Wasm filter's `allow_on_headers_stop_iteration: true`, and must be false in an Istio WasmPlugin or
+TrafficExtension (which cannot set that flag); otherwise every request would hang.
 
 options:
   --skip-missing   a file without any mcp-policy configuration is reported as skipped instead of
@@ -73,17 +77,75 @@ fn verdict(out: &mut Out, label: &str, found: &Found) -> bool {
     match policy::parse(bytes) {
         Ok(p) => {
             let n = p.rules().len();
-            out.line(format_args!(
-                "{label}: ok ({n} rule{}, default {})",
+            let summary = format!(
+                "{n} rule{}, default {}",
                 if n == 1 { "" } else { "s" },
                 p.default.as_str()
-            ));
-            true
+            );
+            match held_headers(p.hold_headers, &found.host) {
+                Held::Fine => {
+                    out.line(format_args!("{label}: ok ({summary})"));
+                    true
+                }
+                Held::Note(note) => {
+                    out.line(format_args!("{label}: ok ({summary})"));
+                    out.line(format_args!("  note: {note}"));
+                    true
+                }
+                Held::Hangs(error) => {
+                    out.line(format_args!(
+                        "{label}: the policy is valid ({summary}) but cannot run here (1 error)"
+                    ));
+                    out.line(format_args!("  - {error}"));
+                    false
+                }
+            }
         }
         Err(errs) => {
             out.line(format_args!("{label}: {errs}"));
             false
         }
+    }
+}
+
+/// Whether a policy's `hold_headers` fits what runs it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Held {
+    Fine,
+    /// Works, but gives something up; said, not an error.
+    Note(String),
+    /// Every request with a body would hang: an error, with the field and the fix.
+    Hangs(String),
+}
+
+/// Compares the policy's `hold_headers` with the Wasm filter's `allow_on_headers_stop_iteration`. A filter
+/// that stops iteration on request headers without that flag never gets the body from Envoy.
+pub fn held_headers(hold_headers: bool, host: &Host) -> Held {
+    match (hold_headers, host) {
+        (_, Host::PolicyFile) => Held::Fine,
+        (true, Host::EnvoyWasm { stop_iteration: Some(true), .. }) => Held::Fine,
+        (true, Host::EnvoyWasm { stop_iteration, field }) => Held::Hangs(format!(
+            "hold_headers: the policy holds request headers until the body is decided (hold_headers: true, the default), \
+             but {field} is {}: Envoy would never deliver the body to the filter and every request with a body would hang; \
+             fix: set `allow_on_headers_stop_iteration: true` in the filter's config, or, where it cannot be set, \
+             \"hold_headers\": false in the policy",
+            match stop_iteration {
+                Some(_) => "false",
+                None => "absent (false)",
+            }
+        )),
+        (false, Host::EnvoyWasm { stop_iteration: Some(true), field }) => Held::Note(format!(
+            "hold_headers is false although {field} is true: the filter sends the headers on at once, so it \
+             sets no x-mcp-* headers and sends filtered tools/list answers chunked; remove \"hold_headers\": false \
+             unless the policy is meant for Istio"
+        )),
+        (false, Host::EnvoyWasm { .. }) => Held::Fine,
+        (true, Host::Istio { kind, config }) => Held::Hangs(format!(
+            "hold_headers: must be false in an Istio {kind}, which cannot set the Envoy Wasm filter's \
+             allow_on_headers_stop_iteration: a filter holding headers would never get the body and every request \
+             with a body would hang (hold_headers is true by default); fix: add `hold_headers: false` under {config}"
+        )),
+        (false, Host::Istio { .. }) => Held::Fine,
     }
 }
 
@@ -104,7 +166,7 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
             }
         };
         if found.is_empty() {
-            let what = "no mcp-policy configuration found (no Envoy HTTP Wasm filter, no Istio WasmPlugin)";
+            let what = "no mcp-policy configuration found (no Envoy HTTP Wasm filter, no Istio WasmPlugin or TrafficExtension)";
             if o.skip_missing {
                 out.line(format_args!("{name}: skipped: {what}"));
             } else {

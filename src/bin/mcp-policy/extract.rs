@@ -1,5 +1,5 @@
 //! Finding mcp-policy configurations in a file: a policy JSON, an Envoy configuration (YAML or JSON) with
-//! HTTP Wasm filters, or Istio `WasmPlugin` manifests, one or many YAML documents.
+//! HTTP Wasm filters, or Istio `WasmPlugin` / `TrafficExtension` manifests, one or many YAML documents.
 
 use serde::Deserialize;
 use serde_json::Value as Json;
@@ -18,6 +18,24 @@ pub struct Found {
     pub location: String,
     /// The policy JSON to validate, or why none could be read at that place (with the fix).
     pub policy: Result<Vec<u8>, String>,
+    /// What runs the policy, which decides the `hold_headers` it needs.
+    pub host: Host,
+}
+
+/// Where a policy was found: what will run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A policy file on its own: nothing to compare `hold_headers` with.
+    PolicyFile,
+    /// An Envoy HTTP Wasm filter. `stop_iteration` is its `config.allow_on_headers_stop_iteration` (`None`:
+    /// absent, which Envoy reads as false); `field` is the path of that field in the file.
+    EnvoyWasm {
+        stop_iteration: Option<bool>,
+        field: String,
+    },
+    /// An Istio resource (`WasmPlugin`, `TrafficExtension`): no way to set `allow_on_headers_stop_iteration`.
+    /// `config` is the path of the policy (e.g. `spec.pluginConfig`).
+    Istio { kind: &'static str, config: String },
 }
 
 /// Top-level keys of an Envoy bootstrap: a JSON file with one of these is a bootstrap, not a policy.
@@ -46,6 +64,7 @@ pub fn extract(name: &str, bytes: &[u8]) -> Result<Vec<Found>, String> {
         return Ok(vec![Found {
             location: String::new(),
             policy: Ok(bytes.to_vec()),
+            host: Host::PolicyFile,
         }]);
     }
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))?;
@@ -103,9 +122,20 @@ fn is_typed_struct_of_wasm(v: &Yaml) -> bool {
         && str_at(v, "type_url").is_some_and(|t| t.rsplit('/').next() == Some(WASM_TYPE))
 }
 
-fn is_wasm_plugin(v: &Yaml) -> bool {
-    str_at(v, "kind") == Some("WasmPlugin")
-        && str_at(v, "apiVersion").is_some_and(|a| a.starts_with("extensions.istio.io/"))
+/// The Istio kinds that carry an mcp-policy policy, and where their `pluginConfig` is under `spec`.
+const ISTIO_KINDS: &[(&str, &[&str])] = &[
+    ("WasmPlugin", &["pluginConfig"]),
+    // Istio 1.30+: supersedes WasmPlugin; the Wasm settings are under spec.wasm.
+    ("TrafficExtension", &["wasm", "pluginConfig"]),
+];
+
+/// The kind and `pluginConfig` path of an Istio extension resource.
+fn istio_kind(v: &Yaml) -> Option<(&'static str, &'static [&'static str])> {
+    if !str_at(v, "apiVersion").is_some_and(|a| a.starts_with("extensions.istio.io/")) {
+        return None;
+    }
+    let kind = str_at(v, "kind")?;
+    ISTIO_KINDS.iter().find(|(k, _)| *k == kind).copied()
 }
 
 /// A path segment: `.key` for plain keys, `["key"]` otherwise.
@@ -127,8 +157,8 @@ fn push_key(path: &mut String, key: &str) {
 }
 
 fn walk(v: &Yaml, path: &mut String, out: &mut Vec<Found>) {
-    if is_wasm_plugin(v) {
-        out.push(from_wasm_plugin(v, path));
+    if let Some((kind, config)) = istio_kind(v) {
+        out.push(from_istio(v, path, kind, config));
         return;
     }
     if type_is(v, WASM_TYPE) {
@@ -172,27 +202,48 @@ fn at(path: &str, field: &str) -> String {
     p
 }
 
-fn from_wasm_plugin(v: &Yaml, path: &str) -> Found {
+fn from_istio(v: &Yaml, path: &str, kind: &'static str, config: &[&str]) -> Found {
     let name = v
         .get("metadata")
         .and_then(|m| str_at(m, "name"))
         .unwrap_or("(unnamed)");
-    let location = format!(
-        "WasmPlugin {name}: {}",
-        at(&at(path, "spec"), "pluginConfig")
-    );
-    let policy = match v.get("spec").and_then(|s| s.get("pluginConfig")) {
-        None | Some(Yaml::Null) => Err("no spec.pluginConfig; fix: put the policy under spec.pluginConfig, written as YAML \
-             (version: \"1\", default: deny, tools: {...})"
-            .to_owned()),
-        Some(cfg @ Yaml::Mapping(_)) => yaml_to_json(cfg, "spec.pluginConfig")
-            .and_then(|j| serde_json::to_vec(&j).map_err(|e| format!("cannot convert spec.pluginConfig to JSON: {e}"))),
+    let mut field = "spec".to_owned();
+    let mut cfg = v.get("spec");
+    for k in config {
+        push_key(&mut field, k);
+        cfg = cfg.and_then(|c| c.get(*k));
+    }
+    let location = format!("{kind} {name}: {}", at_path(path, &field));
+    let policy = match cfg {
+        None | Some(Yaml::Null) => Err(format!(
+            "no {field}; fix: put the policy under {field}, written as YAML \
+             (version: \"1\", hold_headers: false, default: deny, tools: {{...}})"
+        )),
+        Some(c @ Yaml::Mapping(_)) => yaml_to_json(c, &field).and_then(|j| {
+            serde_json::to_vec(&j).map_err(|e| format!("cannot convert {field} to JSON: {e}"))
+        }),
         Some(other) => Err(format!(
-            "spec.pluginConfig is {}, not a mapping; fix: write the policy's fields under it as YAML keys",
+            "{field} is {}, not a mapping; fix: write the policy's fields under it as YAML keys",
             yaml_kind(other)
         )),
     };
-    Found { location, policy }
+    Found {
+        location,
+        policy,
+        host: Host::Istio {
+            kind,
+            config: field,
+        },
+    }
+}
+
+/// `field` (a path from the document's root) below `path` (where the resource sits, empty at the top).
+fn at_path(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 fn from_wasm_filter(v: &Yaml, path: &str) -> Found {
@@ -228,7 +279,28 @@ fn from_wasm_filter(v: &Yaml, path: &str) -> Found {
             Err(format!("config.configuration is of type {t}; mcp-policy reads its policy from a {STRING_VALUE_TYPE}; {fix_shape}"))
         }
     };
-    Found { location, policy }
+    let stop_iteration = cfg
+        .and_then(|c| c.get("allow_on_headers_stop_iteration"))
+        .and_then(bool_of);
+    let host = Host::EnvoyWasm {
+        stop_iteration,
+        field: at(&at(path, "config"), "allow_on_headers_stop_iteration"),
+    };
+    Found {
+        location,
+        policy,
+        host,
+    }
+}
+
+/// A boolean field as Envoy reads it (proto3 JSON also takes the strings "true" and "false").
+fn bool_of(v: &Yaml) -> Option<bool> {
+    match v {
+        Yaml::Bool(b) => Some(*b),
+        Yaml::String(s) if s == "true" => Some(true),
+        Yaml::String(s) if s == "false" => Some(false),
+        _ => None,
+    }
 }
 
 fn yaml_kind(v: &Yaml) -> &'static str {
