@@ -393,7 +393,10 @@ fn held_headers_must_match_the_wasm_filter() {
     let loc = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config (Wasm plugin mcp_policy)";
     let field = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.config.allow_on_headers_stop_iteration";
     // The flag absent, the policy holding headers (the default): every request would hang.
-    let absent = envoy_yaml(GOOD).replace("                allow_on_headers_stop_iteration: true\n", "");
+    let absent = envoy_yaml(GOOD).replace(
+        "                allow_on_headers_stop_iteration: true\n",
+        "",
+    );
     let p = file("absent.yaml", &absent);
     let r = run(&["check", s(&p)], None);
     assert_eq!(r.code, 1, "{}", r.stdout);
@@ -415,7 +418,8 @@ fn held_headers_must_match_the_wasm_filter() {
     let r = run(&["check", s(&file("off.yaml", &off))], None);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(
-        r.stdout.contains(&format!("{field} is false: Envoy would never")),
+        r.stdout
+            .contains(&format!("{field} is false: Envoy would never")),
         "{}",
         r.stdout
     );
@@ -427,7 +431,10 @@ fn held_headers_must_match_the_wasm_filter() {
             "check",
             s(&file(
                 "unheld.yaml",
-                &envoy_yaml(unheld).replace("                allow_on_headers_stop_iteration: true\n", ""),
+                &envoy_yaml(unheld).replace(
+                    "                allow_on_headers_stop_iteration: true\n",
+                    "",
+                ),
             )),
         ],
         None,
@@ -438,12 +445,20 @@ fn held_headers_must_match_the_wasm_filter() {
     // hold_headers false with the flag: works, but loses the exported headers: a note, not an error.
     let r = run(&["check", s(&file("note.yaml", &envoy_yaml(unheld)))], None);
     assert_eq!(r.code, 0, "{}", r.stdout);
-    assert!(r.stdout.contains(": ok (1 rule, default deny)\n  note: hold_headers is false although "), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(": ok (1 rule, default deny)\n  note: hold_headers is false although "),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("sets no x-mcp-* headers"), "{}", r.stdout);
 
     // A JSON policy file has no filter to compare with.
     let r = run(&["check", "-"], Some(unheld));
-    assert_eq!((r.code, r.stdout.as_str()), (0, "(stdin): ok (1 rule, default deny)\n"));
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "(stdin): ok (1 rule, default deny)\n")
+    );
 }
 
 const ISTIO_POLICY: &str = r#"    version: "1"
@@ -497,22 +512,477 @@ fn traffic_extension_is_read() {
         )
     );
     // Held headers: the same error as for a WasmPlugin, naming this kind and path.
-    let r = run(&["check", s(&file("te.yaml", &trafficextension(ISTIO_POLICY)))], None);
+    let r = run(
+        &[
+            "check",
+            s(&file("te.yaml", &trafficextension(ISTIO_POLICY))),
+        ],
+        None,
+    );
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stdout.contains("must be false in an Istio TrafficExtension"), "{}", r.stdout);
-    assert!(r.stdout.contains("fix: add `hold_headers: false` under spec.wasm.pluginConfig"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("must be false in an Istio TrafficExtension"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("fix: add `hold_headers: false` under spec.wasm.pluginConfig"),
+        "{}",
+        r.stdout
+    );
     // Its policy errors are reported with their paths, like any other.
     let typo = trafficextension("    version: \"1\"\n    hold_headers: false\n    tols: {}\n");
     let r = run(&["check", s(&file("te.yaml", &typo))], None);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stdout.contains("TrafficExtension mcp-te: spec.wasm.pluginConfig: invalid mcp-policy configuration (1 error)"), "{}", r.stdout);
-    assert!(r.stdout.contains("  - tols: unknown field `tols`; fix: did you mean `tools`?"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("  - tols: unknown field `tols`; fix: did you mean `tools`?"),
+        "{}",
+        r.stdout
+    );
     // No pluginConfig at all.
     let r = run(&["check", s(&file("te.yaml", "apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {name: x}\nspec: {wasm: {url: oci://r/m:1}}\n"))], None);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stdout.contains("no spec.wasm.pluginConfig; fix: put the policy under spec.wasm.pluginConfig"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "no spec.wasm.pluginConfig; fix: put the policy under spec.wasm.pluginConfig"
+        ),
+        "{}",
+        r.stdout
+    );
     // The repository's manifests.
-    let r = run(&["check", "envoy/istio/trafficextension.yaml", "envoy/istio/wasmplugin.yaml"], None);
+    let r = run(
+        &[
+            "check",
+            "envoy/istio/trafficextension.yaml",
+            "envoy/istio/wasmplugin.yaml",
+        ],
+        None,
+    );
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert!(r.stdout.contains("envoy/istio/trafficextension.yaml: TrafficExtension mcp-policy: spec.wasm.pluginConfig: ok (4 rules, default deny)"), "{}", r.stdout);
+}
+
+// ------------------------------------------------------------------------------------------------
+// explain
+// ------------------------------------------------------------------------------------------------
+
+const EXPLAINED: &str = r#"{
+  "version": "1", "default": "deny",
+  "hide": ["secret_*"],
+  "approval": {"cluster": "approvals", "path": "/v1/approve", "timeout_ms": 5000},
+  "tools": {
+    "get_run": {},
+    "get_*": {"rate_limit": ["2/minute", {"max": 100, "window": "day", "scope": "global"}]},
+    "get_r*": {"action": "deny", "reason": "r-tools"},
+    "g?t_ru?": {},
+    "*a": {"action": "deny"}, "a*": {},
+    "delete_*": {"action": "deny", "reason": "Deleting MLflow data is not allowed for agents"},
+    "*_run": {"action": "deny"},
+    "search_runs": {"conditions": [{"path": "args.max_results", "op": "lte", "value": 100},
+                                   {"path": "args.filter", "op": "exists", "value": false}],
+                    "reason": "Fetch at most 100 runs at once"},
+    "pay": {"rate_limit": {"max": 1000, "window": "day", "cost": "args.amount"}},
+    "stage": {"action": "require_approval", "reason": "Stage changes need a human", "rate_limit": "3/hour"},
+    "secret_x": {}
+  },
+  "prompts": {"internal_*": {"action": "deny", "reason": "internal prompts"}},
+  "resources": {"file:///public/*": {}}, "resources_default": "deny"
+}"#;
+
+fn explain(args: &[&str]) -> Run {
+    let p = file("explain.json", EXPLAINED);
+    let mut all = vec!["explain", s(&p)];
+    all.extend_from_slice(args);
+    let r = run(&all, None);
+    assert!(r.stdout.starts_with(s(&p)), "{}", r.stdout);
+    r
+}
+
+/// The value of a report item (`  label       text`), and its continuation lines, joined by newlines.
+fn item(out: &str, label: &str) -> String {
+    let mut lines = out
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("  {label:<11} ")));
+    let Some(first) = lines.next() else {
+        panic!("no {label} in\n{out}")
+    };
+    let mut text = vec![first[14..].to_owned()];
+    text.extend(
+        lines
+            .take_while(|l| l.starts_with(&" ".repeat(14)))
+            .map(|l| l[14..].to_owned()),
+    );
+    text.join("\n")
+}
+
+#[test]
+fn explain_exact_key_beats_globs() {
+    let r = explain(&["--tool", "get_run"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "call"),
+        "tools/call \"get_run\", no arguments"
+    );
+    assert_eq!(item(&r.stdout, "decision"), "allow");
+    assert_eq!(item(&r.stdout, "rule"), "\"get_run\" (exact key)");
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "exact key \"get_run\": an exact key wins over every glob (also matching: \"g?t_ru?\" (5 literal characters), \"get_r*\" (5 literal characters), \"*_run\" (4 literal characters), \"get_*\" (4 literal characters))\nthe rule allows the call"
+    );
+    assert_eq!(
+        item(&r.stdout, "reply"),
+        "none from the filter: the call is forwarded to the MCP server"
+    );
+    assert_eq!(item(&r.stdout, "limits"), "none");
+    assert_eq!(item(&r.stdout, "tools/list"), "listed");
+}
+
+#[test]
+fn explain_glob_precedence_and_ties() {
+    // get_r* and g?t_ru? tie at 5 literal characters: "g?t_ru?" is the smaller key in byte order.
+    let r = explain(&["--tool", "get_rux"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(item(&r.stdout, "rule"), "\"g?t_ru?\" (glob)");
+    assert!(item(&r.stdout, "why").starts_with("no exact key \"get_rux\"; glob \"g?t_ru?\" wins: it ties at 5 literal characters with \"get_r*\" and is the smallest key in byte order; also matching: \"get_r*\" (5 literal characters), \"get_*\" (4 literal characters)"), "{}", r.stdout);
+
+    // The most literal characters win: delete_* (7) over *_run (4).
+    let r = explain(&["--tool", "delete_run", "--args", "{\"run_id\": \"r1\"}"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(item(&r.stdout, "decision"), "deny");
+    assert_eq!(item(&r.stdout, "rule"), "\"delete_*\" (glob)");
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "no exact key \"delete_run\"; glob \"delete_*\" wins: it has the most literal characters (7); also matching: \"*_run\" (4 literal characters)\nthe rule denies: action deny (reason \"Deleting MLflow data is not allowed for agents\")"
+    );
+    assert_eq!(
+        item(&r.stdout, "reply"),
+        "JSON-RPC error -31001 (HTTP 200, deny): Tool 'delete_run' denied by policy: Deleting MLflow data is not allowed for agents"
+    );
+    assert_eq!(
+        item(&r.stdout, "limits"),
+        "none: a refused call counts against nothing"
+    );
+    assert_eq!(
+        item(&r.stdout, "tools/list"),
+        "removed from tools/list answers (its calls are always denied; filter_tools_list)"
+    );
+
+    // "*a" and "a*" tie at one literal: "*a" sorts first.
+    let r = explain(&["--tool", "aa"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        item(&r.stdout, "why")
+            .contains("glob \"*a\" wins: it ties at 1 literal character with \"a*\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        item(&r.stdout, "reply").ends_with("denied by policy rule \"*a\""),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn explain_default_and_hidden() {
+    let r = explain(&["--tool", "create_experiment"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(item(&r.stdout, "rule"), "default (default deny)");
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "no key matches tool \"create_experiment\": the default applies (default is deny)"
+    );
+    assert!(item(&r.stdout, "reply")
+        .ends_with("tool 'create_experiment' is not allowed by the policy (default deny)"));
+
+    // Hidden beats the exact key "secret_x".
+    let r = explain(&["--tool", "secret_x"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(item(&r.stdout, "rule"), "none: hidden by policy (hide)");
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "\"secret_x\" matches the hide entry \"secret_*\": a hidden tool is denied whatever the rules say"
+    );
+    assert_eq!(
+        item(&r.stdout, "reply"),
+        "JSON-RPC error -31001 (HTTP 200, deny): Tool 'secret_x' denied by policy: hidden by policy"
+    );
+    assert_eq!(
+        item(&r.stdout, "tools/list"),
+        "removed from tools/list answers (hidden)"
+    );
+}
+
+#[test]
+fn explain_conditions_one_by_one() {
+    let r = explain(&["--tool", "search_runs", "--args", "{\"max_results\": 50}"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "exact key \"search_runs\"\ncondition 1 of 2: args.max_results lte 100: holds (args.max_results is 50)\ncondition 2 of 2: args.filter exists false: holds (args.filter is missing)\nevery condition holds: the rule allows the call"
+    );
+    let r = explain(&["--tool", "search_runs", "--args", "{\"max_results\": 500}"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "exact key \"search_runs\"\ncondition 1 of 2: args.max_results lte 100: FAILS (args.max_results is 500): the call is denied with the rule's reason\ncondition 2 of 2: args.filter exists false: not checked (an earlier condition failed)"
+    );
+    assert_eq!(
+        item(&r.stdout, "reply"),
+        "JSON-RPC error -31001 (HTTP 200, deny): Tool 'search_runs' denied by policy: Fetch at most 100 runs at once"
+    );
+    // No --args: the call has no arguments, and a missing path fails lte.
+    let r = explain(&["--tool", "search_runs"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        item(&r.stdout, "why").contains("FAILS (args.max_results is missing)"),
+        "{}",
+        r.stdout
+    );
+    // Arguments that are not an object: the filter refuses the request before the policy.
+    let r = explain(&["--tool", "search_runs", "--args", "[1]"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        item(&r.stdout, "decision"),
+        "invalid request (refused before the policy is consulted)"
+    );
+    assert!(
+        item(&r.stdout, "reply").starts_with("JSON-RPC error -32602 (HTTP 400): "),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn explain_rate_limits() {
+    let r = explain(&["--tool", "get_experiment", "--identity", "agent-7"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(item(&r.stdout, "decision"), "allow, rate limit applies");
+    assert_eq!(item(&r.stdout, "rule"), "\"get_*\" (glob)");
+    let limits = item(&r.stdout, "limits");
+    let lines: Vec<&str> = limits.lines().collect();
+    assert_eq!(lines.len(), 5, "{limits}");
+    assert_eq!(lines[0], "2 calls per minute, per identity (scope session; identity \"agent-7\", from header mcp-session-id else the client IP); this call takes 1 unit");
+    assert!(lines[1].starts_with("  once spent: JSON-RPC error -31002 (HTTP 200, rate_limited): Tool 'get_experiment' rate limited: rate limit of 2 calls per 60s reached; retry in "), "{limits}");
+    assert_eq!(
+        lines[2],
+        "100 calls per day, all callers together (scope global); this call takes 1 unit"
+    );
+    assert!(
+        lines[3].contains("rate limit of 100 calls per 86400s (global) reached; retry in "),
+        "{limits}"
+    );
+    assert_eq!(
+        lines[4],
+        "counted per rule: every tool \"get_*\" matches shares these budgets"
+    );
+
+    // A cost argument: units, not calls.
+    let r = explain(&["--tool", "pay", "--args", "{\"amount\": 2.5}"]);
+    assert_eq!(r.code, 0);
+    assert!(item(&r.stdout, "limits").starts_with("1000 units (cost args.amount) per day, per identity (scope session; identity \"<identity>\", from header mcp-session-id else the client IP); this call takes 3 units"), "{}", r.stdout);
+    let r = explain(&["--tool", "pay", "--args", "{}"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "exact key \"pay\"\nthe call is denied: the rate-limit cost argument args.amount is missing or not a non-negative number"
+    );
+}
+
+#[test]
+fn explain_require_approval() {
+    let r = explain(&[
+        "--tool",
+        "stage",
+        "--args",
+        "{\"version\": 3}",
+        "--identity",
+        "s-1",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "decision"),
+        "require approval (rate limit applies first)"
+    );
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "exact key \"stage\"\nthe rule requires approval (reason \"Stage changes need a human\")"
+    );
+    let reply = item(&r.stdout, "reply");
+    let lines: Vec<&str> = reply.lines().collect();
+    assert_eq!(lines[0], "held until the approval service answers: POST /v1/approve to Envoy cluster \"approvals\" (authority approvals, timeout 5000 ms), body:");
+    assert_eq!(lines[1], "  {\"method\":\"tools/call\",\"tool\":\"stage\",\"arguments\":{\"version\": 3},\"identity\":\"s-1\",\"jsonrpc_id\":1,\"request_id\":null,\"reason\":\"Stage changes need a human\"}");
+    assert_eq!(
+        lines[2],
+        "approved ({\"approved\": true}): the call is forwarded"
+    );
+    assert_eq!(lines[3], "refused: JSON-RPC error -31003 (HTTP 200, approval_denied): Tool 'stage' not approved: the approver said no: <the approver's reason>");
+    assert!(
+        lines[4].starts_with(
+            "no usable answer: JSON-RPC error -31003 (HTTP 200, approval_unavailable): "
+        ),
+        "{reply}"
+    );
+    let limits = item(&r.stdout, "limits");
+    assert!(
+        limits.starts_with("3 calls per hour, per identity"),
+        "{limits}"
+    );
+    assert!(
+        limits.ends_with(
+            "units are taken before approval is asked, and given back if it is not granted"
+        ),
+        "{limits}"
+    );
+}
+
+#[test]
+fn explain_prompts_and_resources() {
+    let r = explain(&["--prompt", "internal_notes", "--args", "{\"topic\": \"x\"}"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "call"),
+        "prompts/get \"internal_notes\", arguments {\"topic\": \"x\"}"
+    );
+    assert_eq!(
+        item(&r.stdout, "reply"),
+        "JSON-RPC error -31001 (HTTP 200, deny): Prompt 'internal_notes' denied by policy: internal prompts"
+    );
+    assert!(!r.stdout.contains("tools/list"), "{}", r.stdout);
+    // prompts_default is allow when omitted.
+    let r = explain(&["--prompt", "summary"]);
+    assert_eq!(r.code, 0);
+    assert_eq!(item(&r.stdout, "rule"), "default (prompts_default allow)");
+
+    let r = explain(&["--resource", "file:///public/docs/a.md"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "call"),
+        "resources/read \"file:///public/docs/a.md\""
+    );
+    assert_eq!(item(&r.stdout, "rule"), "\"file:///public/*\" (glob)");
+    let r = explain(&["--resource", "file:///etc/passwd"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        item(&r.stdout, "why"),
+        "no key matches resource \"file:///etc/passwd\": the default applies (resources_default is deny)"
+    );
+    assert!(item(&r.stdout, "reply").contains("Resource 'file:///etc/passwd' denied by policy"));
+}
+
+#[test]
+fn explain_audit_mode() {
+    let p = file(
+        "audit.json",
+        r#"{"version":"1","mode":"audit","tools":{"delete_*":{"action":"deny","reason":"no"}}}"#,
+    );
+    let r = run(&["explain", s(&p), "--tool", "delete_run"], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "decision"),
+        "deny (mode audit: logged as would_deny, and the call is forwarded anyway)"
+    );
+    assert_eq!(
+        item(&r.stdout, "reply"),
+        "none in audit mode: the call is forwarded to the MCP server\nenforced, it would get JSON-RPC error -31001 (HTTP 200, deny): Tool 'delete_run' denied by policy: no"
+    );
+    assert_eq!(
+        item(&r.stdout, "tools/list"),
+        "listed (audit mode leaves tools/list answers unchanged)"
+    );
+}
+
+#[test]
+fn explain_every_policy_in_a_file() {
+    let r = run(
+        &[
+            "explain",
+            "envoy/examples/multi-server.yaml",
+            "--tool",
+            "query_runs",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let blocks: Vec<&str> = r.stdout.split("\n\n").collect();
+    assert_eq!(blocks.len(), 2, "{}", r.stdout);
+    assert!(blocks[0].starts_with("envoy/examples/multi-server.yaml: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config (Wasm plugin mcp_policy_mlflow)\n"), "{}", r.stdout);
+    assert_eq!(item(blocks[0], "decision"), "allow, rate limit applies");
+    assert!(
+        blocks[1].contains("(Wasm plugin mcp_policy_everything)\n"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(item(blocks[1], "decision"), "deny");
+
+    // Allowed by both: exit 0. The repository's Istio manifest, too.
+    let r = run(
+        &[
+            "explain",
+            "envoy/istio/trafficextension.yaml",
+            "--tool",
+            "get_run",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.starts_with("envoy/istio/trafficextension.yaml: TrafficExtension mcp-policy: spec.wasm.pluginConfig\n"), "{}", r.stdout);
+}
+
+#[test]
+fn explain_trouble_exits_2() {
+    let bad = file("bad.json", BAD);
+    let r = run(&["explain", s(&bad), "--tool", "x"], None);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("invalid mcp-policy configuration (2 errors)"),
+        "{}",
+        r.stdout
+    );
+    let r = run(&["explain", "/nonexistent.json", "--tool", "x"], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stdout.starts_with("/nonexistent.json: cannot read:"),
+        "{}",
+        r.stdout
+    );
+    let plain = file("plain.yaml", "kind: ConfigMap\n");
+    let r = run(&["explain", s(&plain), "--tool", "x"], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stdout.contains("no mcp-policy configuration found"),
+        "{}",
+        r.stdout
+    );
+    // Usage errors.
+    for args in [
+        &["explain", "p.json"][..],
+        &["explain", "--tool", "x"],
+        &["explain", "p.json", "--tool", "x", "--args", "{nope"],
+        &["explain", "p.json", "--tool", "x", "--resource", "y"],
+    ] {
+        let r = run(args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("usage: mcp-policy explain"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    let r = run(&["explain", "--help"], None);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("exit status: 0 the call is allowed"),
+        "{}",
+        r.stdout
+    );
+    // From standard input.
+    let r = run(&["explain", "-", "--tool", "get_run"], Some(GOOD));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.starts_with("(stdin)\n"), "{}", r.stdout);
 }

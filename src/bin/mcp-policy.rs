@@ -7,6 +7,9 @@
 #[path = "mcp-policy/check.rs"]
 mod check;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/explain.rs"]
+mod explain;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/extract.rs"]
 mod extract;
 
@@ -15,7 +18,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::check;
+    use crate::{check, explain};
     use std::fmt;
     use std::io::Write;
     use std::process::ExitCode;
@@ -24,7 +27,10 @@ mod native {
 usage: mcp-policy COMMAND [ARGS]
 
 commands:
-  check FILE...   validate policies: policy JSON, Envoy configurations, Istio WasmPlugin manifests
+  check FILE...   validate policies: policy JSON, Envoy configurations, Istio WasmPlugin and
+                  TrafficExtension manifests
+  explain FILE --tool NAME [--args JSON] [--identity ID]
+                  what the policy does with one call (or --prompt NAME, --resource URI), and why
   help [COMMAND]  this text, or a command's usage
 
 `mcp-policy help COMMAND` describes each command. Exit status 2 means a usage error.";
@@ -45,6 +51,7 @@ commands:
 
     pub enum Command {
         Check(check::Options),
+        Explain(explain::Options),
         Help(Option<String>),
     }
 
@@ -59,6 +66,12 @@ commands:
                 }
                 check::parse_args(rest).map(Command::Check)
             }
+            "explain" => {
+                if rest.iter().any(|a| a == "-h" || a == "--help") {
+                    return Ok(Command::Help(Some("explain".into())));
+                }
+                explain::parse_args(rest).map(Command::Explain)
+            }
             "help" | "-h" | "--help" => Ok(Command::Help(rest.first().cloned())),
             other => Err(format!("unknown command '{other}'")),
         }
@@ -68,6 +81,7 @@ commands:
         match cmd {
             None => Some(USAGE),
             Some("check") => Some(check::USAGE),
+            Some("explain") => Some(explain::USAGE),
             Some(_) => None,
         }
     }
@@ -80,6 +94,7 @@ commands:
         };
         match parse(&args) {
             Ok(Command::Check(o)) => check::run(&o, &mut out),
+            Ok(Command::Explain(o)) => explain::run(&o, &mut out),
             Ok(Command::Help(cmd)) => match usage_of(cmd.as_deref()) {
                 Some(text) => {
                     out.line(format_args!("{text}"));
@@ -96,6 +111,7 @@ commands:
             Err(e) => {
                 let text = match args.first().map(String::as_str) {
                     Some("check") => check::USAGE,
+                    Some("explain") => explain::USAGE,
                     _ => USAGE,
                 };
                 eprintln!("mcp-policy: {e}\n\n{text}");
