@@ -172,11 +172,19 @@ impl Http {
     /// Just before the request goes upstream: export the MCP facts as headers (when the headers are still
     /// held), and ask for an uncompressed tools/list answer, which the response path filters.
     fn forward(&mut self, policy: &Policy) {
-        if let Some(id) = self.summary.tools_list_id.as_ref().filter(|_| policy.mode == Mode::Enforce) {
+        if let Some(id) = self
+            .summary
+            .tools_list_id
+            .as_ref()
+            .filter(|_| policy.mode == Mode::Enforce)
+        {
             if policy.hold_headers {
                 host::set_request_header("accept-encoding", None);
             }
-            self.list = Some((id.clone(), ListPlan::Rewrite(crate::tools_list::Format::Json)));
+            self.list = Some((
+                id.clone(),
+                ListPlan::Rewrite(crate::tools_list::Format::Json),
+            ));
         }
     }
 

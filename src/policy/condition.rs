@@ -112,12 +112,16 @@ pub enum Lookup<'v> {
 
 /// Like [`lookup`], telling a plainly missing key from one present in another letter case.
 pub fn lookup_checked<'v>(args: Option<&'v Value>, segments: &[String]) -> Lookup<'v> {
-    let Some(mut cur) = args else { return Lookup::Missing };
+    let Some(mut cur) = args else {
+        return Lookup::Missing;
+    };
     for seg in segments {
         cur = match cur {
             Value::Object(m) => match m.get(seg) {
                 Some(v) => v,
-                None if m.keys().any(|k| crate::json::keys_collide(k, seg)) => return Lookup::Ambiguous,
+                None if m.keys().any(|k| crate::json::keys_collide(k, seg)) => {
+                    return Lookup::Ambiguous
+                }
                 None => return Lookup::Missing,
             },
             Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get(i)) {

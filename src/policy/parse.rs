@@ -337,7 +337,10 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
 }
 
 fn join(prefix: &str, field: &str) -> String {
-    let plain = !field.is_empty() && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let plain = !field.is_empty()
+        && field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     match (prefix.is_empty(), plain) {
         (true, true) => field.to_owned(),
         (false, true) => format!("{prefix}.{field}"),
@@ -1194,11 +1197,19 @@ mod tests {
     fn odd_keys_get_quoted_paths_and_short_words_no_wild_hints() {
         let e = one_error(r#"{"version":"1","":1}"#);
         assert_eq!(e.path, r#"[""]"#);
-        assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"":1}}}"#).path, r#"tools["x"][""]"#);
-        assert_eq!(one_error(r#"{"version":"1","tools":{"x":{"a.b":1}}}"#).path, r#"tools["x"]["a.b"]"#);
+        assert_eq!(
+            one_error(r#"{"version":"1","tools":{"x":{"":1}}}"#).path,
+            r#"tools["x"][""]"#
+        );
+        assert_eq!(
+            one_error(r#"{"version":"1","tools":{"x":{"a.b":1}}}"#).path,
+            r#"tools["x"]["a.b"]"#
+        );
         let e = one_error(r#"{"version":"1","id":1}"#);
         assert!(!e.fix.contains("did you mean"), "{e}");
-        assert!(one_error(r#"{"version":"1","hid":[]}"#).fix.contains("did you mean `hide`"));
+        assert!(one_error(r#"{"version":"1","hid":[]}"#)
+            .fix
+            .contains("did you mean `hide`"));
     }
 
     #[test]
@@ -1469,7 +1480,10 @@ mod tests {
             .export
             .is_none());
         // Client copies are removed in every case: the default names and the configured ones.
-        assert_eq!(p.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool", "x-tool"]);
+        assert_eq!(
+            p.unforgeable_headers(),
+            ["x-mcp-method", "x-mcp-tool", "x-tool"]
+        );
         assert_eq!(d.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
         let off = ok(r#"{"version":"1","export_headers":false}"#);
         assert_eq!(off.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
