@@ -986,3 +986,451 @@ fn explain_trouble_exits_2() {
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert!(r.stdout.starts_with("(stdin)\n"), "{}", r.stdout);
 }
+
+// ------------------------------------------------------------------------------------------------
+// scan, against a small MCP server on 127.0.0.1 (the real servers are in tests/e2e/test_cli_scan.py)
+// ------------------------------------------------------------------------------------------------
+
+/// One request the fake server received.
+#[derive(Debug, Clone)]
+struct Got {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: serde_json::Value,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn rpc(&self) -> &str {
+        self.body["method"].as_str().unwrap_or("")
+    }
+}
+
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
+/// A streamable-HTTP MCP server stand-in on 127.0.0.1: `answer` decides each reply; every request is
+/// recorded. One request per connection (`connection: close`). Stops when dropped.
+struct FakeServer {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Got>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    port: u16,
+}
+
+impl FakeServer {
+    fn start(answer: impl Fn(&Got) -> Answer + Send + 'static) -> FakeServer {
+        use std::io::{BufRead, BufReader, Read};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, st) = (got.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (
+                    parts.next().unwrap_or("").to_owned(),
+                    parts.next().unwrap_or("").to_owned(),
+                );
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (k, v) = h.split_once(':').unwrap();
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .map_or(0, |(_, v)| v.parse().unwrap());
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let rec = Got {
+                    method,
+                    path,
+                    headers,
+                    body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                };
+                let (status, extra, payload) = answer(&rec);
+                g.lock().unwrap().push(rec);
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n",
+                    payload.len()
+                );
+                for (k, v) in extra {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(payload.as_bytes());
+            }
+        });
+        FakeServer {
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            got,
+            stop,
+            port,
+        }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn tool(name: &str, annotations: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"name": name, "inputSchema": {"type": "object"}, "annotations": annotations})
+}
+
+/// A well-behaved MCP server with two pages of tools, answering JSON (`sse: false`) or SSE.
+fn mcp_server(sse: bool) -> FakeServer {
+    use serde_json::json;
+    FakeServer::start(move |g| {
+        let id = g.body["id"].clone();
+        let result = match (g.method.as_str(), g.rpc()) {
+            ("DELETE", _) => return (200, vec![], String::new()),
+            (_, "initialize") => {
+                json!({"protocolVersion": "2025-03-26", "capabilities": {"tools": {}},
+                                        "serverInfo": {"name": "fake", "version": "9.9"}})
+            }
+            (_, "notifications/initialized") => return (202, vec![], String::new()),
+            (_, "tools/list") if g.body["params"]["cursor"].is_null() => json!({
+                "tools": [tool("read_thing", json!({"readOnlyHint": true})),
+                          tool("tag_thing", json!({"readOnlyHint": false, "destructiveHint": false, "idempotentHint": true}))],
+                "nextCursor": "page-2"}),
+            (_, "tools/list") => json!({"tools": [
+                tool("drop_thing", json!({"destructiveHint": true})),
+                json!({"name": "mystery", "inputSchema": {"type": "object"}})]}),
+            _ => return (400, vec![], "unexpected".into()),
+        };
+        let msg = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        let mut headers = vec![("mcp-session-id", "sess-42".to_owned())];
+        if sse {
+            headers.push(("content-type", "text/event-stream".into()));
+            // A priming event, a notification, then the answer, as real servers send them.
+            let body = format!(
+                "id: 1\ndata: \n\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{}}}}\n\nevent: message\ndata: {msg}\n\n"
+            );
+            (200, headers, body)
+        } else {
+            headers.push(("content-type", "application/json".into()));
+            (200, headers, msg)
+        }
+    })
+}
+
+#[test]
+fn scan_a_server_answering_json_and_sse() {
+    for sse in [false, true] {
+        let server = mcp_server(sse);
+        let out = file("scanned.json", "");
+        let r = run(
+            &[
+                "scan",
+                &server.url,
+                "--header",
+                "Authorization: Bearer t0k",
+                "--out",
+                s(&out),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 0, "sse={sse}: {}{}", r.stdout, r.stderr);
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+        let policy = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            policy,
+            r#"{
+  "version": "1",
+  "default": "deny",
+  "tools": {
+    "read_thing": {"action": "allow", "reason": "scan: read-only per server annotations (readOnlyHint)"},
+    "tag_thing": {"action": "allow", "rate_limit": "60/minute", "reason": "scan: writes, but idempotent and not destructive per server annotations; rate-limited"},
+    "drop_thing": {"action": "deny", "reason": "scan: destructive per server annotations (destructiveHint)"},
+    "mystery": {"action": "deny", "reason": "scan: no annotations, so it may write and destroy (MCP defaults)"}
+  }
+}
+"#
+        );
+        assert!(
+            r.stderr.contains(&format!(
+                "scan: {}: fake 9.9 (protocol 2025-03-26), 4 tools\n",
+                server.url
+            )),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("scan: 1 allow (read-only), 1 allow with rate limit 60/minute (idempotent, not destructive), 2 deny (destructive, or not annotated as safe); default deny"), "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("annotations are hints from the server, not guarantees"),
+            "{}",
+            r.stderr
+        );
+        let r = run(&["check", s(&out)], None);
+        assert_eq!(r.code, 0, "{}", r.stdout);
+
+        // What went over the wire: initialize, initialized, two pages, then the session closed.
+        let got = server.got();
+        let calls: Vec<(String, String)> = got
+            .iter()
+            .map(|g| (g.method.clone(), g.rpc().to_owned()))
+            .collect();
+        let want = [
+            ("POST", "initialize"),
+            ("POST", "notifications/initialized"),
+            ("POST", "tools/list"),
+            ("POST", "tools/list"),
+            ("DELETE", ""),
+        ];
+        assert_eq!(calls, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+        let init = &got[0];
+        assert_eq!(init.path, "/mcp");
+        assert_eq!(init.body["params"]["protocolVersion"], "2025-06-18");
+        assert_eq!(init.body["params"]["clientInfo"]["name"], "mcp-policy-scan");
+        assert_eq!(init.body["params"]["capabilities"], serde_json::json!({}));
+        assert_eq!(
+            init.header("accept"),
+            Some("application/json, text/event-stream")
+        );
+        assert_eq!(init.header("content-type"), Some("application/json"));
+        assert_eq!(init.header("mcp-session-id"), None);
+        for g in &got {
+            assert_eq!(g.header("authorization"), Some("Bearer t0k"), "{g:?}");
+        }
+        for g in &got[1..] {
+            assert_eq!(g.header("mcp-session-id"), Some("sess-42"), "{g:?}");
+        }
+        for g in &got[1..4] {
+            assert_eq!(
+                g.header("mcp-protocol-version"),
+                Some("2025-03-26"),
+                "{g:?}"
+            );
+        }
+        assert!(got[1].body.get("id").is_none(), "a notification has no id");
+        assert_eq!(got[2].body["params"], serde_json::json!({}));
+        assert_eq!(
+            got[3].body["params"],
+            serde_json::json!({"cursor": "page-2"})
+        );
+    }
+}
+
+#[test]
+fn scan_approve_destructive_to_stdout() {
+    let server = mcp_server(true);
+    let r = run(
+        &[
+            "scan",
+            &server.url,
+            "--approve-destructive",
+            "--rate-limit",
+            "5/hour",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let p: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(p["approval"], serde_json::json!({"cluster": "approvals"}));
+    assert_eq!(p["tools"]["drop_thing"]["action"], "require_approval");
+    assert_eq!(p["tools"]["mystery"]["action"], "require_approval");
+    assert_eq!(p["tools"]["tag_thing"]["rate_limit"], "5/hour");
+    assert!(r.stderr.contains("2 require_approval"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the Envoy cluster \"approvals\""),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("a placeholder"), "{}", r.stderr);
+    let r2 = run(&["check", "-"], Some(&r.stdout));
+    assert_eq!(r2.code, 0, "{}", r2.stdout);
+    // explain reads it like any policy.
+    let r3 = run(&["explain", "-", "--tool", "drop_thing"], Some(&r.stdout));
+    assert_eq!(r3.code, 1, "{}", r3.stdout);
+    assert!(
+        r3.stdout.contains("decision    require approval"),
+        "{}",
+        r3.stdout
+    );
+}
+
+#[test]
+fn scan_failures_say_why() {
+    // Credentials wanted.
+    let server = FakeServer::start(|_| {
+        (
+            401,
+            vec![("www-authenticate", "Bearer".into())],
+            "no token".into(),
+        )
+    });
+    let r = run(&["scan", &server.url], None);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.contains(&format!("scan: initialize: POST {} answered HTTP 401; the server wants credentials: pass them with --header 'authorization: Bearer …': no token", server.url)), "{}", r.stderr);
+
+    // A JSON-RPC error to tools/list.
+    let server = FakeServer::start(|g| {
+        let id = g.body["id"].clone();
+        match g.rpc() {
+            "initialize" => (200, vec![("content-type", "application/json".into())],
+                             serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"x"}}}).to_string()),
+            "notifications/initialized" => (202, vec![], String::new()),
+            _ => (200, vec![("content-type", "application/json".into())],
+                  serde_json::json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"Method not found"}}).to_string()),
+        }
+    });
+    let r = run(&["scan", &server.url], None);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            "scan: the server does not announce tools (no capabilities.tools); asking anyway"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(
+            "scan: tools/list: the server answered JSON-RPC error -32601: Method not found"
+        ),
+        "{}",
+        r.stderr
+    );
+
+    // Not an MCP endpoint.
+    let server = FakeServer::start(|_| {
+        (
+            200,
+            vec![("content-type", "text/html".into())],
+            "<html>".into(),
+        )
+    });
+    let r = run(&["scan", &server.url], None);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("the answer has content-type \"text/html\""),
+        "{}",
+        r.stderr
+    );
+
+    // Nothing listening.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = run(
+        &[
+            "scan",
+            &format!("http://127.0.0.1:{port}/mcp"),
+            "--timeout",
+            "5",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with(&format!(
+            "scan: initialize: POST http://127.0.0.1:{port}/mcp: "
+        )),
+        "{}",
+        r.stderr
+    );
+
+    // A server that never answers: the timeout ends it.
+    let quiet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/mcp",
+        quiet.local_addr().unwrap().port()
+    );
+    let t = std::time::Instant::now();
+    let r = run(&["scan", &url, "--timeout", "0.5"], None);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    drop(quiet);
+
+    // Usage errors.
+    for args in [
+        &["scan"][..],
+        &["scan", "ftp://x"],
+        &["scan", "http://127.0.0.1/mcp", "--header", "nocolon"],
+    ] {
+        let r = run(args, None);
+        assert_eq!(r.code, 2, "{args:?}");
+        assert!(r.stderr.contains("usage: mcp-policy scan"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn scan_follows_a_307_and_pagination_loops_stop() {
+    use serde_json::json;
+    let server = FakeServer::start(|g| {
+        if g.path == "/mcp" {
+            return (307, vec![("location", "/mcp/".into())], String::new());
+        }
+        let id = g.body["id"].clone();
+        let result = match g.rpc() {
+            "initialize" => {
+                json!({"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"loop"}})
+            }
+            "notifications/initialized" => return (202, vec![], String::new()),
+            // Always the same cursor: a broken server.
+            _ => {
+                json!({"tools": [tool("t", json!({"readOnlyHint": true}))], "nextCursor": "again"})
+            }
+        };
+        (
+            200,
+            vec![("content-type", "application/json".into())],
+            json!({"jsonrpc":"2.0","id":id,"result":result}).to_string(),
+        )
+    });
+    let r = run(&["scan", &server.url], None);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "scan: {} redirects (307) to {}/",
+            server.url, server.url
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("tools/list: the server gave the cursor \"again\" twice; stopping"),
+        "{}",
+        r.stderr
+    );
+    let got = server.got();
+    assert_eq!(got[1].path, "/mcp/");
+    assert_eq!(got[1].rpc(), "initialize");
+}

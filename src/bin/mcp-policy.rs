@@ -12,13 +12,16 @@ mod explain;
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/extract.rs"]
 mod extract;
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/scan.rs"]
+mod scan;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{check, explain};
+    use crate::{check, explain, scan};
     use std::fmt;
     use std::io::Write;
     use std::process::ExitCode;
@@ -31,6 +34,9 @@ commands:
                   TrafficExtension manifests
   explain FILE --tool NAME [--args JSON] [--identity ID]
                   what the policy does with one call (or --prompt NAME, --resource URI), and why
+  scan URL [--header 'K: V']... [--approve-destructive] [--out FILE]
+                  write a starting policy for a live MCP server, classifying its tools by their
+                  annotations (hints from the server, not guarantees: review it)
   help [COMMAND]  this text, or a command's usage
 
 `mcp-policy help COMMAND` describes each command. Exit status 2 means a usage error.";
@@ -52,6 +58,7 @@ commands:
     pub enum Command {
         Check(check::Options),
         Explain(explain::Options),
+        Scan(scan::Options),
         Help(Option<String>),
     }
 
@@ -72,6 +79,12 @@ commands:
                 }
                 explain::parse_args(rest).map(Command::Explain)
             }
+            "scan" => {
+                if rest.iter().any(|a| a == "-h" || a == "--help") {
+                    return Ok(Command::Help(Some("scan".into())));
+                }
+                scan::parse_args(rest).map(Command::Scan)
+            }
             "help" | "-h" | "--help" => Ok(Command::Help(rest.first().cloned())),
             other => Err(format!("unknown command '{other}'")),
         }
@@ -82,6 +95,7 @@ commands:
             None => Some(USAGE),
             Some("check") => Some(check::USAGE),
             Some("explain") => Some(explain::USAGE),
+            Some("scan") => Some(scan::USAGE),
             Some(_) => None,
         }
     }
@@ -95,6 +109,7 @@ commands:
         match parse(&args) {
             Ok(Command::Check(o)) => check::run(&o, &mut out),
             Ok(Command::Explain(o)) => explain::run(&o, &mut out),
+            Ok(Command::Scan(o)) => scan::run(&o, &mut out),
             Ok(Command::Help(cmd)) => match usage_of(cmd.as_deref()) {
                 Some(text) => {
                     out.line(format_args!("{text}"));
@@ -112,6 +127,7 @@ commands:
                 let text = match args.first().map(String::as_str) {
                     Some("check") => check::USAGE,
                     Some("explain") => explain::USAGE,
+                    Some("scan") => scan::USAGE,
                     _ => USAGE,
                 };
                 eprintln!("mcp-policy: {e}\n\n{text}");
