@@ -63,6 +63,22 @@ def settle(pid, limit_s=30.0):
     return time.monotonic() - t0
 
 
+def wait_quiet(limit_s):
+    """Wait (at most limit_s) until the whole machine is < 10 % busy over 0.5 s: on a shared machine
+    this lets a burst of someone else's work pass before measuring. Returns True if it got quiet."""
+    t0 = time.monotonic()
+    while True:
+        k0 = core_times()
+        time.sleep(0.5)
+        k1 = core_times()
+        busy = sum(k1[k][0] - k0[k][0] for k in k1)
+        total = sum(k1[k][1] - k0[k][1] for k in k1)
+        if total and busy / total < 0.10:
+            return True
+        if time.monotonic() - t0 >= limit_s:
+            return False
+
+
 def main():
     ap = argparse.ArgumentParser()
     for a in ("config", "workload", "round", "pid", "url", "body", "out"):
@@ -71,11 +87,14 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--load-cpu", default="")
+    ap.add_argument("--proxy-cpu", default="")
+    ap.add_argument("--quiet-wait", type=float, default=2.0)
     args = ap.parse_args()
     env = dict(os.environ, BENCH_BODY=args.body)
     waited = settle(args.pid)
     if waited > 1.0:
         print(f"  ({args.config} was still busy: waited {waited:.1f} s for it to go idle)", flush=True)
+    quiet = wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
     if args.warmup > 0:
         run_wrk(args, args.warmup, env)
         settle(args.pid)  # requests of the warm-up still queued in the proxy must not count here
@@ -103,13 +122,20 @@ def main():
         "proxy_cpu_pct": 100.0 * (c1 - c0) / CLK_TCK / wall,
         "proxy_cpu_us_per_req": ((c1 - c0) / CLK_TCK * 1e6 / res["requests"]) if res["requests"] else None,
         "core_busy_pct": {k: round(100.0 * (k1[k][0] - k0[k][0]) / max(1, k1[k][1] - k0[k][1]), 1) for k in k1},
+        "quiet_before": quiet,
     })
+    if args.proxy_cpu:
+        # CPU used on the proxy's core by anything but the proxy (other processes on a shared machine)
+        res["foreign_proxy_core_pct"] = round(max(0.0, res["core_busy_pct"].get(f"cpu{args.proxy_cpu}", 0.0)
+                                                  - res["proxy_cpu_pct"]), 1)
     with open(args.out, "a") as f:
         f.write(json.dumps(res) + "\n")
     errs = sum(res[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
     print(f"  {args.config} {args.workload:10s} r{args.round}: {res['rps']:9.0f} rps  p50 {res['p50_us']:>7} us  "
           f"p99 {res['p99_us']:>7} us  proxy cpu {res['proxy_cpu_pct']:5.1f}%  "
-          f"non-2xx {res['err_status']}  socket errors {errs}", flush=True)
+          f"non-2xx {res['err_status']}  socket errors {errs}"
+          + (f"  other load on proxy core {res['foreign_proxy_core_pct']:.0f}%" if "foreign_proxy_core_pct" in res else ""),
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,21 @@ def main():
         out.append(line)
     out.append("")
 
+    if any("foreign_proxy_core_pct" in r for r in rows):
+        out.append("## Interference: % of the proxy core used by other processes, per round\n")
+        out.append("Core-0 busy time minus the proxy's own CPU time during the measured run. Anything above a few "
+                   "percent means someone else's work ran on the proxy's core and the cell's figures are "
+                   "pessimistic for that configuration.\n")
+        out.append("| workload | " + " | ".join(present) + " |")
+        out.append("|---|" + "---|" * len(present))
+        for wl, label in workloads:
+            line = f"| {label} |"
+            for c in present:
+                rs = sorted(cells.get((c, wl), []), key=lambda r: r["round"])
+                line += " " + " / ".join(f"{r.get('foreign_proxy_core_pct', 0):.0f}" for r in rs) + " |"
+            out.append(line)
+        out.append("")
+
     out.append("## Spread: RPS per round\n")
     out.append("| workload | " + " | ".join(present) + " |")
     out.append("|---|" + "---|" * len(present))
