@@ -88,7 +88,7 @@ e2e: venv npm cli
 
 test: venv build unit lint check-policies validate e2e
 
-run: venv build
+run: venv build cli
 	@$(VPY) scripts/run_demo.py --envoy $(VENV)/bin/envoy --wasm $(WASM)
 
 # The filter as an OCI image for Istio (envoy/istio/Containerfile: FROM scratch, the module at /plugin.wasm),

@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""`make run`: the MLflow MCP server behind Envoy + mcp-policy, in the foreground until Ctrl-C.
+"""`make run`: the MLflow MCP server behind Envoy + mcp-policy, a one-minute scripted demo, then the services stay
+up in the foreground until Ctrl-C.
 
   .demo/mlruns              MLflow file store, seeded once (demo experiments, one large run)
   127.0.0.1:8001/mcp        MLflow MCP server (scripts/serve_mlflow_mcp.py)       log: .demo/mlflow-mcp.log
-  127.0.0.1:10000/mcp       Envoy with the wasm filter (envoy/envoy.yaml)         log: .demo/envoy.log
+  127.0.0.1:8002            approval service (examples/approval_service.py,       log: .demo/approvals.log
+                            approves set_run_tag, refuses everything else)
+  127.0.0.1:10000/mcp       Envoy with the wasm filter (envoy/demo.yaml)          log: .demo/envoy.log
   127.0.0.1:9901            Envoy admin
+
+The demo goes through the proxy with the official MCP Python SDK client: tools/list, an allowed call, a denied
+call, a rate-limited call, an approval granted and one refused (the policy is envoy/demo.yaml's: envoy/envoy.yaml's
+plus a rate limit and two require_approval rules). tests/e2e/test_demo.py runs the same demo.
 
 Envoy is started with `func-e run` when func-e is on PATH (ENVOY_PATH points it at the venv's Envoy 1.40),
 else the venv's envoy directly. Run from the repository root.
@@ -26,8 +33,13 @@ import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEMO = REPO / ".demo"
-MCP_PORT, ENVOY_PORT, ADMIN_PORT = 8001, 10000, 9901
+MCP_PORT, APPROVAL_PORT, ENVOY_PORT, ADMIN_PORT = 8001, 8002, 10000, 9901
 PROXY_URL = f"http://127.0.0.1:{ENVOY_PORT}/mcp"
+DIRECT_URL = f"http://127.0.0.1:{MCP_PORT}/mcp"
+CONFIG = "envoy/demo.yaml"
+# What the demo's approval service approves (the policy asks it about set_run_tag and
+# transition_model_version_stage): one yes, one no.
+APPROVED = "set_run_tag"
 
 
 def port_busy(port: int) -> bool:
@@ -70,24 +82,84 @@ def stop(p: subprocess.Popen) -> None:
         pass
 
 
-async def self_check(ids: dict) -> list[str]:
+async def demo(proxy_url: str, direct_url: str, ids: dict) -> list[str]:
+    """The scripted demo through the proxy, with the MCP Python SDK client. Returns the lines to print."""
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
     from mcp.shared.exceptions import McpError
 
-    lines = []
-    async with streamablehttp_client(PROXY_URL, timeout=30) as (r, w, _):
-        async with ClientSession(r, w) as s:
-            await s.initialize()
-            tools = (await s.list_tools()).tools
-            lines.append(f"tools/list: {len(tools)} tools")
-            res = await s.call_tool("get_run", {"run_id": ids["runs"]["churn-model/xgboost"]})
-            lines.append(f"get_run: allowed ({'error' if res.isError else 'ok'})")
+    lines: list[str] = []
+
+    def say(label: str, text: str) -> None:
+        lines.append(f"  {label:<17} {text}")
+
+    def error(e: McpError) -> str:
+        return f"JSON-RPC error {e.error.code}: {e.error.message}"
+
+    async def session(url: str, steps):
+        async with streamablehttp_client(url, timeout=30) as (r, w, _):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                return await steps(s)
+
+    async def count_tools(s) -> int:
+        return len((await s.list_tools()).tools)
+
+    async def through_the_proxy(s) -> None:
+        listed = await count_tools(s)
+        say("tools/list", f"{listed} of the server's {everything} tools are listed: the agent never sees the "
+                          f"{everything - listed} the policy always denies")
+
+        run_id = ids["runs"]["churn-model/xgboost"]
+        res = await s.call_tool("get_run", {"run_id": run_id})
+        if res.isError:
+            say("allowed", f"get_run -> forwarded, but the server answered an error: {res.content[0].text[:120]}")
+        else:
+            run = res.structuredContent or json.loads(res.content[0].text)
+            run = run.get("result", run)
+            say("allowed", f"get_run -> forwarded; run {run.get('tags', {}).get('mlflow.runName', run_id)!r} "
+                           f"{run.get('status', '')}, accuracy {run.get('metrics', {}).get('accuracy')}")
+
+        try:
+            await s.call_tool("delete_run", {"run_id": run_id})
+            say("denied", "delete_run was NOT denied: check the policy!")
+        except McpError as e:
+            say("denied", f"delete_run -> {error(e)}")
+
+        # query_runs: 3/minute per session. Windows are aligned to the minute, so a call can land in the next
+        # window: keep calling until the limit bites.
+        answered, limited = 0, None
+        for _ in range(8):
             try:
-                await s.call_tool("delete_run", {"run_id": ids["runs"]["churn-model/xgboost"]})
-                lines.append("delete_run: NOT denied (check the policy!)")
+                await s.call_tool("query_runs", {"experiment_id": ids["experiments"]["churn-model"],
+                                                 "query": "metrics.accuracy > 0.8", "limit": 1})
+                answered += 1
             except McpError as e:
-                lines.append(f"delete_run: denied, {e.error.code} {e.error.message!r}")
+                limited = e
+                break
+        if limited is None:
+            say("rate limited", f"query_runs answered {answered} times without a refusal: check the policy!")
+        else:
+            say("rate limited", f"query_runs (3/minute per session): calls 1-{answered} answered, "
+                                f"call {answered + 1} -> {error(limited)}")
+
+        tagged = ids["runs"]["agent-evals/gpt-small"]
+        try:
+            res = await s.call_tool("set_run_tag", {"run_id": tagged, "key": "reviewed_by", "value": "mcp-policy demo"})
+            outcome = "the server answered an error" if res.isError else "the run is tagged reviewed_by=mcp-policy demo"
+            say("approval granted", f"set_run_tag -> the approval service said yes, the call was forwarded: {outcome}")
+        except McpError as e:
+            say("approval granted", f"set_run_tag was NOT approved ({error(e)}): is the approval service up?")
+
+        try:
+            await s.call_tool("transition_model_version_stage",
+                              {"name": "churn-model", "version": "1", "stage": "Production"})
+            say("approval refused", "transition_model_version_stage was forwarded: check the policy!")
+        except McpError as e:
+            say("approval refused", f"transition_model_version_stage -> {error(e)}")
+
+    everything = await session(direct_url, count_tools)
+    await session(proxy_url, through_the_proxy)
     return lines
 
 
@@ -96,13 +168,13 @@ def main() -> int:
     ap.add_argument("--envoy", default=str(REPO / ".venv" / "bin" / "envoy"), help="the Envoy 1.40 binary")
     ap.add_argument("--wasm", default="target/wasm32-wasip1/release/mcp_policy.wasm")
     ap.add_argument("--json-response", action="store_true", help="MLflow MCP server answers JSON, not SSE")
-    ap.add_argument("--no-check", action="store_true", help="skip the self-check through the proxy")
+    ap.add_argument("--no-demo", "--no-check", action="store_true", help="skip the scripted demo through the proxy")
     args = ap.parse_args()
 
     os.chdir(REPO)
     if not pathlib.Path(args.wasm).exists():
         raise SystemExit(f"{args.wasm} is missing: run `make build`")
-    busy = [p for p in (MCP_PORT, ENVOY_PORT, ADMIN_PORT) if port_busy(p)]
+    busy = [p for p in (MCP_PORT, APPROVAL_PORT, ENVOY_PORT, ADMIN_PORT) if port_busy(p)]
     if busy:
         raise SystemExit(f"port(s) {busy} on 127.0.0.1 already in use: is another `make run` going?")
 
@@ -126,9 +198,11 @@ def main() -> int:
         if args.json_response:
             mcp_args.append("--json-response")
         procs.append(start(mcp_args, DEMO / "mlflow-mcp.log"))
-        wait(lambda: port_busy(MCP_PORT), "MLflow MCP server", procs)
+        procs.append(start([sys.executable, "examples/approval_service.py", "--port", str(APPROVAL_PORT),
+                            "--allow", APPROVED], DEMO / "approvals.log"))
+        wait(lambda: port_busy(MCP_PORT) and port_busy(APPROVAL_PORT), "MLflow MCP server and approval service", procs)
 
-        envoy_args = ["-c", "envoy/envoy.yaml", "--concurrency", "2", "-l", "warning"]
+        envoy_args = ["-c", CONFIG, "--concurrency", "2", "-l", "warning"]
         func_e = shutil.which("func-e")
         env = dict(os.environ)
         if func_e:
@@ -144,22 +218,25 @@ def main() -> int:
 
         wait(ready, "Envoy", procs)
 
-        check = []
-        if not args.no_check:
+        if not args.no_demo:
+            print(f"\nmcp-policy demo: the MCP Python SDK client -> Envoy + mcp-policy ({CONFIG}) -> MLflow MCP server",
+                  flush=True)
             try:
-                check = asyncio.run(self_check(ids))
-            except Exception as e:  # the demo still runs; the logs say more
-                check = [f"self-check failed: {e!r}"]
+                for line in asyncio.run(demo(PROXY_URL, DIRECT_URL, ids)):
+                    print(line, flush=True)
+            except Exception as e:  # the services still run; the logs say more
+                print(f"  the demo failed: {e!r} (see the logs in .demo/)", flush=True)
 
         print(f"""
 mcp-policy demo is running (Ctrl-C to stop)
-  MLflow MCP server   http://127.0.0.1:{MCP_PORT}/mcp   store {store}
+  MLflow MCP server   {DIRECT_URL}   store {store}
+  approval service    http://127.0.0.1:{APPROVAL_PORT}/approve   approves {APPROVED}, refuses the rest
   Envoy + mcp-policy  {PROXY_URL}   via {how}
-  Envoy admin         http://127.0.0.1:{ADMIN_PORT}/
-  policy              envoy/envoy.yaml (same as envoy/policies/example.json)
-  logs                .demo/mlflow-mcp.log  .demo/envoy.log
+  Envoy admin         http://127.0.0.1:{ADMIN_PORT}/   (mcp_policy_* in /stats/prometheus)
+  policy              {CONFIG}   (ask it: target/release/mcp-policy explain {CONFIG} --tool query_runs)
+  logs                .demo/mlflow-mcp.log  .demo/approvals.log  .demo/envoy.log
   run ids             .demo/ids.json  (large run: {ids['large_run']})
-""" + "".join(f"  self-check          {c}\n" for c in check) + f"""
+
 Point an MCP client at {PROXY_URL} (transport: Streamable HTTP), for example:
   Claude Code:      claude mcp add --transport http mlflow {PROXY_URL}
   MCP Inspector:    npx @modelcontextprotocol/inspector   (Transport "Streamable HTTP", URL {PROXY_URL})

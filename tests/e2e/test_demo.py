@@ -1,0 +1,94 @@
+"""`make run`'s demo: envoy/demo.yaml stays envoy/envoy.yaml plus a policy and the approvals cluster, and the
+scripted demo of scripts/run_demo.py (the MCP Python SDK client through Envoy to the real MLflow MCP server, with
+examples/approval_service.py) shows each decision: allowed, denied, rate limited, approval granted and refused.
+Here on kernel-chosen loopback ports instead of make run's fixed ones.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO, SCRIPTS, _die_with_parent, free_port, stop_process, wait_for_port
+
+sys.path.insert(0, str(SCRIPTS))
+import run_demo  # noqa: E402
+
+ENVOY_YAML = REPO / "envoy" / "envoy.yaml"
+DEMO_YAML = REPO / "envoy" / "demo.yaml"
+
+
+def _plugin(cfg: dict) -> dict:
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+    return wasm["typed_config"]["config"]
+
+
+def demo_policy() -> dict:
+    return json.loads(_plugin(yaml.safe_load(DEMO_YAML.read_text()))["configuration"]["value"])
+
+
+def test_demo_yaml_is_envoy_yaml_with_a_demo_policy():
+    base, demo = yaml.safe_load(ENVOY_YAML.read_text()), yaml.safe_load(DEMO_YAML.read_text())
+    base_policy = json.loads(_plugin(base)["configuration"]["value"])
+    policy = demo_policy()
+    # The policy: envoy.yaml's rules unchanged, plus a rate limit and two approvals.
+    for key, rule in base_policy["tools"].items():
+        assert policy["tools"][key] == rule, key
+    added = {k: v for k, v in policy["tools"].items() if k not in base_policy["tools"]}
+    assert added["query_runs"] == {"rate_limit": "3/minute"}
+    assert {k for k, v in added.items() if v.get("action") == "require_approval"} == \
+        {"set_run_tag", "transition_model_version_stage"}
+    assert policy["approval"]["cluster"] == "approvals" and policy["default"] == base_policy["default"]
+    # Everything else: the same bootstrap, plus the approvals cluster on 127.0.0.1:8002.
+    (approvals,) = [c for c in demo["static_resources"]["clusters"] if c["name"] == "approvals"]
+    assert approvals["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == \
+        {"socket_address": {"address": "127.0.0.1", "port_value": run_demo.APPROVAL_PORT}}
+    stripped = copy.deepcopy(demo)
+    stripped["static_resources"]["clusters"].remove(approvals)
+    for cfg in (stripped, base):
+        _plugin(cfg)["configuration"]["value"] = "<policy>"
+    assert stripped == base
+    assert run_demo.CONFIG == "envoy/demo.yaml"
+
+
+@pytest.fixture
+def approvals(tmp_path):
+    port = free_port()
+    log = tmp_path / "approvals.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "approval_service.py"), "--port", str(port),
+                                 "--allow", run_demo.APPROVED], stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent)
+    try:
+        wait_for_port(port, proc, what="approval service", log=log)
+        yield port, log
+    finally:
+        stop_process(proc)
+
+
+def test_the_scripted_demo(mlflow_mcp, envoy, approvals):
+    port, log = approvals
+    e = envoy(demo_policy(), mlflow_mcp.port, clusters={"approvals": port})
+    lines = asyncio.run(run_demo.demo(e.url, mlflow_mcp.url, mlflow_mcp.ids))
+    text = "\n".join(lines)
+    labels = [line.split()[0] + (" " + line.split()[1] if line.split()[0] in ("rate", "approval") else "")
+              for line in lines]
+    assert labels == ["tools/list", "allowed", "denied", "rate limited", "approval granted", "approval refused"], text
+    assert "of the server's 40 tools are listed" in lines[0], text
+    assert "get_run -> forwarded; run 'xgboost' FINISHED, accuracy 0.87" in lines[1], text
+    assert "delete_run -> JSON-RPC error -31001: Tool 'delete_run' denied by policy: Deleting MLflow data is not " \
+           "allowed for agents" in lines[2], text
+    assert "call 4 -> JSON-RPC error -31002: Tool 'query_runs' rate limited: rate limit of 3 calls per 60s" in lines[3] \
+        or "-31002" in lines[3] and "calls 1-" in lines[3], text  # a minute boundary may fall between the calls
+    assert "set_run_tag -> the approval service said yes, the call was forwarded: the run is tagged" in lines[4], text
+    assert "transition_model_version_stage -> JSON-RPC error -31003: " in lines[5] and "approver said no" in lines[5], text
+    run = mlflow_mcp.ids["runs"]["agent-evals/gpt-small"]
+    assert mlflow_mcp.client().get_run(run).data.tags.get("reviewed_by") == "mcp-policy demo"
+    asked = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert [a.get("tool") for a in asked] == ["set_run_tag", "transition_model_version_stage"], asked
