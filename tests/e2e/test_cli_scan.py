@@ -118,7 +118,7 @@ def preset_matches_scan(preset: dict, scanned: dict) -> None:
     assert preset["default"] == "deny"
 
 
-def test_presets_name_every_tool(mlflow_mcp, everything, tmp_path):  # noqa: F811
+def test_mlflow_preset_names_every_tool(mlflow_mcp, tmp_path):
     scanned, _, _ = scan(mlflow_mcp.url, tmp_path)
     preset = json.loads((PRESETS / "mlflow-mcp.json").read_text())
     preset_matches_scan(preset, scanned)
@@ -128,6 +128,8 @@ def test_presets_name_every_tool(mlflow_mcp, everything, tmp_path):  # noqa: F81
     assert {n for n, r in tools.items() if r["action"] == "require_approval"} == {
         "register_model", "set_model_alias", "transition_model_version_stage", "copy_model_version"}
 
+
+def test_server_everything_preset_names_every_tool(everything, tmp_path):  # noqa: F811
     url, _ = everything
     scanned, _, _ = scan(url, tmp_path)
     preset = json.loads((PRESETS / "server-everything.json").read_text())
