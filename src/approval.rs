@@ -104,10 +104,10 @@ pub fn read_answer(status: Option<u32>, body: &[u8]) -> Answer {
     };
     match status {
         200 => {}
-        504 => return Answer::Unavailable("the approval service answered HTTP 504 (Envoy sends it when no answer came within timeout_ms)".into()),
+        504 => return Answer::Unavailable("the approval service did not answer within timeout_ms (HTTP 504, from Envoy or from the service itself)".into()),
         503 => {
             return Answer::Unavailable(
-                "the approval service answered HTTP 503 (Envoy sends it when the service cannot be reached)".into(),
+                "the approval service could not be reached (HTTP 503: connection refused or no healthy endpoint, or the service itself answered 503)".into(),
             )
         }
         s => return Answer::Unavailable(format!("the approval service answered HTTP {s}")),
