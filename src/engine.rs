@@ -82,6 +82,19 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
         return deny(None, "hidden by policy".into());
     }
     let set = policy.set(call.kind);
+    // A policy that governs resources matches their URIs as written; a spelling that a server resolves to
+    // another path would slip past its globs (`file:///public/../etc/passwd` matches `file:///public/*`).
+    let governed = !set.rules().is_empty() || set.default != Action::Allow;
+    if call.kind == Kind::Resource && governed {
+        if let Some(why) = unnormalised_uri(tool) {
+            return deny(
+                None,
+                format!(
+                    "resource URI {why}, so it may name another resource than its text matches"
+                ),
+            );
+        }
+    }
     let Some(rule) = set.rule_for(tool) else {
         let decision = match set.default {
             Action::Allow => Decision::Allow { rule: None },
@@ -160,6 +173,31 @@ fn charges(rule: &Rule, args: Option<&Value>) -> Result<Vec<Charge>, String> {
             Ok(Charge { limit: l.spec, units })
         })
         .collect()
+}
+
+/// Why a resource URI cannot be matched as written, if it cannot: its path (before any `?` or `#`) has a dot
+/// segment (`.` or `..`), a percent-encoded character that needs no encoding (an unreserved character, which
+/// also covers `%2e`, or `/` or `\\`), or a backslash. Each such URI is equivalent to another spelling (RFC 3986
+/// §5.2.4 removes dot segments, §6.2.2.2 decodes unreserved characters) or names another path on a file server.
+pub fn unnormalised_uri(uri: &str) -> Option<&'static str> {
+    let path = uri.split(['?', '#']).next().unwrap_or(uri);
+    if path.contains('\\') {
+        return Some("has a backslash");
+    }
+    let bytes = path.as_bytes();
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        let hex = |j: usize| bytes.get(j).and_then(|b| char::from(*b).to_digit(16));
+        if let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) {
+            let c = char::from(u8::try_from(hi * 16 + lo).unwrap_or(0));
+            if c.is_ascii_alphanumeric() || "-._~/\\".contains(c) {
+                return Some("has a percent-encoded character that needs no encoding");
+            }
+        }
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Some("has a dot segment");
+    }
+    None
 }
 
 /// Decides every message of a body: `None` for messages that are not tool calls (always allowed here).
@@ -411,6 +449,53 @@ mod tests {
             Decision::Deny { reason, .. } => assert_eq!(reason, "resource 'file:///etc/passwd' is not allowed by the policy (resources_default deny)"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn resource_uris_that_name_another_path_are_denied() {
+        let p = parse(
+            br#"{"version":"1","resources":{"file:///public/*":{},
+            "file:///public/private/*":{"action":"deny"}},"resources_default":"deny"}"#,
+        )
+        .unwrap();
+        let d = |uri: &str| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#
+            );
+            let b = inspect(body.as_bytes()).unwrap();
+            decide_call(&p, b.messages[0].call().unwrap())
+        };
+        for uri in [
+            "file:///public/../etc/passwd",
+            "file:///public/./private/k",
+            "file:///public/x/../private/k",
+            "file:///public/x/..",
+            "file:///public/%70rivate/k",
+            "file:///public/%2e%2E/etc/passwd",
+            "file:///public/a%2Fb",
+            r"file:///public\\..\\etc\\passwd", // JSON text: the URI has single backslashes
+        ] {
+            match d(uri) {
+                Decision::Deny { rule: None, reason } => {
+                    assert!(reason.starts_with("resource URI has"), "{uri}: {reason}")
+                }
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        for uri in [
+            "file:///public/a",
+            "file:///public/.hidden/a..b",
+            "file:///public/my%20file.txt",
+            "file:///public/caf%C3%A9",
+            "file:///public/a?next=../b",
+        ] {
+            assert!(d(uri).is_allow(), "{uri}");
+        }
+        // A policy that does not govern resources lets them all through, as before.
+        let tools_only = parse(br#"{"version":"1","tools":{"x":{}}}"#).unwrap();
+        let b = inspect(br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a/../b"}}"#)
+            .unwrap();
+        assert!(decide_call(&tools_only, b.messages[0].call().unwrap()).is_allow());
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Head {
     pub mcp_method: Option<String>,
     /// `Mcp-Name` (MCP 2026-07-28): must agree with the body's tool, prompt or resource.
     pub mcp_name: Option<String>,
+    /// `mcp-method` or `mcp-name` when the request carries that header on more than one line: the fields above
+    /// hold the first line only, a server may read another, so the request is refused.
+    pub repeated_mcp_header: Option<&'static str>,
     /// Who session-scoped rate limits count (see [`crate::policy::Identity::resolve`]).
     pub identity: String,
     /// `x-request-id`, passed to the approval service.
@@ -518,6 +521,13 @@ pub fn filter_list_answer<'b>(
 }
 
 fn check_mcp_headers(head: &Head, messages: &[Message<'_>], batch: bool) -> Option<Reply> {
+    if let Some(name) = head.repeated_mcp_header {
+        let id = messages.first().filter(|_| !batch).and_then(Message::id);
+        return Some(reply::header_mismatch(
+            id.map(|i| i.get()),
+            &format!("Header mismatch: {name} is sent on more than one header line; ambiguous and refused"),
+        ));
+    }
     if head.mcp_method.is_none() && head.mcp_name.is_none() {
         return None;
     }
@@ -949,6 +959,24 @@ mod tests {
             code(&check_body(&p, &head(Some("ping"), None), batch)),
             (400, -32020)
         );
+        // A header on two lines: the first agrees with the body, but a server may read the other one.
+        let repeated = Head {
+            repeated_mcp_header: Some("mcp-name"),
+            ..head(Some("tools/call"), Some("get_run"))
+        };
+        let Outcome::Reply(r) = check_body(&p, &repeated, GET) else {
+            panic!("a repeated Mcp-Name header must be refused")
+        };
+        assert_eq!(r.status, 400);
+        assert!(
+            r.body
+                .starts_with(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32020,"#),
+            "{}",
+            r.body
+        );
+        assert!(r
+            .body
+            .contains("mcp-name is sent on more than one header line"));
         let prompt = br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p1"}}"#;
         assert_eq!(
             check_body(&p, &head(Some("prompts/get"), Some("p1")), prompt),

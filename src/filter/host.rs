@@ -43,10 +43,35 @@ pub fn audit_enabled() -> bool {
     hostcalls::get_log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32))
 }
 
+/// A request header's value (the first line's, when the header is repeated).
 pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+    header_value(MapType::HttpRequestHeaders, name)
+}
+
+/// A header's value, read as bytes: the SDK's `get_map_value` unwraps a UTF-8 conversion, so a single byte like
+/// 0xFF in a client's header (HTTP/1.1 allows such obs-text) would trap the VM, and under FAIL_CLOSED every
+/// later request on that worker would get a 503. Bytes that are not UTF-8 become U+FFFD: such a value is no
+/// known encoding and no MCP method or name.
+fn header_value(map: MapType, name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
+    Some(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// The first of `names` (lower case) that the request carries on more than one header line. Envoy keeps the
+/// repeated lines of such headers apart, [`request_header`] sees only the first, and a server may read another.
+/// If the headers cannot be read, the first of `names` (fail closed). (`get_map_bytes` converts header names to
+/// UTF-8 with an unwrap; names are tokens, Envoy refuses any other, so that cannot fail.)
+pub fn repeated_request_header(names: &[&'static str]) -> Option<&'static str> {
+    let Ok(all) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+        return names.first().copied();
+    };
+    names
+        .iter()
+        .copied()
+        .find(|n| all.iter().filter(|(k, _)| k == n).count() > 1)
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
@@ -54,9 +79,7 @@ pub fn set_request_header(name: &str, value: Option<&str>) {
 }
 
 pub fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
+    header_value(MapType::HttpResponseHeaders, name)
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {

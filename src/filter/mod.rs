@@ -195,11 +195,12 @@ impl Http {
             return;
         }
         if let Some(names) = &policy.export {
-            fn value(v: &str) -> Option<&str> {
-                Some(v).filter(|v| !v.is_empty())
-            }
-            host::set_request_header(&names.method, value(&self.summary.methods));
-            host::set_request_header(&names.tool, value(&self.summary.tools));
+            let (method, tool) = (
+                export_value(&self.summary.methods),
+                export_value(&self.summary.tools),
+            );
+            host::set_request_header(&names.method, method.as_deref());
+            host::set_request_header(&names.tool, tool.as_deref());
         }
     }
 
@@ -295,6 +296,33 @@ impl Http {
     }
 }
 
+/// The longest exported header value, in bytes: a batch of many calls, or one absurdly long tool name, would
+/// otherwise make a header line the upstream refuses (Python's http.server stops at 64 KiB, many servers sooner).
+const EXPORT_MAX: usize = 1024;
+
+/// An exported header value: none when empty; NUL, CR and LF, which Envoy refuses in a header value (it would
+/// fail an allowed request with a 503), become `?`; cut to [`EXPORT_MAX`] bytes at a character boundary, ending
+/// in `...`. The header is for access logs and rate-limit keys: the body, not the header, is what is forwarded.
+fn export_value(v: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let bad = |c: char| matches!(c, '\0' | '\r' | '\n');
+    if v.is_empty() {
+        return None;
+    }
+    if v.len() <= EXPORT_MAX && !v.contains(bad) {
+        return Some(v.into());
+    }
+    let mut out: String = v.chars().map(|c| if bad(c) { '?' } else { c }).collect();
+    if out.len() > EXPORT_MAX {
+        let mut end = EXPORT_MAX - 3;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str("...");
+    }
+    Some(out.into())
+}
+
 impl Context for Http {
     fn on_http_call_response(
         &mut self,
@@ -363,12 +391,19 @@ impl HttpContext for Http {
             .flatten()
             .and_then(|b| String::from_utf8(b).ok());
         let identity = policy.identity.resolve(header, source.as_deref());
+        let (mcp_method, mcp_name) = (header("mcp-method"), header("mcp-name"));
+        let repeated_mcp_header = if mcp_method.is_some() || mcp_name.is_some() {
+            host::repeated_request_header(&["mcp-method", "mcp-name"])
+        } else {
+            None
+        };
         self.head = Head {
             request_id: header("x-request-id"),
             content_encoding: header("content-encoding"),
             content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
-            mcp_method: header("mcp-method"),
-            mcp_name: header("mcp-name"),
+            mcp_method,
+            mcp_name,
+            repeated_mcp_header,
             identity,
         };
         if let Some(r) = request::check_head(&policy, &self.head) {
