@@ -1,11 +1,11 @@
 //! Bytes to MCP messages: the JSON-RPC 2.0 envelope, batches, and the parts of a call the policy needs.
 //!
-//! [`inspect`] first checks the whole body with [`crate::json::check_strict`] (well-formedness, duplicate
-//! keys), then reads only the envelope. Parameters and arguments stay borrowed raw JSON (`&RawValue`) until
-//! a rule actually needs them.
+//! [`inspect`] checks the whole body in one pass (well-formedness, duplicate keys: [`crate::json`]), which
+//! also records where each message's envelope and call fields are; it reads nothing else. Parameters and
+//! arguments stay borrowed raw JSON (`&RawValue`) until a rule actually needs them.
 
-use crate::json::{self, keys_collide, JsonError};
-use serde::{Deserialize, Deserializer};
+use crate::json::{self, JsonError};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -174,36 +174,7 @@ impl fmt::Display for RequestError {
     }
 }
 
-/// Keeps `null` distinct from an absent field (serde maps both to `None` for a plain `Option`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    jsonrpc: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    method: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    params: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    result: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    error: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct CallParams<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    name: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    arguments: Option<&'a RawValue>,
-}
-
-/// The first non-whitespace byte of a JSON text, which tells its type.
+/// The first byte of a JSON text, which tells its type.
 fn lead(raw: &RawValue) -> u8 {
     raw.get()
         .bytes()
@@ -214,6 +185,17 @@ fn lead(raw: &RawValue) -> u8 {
 fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     if lead(raw) != b'"' {
         return None;
+    }
+    // A string without escapes is its text between the quotes (the JSON is valid: no raw `"` or control
+    // characters inside).
+    if let Some(inner) = raw
+        .get()
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+    {
+        if !inner.contains('\\') {
+            return Some(Cow::Borrowed(inner));
+        }
     }
     // Borrow when the string has no escapes; decode into an owned string otherwise.
     match serde_json::from_str::<&str>(raw.get()) {
@@ -226,31 +208,41 @@ fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
 
 /// The JSON-RPC envelope fields: a message may not carry a case variant of any of them.
 const ENVELOPE_FIELDS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
-/// The `tools/call` params fields the policy reads.
-const CALL_FIELDS: &[&str] = &["name", "arguments"];
-const READ_FIELDS: &[&str] = &["uri"];
+const JSONRPC: usize = 0;
+const ID: usize = 1;
+const METHOD: usize = 2;
+const PARAMS: usize = 3;
+const RESULT: usize = 4;
+const ERROR: usize = 5;
+/// The fields of an object `params` that governed calls read.
+const PARAMS_FIELDS: &[&str] = &["name", "arguments", "uri"];
+const NAME: usize = 0;
+const ARGUMENTS: usize = 1;
+const URI: usize = 2;
+/// The `params` fields each kind reads: `tools/call` and `prompts/get`, and `resources/read`.
+const CALL_FIELDS: &[usize] = &[NAME, ARGUMENTS];
+const READ_FIELDS: &[usize] = &[URI];
 
-#[derive(Deserialize)]
-struct ReadParams<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    uri: Option<&'a RawValue>,
-}
+/// What [`inspect`] has the scanner record about each message while it checks the body.
+const WATCH: json::Watch = json::Watch::new(ENVELOPE_FIELDS, Some((PARAMS, PARAMS_FIELDS)));
 
-/// A key of the JSON object `raw` that is not one of `fields` but that a decoder matching keys
-/// case-insensitively (Go's `encoding/json`, and so Go MCP servers) would bind to it: `("Method", "method")`.
-/// Such a key is read by the upstream and ignored here, a bypass: `{"result":{},"Method":"tools/call",...}` is a
-/// response to us and a tool call to a Go server.
-/// `Err` (fail closed) if `raw` cannot be read as an object, which `inspect` has ruled out before.
-fn case_variant(
-    raw: &RawValue,
-    fields: &[&'static str],
-) -> Result<Option<(String, &'static str)>, String> {
-    let obj: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
-        serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-    Ok(obj.into_keys().find_map(|k| {
-        let field = fields.iter().find(|f| **f != k && keys_collide(f, &k))?;
-        Some((k, *field))
-    }))
+/// A key of message `i` (`nested`: of its `params`) that is not one of `fields` (indexes into `names`) but that
+/// a decoder matching keys case-insensitively (Go's `encoding/json`, and so Go MCP servers) would bind to it:
+/// `("Method", "method")`. Such a key is read by the upstream and ignored here, a bypass:
+/// `{"result":{},"Method":"tools/call",...}` is a response to us and a tool call to a Go server.
+/// With several, the first in key order.
+fn case_variant<'o>(
+    outline: &'o json::Outline<'_>,
+    i: usize,
+    nested: bool,
+    names: &[&'static str],
+    fields: &[usize],
+) -> Option<(&'o str, &'static str)> {
+    outline
+        .variants(i, nested)
+        .filter(|(_, field)| fields.contains(field))
+        .min_by(|a, b| a.0.cmp(b.0))
+        .and_then(|(key, field)| Some((key, *names.get(field)?)))
 }
 
 fn variant_message(key: &str, field: &str) -> String {
@@ -261,60 +253,47 @@ fn variant_message(key: &str, field: &str) -> String {
 }
 
 /// Parses and validates a request body.
+///
+/// One pass over the body checks all of it (well-formedness, duplicate keys: [`json`]) and records where
+/// each message's envelope fields and `params.name` / `params.uri` / `params.arguments` are; the messages
+/// are then built from those places, without reading the body again.
 pub fn inspect(bytes: &[u8]) -> Result<Body<'_>, RequestError> {
-    json::check_strict(bytes).map_err(|e| match e {
+    let outline = json::scan(bytes, Some(&WATCH)).map_err(|e| match e {
         JsonError::Syntax(m) => RequestError::Parse(format!("Parse error: body is not valid JSON ({m})")),
         JsonError::DuplicateKey(m) => RequestError::invalid(
             None,
             format!("Invalid Request: {m}; duplicate or case-variant object keys are ambiguous and refused"),
         ),
     })?;
-    let first = bytes
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .copied()
-        .unwrap_or(b' ');
-    match first {
-        b'[' => {
-            let items: Vec<&RawValue> = serde_json::from_slice(bytes)
-                .map_err(|e| RequestError::Parse(format!("Parse error: {e}")))?;
-            if items.is_empty() {
-                return Err(RequestError::invalid(None, "Invalid Request: empty batch"));
-            }
-            let messages = items
-                .iter()
-                .enumerate()
-                .map(|(i, raw)| {
-                    message(raw).map_err(|e| match e {
-                        RequestError::InvalidRequest { id, message } => {
-                            RequestError::InvalidRequest {
-                                id: None,
-                                message: format!("{message} (batch element {i}{})", id_note(&id)),
-                            }
-                        }
-                        RequestError::InvalidParams { id, message } => {
-                            RequestError::InvalidParams {
-                                id: None,
-                                message: format!("{message} (batch element {i}{})", id_note(&id)),
-                            }
-                        }
-                        other => other,
-                    })
+    if outline.batch {
+        if outline.len() == 0 {
+            return Err(RequestError::invalid(None, "Invalid Request: empty batch"));
+        }
+        let messages = (0..outline.len())
+            .map(|i| {
+                message(&outline, i).map_err(|e| match e {
+                    RequestError::InvalidRequest { id, message } => RequestError::InvalidRequest {
+                        id: None,
+                        message: format!("{message} (batch element {i}{})", id_note(&id)),
+                    },
+                    RequestError::InvalidParams { id, message } => RequestError::InvalidParams {
+                        id: None,
+                        message: format!("{message} (batch element {i}{})", id_note(&id)),
+                    },
+                    other => other,
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Body {
-                batch: true,
-                messages,
             })
-        }
-        b'{' => {
-            let raw: &RawValue = serde_json::from_slice(bytes)
-                .map_err(|e| RequestError::Parse(format!("Parse error: {e}")))?;
-            Ok(Body {
-                batch: false,
-                messages: vec![message(raw)?],
-            })
-        }
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Body {
+            batch: true,
+            messages,
+        });
+    }
+    match outline.span(0) {
+        Some(span) if outline.lead(span) == b'{' => Ok(Body {
+            batch: false,
+            messages: vec![message(&outline, 0)?],
+        }),
         _ => Err(RequestError::invalid(
             None,
             "Invalid Request: a JSON-RPC 2.0 message must be an object or a batch (array)",
@@ -326,51 +305,72 @@ fn id_note(id: &Option<String>) -> String {
     id.as_ref().map(|i| format!(", id {i}")).unwrap_or_default()
 }
 
-fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
-    if lead(raw) != b'{' {
+/// The value the scanner recorded for a watched field of message `i` (`nested`: of its `params`), borrowed
+/// from the body.
+fn picked<'a>(
+    outline: &json::Outline<'a>,
+    i: usize,
+    nested: bool,
+    field: usize,
+) -> Result<Option<&'a RawValue>, serde_json::Error> {
+    outline
+        .value(i, nested, field)
+        .map(|span| outline.raw(span))
+        .transpose()
+}
+
+/// Message `i` of the body.
+fn message<'a>(outline: &json::Outline<'a>, i: usize) -> Result<Message<'a>, RequestError> {
+    if outline.span(i).map(|span| outline.lead(span)) != Some(b'{') {
         return Err(RequestError::invalid(
             None,
             "Invalid Request: a JSON-RPC 2.0 message must be an object",
         ));
     }
-    let env: Envelope<'_> = serde_json::from_str(raw.get())
-        .map_err(|e| RequestError::invalid(None, format!("Invalid Request: {e}")))?;
-    let id = env.id;
-    match case_variant(raw, ENVELOPE_FIELDS) {
-        Ok(None) => {}
-        Ok(Some((key, field))) => {
-            return Err(RequestError::invalid(
-                None,
-                format!("Invalid Request: {}", variant_message(&key, field)),
-            ))
-        }
-        Err(e) => return Err(RequestError::invalid(None, format!("Invalid Request: {e}"))),
+    let field = |field| {
+        picked(outline, i, false, field)
+            .map_err(|e| RequestError::invalid(None, format!("Invalid Request: {e}")))
+    };
+    let (jsonrpc, id, method, params) =
+        (field(JSONRPC)?, field(ID)?, field(METHOD)?, field(PARAMS)?);
+    let (result, error) = (field(RESULT)?, field(ERROR)?);
+    if let Some((key, field)) = case_variant(
+        outline,
+        i,
+        false,
+        ENVELOPE_FIELDS,
+        &[JSONRPC, ID, METHOD, PARAMS, RESULT, ERROR],
+    ) {
+        return Err(RequestError::invalid(
+            None,
+            format!("Invalid Request: {}", variant_message(key, field)),
+        ));
     }
-    if let Some(i) = id {
-        if !matches!(lead(i), b'"' | b'-' | b'0'..=b'9' | b'n') {
+    if let Some(id) = id {
+        if !matches!(lead(id), b'"' | b'-' | b'0'..=b'9' | b'n') {
             return Err(RequestError::invalid(
                 None,
                 "Invalid Request: id must be a string, a number or null",
             ));
         }
     }
-    if env.jsonrpc.and_then(as_str).as_deref() != Some("2.0") {
+    if jsonrpc.and_then(as_str).as_deref() != Some("2.0") {
         return Err(RequestError::invalid(
             id,
             "Invalid Request: \"jsonrpc\" must be \"2.0\"",
         ));
     }
-    let is_response = env.result.is_some() || env.error.is_some();
-    match (env.method, is_response) {
+    let is_response = result.is_some() || error.is_some();
+    match (method, is_response) {
         (Some(_), true) => Err(RequestError::invalid(
             id,
             "Invalid Request: a message cannot carry both \"method\" and \"result\"/\"error\"",
         )),
         (None, true) => {
-            if env.result.is_some() && env.error.is_some() {
+            if result.is_some() && error.is_some() {
                 return Err(RequestError::invalid(id, "Invalid Request: a response cannot carry both \"result\" and \"error\""));
             }
-            if env.params.is_some() {
+            if params.is_some() {
                 return Err(RequestError::invalid(id, "Invalid Request: a response cannot carry \"params\""));
             }
             Ok(Message::Response { id })
@@ -382,56 +382,59 @@ fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
         (Some(m), false) => {
             let method = as_str(m)
                 .ok_or_else(|| RequestError::invalid(id, "Invalid Request: \"method\" must be a string"))?;
-            if let Some(p) = env.params {
+            if let Some(p) = params {
                 if !matches!(lead(p), b'{' | b'[') {
                     return Err(RequestError::invalid(id, "Invalid Request: \"params\" must be an object or an array"));
                 }
             }
             let call = match Kind::of(&method) {
-                Some(kind) => Some(governed_call(kind, id, env.params)?),
+                Some(kind) => Some(governed_call(kind, id, params, outline, i)?),
                 None => None,
             };
             match id {
-                Some(id) => Ok(Message::Request { id, method, params: env.params, call }),
+                Some(id) => Ok(Message::Request { id, method, params, call }),
                 None if call.is_some() => Err(RequestError::invalid(
                     None,
                     format!("Invalid Request: {method} must be a request with an \"id\""),
                 )),
-                None => Ok(Message::Notification { method, params: env.params }),
+                None => Ok(Message::Notification { method, params }),
             }
         }
     }
 }
 
+/// `i`: the message in `outline`, whose `params` (when an object) the scanner read.
 fn governed_call<'a>(
     kind: Kind,
     id: Option<&'a RawValue>,
     params: Option<&'a RawValue>,
+    outline: &json::Outline<'a>,
+    i: usize,
 ) -> Result<ToolCall<'a>, RequestError> {
     let method = kind.method();
-    let params = match params {
-        Some(p) if lead(p) == b'{' => p,
-        _ => {
-            return Err(RequestError::params(
-                id,
-                format!("Invalid params: {method} needs \"params\" as an object"),
-            ))
-        }
+    if !matches!(params, Some(p) if lead(p) == b'{') {
+        return Err(RequestError::params(
+            id,
+            format!("Invalid params: {method} needs \"params\" as an object"),
+        ));
+    }
+    let field = |field| {
+        picked(outline, i, true, field)
+            .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))
     };
+    let fields = if kind == Kind::Resource {
+        READ_FIELDS
+    } else {
+        CALL_FIELDS
+    };
+    if let Some((key, field)) = case_variant(outline, i, true, PARAMS_FIELDS, fields) {
+        return Err(RequestError::params(
+            id,
+            format!("Invalid params: params.{}", variant_message(key, field)),
+        ));
+    }
     if kind == Kind::Resource {
-        let p: ReadParams<'a> = serde_json::from_str(params.get())
-            .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
-        match case_variant(params, READ_FIELDS) {
-            Ok(None) => {}
-            Ok(Some((key, field))) => {
-                return Err(RequestError::params(
-                    id,
-                    format!("Invalid params: params.{}", variant_message(&key, field)),
-                ))
-            }
-            Err(e) => return Err(RequestError::params(id, format!("Invalid params: {e}"))),
-        }
-        let name = p.uri.and_then(as_str).ok_or_else(|| {
+        let name = field(URI)?.and_then(as_str).ok_or_else(|| {
             RequestError::params(
                 id,
                 "Invalid params: resources/read needs a string \"params.uri\"",
@@ -443,25 +446,13 @@ fn governed_call<'a>(
             arguments: None,
         });
     }
-    let p: CallParams<'a> = serde_json::from_str(params.get())
-        .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
-    match case_variant(params, CALL_FIELDS) {
-        Ok(None) => {}
-        Ok(Some((key, field))) => {
-            return Err(RequestError::params(
-                id,
-                format!("Invalid params: params.{}", variant_message(&key, field)),
-            ))
-        }
-        Err(e) => return Err(RequestError::params(id, format!("Invalid params: {e}"))),
-    }
-    let name = p.name.and_then(as_str).ok_or_else(|| {
+    let name = field(NAME)?.and_then(as_str).ok_or_else(|| {
         RequestError::params(
             id,
             format!("Invalid params: {method} needs a string \"params.name\""),
         )
     })?;
-    let arguments = match p.arguments {
+    let arguments = match field(ARGUMENTS)? {
         None => None,
         Some(a) if lead(a) == b'n' => None,
         Some(a) if lead(a) == b'{' => Some(a),
@@ -482,6 +473,480 @@ fn governed_call<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// The previous implementation of [`inspect`] (a strict check, then serde reads of the envelope and
+    /// params): the oracle the one-pass version must match exactly.
+    mod reference {
+        use super::super::{Body, Kind, Message, RequestError, ToolCall};
+        use crate::json::{keys_collide, JsonError};
+        use serde::{Deserialize, Deserializer};
+        use serde_json::value::RawValue;
+        use std::borrow::Cow;
+
+        /// Keeps `null` distinct from an absent field (serde maps both to `None` for a plain `Option`).
+        fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+            <&RawValue>::deserialize(d).map(Some)
+        }
+
+        #[derive(Deserialize)]
+        struct Envelope<'a> {
+            #[serde(default, borrow, deserialize_with = "present")]
+            jsonrpc: Option<&'a RawValue>,
+            #[serde(default, borrow, deserialize_with = "present")]
+            id: Option<&'a RawValue>,
+            #[serde(default, borrow, deserialize_with = "present")]
+            method: Option<&'a RawValue>,
+            #[serde(default, borrow, deserialize_with = "present")]
+            params: Option<&'a RawValue>,
+            #[serde(default, borrow, deserialize_with = "present")]
+            result: Option<&'a RawValue>,
+            #[serde(default, borrow, deserialize_with = "present")]
+            error: Option<&'a RawValue>,
+        }
+
+        #[derive(Deserialize)]
+        struct CallParams<'a> {
+            #[serde(default, borrow, deserialize_with = "present")]
+            name: Option<&'a RawValue>,
+            #[serde(default, borrow, deserialize_with = "present")]
+            arguments: Option<&'a RawValue>,
+        }
+
+        /// The first non-whitespace byte of a JSON text, which tells its type.
+        fn lead(raw: &RawValue) -> u8 {
+            raw.get()
+                .bytes()
+                .find(|b| !b.is_ascii_whitespace())
+                .unwrap_or(b' ')
+        }
+
+        fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+            if lead(raw) != b'"' {
+                return None;
+            }
+            // Borrow when the string has no escapes; decode into an owned string otherwise.
+            match serde_json::from_str::<&str>(raw.get()) {
+                Ok(s) => Some(Cow::Borrowed(s)),
+                Err(_) => serde_json::from_str::<String>(raw.get())
+                    .ok()
+                    .map(Cow::Owned),
+            }
+        }
+
+        /// The JSON-RPC envelope fields: a message may not carry a case variant of any of them.
+        const ENVELOPE_FIELDS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+        /// The `tools/call` params fields the policy reads.
+        const CALL_FIELDS: &[&str] = &["name", "arguments"];
+        const READ_FIELDS: &[&str] = &["uri"];
+
+        #[derive(Deserialize)]
+        struct ReadParams<'a> {
+            #[serde(default, borrow, deserialize_with = "present")]
+            uri: Option<&'a RawValue>,
+        }
+
+        /// A key of the JSON object `raw` that is not one of `fields` but that a decoder matching keys
+        /// case-insensitively (Go's `encoding/json`, and so Go MCP servers) would bind to it: `("Method", "method")`.
+        /// Such a key is read by the upstream and ignored here, a bypass: `{"result":{},"Method":"tools/call",...}` is a
+        /// response to us and a tool call to a Go server.
+        /// `Err` (fail closed) if `raw` cannot be read as an object, which `inspect` has ruled out before.
+        fn case_variant(
+            raw: &RawValue,
+            fields: &[&'static str],
+        ) -> Result<Option<(String, &'static str)>, String> {
+            let obj: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+                serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            Ok(obj.into_keys().find_map(|k| {
+                let field = fields.iter().find(|f| **f != k && keys_collide(f, &k))?;
+                Some((k, *field))
+            }))
+        }
+
+        fn variant_message(key: &str, field: &str) -> String {
+            format!(
+                "\"{key}\" is a case variant of \"{field}\": servers that match keys case-insensitively read it as \"{field}\"; \
+                 ambiguous and refused"
+            )
+        }
+
+        /// Parses and validates a request body.
+        pub fn inspect(bytes: &[u8]) -> Result<Body<'_>, RequestError> {
+            crate::json::tests::reference::check_strict(bytes).map_err(|e| match e {
+                JsonError::Syntax(m) => RequestError::Parse(format!("Parse error: body is not valid JSON ({m})")),
+                JsonError::DuplicateKey(m) => RequestError::invalid(
+                    None,
+                    format!("Invalid Request: {m}; duplicate or case-variant object keys are ambiguous and refused"),
+                ),
+            })?;
+            let first = bytes
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .copied()
+                .unwrap_or(b' ');
+            match first {
+                b'[' => {
+                    let items: Vec<&RawValue> = serde_json::from_slice(bytes)
+                        .map_err(|e| RequestError::Parse(format!("Parse error: {e}")))?;
+                    if items.is_empty() {
+                        return Err(RequestError::invalid(None, "Invalid Request: empty batch"));
+                    }
+                    let messages = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, raw)| {
+                            message(raw).map_err(|e| match e {
+                                RequestError::InvalidRequest { id, message } => {
+                                    RequestError::InvalidRequest {
+                                        id: None,
+                                        message: format!(
+                                            "{message} (batch element {i}{})",
+                                            id_note(&id)
+                                        ),
+                                    }
+                                }
+                                RequestError::InvalidParams { id, message } => {
+                                    RequestError::InvalidParams {
+                                        id: None,
+                                        message: format!(
+                                            "{message} (batch element {i}{})",
+                                            id_note(&id)
+                                        ),
+                                    }
+                                }
+                                other => other,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Body {
+                        batch: true,
+                        messages,
+                    })
+                }
+                b'{' => {
+                    let raw: &RawValue = serde_json::from_slice(bytes)
+                        .map_err(|e| RequestError::Parse(format!("Parse error: {e}")))?;
+                    Ok(Body {
+                        batch: false,
+                        messages: vec![message(raw)?],
+                    })
+                }
+                _ => Err(RequestError::invalid(
+                    None,
+                    "Invalid Request: a JSON-RPC 2.0 message must be an object or a batch (array)",
+                )),
+            }
+        }
+
+        fn id_note(id: &Option<String>) -> String {
+            id.as_ref().map(|i| format!(", id {i}")).unwrap_or_default()
+        }
+
+        fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
+            if lead(raw) != b'{' {
+                return Err(RequestError::invalid(
+                    None,
+                    "Invalid Request: a JSON-RPC 2.0 message must be an object",
+                ));
+            }
+            let env: Envelope<'_> = serde_json::from_str(raw.get())
+                .map_err(|e| RequestError::invalid(None, format!("Invalid Request: {e}")))?;
+            let id = env.id;
+            match case_variant(raw, ENVELOPE_FIELDS) {
+                Ok(None) => {}
+                Ok(Some((key, field))) => {
+                    return Err(RequestError::invalid(
+                        None,
+                        format!("Invalid Request: {}", variant_message(&key, field)),
+                    ))
+                }
+                Err(e) => return Err(RequestError::invalid(None, format!("Invalid Request: {e}"))),
+            }
+            if let Some(i) = id {
+                if !matches!(lead(i), b'"' | b'-' | b'0'..=b'9' | b'n') {
+                    return Err(RequestError::invalid(
+                        None,
+                        "Invalid Request: id must be a string, a number or null",
+                    ));
+                }
+            }
+            if env.jsonrpc.and_then(as_str).as_deref() != Some("2.0") {
+                return Err(RequestError::invalid(
+                    id,
+                    "Invalid Request: \"jsonrpc\" must be \"2.0\"",
+                ));
+            }
+            let is_response = env.result.is_some() || env.error.is_some();
+            match (env.method, is_response) {
+                (Some(_), true) => Err(RequestError::invalid(
+                    id,
+                    "Invalid Request: a message cannot carry both \"method\" and \"result\"/\"error\"",
+                )),
+                (None, true) => {
+                    if env.result.is_some() && env.error.is_some() {
+                        return Err(RequestError::invalid(id, "Invalid Request: a response cannot carry both \"result\" and \"error\""));
+                    }
+                    if env.params.is_some() {
+                        return Err(RequestError::invalid(id, "Invalid Request: a response cannot carry \"params\""));
+                    }
+                    Ok(Message::Response { id })
+                }
+                (None, false) => Err(RequestError::invalid(
+                    id,
+                    "Invalid Request: a message needs \"method\" (request or notification) or \"result\"/\"error\" (response)",
+                )),
+                (Some(m), false) => {
+                    let method = as_str(m)
+                        .ok_or_else(|| RequestError::invalid(id, "Invalid Request: \"method\" must be a string"))?;
+                    if let Some(p) = env.params {
+                        if !matches!(lead(p), b'{' | b'[') {
+                            return Err(RequestError::invalid(id, "Invalid Request: \"params\" must be an object or an array"));
+                        }
+                    }
+                    let call = match Kind::of(&method) {
+                        Some(kind) => Some(governed_call(kind, id, env.params)?),
+                        None => None,
+                    };
+                    match id {
+                        Some(id) => Ok(Message::Request { id, method, params: env.params, call }),
+                        None if call.is_some() => Err(RequestError::invalid(
+                            None,
+                            format!("Invalid Request: {method} must be a request with an \"id\""),
+                        )),
+                        None => Ok(Message::Notification { method, params: env.params }),
+                    }
+                }
+            }
+        }
+
+        fn governed_call<'a>(
+            kind: Kind,
+            id: Option<&'a RawValue>,
+            params: Option<&'a RawValue>,
+        ) -> Result<ToolCall<'a>, RequestError> {
+            let method = kind.method();
+            let params = match params {
+                Some(p) if lead(p) == b'{' => p,
+                _ => {
+                    return Err(RequestError::params(
+                        id,
+                        format!("Invalid params: {method} needs \"params\" as an object"),
+                    ))
+                }
+            };
+            if kind == Kind::Resource {
+                let p: ReadParams<'a> = serde_json::from_str(params.get())
+                    .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
+                match case_variant(params, READ_FIELDS) {
+                    Ok(None) => {}
+                    Ok(Some((key, field))) => {
+                        return Err(RequestError::params(
+                            id,
+                            format!("Invalid params: params.{}", variant_message(&key, field)),
+                        ))
+                    }
+                    Err(e) => return Err(RequestError::params(id, format!("Invalid params: {e}"))),
+                }
+                let name = p.uri.and_then(as_str).ok_or_else(|| {
+                    RequestError::params(
+                        id,
+                        "Invalid params: resources/read needs a string \"params.uri\"",
+                    )
+                })?;
+                return Ok(ToolCall {
+                    kind,
+                    name,
+                    arguments: None,
+                });
+            }
+            let p: CallParams<'a> = serde_json::from_str(params.get())
+                .map_err(|e| RequestError::params(id, format!("Invalid params: {e}")))?;
+            match case_variant(params, CALL_FIELDS) {
+                Ok(None) => {}
+                Ok(Some((key, field))) => {
+                    return Err(RequestError::params(
+                        id,
+                        format!("Invalid params: params.{}", variant_message(&key, field)),
+                    ))
+                }
+                Err(e) => return Err(RequestError::params(id, format!("Invalid params: {e}"))),
+            }
+            let name = p.name.and_then(as_str).ok_or_else(|| {
+                RequestError::params(
+                    id,
+                    format!("Invalid params: {method} needs a string \"params.name\""),
+                )
+            })?;
+            let arguments = match p.arguments {
+                None => None,
+                Some(a) if lead(a) == b'n' => None,
+                Some(a) if lead(a) == b'{' => Some(a),
+                Some(_) => {
+                    return Err(RequestError::params(
+                        id,
+                        "Invalid params: \"params.arguments\" must be an object",
+                    ));
+                }
+            };
+            Ok(ToolCall {
+                kind,
+                name,
+                arguments,
+            })
+        }
+    }
+
+    /// Both implementations' answers, as text (every field, id and raw value included).
+    fn same_as_reference(body: &[u8]) {
+        let new = inspect(body);
+        let old = reference::inspect(body);
+        assert_eq!(
+            format!("{new:?}"),
+            format!("{old:?}"),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        if let (Ok(new), Ok(old)) = (&new, &old) {
+            for (n, o) in new.messages.iter().zip(&old.messages) {
+                let borrowed =
+                    |c: Option<&ToolCall<'_>>| c.map(|c| matches!(c.name, Cow::Borrowed(_)));
+                assert_eq!(borrowed(n.call()), borrowed(o.call()));
+            }
+        }
+    }
+
+    const BODIES: &[&str] = &[
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_run","arguments":{"run_id":"x"}}}"#,
+        r#" { "jsonrpc" : "2.0" , "id" : "a" , "method" : "tools\/call" , "params" : { "name" : "delete\u005frun" , "arguments" : null } } "#,
+        r#"{"jsonrpc":"2.0","id":1.50,"method":"prompts/get","params":{"name":"p","arguments":{"x":"1"},"Uri":1}}"#,
+        r#"{"jsonrpc":"2.0","id":-3,"method":"resources/read","params":{"uri":"file:///a","Name":"x","ARGUMENTS":1}}"#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"resources/read","params":{"uri":null}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"URI":"a"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","nAME":"b"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"a","arguments":{},"argumentſ":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":5}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"Name":1,"name":2}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1,2]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"x","Name":1}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized","params":{}}"#,
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"method":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":1},"result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":1},"params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","PARAMS":{},"iD":2,"JsonRpc":1,"Error":0,"Result":0}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"metho\u0064":"x"}"#,
+        r#"{"jsonrpc":"2.\u0030","id":"\u0031","method":"\u0070ing"}"#,
+        r#"{"jsonrpc":2.0,"id":1,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":null}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"k":[{"a":1,"A":2}]}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"k":1e400}}}"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}]"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"a"}},1]"#,
+        r#"[1,{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+        r#"[{"jsonrpc":"2.0","id":"q","method":"tools/call"}]"#,
+        r#"[]"#,
+        r#"[[]]"#,
+        r#"{}"#,
+        r#"null"#,
+        r#""{}""#,
+        r#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"result":{},"Params":{"name":"x"}}]"#,
+        r#"{"params":{"name":"a","Name":"b"},"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+        r#"{"params":{"params":{"Name":"b"}},"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+    ];
+
+    #[test]
+    fn matches_the_reference_on_crafted_bodies() {
+        for body in BODIES {
+            same_as_reference(body.as_bytes());
+        }
+    }
+
+    #[test]
+    fn matches_the_reference_on_the_fuzz_seeds() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/inspect_decide");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            same_as_reference(&std::fs::read(entry.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n > 10);
+    }
+
+    /// `MUTATIONS=2000000 cargo test --release matches_the_reference` for a longer run.
+    fn mutations() -> usize {
+        std::env::var("MUTATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000)
+    }
+
+    #[test]
+    fn matches_the_reference_on_mutations() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "\"",
+            " ",
+            "\"Method\"",
+            "\"method\"",
+            "\"params\"",
+            "\"Params\"",
+            "\"name\"",
+            "\"NAME\"",
+            "\"uri\"",
+            "\"Uri\"",
+            "\"arguments\"",
+            "\"Arguments\"",
+            "\"id\"",
+            "\"ID\"",
+            "\"result\"",
+            "\"error\"",
+            "\"jsonrpc\"",
+            "\"2.0\"",
+            "\"tools/call\"",
+            "\"resources/read\"",
+            "\"prompts/get\"",
+            "null",
+            "1",
+            "{}",
+            "[]",
+            "\"x\"",
+            "\\u0041",
+            "\u{17f}",
+            "\u{212a}",
+        ];
+        for _ in 0..mutations() {
+            let mut body = BODIES[(next() % BODIES.len() as u64) as usize]
+                .as_bytes()
+                .to_vec();
+            for _ in 0..(next() % 6) {
+                let piece = PIECES[(next() % PIECES.len() as u64) as usize].as_bytes();
+                let at = (next() % (body.len() as u64 + 1)) as usize;
+                match next() % 3 {
+                    0 if !body.is_empty() => {
+                        let end = (at + (next() % 12) as usize).min(body.len());
+                        body.drain(at.min(body.len() - 1)..end.max(at.min(body.len() - 1)));
+                    }
+                    _ => {
+                        body.splice(at..at, piece.iter().copied());
+                    }
+                }
+            }
+            same_as_reference(&body);
+        }
+    }
 
     fn one(body: &str) -> Message<'_> {
         let mut b = inspect(body.as_bytes()).unwrap();
