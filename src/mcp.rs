@@ -109,6 +109,13 @@ impl Kind {
             _ => None,
         }
     }
+    /// The governed method that `method` nearly spells (other letter case, surrounding white space) without
+    /// being it: a server that normalises method names would run it, so it is refused as ambiguous.
+    pub fn near_miss(method: &str) -> Option<Kind> {
+        [Kind::Tool, Kind::Prompt, Kind::Resource]
+            .into_iter()
+            .find(|k| method != k.method() && method.trim().eq_ignore_ascii_case(k.method()))
+    }
     /// The name of the field holding the target, in replies (`data.tool`, `data.prompt`, `data.resource`).
     pub fn noun(self) -> &'static str {
         match self {
@@ -386,6 +393,12 @@ fn message<'a>(outline: &json::Outline<'a>, i: usize) -> Result<Message<'a>, Req
                 if !matches!(lead(p), b'{' | b'[') {
                     return Err(RequestError::invalid(id, "Invalid Request: \"params\" must be an object or an array"));
                 }
+            }
+            if let Some(kind) = Kind::near_miss(&method) {
+                return Err(RequestError::invalid(
+                    id,
+                    format!("Invalid Request: method \"{method}\" is a near miss of \"{}\"; ambiguous and refused", kind.method()),
+                ));
             }
             let call = match Kind::of(&method) {
                 Some(kind) => Some(governed_call(kind, id, params, outline, i)?),
@@ -700,6 +713,12 @@ mod tests {
                         if !matches!(lead(p), b'{' | b'[') {
                             return Err(RequestError::invalid(id, "Invalid Request: \"params\" must be an object or an array"));
                         }
+                    }
+                    if let Some(kind) = Kind::near_miss(&method) {
+                        return Err(RequestError::invalid(
+                            id,
+                            format!("Invalid Request: method \"{method}\" is a near miss of \"{}\"; ambiguous and refused", kind.method()),
+                        ));
                     }
                     let call = match Kind::of(&method) {
                         Some(kind) => Some(governed_call(kind, id, env.params)?),
@@ -1027,6 +1046,27 @@ mod tests {
                 .unwrap_err(),
             RequestError::InvalidRequest { .. }
         ));
+    }
+
+    #[test]
+    fn near_misses_of_governed_methods_are_refused() {
+        for m in [
+            "Tools/Call",
+            "tools/call ",
+            " prompts/get",
+            "RESOURCES/READ",
+        ] {
+            let body =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{m}","params":{{"name":"x"}}}}"#);
+            match inspect(body.as_bytes()).unwrap_err() {
+                RequestError::InvalidRequest { id, message } => {
+                    assert_eq!(id.as_deref(), Some("1"));
+                    assert!(message.contains("near miss"), "{message}");
+                }
+                e => panic!("{m}: {e:?}"),
+            }
+        }
+        assert!(inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).is_ok());
     }
 
     #[test]
