@@ -1,5 +1,6 @@
 //! The decision engine: which rule governs a call, and what it decides. Pure: no host calls.
 
+use crate::json;
 use crate::limits::Charge;
 use crate::mcp::{Body, Kind, ToolCall};
 use crate::policy::{lookup, Action, Policy, Rule};
@@ -127,12 +128,17 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
             .unwrap_or_else(|| format!("denied by policy rule \"{}\"", rule.key));
         return deny(key, reason);
     }
-    // Arguments are parsed only for rules that look at them.
+    // Arguments are read only for rules that look at them, and then only where they look.
     let needs_args = !rule.conditions.is_empty() || rule.limits.iter().any(|l| l.cost.is_some());
+    let paths = rule.conditions.iter().map(|c| &c.segments[..]).chain(
+        rule.limits
+            .iter()
+            .filter_map(|l| Some(&l.cost.as_ref()?.1[..])),
+    );
     let args: Option<Value> = match call
         .arguments
         .filter(|_| needs_args)
-        .map(|raw| serde_json::from_str::<Value>(raw.get()))
+        .map(|raw| args_at(raw.get(), paths))
     {
         None => None,
         Some(Ok(v)) => Some(v),
@@ -156,6 +162,47 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
         Ok(charges) => Verdict { decision, charges },
         Err(reason) => deny(key, reason),
     }
+}
+
+/// The values of the arguments `raw` (checked JSON: `ToolCall::arguments`) at `paths` (segments after
+/// `args`), as a JSON value in which each path leads where it leads in the whole arguments: nested objects
+/// keyed by the segments, down to each value found. The rest of the arguments is skipped, not parsed.
+/// Public for the fuzz differential against the whole parse.
+pub fn args_at<'s>(
+    raw: &str,
+    paths: impl Iterator<Item = &'s [String]>,
+) -> Result<Value, serde_json::Error> {
+    let mut paths: Vec<&[String]> = paths.collect();
+    // Shorter paths first: a value found whole already holds every longer path below it.
+    paths.sort_by_key(|p| p.len());
+    let mut found: Vec<&[String]> = Vec::new();
+    let mut root = Value::Object(serde_json::Map::new());
+    for path in paths {
+        if found.iter().any(|f| path.starts_with(f)) {
+            continue;
+        }
+        let Some(text) = json::find(raw, path) else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(text)?;
+        found.push(path);
+        let Some((last, parents)) = path.split_last() else {
+            // The whole arguments.
+            root = value;
+            continue;
+        };
+        let mut node = &mut root;
+        for segment in parents {
+            let Value::Object(map) = node else { break };
+            node = map
+                .entry(segment.clone())
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        }
+        if let Value::Object(map) = node {
+            map.insert(last.clone(), value);
+        }
+    }
+    Ok(root)
 }
 
 fn charges(rule: &Rule, args: Option<&Value>) -> Result<Vec<Charge>, String> {
@@ -511,5 +558,50 @@ mod tests {
         assert!(d[0].as_ref().unwrap().is_allow());
         assert!(d[1].is_none());
         assert!(!d[2].as_ref().unwrap().is_allow());
+    }
+
+    /// Conditions see in the partial arguments exactly what they would see in the whole: every path of a
+    /// set, looked up in `args_at` of the set, against the full parse.
+    #[test]
+    fn partial_arguments_look_up_like_whole_ones() {
+        let docs = [
+            r#"{"a":1,"b":{"c":[10,{"d":"x"},null],"e":{}},"f":[[1,2],[3]],"g":"s","h\u0069":true}"#,
+            r#"{"rows":[{"k":"m","v":0.5},{"k":"n","v":1e2}],"limit":10,"A":{"a":{"a":[]}}}"#,
+            r#"{ "x" : [ 1 , "]" , "}\"" , { "y" : [ ] } ] , "z" : -0.0 }"#,
+            r#"{}"#,
+            r#"{"0":{"1":2},"01":3,"":{"":4}}"#,
+        ];
+        let paths: Vec<Vec<String>> = [
+            "", "a", "b", "b.c", "b.c.0", "b.c.1", "b.c.1.d", "b.c.01", "b.c.+1", "b.c.3",
+            "b.c.-1", "b.e", "b.e.x", "f.0.1", "f.1", "f.1.0.0", "g", "g.0", "hi", "h\\u0069",
+            "rows.1.v", "rows.0", "rows", "limit", "A.a.a", "A.a.a.0", "x.3.y", "x.1", "x.2", "z",
+            "0.1", "01", "1", "..", ".", "a.b",
+        ]
+        .iter()
+        .map(|p| {
+            if p.is_empty() {
+                Vec::new()
+            } else {
+                p.split('.').map(String::from).collect()
+            }
+        })
+        .collect();
+        for doc in docs {
+            let whole: Value = serde_json::from_str(doc).unwrap();
+            for (i, p) in paths.iter().enumerate() {
+                for q in paths.iter().skip(i) {
+                    for set in [vec![&p[..]], vec![&p[..], &q[..]], vec![&q[..], &p[..]]] {
+                        let partial = args_at(doc, set.iter().copied()).unwrap();
+                        for path in &set {
+                            assert_eq!(
+                                lookup(Some(&partial), path),
+                                lookup(Some(&whole), path),
+                                "{doc} {set:?} at {path:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

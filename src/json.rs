@@ -1233,6 +1233,104 @@ impl Number<'_> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Reading one value out of a checked document, without a tree.
+
+/// In `json`, a value [`scan`] has checked, the value at `segments`: each an object key (escapes decoded,
+/// compared exactly), or an index when the value there is an array (`segment.parse::<usize>()`), as
+/// `serde_json::Value` lookups would follow them. Values before the one wanted are skipped, not read.
+pub(crate) fn find<'a>(json: &'a str, segments: &[String]) -> Option<&'a str> {
+    let b = json.as_bytes();
+    let mut at = skip_ws(b, 0);
+    for segment in segments {
+        let (close, index) = match b.get(at)? {
+            b'{' => (b'}', None),
+            b'[' => (b']', Some(segment.parse::<usize>().ok()?)),
+            _ => return None,
+        };
+        let mut i = skip_ws(b, at + 1);
+        if b.get(i) == Some(&close) {
+            return None;
+        }
+        let mut n = 0;
+        at = loop {
+            let found = match index {
+                Some(index) => n == index,
+                None => {
+                    // A key, its colon, then the value.
+                    let end = skip_string(b, i + 1)?;
+                    let key = b.get(i + 1..end)?;
+                    let found = if key.contains(&b'\\') {
+                        let mut decoded = Vec::with_capacity(key.len());
+                        decode(key, &mut decoded);
+                        decoded == segment.as_bytes()
+                    } else {
+                        key == segment.as_bytes()
+                    };
+                    i = skip_ws(b, skip_ws(b, end + 1) + 1);
+                    found
+                }
+            };
+            if found {
+                break i;
+            }
+            i = skip_ws(b, skip_value(b, i)?);
+            if b.get(i) != Some(&b',') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            n += 1;
+        };
+    }
+    json.get(at..skip_value(b, at)?)
+}
+
+/// The end of the valid JSON value at `i`.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => skip_string(b, i + 1).map(|end| end + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = i;
+            loop {
+                match b.get(i)? {
+                    b'"' => i = skip_string(b, i + 1)?,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let mut i = i;
+            while let Some(c) = b.get(i) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\t' | b'\r') {
+                    break;
+                }
+                i += 1;
+            }
+            Some(i)
+        }
+    }
+}
+
+/// The closing quote of the valid string whose content starts at `i`.
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        match b.get(i)? {
+            b'"' => return Some(i),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
 /// `10^289` to `10^308`, as serde_json's table has them (correctly rounded literals).
 const POW10_289: [f64; 20] = [
     1e289, 1e290, 1e291, 1e292, 1e293, 1e294, 1e295, 1e296, 1e297, 1e298, 1e299, 1e300, 1e301,
