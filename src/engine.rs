@@ -172,37 +172,50 @@ pub fn args_at<'s>(
     raw: &str,
     paths: impl Iterator<Item = &'s [String]>,
 ) -> Result<Value, serde_json::Error> {
-    let mut paths: Vec<&[String]> = paths.collect();
-    // Shorter paths first: a value found whole already holds every longer path below it.
-    paths.sort_by_key(|p| p.len());
+    let paths: Vec<&[String]> = paths.collect();
+    let longest = paths.iter().map(|p| p.len()).max().unwrap_or(0);
     let mut found: Vec<&[String]> = Vec::new();
     let mut root = Value::Object(serde_json::Map::new());
-    for path in paths {
-        if found.iter().any(|f| path.starts_with(f)) {
-            continue;
-        }
-        let Some(text) = json::find(raw, path) else {
-            continue;
-        };
-        let value: Value = serde_json::from_str(text)?;
-        found.push(path);
-        let Some((last, parents)) = path.split_last() else {
-            // The whole arguments.
-            root = value;
-            continue;
-        };
-        let mut node = &mut root;
-        for segment in parents {
-            let Value::Object(map) = node else { break };
-            node = map
-                .entry(segment.clone())
-                .or_insert_with(|| Value::Object(serde_json::Map::new()));
-        }
-        if let Value::Object(map) = node {
-            map.insert(last.clone(), value);
+    // Shorter paths first: a value found whole already holds every longer path below it.
+    for len in 0..=longest {
+        for &path in paths.iter().filter(|p| p.len() == len) {
+            if found.iter().any(|f| path.starts_with(f)) {
+                continue;
+            }
+            let Some(text) = json::find(raw, path) else {
+                continue;
+            };
+            let value: Value = serde_json::from_str(text)?;
+            found.push(path);
+            let Some((last, parents)) = path.split_last() else {
+                // The whole arguments.
+                root = value;
+                continue;
+            };
+            insert_at(&mut root, parents, last, value);
         }
     }
     Ok(root)
+}
+
+/// Puts `value` at `parents` then `last` in `node`, making the objects on the way.
+fn insert_at(node: &mut Value, parents: &[String], last: &str, value: Value) {
+    let Value::Object(map) = node else {
+        return;
+    };
+    match parents.split_first() {
+        None => {
+            map.insert(last.to_owned(), value);
+        }
+        Some((segment, rest)) => {
+            if !map.contains_key(segment) {
+                map.insert(segment.clone(), Value::Object(serde_json::Map::new()));
+            }
+            if let Some(next) = map.get_mut(segment) {
+                insert_at(next, rest, last, value);
+            }
+        }
+    }
 }
 
 fn charges(rule: &Rule, args: Option<&Value>) -> Result<Vec<Charge>, String> {
