@@ -6,8 +6,8 @@
 //! Prints ns per call and MB/s (median of several timed batches).
 
 use mcp_policy::limits::{init_store, memory::MemoryStore};
-use mcp_policy::policy;
 use mcp_policy::request::{check_body, Env, Head, Outcome};
+use mcp_policy::{mcp, policy};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -80,47 +80,59 @@ fn main() {
                 "off"
             }
         );
-        println!(
-            "{:<32} {:>10} {:>12} {:>10}",
-            "payload", "bytes", "ns/call", "MB/s"
-        );
+        header();
         for (name, body) in &cases {
-            // Calibrate to ~50 ms per batch, take the median of 7 batches.
             let env = Env {
                 store: &store,
                 now_nanos: 1_700_000_000_000_000_000,
                 audit,
             };
-            let t = Instant::now();
-            let mut n = 0u64;
-            while t.elapsed().as_millis() < 20 {
-                black_box(check_body(&policy, &head, black_box(body), &env));
-                n += 1;
-            }
-            let per_batch = (n * 50 / 20).max(1);
-            let mut samples: Vec<f64> = (0..7)
-                .map(|_| {
-                    let t = Instant::now();
-                    for _ in 0..per_batch {
-                        let c = check_body(&policy, &head, black_box(body), &env);
-                        if let Outcome::Reply(r) = &c.outcome {
-                            black_box(r);
-                        }
-                        black_box(c);
-                    }
-                    t.elapsed().as_nanos() as f64 / per_batch as f64
-                })
-                .collect();
-            samples.sort_by(f64::total_cmp);
-            let ns = samples.get(3).copied().unwrap_or(f64::NAN);
-            let mbps = body.len() as f64 / ns * 1e9 / 1e6;
-            println!(
-                "{:<32} {:>10} {:>12.0} {:>10.0}",
-                name,
-                body.len(),
-                ns,
-                mbps
-            );
+            row(name, body.len(), || {
+                let c = check_body(&policy, &head, black_box(body), &env);
+                if let Outcome::Reply(r) = &c.outcome {
+                    black_box(r);
+                }
+                black_box(c);
+            });
         }
     }
+    // The parse step alone: mcp::inspect (the strict JSON check and the envelope), without the decision.
+    println!("\nmcp::inspect alone");
+    header();
+    for (name, body) in &cases {
+        row(name, body.len(), || {
+            let _ = black_box(mcp::inspect(black_box(body)));
+        });
+    }
+}
+
+fn header() {
+    println!(
+        "{:<32} {:>10} {:>12} {:>10}",
+        "payload", "bytes", "ns/call", "MB/s"
+    );
+}
+
+/// Calibrates to ~50 ms per batch and prints the median of 7 batches.
+fn row(name: &str, bytes: usize, mut f: impl FnMut()) {
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_millis() < 20 {
+        f();
+        n += 1;
+    }
+    let per_batch = (n * 50 / 20).max(1);
+    let mut samples: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..per_batch {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / per_batch as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    let ns = samples.get(3).copied().unwrap_or(f64::NAN);
+    let mbps = bytes as f64 / ns * 1e9 / 1e6;
+    println!("{:<32} {:>10} {:>12.0} {:>10.0}", name, bytes, ns, mbps);
 }
