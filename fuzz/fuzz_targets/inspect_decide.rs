@@ -1,7 +1,11 @@
 //! Arbitrary bytes as a request body, against a fixed realistic policy (exact names, globs, every kind of
 //! condition). Checks, beyond "never panics":
 //! - `mcp::inspect` accepts only what `json::check_strict` accepts;
+//! - `mcp::inspect` answers exactly as its previous implementation (`reference.rs`: a strict serde check,
+//!   then serde reads of the envelope and params): the same messages, fields, errors and error messages;
 //! - every reply mcp-policy writes is a JSON-RPC 2.0 error object;
+//! - conditions and costs read the arguments only where they look (`engine::args_at`): every path of the
+//!   policy leads there to what it leads to in the whole parsed arguments;
 //! - differential against a lenient server: when a body is forwarded, every `tools/call` that a decoder
 //!   matching keys case-insensitively (Go's `encoding/json`, used by Go MCP servers) would see in it is
 //!   re-encoded canonically and must be forwarded too. A failure here is a policy bypass.
@@ -10,7 +14,9 @@
 use libfuzzer_sys::fuzz_target;
 use mcp_policy::json::{check_strict, keys_collide};
 use mcp_policy::limits::{init_store, memory::MemoryStore};
-use mcp_policy::policy::{self, Policy};
+use mcp_policy::engine::args_at;
+use mcp_policy::mcp::Kind;
+use mcp_policy::policy::{self, lookup, Policy};
 use mcp_policy::request::{check_body, Env, Head, Outcome};
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
@@ -102,6 +108,35 @@ fn lenient_calls(doc: &Value) -> Vec<Vec<u8>> {
     out
 }
 
+/// Every condition and cost path of the policy finds the same in `args_at` of all of them as in the whole
+/// arguments.
+fn check_partial_arguments(p: &Policy, raw: &str) {
+    let whole: Value = match serde_json::from_str(raw) {
+        Ok(v) => v,
+        Err(e) => panic!("inspect let through arguments serde_json cannot read ({e}): {raw}"),
+    };
+    let rules = p.set(Kind::Tool).rules();
+    let paths: Vec<&[String]> = rules
+        .iter()
+        .flat_map(|r| {
+            r.conditions.iter().map(|c| &c.segments[..]).chain(
+                r.limits.iter().filter_map(|l| Some(&l.cost.as_ref()?.1[..])),
+            )
+        })
+        .collect();
+    let partial = match args_at(raw, paths.iter().copied()) {
+        Ok(v) => v,
+        Err(e) => panic!("args_at failed ({e}) on {raw}"),
+    };
+    for path in paths {
+        assert_eq!(
+            lookup(Some(&partial), path),
+            lookup(Some(&whole), path),
+            "args_at differs at {path:?} in {raw}"
+        );
+    }
+}
+
 fn check_reply(outcome: &Outcome) {
     if let Outcome::Reply(r) = outcome {
         assert!((200..600).contains(&r.status), "status {}", r.status);
@@ -153,9 +188,18 @@ fn decide(p: &Policy, head: &Head, body: &[u8]) -> Outcome {
     .outcome
 }
 
+#[path = "reference.rs"]
+mod reference;
+
 fuzz_target!(|data: &[u8]| {
     let p = policy();
     let inspected = mcp_policy::mcp::inspect(data);
+    assert_eq!(
+        format!("{inspected:?}"),
+        format!("{:?}", reference::inspect(data)),
+        "inspect differs from its previous implementation on {:?}",
+        String::from_utf8_lossy(data)
+    );
     if let Ok(body) = &inspected {
         assert!(
             check_strict(data).is_ok(),
@@ -164,6 +208,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(!body.messages.is_empty());
         for m in &body.messages {
             let _ = m.target_name();
+            if let Some(args) = m.call().and_then(|c| c.arguments) {
+                check_partial_arguments(p, args.get());
+            }
         }
     }
 

@@ -1,5 +1,7 @@
-//! Arbitrary bytes through `json::check_strict`: never panics, and never accepts what `serde_json` itself
-//! refuses (strict must be a subset of serde_json, which the rest of the crate parses with).
+//! Arbitrary bytes through `json::check_strict`: never panics, never accepts what `serde_json` itself refuses
+//! (strict must be a subset of serde_json, which the rest of the crate parses with), and gives exactly the
+//! verdict and message of the reference below: the serde-visitor implementation `check_strict` had before
+//! its hand-written scanner, which reads documents with serde_json's own deserializer.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +18,12 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {}
     }
+    let expected = reference::check_strict(data);
+    assert_eq!(strict, expected, "{:?}", String::from_utf8_lossy(data));
     if let Err(e) = &strict {
         let _ = e.to_string();
     }
 });
+
+#[path = "reference.rs"]
+mod reference;
