@@ -257,6 +257,14 @@ pub fn unnormalised_uri(uri: &str) -> Option<&'static str> {
     if path.split('/').any(|seg| seg == "." || seg == "..") {
         return Some("has a dot segment");
     }
+    // After the scheme and the authority, an empty segment (`//`) names the same file on most servers.
+    let after_authority = match path.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |i| rest.get(i..).unwrap_or("")),
+        None => path,
+    };
+    if after_authority.contains("//") {
+        return Some("has an empty path segment (//)");
+    }
     None
 }
 
@@ -534,6 +542,8 @@ mod tests {
             "file:///public/%2e%2E/etc/passwd",
             "file:///public/a%2Fb",
             r"file:///public\\..\\etc\\passwd", // JSON text: the URI has single backslashes
+            "file:///public//private/k",
+            "https://host/public//private/k",
         ] {
             match d(uri) {
                 Decision::Deny { rule: None, reason } => {
