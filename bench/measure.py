@@ -25,7 +25,8 @@ def proc_cpu_ticks(pid):
 
 
 def core_times():
-    """{cpuN: (busy, total)} in clock ticks."""
+    """{cpuN: (busy, total, task)} in clock ticks; task = user + nice + system, i.e. time spent in
+    processes, without interrupts (loopback traffic is processed in softirq) and VM steal."""
     out = {}
     with open("/proc/stat") as f:
         for line in f:
@@ -33,7 +34,7 @@ def core_times():
                 parts = line.split()
                 vals = [int(v) for v in parts[1:]]
                 idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
-                out[parts[0]] = (sum(vals[:8]) - idle, sum(vals[:8]))
+                out[parts[0]] = (sum(vals[:8]) - idle, sum(vals[:8]), vals[0] + vals[1] + vals[2])
     return out
 
 
@@ -124,10 +125,11 @@ def main():
         "core_busy_pct": {k: round(100.0 * (k1[k][0] - k0[k][0]) / max(1, k1[k][1] - k0[k][1]), 1) for k in k1},
         "quiet_before": quiet,
     })
-    if args.proxy_cpu:
-        # CPU used on the proxy's core by anything but the proxy (other processes on a shared machine)
-        res["foreign_proxy_core_pct"] = round(max(0.0, res["core_busy_pct"].get(f"cpu{args.proxy_cpu}", 0.0)
-                                                  - res["proxy_cpu_pct"]), 1)
+    key = f"cpu{args.proxy_cpu}"
+    if args.proxy_cpu and key in k1:
+        # CPU used on the proxy's core by processes other than the proxy (a shared machine)
+        task_pct = 100.0 * (k1[key][2] - k0[key][2]) / max(1, k1[key][1] - k0[key][1])
+        res["foreign_proxy_core_pct"] = round(max(0.0, task_pct - res["proxy_cpu_pct"]), 1)
     with open(args.out, "a") as f:
         f.write(json.dumps(res) + "\n")
     errs = sum(res[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
