@@ -183,7 +183,9 @@ pub fn args_at<'s>(
                 continue;
             }
             let Some(text) = json::find(raw, path) else {
-                continue;
+                // A path that is not there may be there in another letter case, which a condition must see
+                // (`policy::Lookup::Ambiguous`): read the whole arguments, as the full parse would.
+                return serde_json::from_str(raw);
             };
             let value: Value = serde_json::from_str(text)?;
             found.push(path);
@@ -517,6 +519,26 @@ mod tests {
             Decision::Deny { reason, .. } => assert_eq!(reason, "resource 'file:///etc/passwd' is not allowed by the policy (resources_default deny)"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn case_variant_argument_keys_fail_negative_conditions() {
+        let p = parse(
+            br#"{"version":"1","tools":{"t":{"conditions":[{"path":"args.filter","op":"exists","value":false},
+            {"path":"args.opts.mode","op":"neq","value":"unsafe"}]}}}"#,
+        )
+        .unwrap();
+        let d = |args: &str| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{args}}}}}"#
+            );
+            let b = inspect(body.as_bytes()).unwrap();
+            decide_call(&p, b.messages[0].call().unwrap())
+        };
+        assert!(d(r#"{"other":1}"#).is_allow());
+        assert!(!d(r#"{"Filter":"x"}"#).is_allow());
+        assert!(!d(r#"{"opts":{"Mode":"unsafe"}}"#).is_allow());
+        assert!(d(r#"{"opts":{"mode":"safe"}}"#).is_allow());
     }
 
     #[test]
