@@ -24,6 +24,28 @@ def proc_cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
 
 
+def foreign_ticks(exclude):
+    """{pid: utime+stime} of every user-space process but `exclude` (kernel threads are left out:
+    ksoftirqd & co. do the loopback traffic's work, which belongs to the benchmark)."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[6]) & 0x00200000:  # PF_KTHREAD
+            continue
+        out[int(name)] = int(fields[11]) + int(fields[12])
+    return out
+
+
+def foreign_delta(before, after):
+    return sum(t - before[p] for p, t in after.items() if p in before)
+
+
 def core_times():
     """{cpuN: (busy, total, task)} in clock ticks; task = user + nice + system, i.e. time spent in
     processes, without interrupts (loopback traffic is processed in softirq) and VM steal."""
@@ -90,6 +112,7 @@ def main():
     ap.add_argument("--load-cpu", default="")
     ap.add_argument("--proxy-cpu", default="")
     ap.add_argument("--quiet-wait", type=float, default=2.0)
+    ap.add_argument("--ours", default="", help="comma-separated pids of the benchmark's own processes")
     args = ap.parse_args()
     env = dict(os.environ, BENCH_BODY=args.body)
     waited = settle(args.pid)
@@ -99,9 +122,12 @@ def main():
     if args.warmup > 0:
         run_wrk(args, args.warmup, env)
         settle(args.pid)  # requests of the warm-up still queued in the proxy must not count here
+    ours = {os.getpid(), os.getppid(), int(args.pid)} | {int(p) for p in args.ours.split(",") if p.strip()}
+    f0 = foreign_ticks(ours)
     t0, c0, k0 = time.monotonic(), proc_cpu_ticks(args.pid), core_times()
     res, raw = run_wrk(args, args.duration, env)
     t1, c1, k1 = time.monotonic(), proc_cpu_ticks(args.pid), core_times()
+    f1 = foreign_ticks(ours)
     fallback = False
     if res["requests"] == 0 and args.conns != "1":
         # Not one answer within the window: every request is slower than duration/conns. Measure
@@ -110,9 +136,11 @@ def main():
               f"measuring with 1 connection", flush=True)
         settle(args.pid)
         args.conns = "1"
+        f0 = foreign_ticks(ours)
         t0, c0, k0 = time.monotonic(), proc_cpu_ticks(args.pid), core_times()
         res, raw = run_wrk(args, args.duration, env)
         t1, c1, k1 = time.monotonic(), proc_cpu_ticks(args.pid), core_times()
+        f1 = foreign_ticks(ours)
         fallback = True
     wall = t1 - t0
     secs = res["duration_us"] / 1e6
@@ -125,18 +153,15 @@ def main():
         "core_busy_pct": {k: round(100.0 * (k1[k][0] - k0[k][0]) / max(1, k1[k][1] - k0[k][1]), 1) for k in k1},
         "quiet_before": quiet,
     })
-    key = f"cpu{args.proxy_cpu}"
-    if args.proxy_cpu and key in k1:
-        # CPU used on the proxy's core by processes other than the proxy (a shared machine)
-        task_pct = 100.0 * (k1[key][2] - k0[key][2]) / max(1, k1[key][1] - k0[key][1])
-        res["foreign_proxy_core_pct"] = round(max(0.0, task_pct - res["proxy_cpu_pct"]), 1)
+    # CPU used by other people's processes during the measured run, in % of one core (a shared machine)
+    res["foreign_cpu_pct"] = round(100.0 * foreign_delta(f0, f1) / CLK_TCK / wall, 1)
     with open(args.out, "a") as f:
         f.write(json.dumps(res) + "\n")
     errs = sum(res[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
     print(f"  {args.config} {args.workload:10s} r{args.round}: {res['rps']:9.0f} rps  p50 {res['p50_us']:>7} us  "
           f"p99 {res['p99_us']:>7} us  proxy cpu {res['proxy_cpu_pct']:5.1f}%  "
           f"non-2xx {res['err_status']}  socket errors {errs}"
-          + (f"  other load on proxy core {res['foreign_proxy_core_pct']:.0f}%" if "foreign_proxy_core_pct" in res else ""),
+          + f"  other processes {res['foreign_cpu_pct']:.0f}%",
           flush=True)
 
 

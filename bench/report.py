@@ -68,8 +68,16 @@ def main():
     for r in rows:
         cells[(r["config"], r["workload"])].append(r)
 
-    def m(cfg, wl, key):
+    CLEAN = 10.0  # % of one core used by other processes during a cell, above which the cell is disturbed
+
+    def clean_rows(cfg, wl):
+        """The rounds of a cell that other processes did not disturb, or all rounds if none is clean."""
         rs = cells.get((cfg, wl), [])
+        ok = [r for r in rs if r.get("foreign_cpu_pct", 0.0) < CLEAN]
+        return (ok, False) if ok else (rs, bool(rs))
+
+    def m(cfg, wl, key):
+        rs, _ = clean_rows(cfg, wl)
         if key in ("p50_us", "p90_us", "p99_us", "proxy_cpu_us_per_req"):
             rs = [r for r in rs if r["requests"] > 0]  # no answers: no latency to speak of
         return med([r.get(key) for r in rs])
@@ -81,7 +89,7 @@ def main():
     out.append(f"Run {extra.get('date', '?')} by `make bench` (bench/run.sh); "
                f"{extra.get('rounds')} rounds x {extra.get('duration')} s per cell after a "
                f"{extra.get('warmup')} s warm-up, configurations interleaved A B C per workload and round; "
-               f"medians over rounds. wrk: 1 thread, {extra.get('conns')} connections unless noted.\n")
+               f"medians over undisturbed rounds. wrk: 1 thread, {extra.get('conns')} connections unless noted.\n")
     out.append("## Machine\n")
     for k in ("cpu", "nproc", "kernel", "envoy", "wrk", "pinning", "loadavg"):
         if k in extra:
@@ -107,6 +115,7 @@ def main():
         line = f"| {label} |"
         for c in present:
             fb = "†" if any(r.get("fallback_1conn") for r in cells.get((c, wl), [])) else ""
+            fb += "~" if clean_rows(c, wl)[1] else ""
             line += (f" {fmt(m(c, wl, 'rps'), ',.0f')}{fb} | {fmt(m(c, wl, 'p50_us'), ',.0f')}{fb} |"
                      f" {fmt(m(c, wl, 'p99_us'), ',.0f')}{fb} |")
         if "C" in present and "A" in present:
@@ -117,6 +126,9 @@ def main():
             pc, pa = m('C', wl, 'p50_us'), m('A', wl, 'p50_us')
             line += f" {fmt(None if pc is None or pa is None else pc - pa, '+,.0f')} |"
         out.append(line)
+    out.append("")
+    out.append(f"Medians over the rounds in which other processes on the machine used less than {CLEAN:.0f} % of a core "
+               "(see Interference below); ~ marks a cell where every round was disturbed, so all rounds count.")
     if any(r.get("fallback_1conn") for r in rows):
         out.append("")
         out.append("† in at least one round not a single request was answered within the measuring window at "
@@ -145,18 +157,18 @@ def main():
         out.append(line)
     out.append("")
 
-    if any("foreign_proxy_core_pct" in r for r in rows):
-        out.append("## Interference: % of the proxy core used by other processes, per round\n")
-        out.append("Core-0 busy time minus the proxy's own CPU time during the measured run. Anything above a few "
-                   "percent means someone else's work ran on the proxy's core and the cell's figures are "
-                   "pessimistic for that configuration.\n")
+    if any("foreign_cpu_pct" in r for r in rows):
+        out.append("## Interference: CPU used by other processes during each round (% of one core)\n")
+        out.append("User-space processes other than the benchmark's own (kernel threads such as ksoftirqd, which "
+                   f"carry the loopback traffic, are not counted). Rounds at {CLEAN:.0f} % or more are left out of "
+                   "the medians when the cell has an undisturbed round.\n")
         out.append("| workload | " + " | ".join(present) + " |")
         out.append("|---|" + "---|" * len(present))
         for wl, label in workloads:
             line = f"| {label} |"
             for c in present:
                 rs = sorted(cells.get((c, wl), []), key=lambda r: r["round"])
-                line += " " + " / ".join(f"{r.get('foreign_proxy_core_pct', 0):.0f}" for r in rs) + " |"
+                line += " " + " / ".join(f"{r.get('foreign_cpu_pct', 0):.0f}" for r in rs) + " |"
             out.append(line)
         out.append("")
 

@@ -256,7 +256,8 @@ for r in $(seq 1 "$ROUNDS"); do
     for c in "${ACTIVE[@]}"; do
       "$PY" "$BENCH/measure.py" --config "$c" --workload "$name" --round "$r" --pid "${PID[$c]}" \
         --url "http://127.0.0.1:${PORT[$c]}$path" --body "$WORK/$body" --conns "$( [ "$conns" = - ] && echo "$CONNS" || echo "$conns" )" \
-        --duration "$DURATION" --warmup "$WARMUP" --load-cpu "$LOAD_CPU" --proxy-cpu "$PROXY_CPU" --out "$WORK/results.jsonl" \
+        --duration "$DURATION" --warmup "$WARMUP" --load-cpu "$LOAD_CPU" --proxy-cpu "$PROXY_CPU" --ours "$(IFS=,; echo "${PIDS[*]},$$")" \
+        --out "$WORK/results.jsonl" \
         || note "$c $name round $r: measurement failed"
     done
   done
