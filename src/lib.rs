@@ -18,3 +18,11 @@ pub mod tools_list;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
+
+// The implementations of `json::check_strict` and `mcp::inspect` before the one-pass scanner: the exact oracle
+// of the unit tests here and of the fuzz differentials, kept in one file (it names this crate `mcp_policy`).
+#[cfg(test)]
+extern crate self as mcp_policy;
+#[cfg(test)]
+#[path = "../fuzz/fuzz_targets/reference.rs"]
+mod reference;

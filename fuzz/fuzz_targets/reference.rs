@@ -1,6 +1,7 @@
 //! The implementations `json::check_strict` and `mcp::inspect` had before the one-pass scanner: a serde
 //! visitor over serde_json's own deserializer, then serde reads of the envelope and params. The fuzz targets
-//! hold the current ones to exactly these answers (verdict, error kind and message, every field read). Later
+//! and the crate's unit tests (included there with `#[path]`) hold the current ones to exactly these answers
+//! (verdict, error kind and message, every field read). Later
 //! changes of the contract are made here too (the near-miss method check).
 #![allow(dead_code)]
 
@@ -302,10 +303,7 @@ fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
         }
     }
     if env.jsonrpc.and_then(as_str).as_deref() != Some("2.0") {
-        return Err(invalid(
-            id,
-            "Invalid Request: \"jsonrpc\" must be \"2.0\"",
-        ));
+        return Err(invalid(id, "Invalid Request: \"jsonrpc\" must be \"2.0\""));
     }
     let is_response = env.result.is_some() || env.error.is_some();
     match (env.method, is_response) {
@@ -431,4 +429,3 @@ fn governed_call<'a>(
         arguments,
     })
 }
-
