@@ -168,6 +168,10 @@ pub struct Policy {
     pub tools: RuleSet,
     pub prompts: RuleSet,
     pub resources: RuleSet,
+    /// See [`Policy::hold_secs`] (set by [`Policy::seal`]).
+    hold: u64,
+    /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
+    unforgeable: Vec<String>,
 }
 
 /// The rules for one kind of target (tools, prompts or resources), compiled for lookup.
@@ -245,6 +249,8 @@ impl Policy {
             tools: RuleSet::new(default, rules),
             prompts: RuleSet::new(Action::Allow, Vec::new()),
             resources: RuleSet::new(Action::Allow, Vec::new()),
+            hold: 1,
+            unforgeable: Vec::new(),
         }
     }
 
@@ -284,16 +290,8 @@ impl Policy {
     /// Request headers removed from every client request, whatever its method: the exported names, or the
     /// default ones when `export_headers` is false. A client must never be able to set them, not even with
     /// export off (something downstream, such as a rate limit keyed on `x-mcp-tool`, may still read them).
-    pub fn unforgeable_headers(&self) -> Vec<&str> {
-        let mut names = vec!["x-mcp-method", "x-mcp-tool"];
-        if let Some(n) = &self.export {
-            for h in [n.method.as_str(), n.tool.as_str()] {
-                if !names.contains(&h) {
-                    names.push(h);
-                }
-            }
-        }
-        names
+    pub fn unforgeable_headers(&self) -> &[String] {
+        &self.unforgeable
     }
 
     /// True when the tool belongs in a tools/list answer: not hidden and, with `filter_tools_list`, not a
@@ -317,11 +315,27 @@ impl Policy {
 
     /// The longest session-scoped window: a rate-limit slot changes owner only after this much silence.
     pub fn hold_secs(&self) -> u64 {
-        self.all_rules()
+        self.hold
+    }
+
+    /// Works out, once, what the per-request paths would otherwise recompute: the longest session window and
+    /// the header names to strip. Called when parsing is done.
+    pub(crate) fn seal(&mut self) {
+        self.hold = self
+            .all_rules()
             .flat_map(|r| &r.limits)
             .filter(|l| !l.spec.global)
             .map(|l| l.spec.window_secs)
             .max()
-            .unwrap_or(1)
+            .unwrap_or(1);
+        let mut names = vec!["x-mcp-method".to_owned(), "x-mcp-tool".to_owned()];
+        if let Some(n) = &self.export {
+            for h in [&n.method, &n.tool] {
+                if !names.contains(h) {
+                    names.push(h.clone());
+                }
+            }
+        }
+        self.unforgeable = names;
     }
 }

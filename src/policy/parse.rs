@@ -330,6 +330,7 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         p.identity = identity;
         p.prompts = RuleSet::new(prompts_default, prompts);
         p.resources = RuleSet::new(resources_default, resources);
+        p.seal();
         Ok(p)
     } else {
         Err(ConfigErrors(errs.0))
