@@ -317,7 +317,7 @@ class Recorder:
         before any of its body. ``grace``: time allowed for anything in flight to arrive first."""
         time.sleep(grace)
         got = self.snapshot()
-        seen = [(r.method, r.path, r.complete, r.body[:200]) for r in got]
+        seen = [(r.method, r.path, r.complete, r.body[:200], r.headers.get("host"), r.headers.get("x-request-id")) for r in got]
         if self.strict:
             assert got == [], f"the upstream received {seen}"
         else:
