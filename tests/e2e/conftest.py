@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import pathlib
@@ -174,6 +175,7 @@ class Recorded:
     body: bytes              # the body bytes that arrived (all of them if complete)
     complete: bool           # False: the request was cut off (the proxy reset it) before its body ended
     header_list: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # every header line, in order
+    peer: str = ""           # the IP the request came from (each test Envoy connects from its own, see Envoy)
 
     def header_values(self, name: str) -> list[str]:
         """Every value of a header (a repeated header is one value per line)."""
@@ -190,6 +192,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.strict = True
+        self.source: str | None = None  # when set, only requests from this IP count (see ``watch``)
         self._lock = threading.Lock()
         recorder = self
 
@@ -238,7 +241,7 @@ class Recorder:
             def _handle(self) -> None:
                 body, complete = self._read_body()
                 rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                               complete, [(k.lower(), v) for k, v in self.headers.items()])
+                               complete, [(k.lower(), v) for k, v in self.headers.items()], self.client_address[0])
                 with recorder._lock:
                     recorder.requests.append(rec)
                 if not complete:
@@ -304,9 +307,17 @@ class Recorder:
         with self._lock:
             self.requests.clear()
 
+    def watch(self, envoy: "Envoy", strict: bool) -> "Envoy":
+        """From now on count only what ``envoy`` sends. Tests alternate between Envoys (held and streamed
+        headers); a request the previous test's Envoy cut off can reach this upstream a moment after it was
+        emptied, and must not be taken for something this test's Envoy let through."""
+        self.strict = strict
+        self.source = envoy.source_ip
+        return envoy
+
     def snapshot(self) -> list[Recorded]:
         with self._lock:
-            return list(self.requests)
+            return [r for r in self.requests if self.source is None or r.peer == self.source]
 
     def bodies(self) -> list[bytes]:
         return [r.body for r in self.snapshot()]
@@ -349,6 +360,7 @@ def upstream(recorder) -> Recorder:
     """The session's recording upstream, emptied for this test."""
     recorder.clear()
     recorder.strict = True
+    recorder.source = None
     return recorder
 
 
@@ -361,6 +373,9 @@ class EnvoyStartError(RuntimeError):
         super().__init__(f"{message}\n--- envoy log ---\n{log}")
         self.returncode = returncode
         self.log = log
+
+
+_SOURCE_IPS = (f"127.0.{n // 250}.{n % 250 + 2}" for n in itertools.count())
 
 
 def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bool = True,
@@ -386,6 +401,9 @@ def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bo
     (cluster,) = cfg["static_resources"]["clusters"]
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] = {
         "address": "127.0.0.1", "port_value": upstream_port}
+    # Each Envoy connects to its upstream from its own loopback address, so the recording upstream can tell
+    # which Envoy sent a request (Recorder.watch).
+    cluster["upstream_bind_config"] = {"source_address": {"address": next(_SOURCE_IPS), "port_value": 0}}
     for name, port in (clusters or {}).items():
         cfg["static_resources"]["clusters"].append({
             "name": name, "type": "STATIC", "connect_timeout": "1s",
@@ -408,6 +426,9 @@ class Envoy:
         # ``bootstrap``: a whole Envoy configuration to run instead (policy, upstream_port and render_opts unused).
         cfg = bootstrap if bootstrap is not None else render_bootstrap(policy, upstream_port, **render_opts)
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        # The address this Envoy connects to its upstreams from, if render_bootstrap chose one.
+        clusters = cfg.get("static_resources", {}).get("clusters") or [{}]
+        self.source_ip = clusters[0].get("upstream_bind_config", {}).get("source_address", {}).get("address")
         self.log_path = workdir / "envoy.log"
         self.admin_path = workdir / "admin_address"
         args = [envoy_binary(), "-c", str(self.config_path), "--concurrency", str(concurrency),

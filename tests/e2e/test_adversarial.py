@@ -95,10 +95,9 @@ def held(request) -> bool:
 
 
 def start_proxy(shared_envoy, upstream, policy: dict, held: bool, **opts):
-    upstream.strict = held  # without held headers, headers (never body bytes) may reach the upstream early
-    if not held:
+    if not held:  # without held headers, headers (never body bytes) may reach the upstream early
         policy = {**policy, "hold_headers": False}
-    return shared_envoy(policy, upstream.port, hold_headers=held, **opts)
+    return upstream.watch(shared_envoy(policy, upstream.port, hold_headers=held, **opts), strict=held)
 
 
 @pytest.fixture
@@ -115,12 +114,11 @@ def small_proxy(shared_envoy, upstream, held):
 def tight_proxy(shared_envoy, upstream, held):
     """Envoy's buffers below max_body_bytes: the listener's (HTTP/1.1) and the h2 stream window (which is what
     bounds an h2 stream's buffered body; by default 256 MiB)."""
-    upstream.strict = held
     policy = POLICY if held else {**POLICY, "hold_headers": False}
     cfg = render_bootstrap(policy, upstream.port, hold_headers=held, buffer_limit=TIGHT_BUFFER)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["http2_protocol_options"] = {"initial_stream_window_size": 65535, "initial_connection_window_size": 65535}
-    return shared_envoy(policy, upstream.port, bootstrap=cfg)
+    return upstream.watch(shared_envoy(policy, upstream.port, bootstrap=cfg), strict=held)
 
 
 # ----------------------------------------------------------------------------------------------- request helpers

@@ -27,10 +27,9 @@ def held(request) -> bool:
 
 
 def start_proxy(shared_envoy, policy: dict, upstream, held: bool):
-    upstream.strict = held  # without held headers, headers (never body bytes) may reach the upstream early
-    if not held:
+    if not held:  # without held headers, headers (never body bytes) may reach the upstream early
         policy = {**policy, "hold_headers": False}
-    return shared_envoy(policy, upstream.port, hold_headers=held)
+    return upstream.watch(shared_envoy(policy, upstream.port, hold_headers=held), strict=held)
 
 
 @pytest.fixture
@@ -61,6 +60,16 @@ def test_allowed_call_is_forwarded_unchanged(proxy, upstream):
     assert r.status == 200, r
     assert same_id(r.json()["id"], 11) and r.json()["result"]["upstream"] == "recorder", r
     assert_forwarded(upstream, body)
+
+
+def test_the_recorder_tells_envoys_apart(proxy, upstream):
+    """Harness check: what this test's Envoy forwards comes from its own loopback address, and the recorder
+    counts nothing else (a late request from the previous test's Envoy cannot be taken for a leak here)."""
+    send(proxy.url, encode(call("get_run", {"run_id": "abc"}, id=12)))
+    (rec,) = upstream.snapshot()
+    assert rec.peer == proxy.source_ip and proxy.source_ip != "127.0.0.1", rec
+    upstream.source = "127.0.0.1"
+    assert upstream.snapshot() == []
 
 
 def test_allowed_call_sent_chunked_is_forwarded_unchanged(proxy, upstream):

@@ -173,9 +173,8 @@ def held(request) -> bool:
 @pytest.fixture
 def proxy(shared_envoy, upstream, held):
     """Envoy with LIST_POLICY in front of the recording upstream, with and without held headers."""
-    upstream.strict = held
     policy = LIST_POLICY if held else {**LIST_POLICY, "hold_headers": False}
-    return shared_envoy(policy, upstream.port, hold_headers=held)
+    return upstream.watch(shared_envoy(policy, upstream.port, hold_headers=held), strict=held)
 
 
 def assert_length_right(r, held: bool) -> None:
