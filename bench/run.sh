@@ -30,7 +30,7 @@ ONLY_WORKLOADS=${BENCH_WORKLOADS:-}
 B_CONDITIONS=${BENCH_B_CONDITIONS:-1}
 RESULTS_MD=${BENCH_RESULTS:-$BENCH/RESULTS.md}
 BUDGET=${BENCH_BUDGET:-450}   # seconds; no new round starts if it would end past this
-WASM=$ROOT/target/wasm32-wasip1/release/mcp_policy.wasm
+WASM=${BENCH_WASM:-$ROOT/target/wasm32-wasip1/release/mcp_policy.wasm}
 START=$(date +%s)
 
 say() { printf '\n== %s\n' "$*"; }
@@ -85,7 +85,7 @@ fi
 
 # The native microbenchmark (examples/microbench.rs, the crate's) is compiled now, run at the end.
 MICROBENCH_BIN=""
-if [ -f "$ROOT/examples/microbench.rs" ] && command -v cargo >/dev/null 2>&1; then
+if [ -z "${BENCH_NO_MICRO:-}" ] && [ -f "$ROOT/examples/microbench.rs" ] && command -v cargo >/dev/null 2>&1; then
   note "cargo build --release --example microbench"
   mkdir -p "$WORK"
   if timeout 300 cargo build --quiet --release --example microbench > "$WORK/microbench-build.log" 2>&1; then
