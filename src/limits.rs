@@ -210,9 +210,14 @@ enum Target {
     Shared(String),
 }
 
+/// The charges counted in one key, with their indexes: the key is the global limit's id, or `None` for the
+/// identity's session slot. Groups are kept in the order of their first charge.
+type Group<'c> = (Option<u64>, Vec<(usize, &'c Charge)>);
+
 enum Step {
-    Reserved(Reservation),
-    Limited,
+    Reserved(Vec<Reservation>),
+    /// The charge at this index (into the charges given to [`Limiter::reserve`]) is over its limit.
+    Limited(usize),
     Taken,
 }
 
@@ -229,6 +234,11 @@ impl<S: Store> Limiter<'_, S> {
     }
 
     /// Takes every charge (in order) for `identity`, all or nothing.
+    ///
+    /// Charges that count in the same key (every session-scoped charge shares the identity's slot; a global
+    /// limit has its own key) are read and written together: one get and one compare-and-swap per key, however
+    /// many limits a call carries. Keys are independent, so the charge refused is the one that charging one by
+    /// one, in order, would refuse first.
     pub fn reserve(
         &self,
         identity: &str,
@@ -236,18 +246,43 @@ impl<S: Store> Limiter<'_, S> {
         now: u64,
     ) -> Result<Vec<Reservation>, Refusal> {
         let who = fnv1a(&[identity.as_bytes()]);
-        let mut taken: Vec<Reservation> = Vec::with_capacity(charges.len());
+        let mut groups: Vec<Group> = Vec::new();
         for (index, c) in charges.iter().enumerate() {
-            match self.reserve_one(who, c, now) {
-                Ok(Some(r)) => taken.push(r),
-                Ok(None) => {
+            let key = c.limit.global.then_some(c.limit.id);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, g)) => g.push((index, c)),
+                None => groups.push((key, vec![(index, c)])),
+            }
+        }
+        let mut taken: Vec<Reservation> = Vec::with_capacity(charges.len());
+        let mut refused: Option<usize> = None;
+        for (key, group) in &groups {
+            let first = group.first().map_or(0, |(i, _)| *i);
+            if refused.is_some_and(|r| r < first) {
+                break; // no later group can hold an earlier refusal
+            }
+            let step = match key {
+                Some(id) => self.take(
+                    &Target::Shared(format!("{PREFIX}g/{id:016x}")),
+                    who,
+                    group,
+                    now,
+                ),
+                None => match self.take(&Target::Slot(self.slot_key(who)), who, group, now) {
+                    Ok(Step::Taken) => {
+                        self.take(&Target::Shared(Self::overflow_key(who)), who, group, now)
+                    }
+                    s => s,
+                },
+            };
+            match step {
+                Ok(Step::Reserved(r)) => taken.extend(r),
+                Ok(Step::Limited(index)) => refused = Some(refused.map_or(index, |r| r.min(index))),
+                Ok(Step::Taken) => {
                     self.release(&taken);
-                    let w = c.limit.window_secs.max(1);
-                    let retry_after_secs = ((now / w + 1) * w).saturating_sub(now).max(1);
-                    return Err(Refusal::Limited {
-                        index,
-                        retry_after_secs,
-                    });
+                    return Err(Refusal::Unavailable(
+                        "a shared key reported an owner".into(),
+                    ));
                 }
                 Err(e) => {
                     self.release(&taken);
@@ -255,34 +290,30 @@ impl<S: Store> Limiter<'_, S> {
                 }
             }
         }
-        Ok(taken)
+        let Some(index) = refused else {
+            return Ok(taken);
+        };
+        self.release(&taken);
+        let w = charges.get(index).map_or(1, |c| c.limit.window_secs.max(1));
+        let retry_after_secs = ((now / w + 1) * w).saturating_sub(now).max(1);
+        Err(Refusal::Limited {
+            index,
+            retry_after_secs,
+        })
     }
 
-    fn reserve_one(&self, who: u64, c: &Charge, now: u64) -> Result<Option<Reservation>, Refusal> {
-        if c.limit.global {
-            return self
-                .take(
-                    &Target::Shared(format!("{PREFIX}g/{:016x}", c.limit.id)),
-                    who,
-                    c,
-                    now,
-                )
-                .map(step_result);
-        }
-        match self.take(&Target::Slot(self.slot_key(who)), who, c, now)? {
-            Step::Taken => self
-                .take(&Target::Shared(Self::overflow_key(who)), who, c, now)
-                .map(step_result),
-            s => Ok(step_result(s)),
-        }
-    }
-
-    fn take(&self, target: &Target, who: u64, c: &Charge, now: u64) -> Result<Step, Refusal> {
+    /// Takes `charges` (with their indexes) from one key, all or none, in one compare-and-swap.
+    fn take(
+        &self,
+        target: &Target,
+        who: u64,
+        charges: &[(usize, &Charge)],
+        now: u64,
+    ) -> Result<Step, Refusal> {
         let (key, owned) = match target {
             Target::Slot(k) => (k, true),
             Target::Shared(k) => (k, false),
         };
-        let window = now / c.limit.window_secs.max(1);
         for _ in 0..CAS_ATTEMPTS {
             let Some((bytes, cas)) = self.get(key)? else {
                 self.create(key)?;
@@ -309,24 +340,26 @@ impl<S: Store> Limiter<'_, S> {
                     entries,
                 };
             }
-            let have = cell.count(c.limit.id, window);
-            let next = have.saturating_add(c.units);
-            if next > c.limit.max {
-                return Ok(Step::Limited);
+            let mut reserved = Vec::with_capacity(charges.len());
+            for (index, c) in charges {
+                let window = now / c.limit.window_secs.max(1);
+                let next = cell.count(c.limit.id, window).saturating_add(c.units);
+                if next > c.limit.max {
+                    return Ok(Step::Limited(*index));
+                }
+                cell.put(c.limit.id, window, next);
+                reserved.push(Reservation {
+                    key: key.clone(),
+                    limit_id: c.limit.id,
+                    window,
+                    units: c.units,
+                });
             }
-            cell.put(c.limit.id, window, next);
             if owned {
                 cell.touched = now;
             }
             match self.store.set(key, &cell.encode(), Some(cas)) {
-                Ok(()) => {
-                    return Ok(Step::Reserved(Reservation {
-                        key: key.clone(),
-                        limit_id: c.limit.id,
-                        window,
-                        units: c.units,
-                    }))
-                }
+                Ok(()) => return Ok(Step::Reserved(reserved)),
                 Err(SetError::CasMismatch) => continue,
                 Err(SetError::Other(e)) => return Err(Refusal::Unavailable(e)),
             }
@@ -407,13 +440,6 @@ impl<S: Store> Limiter<'_, S> {
     }
 }
 
-fn step_result(s: Step) -> Option<Reservation> {
-    match s {
-        Step::Reserved(r) => Some(r),
-        Step::Limited | Step::Taken => None,
-    }
-}
-
 /// Creates the creation lock if it does not exist (call when the policy loads, before any traffic).
 pub fn init_store<S: Store>(store: &S) -> Result<(), String> {
     let lock = lock_key();
@@ -436,6 +462,8 @@ pub mod memory {
         next_cas: Cell<u32>,
         /// Test hook: fail this many upcoming CAS writes as if another worker had written first.
         pub conflicts: Cell<u32>,
+        /// Gets and sets so far (what each would cost as a host call).
+        pub ops: Cell<u32>,
     }
 
     impl MemoryStore {
@@ -451,9 +479,11 @@ pub mod memory {
 
     impl Store for MemoryStore {
         fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.ops.set(self.ops.get() + 1);
             Ok(self.map.borrow().get(key).cloned())
         }
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+            self.ops.set(self.ops.get() + 1);
             let mut map = self.map.borrow_mut();
             if let (Some(c), Some((_, cur))) = (cas, map.get(key)) {
                 if self.conflicts.get() > 0 {
@@ -485,6 +515,13 @@ mod tests {
             global: false,
         }
     }
+
+    const GLOBAL: LimitSpec = LimitSpec {
+        id: 99,
+        max: 100,
+        window_secs: 60,
+        global: true,
+    };
 
     fn store() -> MemoryStore {
         let s = MemoryStore::default();
@@ -604,6 +641,46 @@ mod tests {
         )
         .unwrap();
         assert!(one(&l, "a", per_min, 0).is_err());
+    }
+
+    #[test]
+    fn one_get_and_one_set_per_key_whatever_the_number_of_limits() {
+        let s = store();
+        let l = lim(&s, 16);
+        let (hour, day, global) = (spec(1, 10, 3600), spec(2, 10, 86_400), GLOBAL);
+        let charges = |units| [hour, day, global, hour].map(|limit| Charge { limit, units });
+        l.reserve("a", &charges(1), 0).unwrap(); // creates the slot and the global key
+        s.ops.set(0);
+        let taken = l.reserve("a", &charges(1), 0).unwrap();
+        assert_eq!(taken.len(), 4);
+        assert_eq!(s.ops.get(), 4, "slot: get + set, global key: get + set");
+        // `hour` is charged twice per call: it holds 4 after two calls; 3 + 3 more makes 10, its max.
+        assert_eq!(l.reserve("a", &charges(3), 0).unwrap().len(), 4);
+        // The next charge of `hour` refuses at index 0, and nothing else is taken.
+        let before = s.map.borrow().clone();
+        let e = l.reserve("a", &charges(1), 0);
+        assert!(matches!(e, Err(Refusal::Limited { index: 0, .. })), "{e:?}");
+        assert_eq!(*s.map.borrow(), before);
+    }
+
+    #[test]
+    fn the_first_refused_charge_is_named_across_keys() {
+        let s = store();
+        let l = lim(&s, 16);
+        let tight_global = LimitSpec { max: 0, ..GLOBAL };
+        let tight_session = spec(1, 0, 60);
+        let loose = spec(2, 10, 60);
+        let c = |limit| Charge { limit, units: 1 };
+        // session charges at 0 and 2, the global at 1: the global is refused first (index 1), even though the
+        // session key is read first.
+        let e = l.reserve("a", &[c(loose), c(tight_global), c(tight_session)], 0);
+        assert!(matches!(e, Err(Refusal::Limited { index: 1, .. })), "{e:?}");
+        let e = l.reserve("a", &[c(tight_global), c(tight_session)], 0);
+        assert!(matches!(e, Err(Refusal::Limited { index: 0, .. })), "{e:?}");
+        let e = l.reserve("a", &[c(loose), c(tight_session), c(tight_global)], 0);
+        assert!(matches!(e, Err(Refusal::Limited { index: 1, .. })), "{e:?}");
+        // nothing was kept by the refused calls
+        assert!(l.reserve("a", &[c(loose); 10], 0).is_ok());
     }
 
     #[test]
