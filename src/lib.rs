@@ -7,6 +7,7 @@
 pub mod approval;
 pub mod audit;
 pub mod engine;
+pub mod header_map;
 pub mod json;
 pub mod limits;
 pub mod mcp;

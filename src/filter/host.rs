@@ -1,6 +1,7 @@
 //! Host adapters: the [`Store`] over proxy-wasm shared data, Envoy stats, the clock, header access. Every
 //! host call returns a `Result` here; none may trap the worker.
 
+use crate::header_map::HeaderMap;
 use crate::limits::{SetError, Store, StoreError};
 use crate::request::Event;
 use log::info;
@@ -43,43 +44,55 @@ pub fn audit_enabled() -> bool {
     hostcalls::get_log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32))
 }
 
-/// A request header's value (the first line's, when the header is repeated).
-pub fn request_header(name: &str) -> Option<String> {
-    header_value(MapType::HttpRequestHeaders, name)
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
 }
 
-/// A header's value, read as bytes: the SDK's `get_map_value` unwraps a UTF-8 conversion, so a single byte like
-/// 0xFF in a client's header (HTTP/1.1 allows such obs-text) would trap the VM, and under FAIL_CLOSED every
-/// later request on that worker would get a 503. Bytes that are not UTF-8 become U+FFFD: such a value is no
-/// known encoding and no MCP method or name.
-fn header_value(map: MapType, name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
-    Some(match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+/// Every request header, read with one host call (one copy, one allocation). Under load a host call that
+/// returns data costs about as much as the rest of a header callback; reading the map once replaces a call per
+/// header. `None` if the host refuses or sends something that does not parse (the caller fails closed).
+pub fn request_headers() -> Option<HeaderMap> {
+    HeaderMap::parse(read_map_pairs(MapType::HttpRequestHeaders)?)
 }
 
-/// The first of `names` (lower case) that the request carries on more than one header line. Envoy keeps the
-/// repeated lines of such headers apart, [`request_header`] sees only the first, and a server may read another.
-/// If the headers cannot be read, the first of `names` (fail closed). (`get_map_bytes` converts header names to
-/// UTF-8 with an unwrap; names are tokens, Envoy refuses any other, so that cannot fail.)
-pub fn repeated_request_header(names: &[&'static str]) -> Option<&'static str> {
-    let Ok(all) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-        return names.first().copied();
-    };
-    names
-        .iter()
-        .copied()
-        .find(|n| all.iter().filter(|(k, _)| k == n).count() > 1)
+/// The raw serialised header map. The SDK's `get_map_bytes` would copy every name and value into its own
+/// allocation and unwrap each name's UTF-8 conversion; this takes the host's one buffer as it is.
+fn read_map_pairs(map: MapType) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to `size` bytes it allocated in this VM's memory through the SDK's
+    // `proxy_on_memory_allocate` (a `Vec<u8>` with capacity `size`, forgotten); we take that allocation back
+    // exactly as the SDK's own `get_map_bytes` does.
+    unsafe {
+        if proxy_get_header_map_pairs(map as u32, &mut data, &mut size) != Status::Ok as u32 {
+            return None;
+        }
+        if data.is_null() {
+            return Some(Vec::new());
+        }
+        Some(Vec::from_raw_parts(data, size, size))
+    }
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
 
+/// A response header's value (the first line's), read as bytes: the SDK's `get_map_value` unwraps a UTF-8
+/// conversion, so a byte like 0xFF in a header would trap the VM. Bytes that are not UTF-8 become U+FFFD.
 pub fn response_header(name: &str) -> Option<String> {
-    header_value(MapType::HttpResponseHeaders, name)
+    let bytes = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()?;
+    Some(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {
@@ -90,28 +103,76 @@ pub fn set_response_header(name: &str, value: Option<&str>) {
 /// can call made-up tool names at will: the stats must stay bounded).
 pub const MAX_TOOL_METRICS: usize = 256;
 
+/// Raw tool names whose counter ids are cached (a client can send made-up names at will: bounded).
+const MAX_CACHED_TOOLS: usize = 4 * MAX_TOOL_METRICS;
+
 thread_local! {
+    /// Metric name → id, for every metric defined so far.
     static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Stats-safe tool names that have their own counters.
     static TOOLS: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// The ids a decision counts into, so that a decision costs no string formatting: per decision, its total;
+    /// per (raw tool name, decision), the tool's counter.
+    static DECISION_IDS: RefCell<Vec<(&'static str, u32)>> = const { RefCell::new(Vec::new()) };
+    static TOOL_IDS: RefCell<HashMap<String, Vec<(&'static str, u32)>>> = RefCell::new(HashMap::new());
+}
+
+/// The id of a counter, defined on first use.
+fn metric_id(name: &str) -> Option<u32> {
+    METRICS.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some(id) = m.get(name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
+        m.insert(name.to_owned(), id);
+        Some(id)
+    })
 }
 
 fn bump(name: &str) {
-    METRICS.with(|m| {
-        let mut m = m.borrow_mut();
-        let id = match m.get(name) {
-            Some(id) => Some(*id),
-            None => match hostcalls::define_metric(MetricType::Counter, name) {
-                Ok(id) => {
-                    m.insert(name.to_owned(), id);
-                    Some(id)
-                }
-                Err(_) => None,
-            },
-        };
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
+    if let Some(id) = metric_id(name) {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+fn decision_id(decision: &'static str) -> Option<u32> {
+    let cached = DECISION_IDS.with(|d| {
+        d.borrow()
+            .iter()
+            .find(|(k, _)| *k == decision)
+            .map(|(_, id)| *id)
     });
+    cached.or_else(|| {
+        let id = metric_id(&format!("mcp_policy.decisions_total.decision.{decision}"))?;
+        DECISION_IDS.with(|d| d.borrow_mut().push((decision, id)));
+        Some(id)
+    })
+}
+
+fn tool_decision_id(tool: &str, decision: &'static str) -> Option<u32> {
+    let cached = TOOL_IDS.with(|t| {
+        t.borrow()
+            .get(tool)?
+            .iter()
+            .find(|(k, _)| *k == decision)
+            .map(|(_, id)| *id)
+    });
+    cached.or_else(|| {
+        let id = metric_id(&format!(
+            "mcp_policy.tool_calls_total.tool.{}.decision.{decision}",
+            stat_tool(tool)
+        ))?;
+        TOOL_IDS.with(|t| {
+            let mut t = t.borrow_mut();
+            if let Some(ids) = t.get_mut(tool) {
+                ids.push((decision, id));
+            } else if t.len() < MAX_CACHED_TOOLS {
+                t.insert(tool.to_owned(), vec![(decision, id)]);
+            }
+        });
+        Some(id)
+    })
 }
 
 /// Stats-safe tool name: dots and other separators become `_` (Envoy splits stat names on dots).
@@ -141,16 +202,14 @@ fn stat_tool(tool: &str) -> String {
 
 /// Counts a decision and writes its audit line.
 pub fn record(e: &Event) {
-    bump(&format!(
-        "mcp_policy.decisions_total.decision.{}",
-        e.decision
-    ));
-    if let Some(tool) = &e.tool {
-        bump(&format!(
-            "mcp_policy.tool_calls_total.tool.{}.decision.{}",
-            stat_tool(tool),
-            e.decision
-        ));
+    let ids = [
+        decision_id(e.decision),
+        e.tool
+            .as_deref()
+            .and_then(|tool| tool_decision_id(tool, e.decision)),
+    ];
+    for id in ids.into_iter().flatten() {
+        let _ = hostcalls::increment_metric(id, 1);
     }
     if !e.audit.is_empty() {
         info!("{}", e.audit);

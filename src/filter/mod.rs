@@ -11,7 +11,7 @@ use crate::limits::{self, Limiter, Reservation};
 use crate::policy::{self, Mode, Policy};
 use crate::reply::{self, Reply};
 use crate::request::{self, Checked, Env, Head, ListPlan, Outcome, Summary};
-use host::{request_header as header, SharedData};
+use host::SharedData;
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -371,39 +371,45 @@ impl HttpContext for Http {
         let Some(policy) = self.policy.clone() else {
             return self.fail_closed("no policy is loaded");
         };
+        let Some(headers) = host::request_headers() else {
+            return self.fail_closed("the request headers could not be read");
+        };
         // A client must not be able to forge the exported headers, nor have them reach the upstream (not even
         // with export off).
         for name in policy.unforgeable_headers() {
-            host::set_request_header(name, None);
+            if headers.has(name) {
+                host::set_request_header(name, None);
+            }
         }
         if end_of_stream {
             // No body (a GET for the SSE stream, a DELETE of a session): nothing to inspect.
             self.done = true;
             return Action::Continue;
         }
-        if !policy.hold_headers {
+        if !policy.hold_headers && headers.has("accept-encoding") {
             // The headers leave now, before the method is known: ask for uncompressed answers so that a
             // tools/list answer can be filtered.
             host::set_request_header("accept-encoding", None);
         }
-        let source = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok());
-        let identity = policy.identity.resolve(header, source.as_deref());
-        let (mcp_method, mcp_name) = (header("mcp-method"), header("mcp-name"));
-        let repeated_mcp_header = if mcp_method.is_some() || mcp_name.is_some() {
-            host::repeated_request_header(&["mcp-method", "mcp-name"])
-        } else {
-            None
-        };
+        // The client's address is asked of Envoy only when no identity header is present.
+        let identity = policy.identity.resolve(
+            |h| headers.get(h),
+            || {
+                hostcalls::get_property(vec!["source", "address"])
+                    .ok()
+                    .flatten()
+                    .and_then(|b| String::from_utf8(b).ok())
+            },
+        );
         self.head = Head {
-            request_id: header("x-request-id"),
-            content_encoding: header("content-encoding"),
-            content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
-            mcp_method,
-            mcp_name,
-            repeated_mcp_header,
+            request_id: headers.get("x-request-id"),
+            content_encoding: headers.get("content-encoding"),
+            content_length: headers
+                .get("content-length")
+                .and_then(|v| v.trim().parse().ok()),
+            mcp_method: headers.get("mcp-method"),
+            mcp_name: headers.get("mcp-name"),
+            repeated_mcp_header: headers.repeated(&["mcp-method", "mcp-name"]),
             identity,
         };
         if let Some(r) = request::check_head(&policy, &self.head) {
@@ -444,6 +450,10 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.reservations.is_empty() && self.list.is_none() {
+            // Nothing to give back and no tools/list to filter: not even the status is needed.
+            return Action::Continue;
+        }
         let status = host::response_header(":status")
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0);

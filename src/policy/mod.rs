@@ -112,17 +112,19 @@ impl Default for Identity {
 
 impl Identity {
     /// The identity of a request: the first non-empty configured header, else the client IP (no port).
+    /// `source_address` is only called when no header is there (asking Envoy for it costs a host call).
     pub fn resolve(
         &self,
         header: impl Fn(&str) -> Option<String>,
-        source_address: Option<&str>,
+        source_address: impl FnOnce() -> Option<String>,
     ) -> String {
         for h in &self.headers {
             if let Some(v) = header(h).filter(|v| !v.is_empty()) {
                 return v;
             }
         }
-        source_address
+        source_address()
+            .as_deref()
             .map(strip_port)
             .unwrap_or("unknown")
             .to_owned()
