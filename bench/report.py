@@ -207,7 +207,7 @@ def main():
         out.append("## Pre-flight checks (one request per configuration and workload, before the load)\n")
         out.extend(f"- {c}" for c in extra["checks"])
         out.append("")
-    out.append("## Native microbenchmark (pure core: parse + decide)\n")
+    out.append("## Microbenchmark of the pure core (parse + decide): native, then the wasm build in V8\n")
     out.append("```\n" + (extra.get("microbench") or "n/a").rstrip() + "\n```\n")
 
     text = "\n".join(out)

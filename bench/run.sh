@@ -94,6 +94,14 @@ if [ -z "${BENCH_NO_MICRO:-}" ] && [ -f "$ROOT/examples/microbench.rs" ] && comm
   else
     note "microbench did not build (log: bench/.work/microbench-build.log)"
   fi
+  # The same program built for the filter's target, run in V8 by Node.js (when node is there): the pure core
+  # at the speed it has inside Envoy, without the host calls.
+  MICROBENCH_WASM=""
+  if command -v node >/dev/null 2>&1 && timeout 300 cargo build --quiet --release --target wasm32-wasip1 \
+      --example microbench >> "$WORK/microbench-build.log" 2>&1; then
+    MICROBENCH_WASM=$ROOT/target/wasm32-wasip1/release/examples/microbench.wasm
+    [ -f "$MICROBENCH_WASM" ] || MICROBENCH_WASM=""
+  fi
 fi
 
 # ---------------------------------------------------------------- inputs
@@ -321,6 +329,12 @@ if [ -n "$MICROBENCH_BIN" ]; then
     cat "$WORK/microbench.txt"
   else
     tail -20 "$WORK/microbench.txt"; echo "(microbench failed)" >> "$WORK/microbench.txt"
+  fi
+  if [ -n "${MICROBENCH_WASM:-}" ]; then
+    say "the same in V8 (wasm32-wasip1 build, Node.js $(node --version), --no-liftoff as in Envoy)"
+    { echo; echo "===== the same, compiled to wasm32-wasip1 and run in V8 (Node.js $(node --version), --no-liftoff as in Envoy)"
+      (cd "$ROOT" && timeout 90 "${PIN_PROXY[@]}" node --no-liftoff --no-warnings "$BENCH/wasi.mjs" "$MICROBENCH_WASM" 2>&1) \
+        || echo "(the wasm microbench failed)"; } | tee -a "$WORK/microbench.txt"
   fi
 elif [ -f "$ROOT/examples/microbench.rs" ]; then
   echo "n/a (examples/microbench.rs did not build: see bench/.work/microbench-build.log)" | tee "$WORK/microbench.txt"
