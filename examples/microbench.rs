@@ -115,7 +115,12 @@ fn main() {
         header();
         let plan = request::plan_list_answer(Some("application/json"), None);
         row("tools/list answer, 40 tools", answer.len(), || {
-            black_box(request::filter_list_answer(&policy, "1", &plan, black_box(&answer)));
+            black_box(request::filter_list_answer(
+                &policy,
+                "1",
+                &plan,
+                black_box(&answer),
+            ));
         });
     }
     // The parse step alone: mcp::inspect (the strict JSON check and the envelope), without the decision.

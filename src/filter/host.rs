@@ -39,9 +39,34 @@ pub fn now_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// True when Envoy's log level lets `info` through, i.e. audit lines would be written.
-pub fn audit_enabled() -> bool {
-    hostcalls::get_log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32))
+/// True when Envoy's log level lets `info` through, i.e. audit lines would be written. Asked of Envoy at most
+/// once a second (`now_nanos`: the request's clock): a host call per request costs more than the rest of the
+/// check, and an operator who turns the level up or down sees the change within a second.
+pub fn audit_enabled(now_nanos: u64) -> bool {
+    thread_local! {
+        /// (when last asked, the answer)
+        static LEVEL: std::cell::Cell<Option<(u64, bool)>> = const { std::cell::Cell::new(None) };
+    }
+    LEVEL.with(|cached| match cached.get() {
+        Some((asked, on))
+            if now_nanos.saturating_sub(asked) < 1_000_000_000 && now_nanos >= asked =>
+        {
+            on
+        }
+        _ => {
+            let on =
+                hostcalls::get_log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32));
+            cached.set(Some((now_nanos, on)));
+            on
+        }
+    })
+}
+
+/// Every request header, read with one host call (one copy, one allocation). Under load a host call that
+/// returns data costs about as much as the rest of a header callback; reading the map once replaces a call per
+/// header. `None` if the host refuses or sends something that does not parse (the caller fails closed).
+pub fn request_headers() -> Option<HeaderMap> {
+    HeaderMap::parse(read_map_pairs(MapType::HttpRequestHeaders)?)
 }
 
 #[link(wasm_import_module = "env")]
@@ -51,13 +76,6 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
-}
-
-/// Every request header, read with one host call (one copy, one allocation). Under load a host call that
-/// returns data costs about as much as the rest of a header callback; reading the map once replaces a call per
-/// header. `None` if the host refuses or sends something that does not parse (the caller fails closed).
-pub fn request_headers() -> Option<HeaderMap> {
-    HeaderMap::parse(read_map_pairs(MapType::HttpRequestHeaders)?)
 }
 
 /// The raw serialised header map. The SDK's `get_map_bytes` would copy every name and value into its own

@@ -142,10 +142,11 @@ impl Http {
             Ok(None) => return self.fail_closed("the request body could not be read"),
             Err(e) => return self.fail_closed(&format!("reading the request body failed ({e:?})")),
         };
+        let now_nanos = host::now_nanos();
         let env = Env {
             store: &SharedData,
-            now_nanos: host::now_nanos(),
-            audit: host::audit_enabled(),
+            now_nanos,
+            audit: host::audit_enabled(now_nanos),
         };
         let Checked {
             outcome,
@@ -276,10 +277,11 @@ impl Http {
             .drain(..)
             .map(|a| a.unwrap_or_else(|| Answer::Unavailable("no answer".into())))
             .collect();
+        let now_nanos = host::now_nanos();
         let env = Env {
             store: &SharedData,
-            now_nanos: host::now_nanos(),
-            audit: host::audit_enabled(),
+            now_nanos,
+            audit: host::audit_enabled(now_nanos),
         };
         let (result, events) = request::conclude(&policy, &self.head, &bytes, &answers, &env);
         events.iter().for_each(host::record);

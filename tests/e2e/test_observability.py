@@ -384,6 +384,35 @@ def test_audit_lines_and_audit_mode(envoy, upstream, mode):
     assert stats.get(f"wasmcustom.mcp_policy.decisions_total.decision.{label}") == 1, stats
 
 
+def test_audit_lines_follow_the_log_level_changed_at_run_time(envoy, upstream):
+    """The filter asks Envoy for its log level at most once a second: raising the wasm logger to info through
+    the admin endpoint turns audit lines on within about a second, lowering it turns them off again."""
+    e = envoy(EXAMPLE_POLICY, upstream.port)  # -l warning: no audit lines
+
+    def call(n: int) -> None:
+        body = raw_call("get_run", '{"run_id":"r"}', id=n)
+        assert send(e.url, body, headers={"x-request-id": f"level-{n}"}).status == 200
+
+    def set_level(level: str) -> None:
+        req = urllib.request.Request(f"{e.admin}/logging?wasm={level}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 (loopback)
+            assert r.status == 200
+
+    def ids() -> set[str]:
+        return {line["request_id"] for line in audit_lines(e)}
+
+    call(1)
+    set_level("info")
+    time.sleep(1.1)
+    call(2)
+    wait_for(lambda: "level-2" in ids(), what="an audit line after the level was raised")
+    set_level("warning")
+    time.sleep(1.1)
+    call(3)
+    time.sleep(0.3)
+    assert ids() == {"level-2"}, ids()
+
+
 def test_audit_mode_forwards_to_mlflow_what_enforce_denies(shared_envoy, envoy, mlflow_mcp):
     """The real server, through the MCP client: set_run_tag (no rule, default deny) is refused by the example
     policy, and really runs under the same policy in audit mode."""
