@@ -20,7 +20,6 @@
 //! or present in another letter case (a lenient client could read the copy this module did not filter).
 
 use crate::json::keys_collide;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -163,19 +162,14 @@ fn offset_in(outer: &str, inner: &str) -> Result<usize, RewriteError> {
     }
 }
 
-/// The first non-whitespace byte of a JSON text, which tells its type.
-fn lead(raw: &RawValue) -> u8 {
-    raw.get()
-        .bytes()
-        .find(|b| !b.is_ascii_whitespace())
-        .unwrap_or(b' ')
-}
-
 fn not_json(e: serde_json::Error) -> RewriteError {
     RewriteError::NotJson(e.to_string())
 }
 
 /// One JSON document (a message or a batch). Edit offsets are `base` + offsets in `doc`.
+///
+/// serde_json validates the document once; a single walk over the validated text then finds `result.tools`,
+/// its elements and their names (each byte is read twice in all, whatever the nesting).
 fn document(
     doc: &str,
     base: usize,
@@ -183,88 +177,197 @@ fn document(
     edits: &mut Edits,
 ) -> Result<(), RewriteError> {
     let root: &RawValue = serde_json::from_str(doc).map_err(not_json)?;
-    match lead(root) {
-        b'{' => message(doc, base, root, keep, edits),
-        b'[' => {
-            let items: Vec<&RawValue> = serde_json::from_str(root.get()).map_err(not_json)?;
-            items
-                .into_iter()
-                .try_for_each(|m| message(doc, base, m, keep, edits))
-        }
+    let b = doc.as_bytes();
+    let start = offset_in(doc, root.get())?;
+    match b.get(start) {
+        Some(b'{') => message(doc, base, start, keep, edits).map(|_| ()),
+        Some(b'[') => items(b, start, |at, _| {
+            if b.get(at) != Some(&b'{') {
+                return Err(RewriteError::NotJsonRpc(
+                    "a batch element is not an object".into(),
+                ));
+            }
+            message(doc, base, at, keep, edits)
+        })
+        .map(|_| ()),
         _ => Err(RewriteError::NotJsonRpc(
             "a JSON-RPC message must be an object or a batch (array)".into(),
         )),
     }
 }
 
+/// The message (an object) at `at`: filters its `result.tools`, if it has one. Returns the message's end.
 fn message(
     doc: &str,
     base: usize,
-    msg: &RawValue,
+    at: usize,
     keep: &dyn Fn(&str) -> bool,
     edits: &mut Edits,
-) -> Result<(), RewriteError> {
-    if lead(msg) != b'{' {
-        return Err(RewriteError::NotJsonRpc(
-            "a batch element is not an object".into(),
-        ));
-    }
-    // Requests, notifications and errors have no `result`; a result that is not an object lists no tools.
-    let Some(result) = field(msg, "result")? else {
-        return Ok(());
-    };
-    if lead(result) != b'{' {
-        return Ok(());
-    }
-    let Some(tools) = field(result, "tools")? else {
-        return Ok(());
-    };
-    if lead(tools) != b'[' {
-        return Err(RewriteError::BadTools(
-            "\"result.tools\" is not an array".into(),
-        ));
-    }
-    let items: Vec<&RawValue> = serde_json::from_str(tools.get()).map_err(not_json)?;
-    let mut keeps = Vec::with_capacity(items.len());
-    for (i, tool) in items.iter().enumerate() {
-        let bad = |what: &str| RewriteError::BadTools(format!("tools[{i}] {what}"));
-        if lead(tool) != b'{' {
-            return Err(bad("is not an object"));
+) -> Result<usize, RewriteError> {
+    let b = doc.as_bytes();
+    let mut list: Option<Tools> = None;
+    // An error of the tools list waits until the message is read: a repeated `result` or `tools` key is
+    // reported first (the list read may not be the one a client reads).
+    let mut pending: Option<RewriteError> = None;
+    let mut result_seen = false;
+    let end = entries(b, at, |key, value| {
+        if !claim(doc, key, "result", &mut result_seen)? {
+            return value_end(b, value);
         }
-        let name = field(tool, "name")?.ok_or_else(|| bad("has no \"name\""))?;
-        let name = as_str(name).ok_or_else(|| bad("has a \"name\" that is not a string"))?;
-        keeps.push(keep(&name));
+        if b.get(value) != Some(&b'{') {
+            // Requests, notifications and errors have no `result`; a result that is not an object lists no tools.
+            return value_end(b, value);
+        }
+        let mut tools_seen = false;
+        entries(b, value, |key, value| {
+            if !claim(doc, key, "tools", &mut tools_seen)? {
+                return value_end(b, value);
+            }
+            let (tools, end) = tools_list(doc, value);
+            match tools {
+                Ok(t) => list = Some(t),
+                Err(e) => pending = pending.take().or(Some(e)),
+            }
+            Ok(end)
+        })
+    })?;
+    if let Some(e) = pending {
+        return Err(e);
     }
+    let Some(tools) = list else {
+        return Ok(end);
+    };
+    let keeps: Vec<bool> = tools.names.iter().map(|n| keep(n)).collect();
     let kept = keeps.iter().filter(|k| **k).count();
     edits.kept += kept;
-    if kept == items.len() {
-        return Ok(());
+    if kept == keeps.len() {
+        return Ok(end);
     }
-    edits.removed += items.len() - kept;
-    let array = tools.get();
-    let start = offset_in(doc, array)?;
+    edits.removed += keeps.len() - kept;
+    let (start, stop) = tools.array;
+    let array = doc.get(start..stop).unwrap_or("[]");
+    let spans: Vec<(usize, usize)> = tools
+        .spans
+        .iter()
+        .map(|(s, e)| (s.saturating_sub(start), e.saturating_sub(start)))
+        .collect();
     edits.list.push((
         base + start,
-        base + start + array.len(),
-        filtered_array(array, &items, &keeps)?,
+        base + stop,
+        filtered_array(array, &spans, &keeps),
     ));
-    Ok(())
+    Ok(end)
 }
 
-/// The text of `array` with only the elements marked in `keeps`, keeping the original text around and
-/// between elements (so a pretty-printed list stays pretty-printed).
-fn filtered_array(
-    array: &str,
-    items: &[&RawValue],
-    keeps: &[bool],
-) -> Result<String, RewriteError> {
-    let mut spans = Vec::with_capacity(items.len());
-    for item in items {
-        let s = offset_in(array, item.get())?;
-        spans.push((s, s + item.get().len()));
+/// A `result.tools` array as read: its span, and each element's span and name.
+struct Tools<'a> {
+    array: (usize, usize),
+    spans: Vec<(usize, usize)>,
+    names: Vec<Cow<'a, str>>,
+}
+
+/// The `tools` value at `at`, and where it ends (known even when the list is unreadable, so the walk goes on).
+fn tools_list(doc: &str, at: usize) -> (Result<Tools<'_>, RewriteError>, usize) {
+    let b = doc.as_bytes();
+    if b.get(at) != Some(&b'[') {
+        let end = value_end(b, at);
+        let e = RewriteError::BadTools("\"result.tools\" is not an array".into());
+        return match end {
+            Ok(end) => (Err(e), end),
+            Err(internal) => (Err(internal), at),
+        };
     }
+    let mut tools = Tools {
+        array: (at, at),
+        spans: Vec::new(),
+        names: Vec::new(),
+    };
+    let mut first_error: Option<RewriteError> = None;
+    let walked = items(b, at, |item, i| {
+        let end = if b.get(item) == Some(&b'{') {
+            let mut name: Option<(usize, usize)> = None;
+            let mut seen = false;
+            let mut ambiguous: Option<RewriteError> = None;
+            let end = entries(b, item, |key, value| {
+                let end = value_end(b, value)?;
+                match claim(doc, key, "name", &mut seen) {
+                    Ok(true) => name = Some((value, end)),
+                    Ok(false) => {}
+                    Err(e) => ambiguous = ambiguous.take().or(Some(e)),
+                }
+                Ok(end)
+            })?;
+            if first_error.is_none() {
+                let bad = |what: &str| RewriteError::BadTools(format!("tools[{i}] {what}"));
+                let read = match (ambiguous, name) {
+                    (Some(e), _) => Err(e),
+                    (None, None) => Err(bad("has no \"name\"")),
+                    (None, Some((s, e))) => doc
+                        .get(s..e)
+                        .and_then(json_str)
+                        .ok_or_else(|| bad("has a \"name\" that is not a string")),
+                };
+                match read {
+                    Ok(n) => tools.names.push(n),
+                    Err(e) => first_error = Some(e),
+                }
+            }
+            end
+        } else {
+            if first_error.is_none() {
+                first_error = Some(RewriteError::BadTools(format!(
+                    "tools[{i}] is not an object"
+                )));
+            }
+            value_end(b, item)?
+        };
+        tools.spans.push((item, end));
+        Ok(end)
+    });
+    let end = match walked {
+        Ok(end) => end,
+        Err(e) => return (Err(e), at),
+    };
+    tools.array = (at, end);
+    match first_error {
+        Some(e) => (Err(e), end),
+        None => (Ok(tools), end),
+    }
+}
+
+/// Whether the object key `key` (its raw text, quotes included) is `name`. A repeated `name`, or a key that is
+/// `name` in another letter case, is an error: a lenient client could read the copy this module did not filter.
+fn claim(
+    doc: &str,
+    key: (usize, usize),
+    name: &str,
+    seen: &mut bool,
+) -> Result<bool, RewriteError> {
+    let raw = doc.get(key.0..key.1).unwrap_or("\"\"");
+    let k =
+        json_str(raw).ok_or_else(|| RewriteError::NotJson("internal: an unreadable key".into()))?;
+    if !keys_collide(&k, name) {
+        return Ok(false);
+    }
+    if *seen {
+        return Err(RewriteError::Ambiguous(format!(
+            "{AMBIGUOUS}\"{name}\" appears twice"
+        )));
+    }
+    if *k != *name {
+        return Err(RewriteError::Ambiguous(format!(
+            "{AMBIGUOUS}\"{k}\" is a case variant of \"{name}\""
+        )));
+    }
+    *seen = true;
+    Ok(true)
+}
+
+/// The text of `array` with only the elements marked in `keeps` (`spans`: each element's span in `array`),
+/// keeping the original text around and between elements (so a pretty-printed list stays pretty-printed).
+fn filtered_array(array: &str, spans: &[(usize, usize)], keeps: &[bool]) -> String {
     let (Some(&(first, _)), Some(&(_, last))) = (spans.first(), spans.last()) else {
-        return Ok(array.to_owned());
+        return array.to_owned();
     };
     let mut out = String::with_capacity(array.len());
     let mut prev_end: Option<usize> = None;
@@ -284,106 +387,143 @@ fn filtered_array(
         prev_end = Some(*e);
     }
     if !wrote_any {
-        return Ok("[]".to_owned());
+        return "[]".to_owned();
     }
     out.push_str(array.get(last..).unwrap_or("]"));
-    Ok(out)
+    out
 }
 
-fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    if lead(raw) != b'"' {
-        return None;
+/// A JSON string's value (`raw`: its text, quotes included): borrowed when it has no escapes.
+fn json_str(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
     }
-    // Borrow when the string has no escapes; decode into an owned string otherwise.
-    match serde_json::from_str::<&str>(raw.get()) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(raw.get())
-            .ok()
-            .map(Cow::Owned),
-    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
-/// The raw value of key `name` in the object `obj`, refusing a repeated key or a case variant of it.
-fn field<'a>(obj: &'a RawValue, name: &str) -> Result<Option<&'a RawValue>, RewriteError> {
-    let mut de = serde_json::Deserializer::from_str(obj.get());
-    let found = FindField { name }.deserialize(&mut de).map_err(|e| {
-        let text = e.to_string();
-        if text.starts_with(AMBIGUOUS) {
-            RewriteError::Ambiguous(text)
-        } else {
-            RewriteError::NotJson(text)
+// Walking JSON text that serde_json has validated: positions only, no values built. A malformed text (which
+// validation rules out) ends the walk with an internal error rather than a wrong answer.
+
+fn internal() -> RewriteError {
+    RewriteError::NotJson("internal: the walk lost its place".into())
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the string whose opening quote is at `at`.
+fn string_end(b: &[u8], at: usize) -> Result<usize, RewriteError> {
+    let mut i = at + 1;
+    loop {
+        let rest = b.get(i..).ok_or_else(internal)?;
+        let n = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\')
+            .ok_or_else(internal)?;
+        i += n;
+        if b.get(i) == Some(&b'"') {
+            return Ok(i + 1);
         }
-    })?;
-    Ok(found)
+        i += 2; // a backslash and the character it escapes
+    }
+}
+
+/// The end of the value at `at`.
+fn value_end(b: &[u8], at: usize) -> Result<usize, RewriteError> {
+    match b.get(at).ok_or_else(internal)? {
+        b'"' => string_end(b, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match b.get(i).ok_or_else(internal)? {
+                    b'"' => {
+                        i = string_end(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            return Ok(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let mut i = at;
+            while !matches!(
+                b.get(i),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
+                i += 1;
+            }
+            Ok(i)
+        }
+    }
+}
+
+/// Walks the object at `at` (its `{`): `each(key span, value start)` returns the value's end. Returns the
+/// object's end.
+fn entries(
+    b: &[u8],
+    at: usize,
+    mut each: impl FnMut((usize, usize), usize) -> Result<usize, RewriteError>,
+) -> Result<usize, RewriteError> {
+    let mut i = skip_ws(b, at + 1);
+    if b.get(i) == Some(&b'}') {
+        return Ok(i + 1);
+    }
+    loop {
+        let key_end = string_end(b, i)?;
+        let colon = skip_ws(b, key_end);
+        if b.get(colon) != Some(&b':') {
+            return Err(internal());
+        }
+        let value = skip_ws(b, colon + 1);
+        let end = each((i, key_end), value)?;
+        let next = skip_ws(b, end);
+        match b.get(next) {
+            Some(b',') => i = skip_ws(b, next + 1),
+            Some(b'}') => return Ok(next + 1),
+            _ => return Err(internal()),
+        }
+    }
+}
+
+/// Walks the array at `at` (its `[`): `each(element start, index)` returns the element's end. Returns the
+/// array's end.
+fn items(
+    b: &[u8],
+    at: usize,
+    mut each: impl FnMut(usize, usize) -> Result<usize, RewriteError>,
+) -> Result<usize, RewriteError> {
+    let mut i = skip_ws(b, at + 1);
+    if b.get(i) == Some(&b']') {
+        return Ok(i + 1);
+    }
+    let mut n = 0;
+    loop {
+        let end = each(i, n)?;
+        n += 1;
+        let next = skip_ws(b, end);
+        match b.get(next) {
+            Some(b',') => i = skip_ws(b, next + 1),
+            Some(b']') => return Ok(next + 1),
+            _ => return Err(internal()),
+        }
+    }
 }
 
 const AMBIGUOUS: &str = "key ";
-
-struct FindField<'n> {
-    name: &'n str,
-}
-
-impl<'de> DeserializeSeed<'de> for FindField<'_> {
-    type Value = Option<&'de RawValue>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FindField<'_> {
-    type Value = Option<&'de RawValue>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found: Option<&'de RawValue> = None;
-        let mut seen = false;
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            if keys_collide(&k, self.name) {
-                if seen {
-                    return Err(de::Error::custom(format!(
-                        "{AMBIGUOUS}\"{}\" appears twice",
-                        self.name
-                    )));
-                }
-                if *k != *self.name {
-                    return Err(de::Error::custom(format!(
-                        "{AMBIGUOUS}\"{k}\" is a case variant of \"{}\"",
-                        self.name
-                    )));
-                }
-                seen = true;
-                found = Some(value);
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// An object key, borrowed when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
 
 /// One line of an event stream: `text` starts at byte `start` and is followed by `eol` ("" at the end).
 #[derive(Debug, Clone, Copy)]
