@@ -115,7 +115,10 @@ pub fn read_answer(status: Option<u32>, body: &[u8]) -> Answer {
     if crate::json::check_strict(body).is_err() {
         return Answer::Unavailable("the approval service's answer is not valid JSON".into());
     }
-    let Ok(v) = serde_json::from_slice::<Verdict>(body) else {
+    // `check_strict` accepted it, so it is UTF-8; `from_str` shares serde_json's `StrRead` code with the
+    // request path (no second deserializer for `SliceRead`).
+    let verdict = std::str::from_utf8(body).map(serde_json::from_str::<Verdict>);
+    let Ok(Ok(v)) = verdict else {
         return Answer::Unavailable("the approval service's answer is not a JSON object".into());
     };
     match v.approved {

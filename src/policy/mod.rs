@@ -201,18 +201,25 @@ impl RuleSet {
             }
             plain.push(rule);
         }
-        globs.sort_by(|(ga, ia), (gb, ib)| {
+        let order = |(ga, ia): &(Glob, usize), (gb, ib): &(Glob, usize)| {
             let ka = plain.get(*ia).map(|r| r.key.as_str()).unwrap_or("");
             let kb = plain.get(*ib).map(|r| r.key.as_str()).unwrap_or("");
             gb.literal_chars()
                 .cmp(&ga.literal_chars())
                 .then_with(|| ka.cmp(kb))
-        });
+        };
+        // A stable binary insertion sort rather than `sort_by`: this runs once per policy load on a few
+        // globs, and core's stable sort is about 8 KB of wasm for this one element type.
+        let mut sorted: Vec<(Glob, usize)> = Vec::with_capacity(globs.len());
+        for g in globs {
+            let at = sorted.partition_point(|x| order(x, &g) != std::cmp::Ordering::Greater);
+            sorted.insert(at, g);
+        }
         RuleSet {
             default,
             rules: plain,
             exact,
-            globs,
+            globs: sorted,
         }
     }
 
@@ -339,5 +346,39 @@ impl Policy {
             }
         }
         self.unforgeable = names;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_most_literal_first_then_by_key() {
+        let keys = [
+            "*", "a*", "ab*", "b*", "a?c*", "*z", "get_*", "get_run*", "?", "??", "*_run", "zz*",
+            "ab?", "a*b*c",
+        ];
+        let rules = keys
+            .iter()
+            .map(|k| {
+                let rule = Rule {
+                    key: (*k).to_owned(),
+                    action: Action::Allow,
+                    reason: None,
+                    conditions: Vec::new(),
+                    limits: Vec::new(),
+                };
+                (rule, Some(Glob::new(k).unwrap()))
+            })
+            .collect();
+        let set = RuleSet::new(Action::Deny, rules);
+        let got: Vec<&str> = set.globs.iter().map(|(_, i)| keys[*i]).collect();
+        let mut want: Vec<&str> = keys.to_vec();
+        want.sort_by(|a, b| {
+            let lit = |k: &str| Glob::new(k).unwrap().literal_chars();
+            lit(b).cmp(&lit(a)).then_with(|| a.cmp(b))
+        });
+        assert_eq!(got, want);
     }
 }
