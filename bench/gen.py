@@ -5,9 +5,10 @@
   gen.py policy-variant WORK NAME  WORK/policy-NAME.json: "full" (bench/policy.json as is) or
                                    "norate" (without rate_limit/identity, for a filter that does
                                    not support them yet)
-  gen.py render WORK KEY=VALUE...  WORK/upstream.yaml and WORK/proxy-{a,b,c}.yaml from bench/envoy/*.tmpl
+  gen.py render WORK KEY=VALUE...  WORK/upstream.yaml and WORK/proxy-{a,b,c,f}.yaml from bench/envoy/*.tmpl
                                    (keys: UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN
-                                   UPSTREAM_PORT WASM POLICY_FILE B_CONDITIONS)
+                                   F_PORT F_ADMIN UPSTREAM_PORT WASM FLOOR_WASM POLICY_FILE B_CONDITIONS;
+                                   WORK=DIR: where the upstream's answer files are, if not in WORK)
   gen.py freeports N               N free loopback TCP ports
 
 Nothing here reads ../shared at run time: the tools/list answer is a synthetic 40-tool list with the
@@ -387,8 +388,10 @@ def cmd_render(work, kv):
     else:
         vals["POLICY_JSON"] = json.dumps("{}")
     vals.setdefault("WASM", "")
+    vals.setdefault("FLOOR_WASM", "")
     for key, src, dst in [("UP", "upstream.yaml.tmpl", "upstream.yaml"), ("A", "proxy-a.yaml.tmpl", "proxy-a.yaml"),
-                          ("B", "proxy-b.yaml.tmpl", "proxy-b.yaml"), ("C", "proxy-c.yaml.tmpl", "proxy-c.yaml")]:
+                          ("B", "proxy-b.yaml.tmpl", "proxy-b.yaml"), ("C", "proxy-c.yaml.tmpl", "proxy-c.yaml"),
+                          ("F", "proxy-f.yaml.tmpl", "proxy-f.yaml")]:
         v = dict(vals)
         v["PORT"] = vals.get(f"{key}_PORT", vals.get("PORT", "0"))
         v["ADMIN_PORT"] = vals.get(f"{key}_ADMIN", vals.get("ADMIN_PORT", "0"))
