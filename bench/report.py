@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Summarise bench/run.sh's measurements: medians over rounds per configuration and workload, the
-ratios C/A and C/B, extras (wasm size, RSS, rate-limit state, microbenchmark), machine info.
+ratios C/A and C/B, the floor (F: a minimal body-reading proxy-wasm filter, in its own table), extras
+(wasm size, RSS at start / after load / idle, rate-limit state, microbenchmark), machine info.
 Prints the report and writes it as Markdown to --md.
 
   report.py --results results.jsonl --workloads workloads.tsv --extra extra.tsv --md bench/RESULTS.md
 
-extra.tsv: one `key<TAB>value` per line (`check` may repeat; `microbench_file` names a file).
+extra.tsv: one `key<TAB>value` per line (`check` and `idle_rss` ("CONFIG CONCURRENCY KB") may repeat;
+`microbench_file` names a file).
 """
 import argparse
 import json
@@ -14,7 +16,10 @@ from collections import defaultdict
 
 CONFIGS = [("A", "Envoy alone (router)"),
            ("B", "Envoy + native envoy.filters.http.mcp + RBAC"),
-           ("C", "Envoy + mcp-policy (wasm, V8)")]
+           ("C", "Envoy + mcp-policy (wasm, V8)"),
+           ("F", "Envoy + bench/floor-filter (wasm, V8, same settings as C): holds the headers until the body is "
+                 "complete, reads it once, continues — the floor under any body-inspecting proxy-wasm filter")]
+MAIN = ("A", "B", "C")  # the main tables; F has its own (it is measured on a few workloads only)
 
 
 def med(xs):
@@ -41,13 +46,16 @@ def main():
     rows = []
     with open(args.results) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    extra, checks = {}, []
+    extra, checks, idle = {}, [], {}
     with open(args.extra) as f:
         for line in f:
             if "\t" in line:
                 k, v = line.rstrip("\n").split("\t", 1)
                 if k == "check":
                     checks.append(v)
+                elif k == "idle_rss":
+                    c, n, kb = v.split()
+                    idle[(c, int(n))] = int(kb) / 1024
                 else:
                     extra[k] = v
     extra["checks"] = checks
@@ -82,13 +90,18 @@ def main():
             rs = [r for r in rs if r["requests"] > 0]  # no answers: no latency to speak of
         return med([r.get(key) for r in rs])
 
-    present = [c for c, _ in CONFIGS if any(k[0] == c for k in cells)]
-    workloads = [(wl, label) for wl, label in workloads if any(k[1] == wl for k in cells)]
+    present = [c for c in MAIN if any(k[0] == c for k in cells)]
+    has_f = any(k[0] == "F" for k in cells)
+    workloads = [(wl, label) for wl, label in workloads if any(k[1] == wl and k[0] in MAIN for k in cells)]
+    f_workloads = [(wl, label) for wl, label in workloads if ("F", wl) in cells]
+
+    def diff(x, y):
+        return None if x is None or y is None else x - y
     out = []
     out.append(f"# mcp-policy benchmark results\n")
     out.append(f"Run {extra.get('date', '?')} by `make bench` (bench/run.sh); "
                f"{extra.get('rounds')} rounds x {extra.get('duration')} s per cell after a "
-               f"{extra.get('warmup')} s warm-up, configurations interleaved A B C per workload and round; "
+               f"{extra.get('warmup')} s warm-up, configurations interleaved A B C{' F' if has_f else ''} per workload and round; "
                f"medians over undisturbed rounds. wrk: 1 thread, {extra.get('conns')} connections unless noted.\n")
     out.append("## Machine\n")
     for k in ("cpu", "nproc", "kernel", "envoy", "wrk", "pinning", "loadavg"):
@@ -97,6 +110,8 @@ def main():
     out.append("")
     out.append("## Configurations\n")
     for c, d in CONFIGS:
+        if c == "F" and not has_f and not extra.get("note_F"):
+            continue
         note = extra.get(f"note_{c}", "")
         out.append(f"- **{c}** = {d}{(' — ' + note) if note else ''}")
     out.append("")
@@ -157,6 +172,33 @@ def main():
         out.append(line)
     out.append("")
 
+    if has_f:
+        out.append("## The floor: any proxy-wasm filter on V8\n")
+        out.append("F = Envoy + `bench/floor-filter`, with the same filter settings as C: it holds the headers until the "
+                   "body is complete, reads the body once and lets the request go on — the least a filter that looks "
+                   "at an MCP call's body does. F−A is the price of that in proxy-wasm on V8 in this Envoy, whatever "
+                   "the filter's code; C−F is what mcp-policy itself adds above the floor. Measured on "
+                   f"{', '.join(wl for wl, _ in f_workloads) or 'no workload'} only, interleaved with the others.\n")
+        out.append("| workload | F RPS | F p50 µs | F p99 µs | F CPU µs/req | F CPU % | F−A CPU µs/req | C−F CPU µs/req "
+                   "| floor share of C−A | F RPS per round | other processes, % of a core per round |")
+        out.append("|---|" + "---|" * 10)
+        for wl, label in f_workloads:
+            fa = diff(m("F", wl, "proxy_cpu_us_per_req"), m("A", wl, "proxy_cpu_us_per_req"))
+            cf = diff(m("C", wl, "proxy_cpu_us_per_req"), m("F", wl, "proxy_cpu_us_per_req"))
+            ca = diff(m("C", wl, "proxy_cpu_us_per_req"), m("A", wl, "proxy_cpu_us_per_req"))
+            share = None if fa is None or not ca else 100 * fa / ca
+            mark = "~" if clean_rows("F", wl)[1] else ""
+            rs = sorted(cells.get(("F", wl), []), key=lambda r: r["round"])
+            per_round_rps = " / ".join(f"{r['rps']:,.0f}" for r in rs)
+            per_round_foreign = " / ".join(f"{r.get('foreign_cpu_pct', 0):.0f}" for r in rs)
+            out.append(f"| {label} | {fmt(m('F', wl, 'rps'), ',.0f')}{mark} | {fmt(m('F', wl, 'p50_us'), ',.0f')}{mark} "
+                       f"| {fmt(m('F', wl, 'p99_us'), ',.0f')}{mark} | {fmt(m('F', wl, 'proxy_cpu_us_per_req'), ',.1f')}{mark} "
+                       f"| {fmt(m('F', wl, 'proxy_cpu_pct'), '.0f')} | {fmt(fa, '+,.1f')} | {fmt(cf, '+,.1f')} "
+                       f"| {fmt(share, '.0f')}{'' if share is None else ' %'} | {per_round_rps} | {per_round_foreign} |")
+        out.append("")
+        out.append("Same medians and ~ as above. A and C for these rows are the figures of the tables above.")
+        out.append("")
+
     if any("foreign_cpu_pct" in r for r in rows):
         out.append("## Interference: CPU used by other processes during each round (% of one core)\n")
         out.append("User-space processes other than the benchmark's own (kernel threads such as ksoftirqd, which "
@@ -196,9 +238,45 @@ def main():
         out.extend(bad)
         out.append("")
 
+    out.append("## Memory (VmRSS of the proxy under test)\n")
+    for k, label in (("rss_start", "at start, the processes that carry the load"), ("rss", "after the load"),
+                     ("rss_delta", "C − A after the load"),
+                     ("rate_limit_state", "rate-limit state after the distinct sessions")):
+        if k in extra:
+            out.append(f"- {label}: {extra[k]}")
+    if idle:
+        out.append("")
+        out.append("Idle: fresh processes, outside the timed cells, VmRSS 2 s after Envoy reports ready, "
+                   "at `--concurrency` 1 and 2 (MB):\n")
+        out.append("| configuration | --concurrency 1 | --concurrency 2 |")
+        out.append("|---|---|---|")
+        for c in ("A", "F", "C"):
+            if (c, 1) in idle or (c, 2) in idle:
+                out.append(f"| {c} | {fmt(idle.get((c, 1)), '.1f')} | {fmt(idle.get((c, 2)), '.1f')} |")
+        out.append("")
+        g = idle.get
+        if g(("C", 1)) is not None and g(("A", 1)) is not None:
+            out.append(f"- **Fixed cost of mcp-policy, C − A at --concurrency 1: {g(('C', 1)) - g(('A', 1)):+.1f} MB.** "
+                       "What an Envoy with the filter holds before any request beyond Envoy alone: V8, the compiled "
+                       "module, the VMs and the filter's own state (parsed policy, tables).")
+        if g(("F", 1)) is not None and g(("A", 1)) is not None:
+            fc = ""
+            if g(("C", 1)) is not None:
+                fc = f" (so mcp-policy's own share of the fixed cost, C − F, is {g(('C', 1)) - g(('F', 1)):+.1f} MB)"
+            out.append(f"- **The floor, F − A at --concurrency 1: {g(('F', 1)) - g(('A', 1)):+.1f} MB.** "
+                       f"What any proxy-wasm filter on V8 costs in this Envoy, whatever its code{fc}.")
+        if all(g((c, n)) is not None for c in ("A", "C") for n in (1, 2)):
+            ff = ""
+            if g(("F", 1)) is not None and g(("F", 2)) is not None:
+                ff = f" (the floor filter: {(g(('F', 2)) - g(('F', 1))) - (g(('A', 2)) - g(('A', 1))):+.1f} MB)"
+            out.append(f"- **Per extra worker, (C2 − C1) − (A2 − A1): "
+                       f"{(g(('C', 2)) - g(('C', 1))) - (g(('A', 2)) - g(('A', 1))):+.1f} MB.** What each further "
+                       f"worker thread (`--concurrency`) costs with mcp-policy beyond what it costs Envoy alone: the "
+                       f"worker's own instance of the filter's VM{ff}.")
+    out.append("")
+
     out.append("## Other figures\n")
-    for k, label in (("wasm_size", "wasm size"), ("rss_start", "Envoy RSS at start (VmRSS)"), ("rss", "Envoy RSS after load (VmRSS)"),
-                     ("rss_delta", "RSS with C minus with A"), ("rate_limit_state", "rate-limit state after 100k distinct sessions"),
+    for k, label in (("wasm_size", "wasm size"), ("floor_wasm_size", "floor filter wasm size"),
                      ("policy_note", "policy"), ("budget_note", "rounds"), ("load_core", "load-generator core (includes anything else running there)")):
         if k in extra:
             out.append(f"- {label}: {extra[k]}")

@@ -4,16 +4,19 @@
 #   A = Envoy, router only
 #   B = Envoy + envoy.filters.http.mcp + envoy.filters.http.rbac (RBAC mirrors bench/policy.json's allow side)
 #   C = Envoy + mcp-policy (wasm, V8) with bench/policy.json
+#   F = Envoy + bench/floor-filter (wasm, V8): holds the headers, reads the body once, continues; the floor
+#       under any body-inspecting proxy-wasm filter (measured on the small workloads only)
 #
 # Each proxy under test is its own Envoy with --concurrency 1, pinned to core 0. The load generator
 # (wrk, 1 thread) and the upstream (a third Envoy, --concurrency 1, answering with direct_response)
-# share core 1. Loopback only. The three proxies run side by side (idle ones cost nothing) so the
+# share core 1. Loopback only. The proxies under test run side by side (idle ones cost nothing) so the
 # configurations can be interleaved A B C A B C ... without restarts. See bench/README.md.
 #
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (3 s), BENCH_WARMUP (1 s), BENCH_CONNS (16),
-# BENCH_SESSIONS (100000), BENCH_CONFIGS ("A B C"), BENCH_WORKLOADS (all), BENCH_B_CONDITIONS (1),
-# BENCH_NO_BUILD (unset: run `make build` first), BENCH_RESULTS (bench/RESULTS.md),
-# BENCH_BUDGET (450 s: no new round may end past it, so the whole run stays under 10 minutes).
+# BENCH_SESSIONS (100000), BENCH_CONFIGS ("A B C F"), BENCH_WORKLOADS (all), BENCH_B_CONDITIONS (1),
+# BENCH_F_WORKLOADS ("small small_c1": where F is measured), BENCH_NO_IDLE_RSS (unset: measure idle RSS of
+# A, F, C at --concurrency 1 and 2), BENCH_NO_BUILD (unset: run `make build` first), BENCH_RESULTS
+# (bench/RESULTS.md), BENCH_BUDGET (450 s: no new round may end past it, so the whole run stays under 10 minutes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,12 +28,15 @@ DURATION=${BENCH_DURATION:-3}
 WARMUP=${BENCH_WARMUP:-1}
 CONNS=${BENCH_CONNS:-16}
 SESSIONS=${BENCH_SESSIONS:-100000}
-CONFIGS=${BENCH_CONFIGS:-A B C}
+CONFIGS=${BENCH_CONFIGS:-A B C F}
+F_WORKLOADS=${BENCH_F_WORKLOADS:-small small_c1}
 ONLY_WORKLOADS=${BENCH_WORKLOADS:-}
 B_CONDITIONS=${BENCH_B_CONDITIONS:-1}
 RESULTS_MD=${BENCH_RESULTS:-$BENCH/RESULTS.md}
 BUDGET=${BENCH_BUDGET:-450}   # seconds; no new round starts if it would end past this
 WASM=${BENCH_WASM:-$ROOT/target/wasm32-wasip1/release/mcp_policy.wasm}
+FLOOR_TARGET=$ROOT/target/floor-filter
+FLOOR_WASM=$FLOOR_TARGET/wasm32-wasip1/release/floor_filter.wasm
 START=$(date +%s)
 
 say() { printf '\n== %s\n' "$*"; }
@@ -83,6 +89,22 @@ else
   HAVE_C=0
 fi
 
+# F: the floor filter (bench/floor-filter, its own crate and workspace), built into target/floor-filter.
+HAVE_F=0
+if [[ " $CONFIGS " == *" F "* ]]; then
+  mkdir -p "$WORK"
+  if command -v cargo >/dev/null 2>&1; then
+    note "cargo build bench/floor-filter (log: bench/.work/floor-build.log)"
+    if ! CARGO_TARGET_DIR=$FLOOR_TARGET timeout 300 cargo build --release --target wasm32-wasip1 \
+        --manifest-path "$BENCH/floor-filter/Cargo.toml" > "$WORK/floor-build.log" 2>&1; then
+      tail -5 "$WORK/floor-build.log" | sed 's/^/   | /'
+      [ -f "$FLOOR_WASM" ] && note "the floor filter did not build: using the existing $FLOOR_WASM (may be stale)"
+    fi
+  fi
+  if [ -f "$FLOOR_WASM" ]; then HAVE_F=1
+  else note "no floor filter wasm: configuration F is skipped"; fi
+fi
+
 # The native microbenchmark (examples/microbench.rs, the crate's) is compiled now, run at the end.
 MICROBENCH_BIN=""
 if [ -z "${BENCH_NO_MICRO:-}" ] && [ -f "$ROOT/examples/microbench.rs" ] && command -v cargo >/dev/null 2>&1; then
@@ -107,7 +129,7 @@ fi
 # ---------------------------------------------------------------- inputs
 rm -rf "$WORK.old"; [ -d "$WORK" ] && mv "$WORK" "$WORK.old"
 mkdir -p "$WORK"
-for f in build.log microbench-build.log; do [ -f "$WORK.old/$f" ] && mv "$WORK.old/$f" "$WORK/"; done
+for f in build.log microbench-build.log floor-build.log; do [ -f "$WORK.old/$f" ] && mv "$WORK.old/$f" "$WORK/"; done
 rm -rf "$WORK.old"
 : > "$WORK/extra.tsv"
 : > "$WORK/results.jsonl"
@@ -116,11 +138,12 @@ say "inputs (bench/.work)"
 "$PY" "$BENCH/gen.py" assets "$WORK"
 "$PY" "$BENCH/gen.py" policy-variant "$WORK" full >/dev/null
 "$PY" "$BENCH/gen.py" policy-variant "$WORK" norate >/dev/null
-read -r UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN < <("$PY" "$BENCH/gen.py" freeports 8)
+read -r UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN F_PORT F_ADMIN < <("$PY" "$BENCH/gen.py" freeports 10)
 render() {  # render POLICY_VARIANT
-  "$PY" "$BENCH/gen.py" render "$WORK" WORK="$WORK" WASM="$WASM" POLICY_FILE="$WORK/policy-$1.json" \
+  "$PY" "$BENCH/gen.py" render "$WORK" WORK="$WORK" WASM="$WASM" FLOOR_WASM="$FLOOR_WASM" POLICY_FILE="$WORK/policy-$1.json" \
     UPSTREAM_PORT="$UP_PORT" B_CONDITIONS="$B_CONDITIONS" UP_PORT="$UP_PORT" UP_ADMIN="$UP_ADMIN" \
-    A_PORT="$A_PORT" A_ADMIN="$A_ADMIN" B_PORT="$B_PORT" B_ADMIN="$B_ADMIN" C_PORT="$C_PORT" C_ADMIN="$C_ADMIN"
+    A_PORT="$A_PORT" A_ADMIN="$A_ADMIN" B_PORT="$B_PORT" B_ADMIN="$B_ADMIN" C_PORT="$C_PORT" C_ADMIN="$C_ADMIN" \
+    F_PORT="$F_PORT" F_ADMIN="$F_ADMIN"
 }
 POLICY_VARIANT=full
 render "$POLICY_VARIANT"
@@ -138,7 +161,7 @@ fi
 
 declare -A PID PORT ADMIN RSS
 PORT[U]=$UP_PORT; ADMIN[U]=$UP_ADMIN; PORT[A]=$A_PORT; ADMIN[A]=$A_ADMIN
-PORT[B]=$B_PORT; ADMIN[B]=$B_ADMIN; PORT[C]=$C_PORT; ADMIN[C]=$C_ADMIN
+PORT[B]=$B_PORT; ADMIN[B]=$B_ADMIN; PORT[C]=$C_PORT; ADMIN[C]=$C_ADMIN; PORT[F]=$F_PORT; ADMIN[F]=$F_ADMIN
 
 start_envoy() {  # start_envoy KEY CONFIG_FILE PIN... ; sets PID[KEY]; returns 1 if not ready in 30 s
   local key=$1 cfg=$2; shift 2
@@ -166,6 +189,10 @@ note "upstream  :${PORT[U]}  pid ${PID[U]}"
 ACTIVE=()
 for c in $CONFIGS; do
   case $c in
+    F)
+      [ "$HAVE_F" = 1 ] || { put note_F "skipped: the floor filter (bench/floor-filter) did not build"; continue; }
+      if start_envoy F "$WORK/proxy-f.yaml" "${PIN_PROXY[@]}"; then ACTIVE+=(F); note "F         :${PORT[F]}  pid ${PID[F]}  (the floor; workloads: $F_WORKLOADS)"
+      else show_log F; note "configuration F failed to start: skipped"; put note_F "failed to start"; fi ;;
     A|B)
       if start_envoy "$c" "$WORK/proxy-${c,,}.yaml" "${PIN_PROXY[@]}"; then ACTIVE+=("$c"); note "$c         :${PORT[$c]}  pid ${PID[$c]}"
       else show_log "$c"; note "configuration $c failed to start: skipped"; put "note_$c" "failed to start"; fi ;;
@@ -235,19 +262,77 @@ check() {  # check CFG NAME PATH BODY
 for line in "${WL[@]}"; do
   IFS=$'\t' read -r name path body conns label <<< "$line"
   [ "$name" = small_c1 ] && continue
-  for c in "${ACTIVE[@]}"; do check "$c" "$name" "$path" "$body"; done
+  for c in "${ACTIVE[@]}"; do
+    [ "$c" = F ] && [[ " $F_WORKLOADS " != *" $name "* ]] && continue
+    check "$c" "$name" "$path" "$body"
+  done
 done
 [ "$CHECK_FAIL" = 0 ] || note "some checks were UNEXPECTED (see above); measuring anyway, the report lists them"
 
+# ---------------------------------------------------------------- idle memory
+# Fresh processes on other ports, outside the timed cells: VmRSS after /ready + 2 s at --concurrency 1 and
+# 2, for A (Envoy alone), F (the floor) and C (mcp-policy). C1 - A1 is the filter's fixed cost, F1 - A1 that
+# of any proxy-wasm filter on V8, (C2 - C1) - (A2 - A1) what mcp-policy adds per extra worker.
+IDLE_KB=""
+idle_rss() {  # idle_rss KEY CONCURRENCY ADMIN_PORT; sets IDLE_KB (empty if it did not start)
+  local key=$1 n=$2 admin=$3 pid i
+  IDLE_KB=""
+  "${PIN_PROXY[@]}" "$ENVOY" -c "$WORK/idle/proxy-${key,,}.yaml" --concurrency "$n" --disable-hot-restart -l warning \
+    --log-path "$WORK/idle/envoy-$key-$n.log" > "$WORK/idle/envoy-$key-$n.out" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  for i in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    if [ "$(curl -s -m 1 "http://127.0.0.1:$admin/ready" 2>/dev/null)" = "LIVE" ]; then
+      sleep 2
+      IDLE_KB=$(rss_kb "$pid")
+      break
+    fi
+    sleep 0.1
+  done
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local keep=() p  # gone: not to be killed again at exit (the pid may be reused)
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+IDLE_CFGS=()
+for c in A F C; do [[ " ${ACTIVE[*]} " == *" $c "* ]] && IDLE_CFGS+=("$c"); done
+if [ -z "${BENCH_NO_IDLE_RSS:-}" ] && [ "${#IDLE_CFGS[@]}" -gt 0 ]; then
+  say "idle memory: VmRSS after /ready + 2 s, --concurrency 1 and 2 (${IDLE_CFGS[*]}; fresh processes)"
+  mkdir -p "$WORK/idle"
+  read -r I_A I_AA I_C I_CA I_F I_FA < <("$PY" "$BENCH/gen.py" freeports 6)
+  declare -A IDLE_ADMIN=([A]=$I_AA [C]=$I_CA [F]=$I_FA)
+  "$PY" "$BENCH/gen.py" render "$WORK/idle" WORK="$WORK" WASM="$WASM" FLOOR_WASM="$FLOOR_WASM" \
+    POLICY_FILE="$WORK/policy-$POLICY_VARIANT.json" UPSTREAM_PORT="$UP_PORT" B_CONDITIONS="$B_CONDITIONS" \
+    A_PORT="$I_A" A_ADMIN="$I_AA" C_PORT="$I_C" C_ADMIN="$I_CA" F_PORT="$I_F" F_ADMIN="$I_FA"
+  for n in 1 2; do
+    for c in "${IDLE_CFGS[@]}"; do
+      idle_rss "$c" "$n" "${IDLE_ADMIN[$c]}"
+      if [ -n "$IDLE_KB" ]; then
+        note "$c --concurrency $n: $(awk -v k="$IDLE_KB" 'BEGIN {printf "%.1f MB", k/1024}')"
+        put idle_rss "$c $n $IDLE_KB"
+      else
+        note "$c --concurrency $n: did not start (bench/.work/idle/envoy-$c-$n.log)"
+      fi
+    done
+  done
+fi
+
 # ---------------------------------------------------------------- measurements
-NCELLS=0
+measured() {  # measured CONFIG WORKLOAD: is this cell part of the run?
+  { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $2 "* ]]; } || return 1
+  [ "$1" != F ] || [[ " $F_WORKLOADS " == *" $2 "* ]]
+}
+NCELLS=0; NWL=0
 for line in "${WL[@]}"; do
   IFS=$'\t' read -r name _ <<< "$line"
-  { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $name "* ]]; } && NCELLS=$((NCELLS + 1))
+  { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $name "* ]]; } && NWL=$((NWL + 1))
+  for c in "${ACTIVE[@]}"; do measured "$c" "$name" && NCELLS=$((NCELLS + 1)); done
 done
-EST=$(( ROUNDS * NCELLS * ${#ACTIVE[@]} * (2 * DURATION + 2 * WARMUP + 3) / 2 ))
-say "load: ${ROUNDS} rounds x ${NCELLS} workloads x ${#ACTIVE[@]} configurations, ${DURATION} s each (+${WARMUP} s warm-up), ~${EST} s"
-ROUND_S=$(( NCELLS * ${#ACTIVE[@]} * (2 * DURATION + 2 * WARMUP + 3) / 2 ))  # ~1.5 s of overhead per cell
+EST=$(( ROUNDS * NCELLS * (2 * DURATION + 2 * WARMUP + 3) / 2 ))
+say "load: ${ROUNDS} rounds x ${NCELLS} cells (${NWL} workloads x ${ACTIVE[*]}; F only on: $F_WORKLOADS), ${DURATION} s each (+${WARMUP} s warm-up), ~${EST} s"
+ROUND_S=$(( NCELLS * (2 * DURATION + 2 * WARMUP + 3) / 2 ))  # ~1.5 s of overhead per cell
 ROUNDS_DONE=0
 for r in $(seq 1 "$ROUNDS"); do
   # keep `make bench` bounded on a slow or busy machine: no new round past the time budget
@@ -260,8 +345,8 @@ for r in $(seq 1 "$ROUNDS"); do
   ROUND_T0=$(date +%s)
   for line in "${WL[@]}"; do
     IFS=$'\t' read -r name path body conns label <<< "$line"
-    { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $name "* ]]; } || continue
     for c in "${ACTIVE[@]}"; do
+      measured "$c" "$name" || continue
       "$PY" "$BENCH/measure.py" --config "$c" --workload "$name" --round "$r" --pid "${PID[$c]}" \
         --url "http://127.0.0.1:${PORT[$c]}$path" --body "$WORK/$body" --conns "$( [ "$conns" = - ] && echo "$CONNS" || echo "$conns" )" \
         --duration "$DURATION" --warmup "$WARMUP" --load-cpu "$LOAD_CPU" --proxy-cpu "$PROXY_CPU" --ours "$(IFS=,; echo "${PIDS[*]},$$")" \
@@ -291,6 +376,10 @@ if [ -f "$WASM" ]; then
   WS=$(stat -c %s "$WASM")
   note "wasm: $WS bytes ($(awk -v b="$WS" 'BEGIN {printf "%.0f KB", b/1024}'))"
   put wasm_size "$WS bytes ($(awk -v b="$WS" 'BEGIN {printf "%.0f KiB", b/1024}'))"
+fi
+if [[ " ${ACTIVE[*]} " == *" F "* ]]; then
+  WS=$(stat -c %s "$FLOOR_WASM")
+  put floor_wasm_size "$WS bytes ($(awk -v b="$WS" 'BEGIN {printf "%.0f KiB", b/1024}'))"
 fi
 
 if [[ " ${ACTIVE[*]} " == *" C "* && "$POLICY_VARIANT" = full ]]; then
@@ -336,6 +425,8 @@ if [ -n "$MICROBENCH_BIN" ]; then
       (cd "$ROOT" && timeout 90 "${PIN_PROXY[@]}" node --no-liftoff --no-warnings "$BENCH/wasi.mjs" "$MICROBENCH_WASM" 2>&1) \
         || echo "(the wasm microbench failed)"; } | tee -a "$WORK/microbench.txt"
   fi
+elif [ -n "${BENCH_NO_MICRO:-}" ]; then
+  echo "n/a (skipped: BENCH_NO_MICRO)" | tee "$WORK/microbench.txt"
 elif [ -f "$ROOT/examples/microbench.rs" ]; then
   echo "n/a (examples/microbench.rs did not build: see bench/.work/microbench-build.log)" | tee "$WORK/microbench.txt"
 else
@@ -352,6 +443,7 @@ put envoy "$ENVOY_VERSION"
 put wrk "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
 put pinning "$PINNING"
 put loadavg "$LOADAVG0 before the run, $(cut -d' ' -f1-3 /proc/loadavg) after (other work on the machine disturbs the figures)"
+put f_workloads "$F_WORKLOADS"
 put rounds "$ROUNDS_DONE"; put duration "$DURATION"; put warmup "$WARMUP"; put conns "$CONNS"
 LOADBUSY=$("$PY" -c "
 import json, statistics, sys
