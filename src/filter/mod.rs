@@ -200,8 +200,12 @@ impl Http {
                 export_value(&self.summary.methods),
                 export_value(&self.summary.tools),
             );
-            host::set_request_header(&names.method, method.as_deref());
-            host::set_request_header(&names.tool, tool.as_deref());
+            // Any copy the client sent was removed with the headers: only values are set (a host call each).
+            for (name, value) in [(&names.method, method), (&names.tool, tool)] {
+                if let Some(v) = value {
+                    host::set_request_header(name, Some(&v));
+                }
+            }
         }
     }
 
