@@ -55,7 +55,7 @@ def main():
                     checks.append(v)
                 elif k == "idle_rss":
                     c, n, kb = v.split()
-                    idle[(c, int(n))] = int(kb) / 1024
+                    idle.setdefault((c, int(n)), []).append(int(kb) / 1024)
                 else:
                     extra[k] = v
     extra["checks"] = checks
@@ -245,16 +245,24 @@ def main():
         if k in extra:
             out.append(f"- {label}: {extra[k]}")
     if idle:
+        reps = max(len(v) for v in idle.values())
         out.append("")
-        out.append("Idle: fresh processes, outside the timed cells, VmRSS 2 s after Envoy reports ready, "
-                   "at `--concurrency` 1 and 2 (MB):\n")
+        out.append("Idle: fresh processes started after the timed cells (A, F and C side by side), VmRSS 2 s after "
+                   f"Envoy reports ready, at `--concurrency` 1 and 2; median of {reps} start(s), each start in "
+                   "parentheses (MB):\n")
         out.append("| configuration | --concurrency 1 | --concurrency 2 |")
         out.append("|---|---|---|")
+
+        def cell(c, n):
+            v = idle.get((c, n))
+            return "–" if not v else f"{med(v):.1f} ({', '.join(f'{x:.1f}' for x in v)})"
         for c in ("A", "F", "C"):
             if (c, 1) in idle or (c, 2) in idle:
-                out.append(f"| {c} | {fmt(idle.get((c, 1)), '.1f')} | {fmt(idle.get((c, 2)), '.1f')} |")
+                out.append(f"| {c} | {cell(c, 1)} | {cell(c, 2)} |")
         out.append("")
-        g = idle.get
+
+        def g(key):
+            return med(idle.get(key, []))
         if g(("C", 1)) is not None and g(("A", 1)) is not None:
             out.append(f"- **Fixed cost of mcp-policy, C − A at --concurrency 1: {g(('C', 1)) - g(('A', 1)):+.1f} MB.** "
                        "What an Envoy with the filter holds before any request beyond Envoy alone: V8, the compiled "

@@ -16,7 +16,8 @@
 # BENCH_SESSIONS (100000), BENCH_CONFIGS ("A B C F"), BENCH_WORKLOADS (all), BENCH_B_CONDITIONS (1),
 # BENCH_F_WORKLOADS ("small small_c1": where F is measured), BENCH_NO_IDLE_RSS (unset: measure idle RSS of
 # A, F, C at --concurrency 1 and 2), BENCH_NO_BUILD (unset: run `make build` first), BENCH_RESULTS
-# (bench/RESULTS.md), BENCH_BUDGET (450 s: no new round may end past it, so the whole run stays under 10 minutes).
+# (bench/RESULTS.md), BENCH_BUDGET (450 s: no new round may end past it, so the whole run stays under 10 minutes),
+# BENCH_IDLE_REPS (3: starts per configuration and concurrency for the idle RSS).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -269,56 +270,6 @@ for line in "${WL[@]}"; do
 done
 [ "$CHECK_FAIL" = 0 ] || note "some checks were UNEXPECTED (see above); measuring anyway, the report lists them"
 
-# ---------------------------------------------------------------- idle memory
-# Fresh processes on other ports, outside the timed cells: VmRSS after /ready + 2 s at --concurrency 1 and
-# 2, for A (Envoy alone), F (the floor) and C (mcp-policy). C1 - A1 is the filter's fixed cost, F1 - A1 that
-# of any proxy-wasm filter on V8, (C2 - C1) - (A2 - A1) what mcp-policy adds per extra worker.
-IDLE_KB=""
-idle_rss() {  # idle_rss KEY CONCURRENCY ADMIN_PORT; sets IDLE_KB (empty if it did not start)
-  local key=$1 n=$2 admin=$3 pid i
-  IDLE_KB=""
-  "${PIN_PROXY[@]}" "$ENVOY" -c "$WORK/idle/proxy-${key,,}.yaml" --concurrency "$n" --disable-hot-restart -l warning \
-    --log-path "$WORK/idle/envoy-$key-$n.log" > "$WORK/idle/envoy-$key-$n.out" 2>&1 &
-  pid=$!
-  PIDS+=("$pid")
-  for i in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || break
-    if [ "$(curl -s -m 1 "http://127.0.0.1:$admin/ready" 2>/dev/null)" = "LIVE" ]; then
-      sleep 2
-      IDLE_KB=$(rss_kb "$pid")
-      break
-    fi
-    sleep 0.1
-  done
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local keep=() p  # gone: not to be killed again at exit (the pid may be reused)
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-IDLE_CFGS=()
-for c in A F C; do [[ " ${ACTIVE[*]} " == *" $c "* ]] && IDLE_CFGS+=("$c"); done
-if [ -z "${BENCH_NO_IDLE_RSS:-}" ] && [ "${#IDLE_CFGS[@]}" -gt 0 ]; then
-  say "idle memory: VmRSS after /ready + 2 s, --concurrency 1 and 2 (${IDLE_CFGS[*]}; fresh processes)"
-  mkdir -p "$WORK/idle"
-  read -r I_A I_AA I_C I_CA I_F I_FA < <("$PY" "$BENCH/gen.py" freeports 6)
-  declare -A IDLE_ADMIN=([A]=$I_AA [C]=$I_CA [F]=$I_FA)
-  "$PY" "$BENCH/gen.py" render "$WORK/idle" WORK="$WORK" WASM="$WASM" FLOOR_WASM="$FLOOR_WASM" \
-    POLICY_FILE="$WORK/policy-$POLICY_VARIANT.json" UPSTREAM_PORT="$UP_PORT" B_CONDITIONS="$B_CONDITIONS" \
-    A_PORT="$I_A" A_ADMIN="$I_AA" C_PORT="$I_C" C_ADMIN="$I_CA" F_PORT="$I_F" F_ADMIN="$I_FA"
-  for n in 1 2; do
-    for c in "${IDLE_CFGS[@]}"; do
-      idle_rss "$c" "$n" "${IDLE_ADMIN[$c]}"
-      if [ -n "$IDLE_KB" ]; then
-        note "$c --concurrency $n: $(awk -v k="$IDLE_KB" 'BEGIN {printf "%.1f MB", k/1024}')"
-        put idle_rss "$c $n $IDLE_KB"
-      else
-        note "$c --concurrency $n: did not start (bench/.work/idle/envoy-$c-$n.log)"
-      fi
-    done
-  done
-fi
-
 # ---------------------------------------------------------------- measurements
 measured() {  # measured CONFIG WORKLOAD: is this cell part of the run?
   { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $2 "* ]]; } || return 1
@@ -372,6 +323,65 @@ if [[ " ${ACTIVE[*]} " == *" A "* && " ${ACTIVE[*]} " == *" C "* ]]; then
   note "RSS C - A: $D (one worker)"
   put rss_delta "$D (one worker, --concurrency 1)"
 fi
+# ---------------------------------------------------------------- idle memory
+# Fresh processes on other ports, after the timed cells: VmRSS 2 s after /ready at --concurrency 1 and 2, for
+# A (Envoy alone), F (the floor) and C (mcp-policy). C1 - A1 is the filter's fixed cost, F1 - A1 that of any
+# proxy-wasm filter on V8, (C2 - C1) - (A2 - A1) what mcp-policy adds per extra worker. A, F and C start
+# side by side (a process's RSS does not depend on the others); IDLE_REPS starts each, the report takes the
+# median (RSS varies by ~0.5 MB from one start to the next, as much as a worker costs).
+IDLE_REPS=${BENCH_IDLE_REPS:-3}
+idle_starts() {  # idle_starts CONCURRENCY CONFIG...: start them, wait for ready + 2 s, put their VmRSS, stop them
+  local n=$1 c i p kb ready line="" keep=(); shift
+  declare -A ipid=()
+  for c in "$@"; do
+    "${PIN_PROXY[@]}" "$ENVOY" -c "$WORK/idle/proxy-${c,,}.yaml" --concurrency "$n" --disable-hot-restart -l warning \
+      --log-path "$WORK/idle/envoy-$c-$n.log" > "$WORK/idle/envoy-$c-$n.out" 2>&1 &
+    ipid[$c]=$!
+    PIDS+=("$!")
+  done
+  for i in $(seq 1 300); do
+    ready=1
+    for c in "$@"; do
+      kill -0 "${ipid[$c]}" 2>/dev/null || continue
+      [ "$(curl -s -m 1 "http://127.0.0.1:${IDLE_ADMIN[$c]}/ready" 2>/dev/null)" = "LIVE" ] || ready=0
+    done
+    [ "$ready" = 1 ] && break
+    sleep 0.1
+  done
+  sleep 2
+  for c in "$@"; do
+    if kill -0 "${ipid[$c]}" 2>/dev/null && [ "$(curl -s -m 1 "http://127.0.0.1:${IDLE_ADMIN[$c]}/ready" 2>/dev/null)" = "LIVE" ]; then
+      kb=$(rss_kb "${ipid[$c]}")
+      put idle_rss "$c $n $kb"
+      line="$line$c $(awk -v k="$kb" 'BEGIN {printf "%.1f MB", k/1024}'); "
+    else
+      line="$line$c did not start (bench/.work/idle/envoy-$c-$n.log); "
+    fi
+  done
+  for c in "$@"; do kill "${ipid[$c]}" 2>/dev/null || true; done
+  for c in "$@"; do wait "${ipid[$c]}" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do  # gone: not to be killed again at exit (a pid may be reused)
+    for c in "$@"; do [ "$p" = "${ipid[$c]}" ] && continue 2; done
+    keep+=("$p")
+  done
+  PIDS=("${keep[@]}")
+  note "--concurrency $n: ${line%; }"
+}
+IDLE_CFGS=()
+for c in A F C; do [[ " ${ACTIVE[*]} " == *" $c "* ]] && IDLE_CFGS+=("$c"); done
+if [ -z "${BENCH_NO_IDLE_RSS:-}" ] && [ "${#IDLE_CFGS[@]}" -gt 0 ] && [ "$IDLE_REPS" -gt 0 ]; then
+  say "idle memory: VmRSS 2 s after ready, fresh ${IDLE_CFGS[*]} side by side, --concurrency 1 and 2, $IDLE_REPS times"
+  mkdir -p "$WORK/idle"
+  read -r I_A I_AA I_C I_CA I_F I_FA < <("$PY" "$BENCH/gen.py" freeports 6)
+  declare -A IDLE_ADMIN=([A]=$I_AA [C]=$I_CA [F]=$I_FA)
+  "$PY" "$BENCH/gen.py" render "$WORK/idle" WORK="$WORK" WASM="$WASM" FLOOR_WASM="$FLOOR_WASM" \
+    POLICY_FILE="$WORK/policy-$POLICY_VARIANT.json" UPSTREAM_PORT="$UP_PORT" B_CONDITIONS="$B_CONDITIONS" \
+    A_PORT="$I_A" A_ADMIN="$I_AA" C_PORT="$I_C" C_ADMIN="$I_CA" F_PORT="$I_F" F_ADMIN="$I_FA"
+  for r in $(seq 1 "$IDLE_REPS"); do
+    for n in 1 2; do idle_starts "$n" "${IDLE_CFGS[@]}"; done
+  done
+fi
+
 if [ -f "$WASM" ]; then
   WS=$(stat -c %s "$WASM")
   note "wasm: $WS bytes ($(awk -v b="$WS" 'BEGIN {printf "%.0f KB", b/1024}'))"
