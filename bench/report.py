@@ -199,31 +199,26 @@ def main():
         out.append("Same medians and ~ as above. A and C for these rows are the figures of the tables above.")
         out.append("")
 
+    def per_round(show) -> list[str]:
+        """A table of one figure per round (``show(result)``), rounds in order, per workload and configuration."""
+        table = ["| workload | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+        for wl, label in workloads:
+            line = f"| {label} |"
+            for c in present:
+                rs = sorted(cells.get((c, wl), []), key=lambda r: r["round"])
+                line += " " + " / ".join(show(r) for r in rs) + " |"
+            table.append(line)
+        return table + [""]
+
     if any("foreign_cpu_pct" in r for r in rows):
         out.append("## Interference: CPU used by other processes during each round (% of one core)\n")
         out.append("User-space processes other than the benchmark's own (kernel threads such as ksoftirqd, which "
                    f"carry the loopback traffic, are not counted). Rounds at {CLEAN:.0f} % or more are left out of "
                    "the medians when the cell has an undisturbed round.\n")
-        out.append("| workload | " + " | ".join(present) + " |")
-        out.append("|---|" + "---|" * len(present))
-        for wl, label in workloads:
-            line = f"| {label} |"
-            for c in present:
-                rs = sorted(cells.get((c, wl), []), key=lambda r: r["round"])
-                line += " " + " / ".join(f"{r.get('foreign_cpu_pct', 0):.0f}" for r in rs) + " |"
-            out.append(line)
-        out.append("")
+        out += per_round(lambda r: f"{r.get('foreign_cpu_pct', 0):.0f}")
 
     out.append("## Spread: RPS per round\n")
-    out.append("| workload | " + " | ".join(present) + " |")
-    out.append("|---|" + "---|" * len(present))
-    for wl, label in workloads:
-        line = f"| {label} |"
-        for c in present:
-            rs = sorted(cells.get((c, wl), []), key=lambda r: r["round"])
-            line += " " + " / ".join(f"{r['rps']:,.0f}" for r in rs) + " |"
-        out.append(line)
-    out.append("")
+    out += per_round(lambda r: f"{r['rps']:,.0f}")
 
     # responses that were not 2xx (expected for B's denied call: RBAC answers 403)
     bad = []

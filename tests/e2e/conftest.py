@@ -521,6 +521,15 @@ def shared_envoy(tmp_path_factory):
         e.stop()
 
 
+def held_proxy(shared_envoy, upstream: Recorder, policy: dict, held: bool, **opts) -> Envoy:
+    """The shared Envoy for ``policy`` with request headers held until the body is decided (``held``) or not
+    (the policy then says ``hold_headers: false``), watched by the recording upstream. Without held headers,
+    headers (never body bytes) may reach the upstream early."""
+    if not held:
+        policy = {**policy, "hold_headers": False}
+    return upstream.watch(shared_envoy(policy, upstream.port, hold_headers=held, **opts), strict=held)
+
+
 @pytest.fixture
 def refused(tmp_path, recorder):
     """``refused(policy, *fragments)``: Envoy must refuse the policy (exit non-zero, or never get ready)

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Raw, render_bootstrap
+from conftest import Raw, held_proxy, render_bootstrap
 from support import (DELETE_REASON, DENIED, HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
                      SEARCH_REASON, Reply, assert_denied_error, assert_rpc_error, same_id, send)
 
@@ -94,20 +94,14 @@ def held(request) -> bool:
     return request.param == "held"
 
 
-def start_proxy(shared_envoy, upstream, policy: dict, held: bool, **opts):
-    if not held:  # without held headers, headers (never body bytes) may reach the upstream early
-        policy = {**policy, "hold_headers": False}
-    return upstream.watch(shared_envoy(policy, upstream.port, hold_headers=held, **opts), strict=held)
-
-
 @pytest.fixture
 def proxy(shared_envoy, upstream, held):
-    return start_proxy(shared_envoy, upstream, POLICY, held)
+    return held_proxy(shared_envoy, upstream, POLICY, held)
 
 
 @pytest.fixture
 def small_proxy(shared_envoy, upstream, held):
-    return start_proxy(shared_envoy, upstream, SMALL_POLICY, held)
+    return held_proxy(shared_envoy, upstream, SMALL_POLICY, held)
 
 
 @pytest.fixture

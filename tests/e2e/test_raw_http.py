@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from conftest import EXAMPLE_POLICY
+from conftest import EXAMPLE_POLICY, held_proxy
 from support import (DELETE_REASON, DENIED, HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
                      SEARCH_REASON, assert_denied, assert_denied_error, assert_rpc_error, call, encode, post,
                      same_id, send, send_h2)
@@ -26,22 +26,16 @@ def held(request) -> bool:
     return request.param == "held"
 
 
-def start_proxy(shared_envoy, policy: dict, upstream, held: bool):
-    if not held:  # without held headers, headers (never body bytes) may reach the upstream early
-        policy = {**policy, "hold_headers": False}
-    return upstream.watch(shared_envoy(policy, upstream.port, hold_headers=held), strict=held)
-
-
 @pytest.fixture
 def proxy(shared_envoy, upstream, held):
     """Envoy with the example policy in front of the (emptied) recording upstream."""
-    return start_proxy(shared_envoy, EXAMPLE_POLICY, upstream, held)
+    return held_proxy(shared_envoy, upstream, EXAMPLE_POLICY, held)
 
 
 @pytest.fixture
 def small_proxy(shared_envoy, upstream, held):
     """Envoy with the example policy and max_body_bytes 1024."""
-    return start_proxy(shared_envoy, SMALL_POLICY, upstream, held)
+    return held_proxy(shared_envoy, upstream, SMALL_POLICY, held)
 
 
 def assert_not_forwarded(upstream) -> None:

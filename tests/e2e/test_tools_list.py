@@ -17,7 +17,7 @@ import pathlib
 import pytest
 from mcp import ClientSession
 
-from conftest import Raw
+from conftest import Raw, held_proxy
 from support import DENIED, assert_rpc_error, encode, post, same_id
 from test_mcp_client import assert_denial, denial, list_tools, with_session
 
@@ -173,8 +173,7 @@ def held(request) -> bool:
 @pytest.fixture
 def proxy(shared_envoy, upstream, held):
     """Envoy with LIST_POLICY in front of the recording upstream, with and without held headers."""
-    policy = LIST_POLICY if held else {**LIST_POLICY, "hold_headers": False}
-    return upstream.watch(shared_envoy(policy, upstream.port, hold_headers=held), strict=held)
+    return held_proxy(shared_envoy, upstream, LIST_POLICY, held)
 
 
 def assert_length_right(r, held: bool) -> None:
