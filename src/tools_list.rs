@@ -245,16 +245,10 @@ fn message(
     }
     edits.removed += keeps.len() - kept;
     let (start, stop) = tools.array;
-    let array = doc.get(start..stop).unwrap_or("[]");
-    let spans: Vec<(usize, usize)> = tools
-        .spans
-        .iter()
-        .map(|(s, e)| (s.saturating_sub(start), e.saturating_sub(start)))
-        .collect();
     edits.list.push((
         base + start,
         base + stop,
-        filtered_array(array, &spans, &keeps),
+        filtered_array(doc, tools.array, &tools.spans, &keeps),
     ));
     Ok(end)
 }
@@ -363,13 +357,20 @@ fn claim(
     Ok(true)
 }
 
-/// The text of `array` with only the elements marked in `keeps` (`spans`: each element's span in `array`),
-/// keeping the original text around and between elements (so a pretty-printed list stays pretty-printed).
-fn filtered_array(array: &str, spans: &[(usize, usize)], keeps: &[bool]) -> String {
+/// The text of the array at `array` in `doc` with only the elements marked in `keeps` (`spans`: each element's
+/// span in `doc`), keeping the original text around and between elements (so a pretty-printed list stays
+/// pretty-printed).
+fn filtered_array(
+    doc: &str,
+    array: (usize, usize),
+    spans: &[(usize, usize)],
+    keeps: &[bool],
+) -> String {
+    let (start, stop) = array;
     let (Some(&(first, _)), Some(&(_, last))) = (spans.first(), spans.last()) else {
-        return array.to_owned();
+        return doc.get(start..stop).unwrap_or("[]").to_owned();
     };
-    let mut out = String::with_capacity(array.len());
+    let mut out = String::with_capacity(stop.saturating_sub(start));
     let mut prev_end: Option<usize> = None;
     let mut wrote_any = false;
     for ((s, e), &k) in spans.iter().zip(keeps) {
@@ -377,11 +378,11 @@ fn filtered_array(array: &str, spans: &[(usize, usize)], keeps: &[bool]) -> Stri
             // Before the first kept element: the text before the first element ("[", indentation);
             // before the others: the separator that preceded this element (",", line break, indentation).
             let before = match (wrote_any, prev_end) {
-                (true, Some(p)) => array.get(p..*s),
-                _ => array.get(..first),
+                (true, Some(p)) => doc.get(p..*s),
+                _ => doc.get(start..first),
             };
             out.push_str(before.unwrap_or("["));
-            out.push_str(array.get(*s..*e).unwrap_or(""));
+            out.push_str(doc.get(*s..*e).unwrap_or(""));
             wrote_any = true;
         }
         prev_end = Some(*e);
@@ -389,7 +390,7 @@ fn filtered_array(array: &str, spans: &[(usize, usize)], keeps: &[bool]) -> Stri
     if !wrote_any {
         return "[]".to_owned();
     }
-    out.push_str(array.get(last..).unwrap_or("]"));
+    out.push_str(doc.get(last..stop).unwrap_or("]"));
     out
 }
 

@@ -411,8 +411,9 @@ impl HttpContext for Http {
             request_id: headers.get("x-request-id"),
             content_encoding: headers.get("content-encoding"),
             content_length: headers
-                .get("content-length")
-                .and_then(|v| v.trim().parse().ok()),
+                .values("content-length")
+                .next()
+                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
             mcp_method: headers.get("mcp-method"),
             mcp_name: headers.get("mcp-name"),
             repeated_mcp_header: headers.repeated(&["mcp-method", "mcp-name"]),
