@@ -88,8 +88,15 @@ build:
 unit:
 	cargo test
 
-# Clippy with warnings as errors, natively (all targets) and for the wasm filter (whose glue is wasm-only).
+# Formatting first (cargo fmt --check: seconds, and the commonest slip), for the crate, the fuzz crate and the
+# floor benchmark's filter (each its own workspace); then clippy with warnings as errors, natively (all targets)
+# and for the wasm filter (whose glue is wasm-only).
+FMT_MANIFESTS := Cargo.toml fuzz/Cargo.toml bench/floor-filter/Cargo.toml
 lint:
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@for m in $(FMT_MANIFESTS); do cargo fmt --check --manifest-path $$m || \
+		{ echo "not formatted (diff above): run cargo fmt --manifest-path $$m"; exit 1; }; done
+	@echo "cargo fmt --check: ok ($(FMT_MANIFESTS))"
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target $(TARGET) --lib -- -D warnings

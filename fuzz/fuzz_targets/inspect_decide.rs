@@ -12,9 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mcp_policy::engine::args_at;
 use mcp_policy::json::{check_strict, keys_collide};
 use mcp_policy::limits::{init_store, memory::MemoryStore};
-use mcp_policy::engine::args_at;
 use mcp_policy::mcp::Kind;
 use mcp_policy::policy::{self, lookup, Policy};
 use mcp_policy::request::{check_body, Env, Head, Outcome};
@@ -120,7 +120,9 @@ fn check_partial_arguments(p: &Policy, raw: &str) {
         .iter()
         .flat_map(|r| {
             r.conditions.iter().map(|c| &c.segments[..]).chain(
-                r.limits.iter().filter_map(|l| Some(&l.cost.as_ref()?.1[..])),
+                r.limits
+                    .iter()
+                    .filter_map(|l| Some(&l.cost.as_ref()?.1[..])),
             )
         })
         .collect();
