@@ -364,20 +364,31 @@ fn stdin() {
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [
-        &[][..],
-        &["check"],
-        &["check", "--nope", "x"],
-        &["frobnicate"],
-        &["help", "frobnicate"],
+    // clap's messages: what is wrong, then the usage of the command at fault, on standard error.
+    for (args, says) in [
+        (&[][..], &["Usage: mcp-policy <COMMAND>"][..]),
+        (
+            &["check"],
+            &["the following required arguments were not provided:\n  <FILE>...\n\nUsage: mcp-policy check <FILE>..."],
+        ),
+        (
+            &["check", "--nope", "x"],
+            &["unexpected argument '--nope' found", "Usage: mcp-policy check"],
+        ),
+        (
+            &["frobnicate"],
+            &["unrecognized subcommand 'frobnicate'", "Usage: mcp-policy <COMMAND>"],
+        ),
+        (
+            &["help", "frobnicate"],
+            &["unrecognized subcommand 'frobnicate'", "Usage: mcp-policy <COMMAND>"],
+        ),
     ] {
         let r = run(args, None);
         assert_eq!(r.code, 2, "{args:?}: {}{}", r.stdout, r.stderr);
-        assert!(
-            r.stderr.contains("usage: mcp-policy"),
-            "{args:?}: {}",
-            r.stderr
-        );
+        for s in says {
+            assert!(r.stderr.contains(s), "{args:?}: {s:?} not in {}", r.stderr);
+        }
         assert!(r.stdout.is_empty());
     }
     let r = run(&["--help"], None);
@@ -960,19 +971,45 @@ fn explain_trouble_exits_2() {
         r.stdout
     );
     // Usage errors.
-    for args in [
-        &["explain", "p.json"][..],
-        &["explain", "--tool", "x"],
-        &["explain", "p.json", "--tool", "x", "--args", "{nope"],
-        &["explain", "p.json", "--tool", "x", "--resource", "y"],
+    // What the command line gets wrong, then the usage (clap shows none for a value it refuses: the message
+    // names the option and why).
+    for (args, says) in [
+        (
+            &["explain", "p.json"][..],
+            &[
+                "required arguments were not provided:\n  <--tool <NAME>|--prompt <NAME>|--resource <URI>>",
+                "Usage: mcp-policy explain",
+            ][..],
+        ),
+        (
+            &["explain", "--tool", "x"],
+            &["required arguments were not provided:\n  <FILE>", "Usage: mcp-policy explain"],
+        ),
+        (
+            &["explain", "p.json", "--tool", "x", "--args", "{nope"],
+            &["invalid value '{nope' for '--args <JSON>': not valid JSON (key must be a string"],
+        ),
+        (
+            &["explain", "p.json", "--tool", "x", "--resource", "y"],
+            &[
+                "the argument '--tool <NAME>' cannot be used with '--resource <URI>'",
+                "Usage: mcp-policy explain",
+            ],
+        ),
+        (
+            &["explain", "p.json", "--resource", "y", "--args", "{}"],
+            &[
+                "--args does not apply to --resource (resources/read has no arguments)",
+                "Usage: mcp-policy explain",
+            ],
+        ),
     ] {
         let r = run(args, None);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stdout);
-        assert!(
-            r.stderr.contains("usage: mcp-policy explain"),
-            "{args:?}: {}",
-            r.stderr
-        );
+        for s in says {
+            assert!(r.stderr.contains(s), "{args:?}: {s:?} not in {}", r.stderr);
+        }
+        assert!(r.stdout.is_empty());
     }
     let r = run(&["explain", "--help"], None);
     assert_eq!(r.code, 0);
@@ -1379,14 +1416,24 @@ fn scan_failures_say_why() {
     drop(quiet);
 
     // Usage errors.
-    for args in [
-        &["scan"][..],
-        &["scan", "ftp://x"],
-        &["scan", "http://127.0.0.1/mcp", "--header", "nocolon"],
+    for (args, says) in [
+        (
+            &["scan"][..],
+            "required arguments were not provided:\n  <URL>\n\nUsage: mcp-policy scan",
+        ),
+        (
+            &["scan", "ftp://x"],
+            "invalid value 'ftp://x' for '<URL>': the URL must start with http:// or https://",
+        ),
+        (
+            &["scan", "http://127.0.0.1/mcp", "--header", "nocolon"],
+            "invalid value 'nocolon' for '--header <NAME: VALUE>': a header is written 'NAME: VALUE'",
+        ),
     ] {
         let r = run(args, None);
         assert_eq!(r.code, 2, "{args:?}");
-        assert!(r.stderr.contains("usage: mcp-policy scan"), "{}", r.stderr);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
     }
 }
 

@@ -1,7 +1,10 @@
 //! `mcp-policy`: the operator CLI, from the same crate as the filter (native only).
 //!
-//! Subcommands live in `src/bin/mcp-policy/<name>.rs`, each with `USAGE`, `parse_args` and `run`; to add
-//! one, add its module, a [`Command`] variant, a line in [`USAGE`] and an arm in [`parse`] and [`main`].
+//! Arguments are parsed by clap (derive). Each subcommand is one file, `src/bin/mcp-policy/<name>.rs`, holding
+//! its `Options` (a `clap::Args` struct: its flags, `about`, `long_about` and `after_help`) and
+//! `run(&Options, &mut Out) -> ExitCode`. To add a command: add the file, a `mod` line below, a [`Command`]
+//! variant and an arm in [`run`]. Checks across several options (what clap's attributes cannot say) go in an
+//! `Options::validate` that returns the message of a usage error.
 
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/check.rs"]
@@ -22,24 +25,38 @@ pub use native::*;
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use crate::{check, explain, scan};
+    use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
     use std::process::ExitCode;
 
-    pub const USAGE: &str = "\
-usage: mcp-policy COMMAND [ARGS]
+    const EXAMPLES: &str = "\
+examples:
+  mcp-policy check FILE...                        validate every policy in the files (policy JSON,
+                                                  Envoy YAML, Istio manifests)
+  mcp-policy explain FILE --tool NAME --args '{\"max_results\": 500}'
+                                                  what the policy does with that call, and why
+  mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
+                                                  a starting policy for a live MCP server
 
-commands:
-  check FILE...   validate policies: policy JSON, Envoy configurations, Istio WasmPlugin and
-                  TrafficExtension manifests
-  explain FILE --tool NAME [--args JSON] [--identity ID]
-                  what the policy does with one call (or --prompt NAME, --resource URI), and why
-  scan URL [--header 'K: V']... [--approve-destructive] [--out FILE]
-                  write a starting policy for a live MCP server, classifying its tools by their
-                  annotations (hints from the server, not guarantees: review it)
-  help [COMMAND]  this text, or a command's usage
+`mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
+Exit status 2 means a usage error.";
 
-`mcp-policy help COMMAND` describes each command. Exit status 2 means a usage error.";
+    /// Checks, explains and writes policies of mcp-policy, the Envoy filter enforcing per-tool policy on
+    /// Model Context Protocol calls.
+    #[derive(Debug, Parser)]
+    #[command(name = "mcp-policy", version, after_help = EXAMPLES)]
+    pub struct Cli {
+        #[command(subcommand)]
+        pub command: Command,
+    }
+
+    #[derive(Debug, Subcommand)]
+    pub enum Command {
+        Check(check::Options),
+        Explain(explain::Options),
+        Scan(scan::Options),
+    }
 
     /// Standard output that never panics: once a write fails (e.g. a closed pipe), the rest is dropped.
     pub struct Out {
@@ -55,84 +72,73 @@ commands:
         }
     }
 
-    pub enum Command {
-        Check(check::Options),
-        Explain(explain::Options),
-        Scan(scan::Options),
-        Help(Option<String>),
-    }
-
-    pub fn parse(args: &[String]) -> Result<Command, String> {
-        let Some((cmd, rest)) = args.split_first() else {
-            return Err("no command given".into());
+    /// Parses the command line as the CLI does, including the checks across options: a usage error is a
+    /// `clap::Error` (exit status 2, the message and the command's usage on standard error).
+    pub fn parse<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        let invalid = match &cli.command {
+            Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
+            Command::Check(_) | Command::Scan(_) => None,
         };
-        match cmd.as_str() {
-            "check" => {
-                if rest.iter().any(|a| a == "-h" || a == "--help") {
-                    return Ok(Command::Help(Some("check".into())));
-                }
-                check::parse_args(rest).map(Command::Check)
-            }
-            "explain" => {
-                if rest.iter().any(|a| a == "-h" || a == "--help") {
-                    return Ok(Command::Help(Some("explain".into())));
-                }
-                explain::parse_args(rest).map(Command::Explain)
-            }
-            "scan" => {
-                if rest.iter().any(|a| a == "-h" || a == "--help") {
-                    return Ok(Command::Help(Some("scan".into())));
-                }
-                scan::parse_args(rest).map(Command::Scan)
-            }
-            "help" | "-h" | "--help" => Ok(Command::Help(rest.first().cloned())),
-            other => Err(format!("unknown command '{other}'")),
+        match invalid {
+            Some((name, message)) => Err(usage_error(name, &message)),
+            None => Ok(cli),
         }
     }
 
-    fn usage_of(cmd: Option<&str>) -> Option<&'static str> {
-        match cmd {
-            None => Some(USAGE),
-            Some("check") => Some(check::USAGE),
-            Some("explain") => Some(explain::USAGE),
-            Some("scan") => Some(scan::USAGE),
-            Some(_) => None,
+    /// A usage error of the subcommand `name`, rendered by clap like its own (message, usage, hint).
+    fn usage_error(name: &str, message: &str) -> clap::Error {
+        let mut cmd = Cli::command();
+        // Gives each subcommand its full name ("mcp-policy explain") for the usage line.
+        cmd.build();
+        let kind = clap::error::ErrorKind::ArgumentConflict;
+        match cmd.find_subcommand_mut(name) {
+            Some(sub) => sub.error(kind, message),
+            None => cmd.error(kind, message),
+        }
+    }
+
+    fn run(cli: &Cli, out: &mut Out) -> ExitCode {
+        match &cli.command {
+            Command::Check(o) => check::run(o, out),
+            Command::Explain(o) => explain::run(o, out),
+            Command::Scan(o) => scan::run(o, out),
         }
     }
 
     pub fn main() -> ExitCode {
-        let args: Vec<String> = std::env::args().skip(1).collect();
+        let cli = match parse(std::env::args_os()) {
+            Ok(cli) => cli,
+            // Help and --version go to standard output with status 0; usage errors to standard error with 2.
+            Err(e) => {
+                let _ = e.print();
+                return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            }
+        };
         let mut out = Out {
             out: std::io::stdout().lock(),
             broken: false,
         };
-        match parse(&args) {
-            Ok(Command::Check(o)) => check::run(&o, &mut out),
-            Ok(Command::Explain(o)) => explain::run(&o, &mut out),
-            Ok(Command::Scan(o)) => scan::run(&o, &mut out),
-            Ok(Command::Help(cmd)) => match usage_of(cmd.as_deref()) {
-                Some(text) => {
-                    out.line(format_args!("{text}"));
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    eprintln!(
-                        "mcp-policy: no help for unknown command '{}'\n\n{USAGE}",
-                        cmd.unwrap_or_default()
-                    );
-                    ExitCode::from(2)
-                }
-            },
-            Err(e) => {
-                let text = match args.first().map(String::as_str) {
-                    Some("check") => check::USAGE,
-                    Some("explain") => explain::USAGE,
-                    Some("scan") => scan::USAGE,
-                    _ => USAGE,
-                };
-                eprintln!("mcp-policy: {e}\n\n{text}");
-                ExitCode::from(2)
-            }
+        run(&cli, &mut out)
+    }
+
+    #[cfg(test)]
+    pub mod testing {
+        /// Parses `args` after the program name, as the CLI does; `Err` is the rendered usage error.
+        pub fn parse(args: &[&str]) -> Result<super::Command, String> {
+            super::parse(std::iter::once("mcp-policy").chain(args.iter().copied()))
+                .map(|cli| cli.command)
+                .map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn the_command_line_interface_is_well_formed() {
+            use clap::CommandFactory;
+            super::Cli::command().debug_assert();
         }
     }
 }

@@ -5,9 +5,7 @@ use crate::Out;
 use mcp_policy::policy;
 use std::process::ExitCode;
 
-pub const USAGE: &str = "\
-usage: mcp-policy check [--skip-missing] FILE...
-
+const LONG_ABOUT: &str = "\
 Validates each mcp-policy configuration found in each FILE ('-' reads standard input):
   - a policy JSON file (*.json, or any file whose text starts with '{');
   - an Envoy configuration, YAML or JSON: every HTTP Wasm filter
@@ -21,38 +19,23 @@ YAML files may hold several documents.
 Prints `FILE: ok (N rules, default X)` per policy, or every error with its path and fix.
 Also checks that each policy can run where it is: `hold_headers` (default true) needs the Envoy
 Wasm filter's `allow_on_headers_stop_iteration: true`, and must be false in an Istio WasmPlugin or
-TrafficExtension (which cannot set that flag); otherwise every request would hang.
+TrafficExtension (which cannot set that flag); otherwise every request would hang.";
 
-options:
-  --skip-missing   a file without any mcp-policy configuration is reported as skipped instead of
-                   failing (at least one policy must still be found among all files)
-
+const EXIT_STATUS: &str = "\
 exit status: 0 all valid; 1 an invalid policy, an unreadable file, or a file (without
 --skip-missing: any file) with no mcp-policy configuration; 2 usage error";
 
-#[derive(Debug, Default)]
+/// Validate policies: policy JSON, Envoy configurations, Istio WasmPlugin and TrafficExtension manifests
+#[derive(Debug, Default, clap::Args)]
+#[command(long_about = LONG_ABOUT, after_help = EXIT_STATUS)]
 pub struct Options {
+    /// A file without any mcp-policy configuration is reported as skipped instead of failing (at least
+    /// one policy must still be found among all files)
+    #[arg(long)]
     pub skip_missing: bool,
+    /// Policy JSON, Envoy configuration (YAML or JSON) or Istio manifest; '-' reads standard input
+    #[arg(value_name = "FILE", required = true)]
     pub files: Vec<String>,
-}
-
-pub fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options::default();
-    let mut only_files = false;
-    for a in args {
-        match a.as_str() {
-            _ if only_files => o.files.push(a.clone()),
-            "--" => only_files = true,
-            "--skip-missing" => o.skip_missing = true,
-            "-" => o.files.push(a.clone()),
-            s if s.starts_with('-') => return Err(format!("check: unknown option {s}")),
-            _ => o.files.push(a.clone()),
-        }
-    }
-    if o.files.is_empty() {
-        return Err("check: no FILE given".into());
-    }
-    Ok(o)
 }
 
 fn read(file: &str) -> Result<Vec<u8>, String> {
@@ -204,5 +187,34 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Result<Options, String> {
+        match crate::testing::parse(&[&["check"], args].concat())? {
+            crate::Command::Check(o) => Ok(o),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn arguments() {
+        let o = opts(&["a.json", "-", "--skip-missing", "b.yaml"]).unwrap();
+        assert!(o.skip_missing);
+        assert_eq!(o.files, ["a.json", "-", "b.yaml"]);
+        // After `--`, everything is a file, even what looks like an option.
+        let o = opts(&["--", "--skip-missing", "-x"]).unwrap();
+        assert!(!o.skip_missing);
+        assert_eq!(o.files, ["--skip-missing", "-x"]);
+        assert!(opts(&[])
+            .unwrap_err()
+            .contains("required arguments were not provided:\n  <FILE>..."));
+        assert!(opts(&["--nope", "x"])
+            .unwrap_err()
+            .contains("unexpected argument '--nope'"));
     }
 }

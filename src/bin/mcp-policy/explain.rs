@@ -17,10 +17,7 @@ use mcp_policy::request::{check_body, conclude, Env, Head, Outcome};
 use serde_json::Value;
 use std::process::ExitCode;
 
-pub const USAGE: &str = "\
-usage: mcp-policy explain FILE (--tool NAME | --prompt NAME | --resource URI)
-                          [--args JSON] [--identity ID]
-
+const LONG_ABOUT: &str = "\
 Explains what the policy in FILE does with one call: tools/call NAME (--tool), prompts/get NAME
 (--prompt) or resources/read URI (--resource), with the arguments --args (a JSON object; none when
 omitted). FILE is read as `check` reads it (policy JSON, Envoy YAML or JSON, Istio WasmPlugin or
@@ -34,82 +31,89 @@ For each policy it prints:
   reply      what the agent gets: forwarded, or the JSON-RPC error code and message; for rate
              limits the -31002 once a limit is spent; for approval the callout and the -31003 replies
   limits     the rate limits that count the call, and how many units it takes
-  tools/list whether the tool is listed to the agent
+  tools/list whether the tool is listed to the agent";
 
---identity ID is who session-scoped rate limits count and what the approval service is told
-(default: <identity>; the filter takes it from the policy's identity.headers, else the client IP).
-
+const EXIT_STATUS: &str = "\
 exit status: 0 the call is allowed (also while a rate limit has room) by every policy in FILE;
 1 some policy denies it or requires approval; 2 usage error, unreadable file, invalid policy or
 no policy found (no decision could be explained)";
 
-#[derive(Debug, Default)]
+/// What the policy does with one call (a tool, prompt or resource), and why
+#[derive(Debug, clap::Args)]
+#[command(long_about = LONG_ABOUT, after_help = EXIT_STATUS)]
 pub struct Options {
+    /// Policy JSON, Envoy configuration (YAML or JSON) or Istio manifest; '-' reads standard input
+    #[arg(value_name = "FILE")]
     pub file: String,
-    pub kind: Option<Kind>,
-    pub name: String,
+    #[command(flatten)]
+    pub call: Call,
+    /// The call's arguments, a JSON object (none when omitted; not with --resource)
+    #[arg(long, value_name = "JSON", value_parser = json_text)]
     pub args: Option<String>,
+    /// Who session-scoped rate limits count and what the approval service is told (default:
+    /// <identity>; the filter takes it from the policy's identity.headers, else the client IP)
+    #[arg(long, value_name = "ID")]
     pub identity: Option<String>,
 }
 
-pub fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options::default();
-    let mut it = args.iter();
-    let mut file = None;
-    while let Some(a) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("explain: {flag} needs a value"))
-        };
-        let target = |o: &mut Options, kind: Kind, v: String| {
-            if o.kind.is_some() {
-                return Err("explain: give one of --tool, --prompt, --resource".to_owned());
-            }
-            o.kind = Some(kind);
-            o.name = v;
-            Ok(())
-        };
-        match a.as_str() {
-            "--tool" => target(&mut o, Kind::Tool, value("--tool")?)?,
-            "--prompt" => target(&mut o, Kind::Prompt, value("--prompt")?)?,
-            "--resource" => target(&mut o, Kind::Resource, value("--resource")?)?,
-            "--args" => o.args = Some(value("--args")?),
-            "--identity" => o.identity = Some(value("--identity")?),
-            "-" => set_file(&mut file, a)?,
-            s if s.starts_with('-') => return Err(format!("explain: unknown option {s}")),
-            _ => set_file(&mut file, a)?,
-        }
-    }
-    o.file = file.ok_or("explain: no FILE given")?;
-    if o.kind.is_none() {
-        return Err("explain: say which call: --tool NAME, --prompt NAME or --resource URI".into());
-    }
-    if let Some(a) = &o.args {
-        if o.kind == Some(Kind::Resource) {
-            return Err(
-                "explain: --args does not apply to --resource (resources/read has no arguments)"
-                    .into(),
-            );
-        }
-        if let Err(e) = serde_json::from_str::<Value>(a) {
-            return Err(format!("explain: --args is not valid JSON ({e})"));
-        }
-    }
-    Ok(o)
+/// The call explained: exactly one of the three.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Call {
+    /// tools/call NAME
+    #[arg(long, value_name = "NAME")]
+    pub tool: Option<String>,
+    /// prompts/get NAME
+    #[arg(long, value_name = "NAME")]
+    pub prompt: Option<String>,
+    /// resources/read URI
+    #[arg(long, value_name = "URI")]
+    pub resource: Option<String>,
 }
 
-fn set_file(file: &mut Option<String>, a: &str) -> Result<(), String> {
-    if file.is_some() {
-        return Err(format!("explain: one FILE only (also got {a})"));
+/// `--args`: kept as written (the request body carries it verbatim), once it is known to be JSON.
+fn json_text(a: &str) -> Result<String, String> {
+    match serde_json::from_str::<Value>(a) {
+        Ok(_) => Ok(a.to_owned()),
+        Err(e) => Err(format!("not valid JSON ({e})")),
     }
-    *file = Some(a.to_owned());
-    Ok(())
+}
+
+impl Options {
+    /// The method's kind and the tool or prompt name, or the resource URI.
+    pub fn call(&self) -> (Kind, &str) {
+        let c = &self.call;
+        match (&c.tool, &c.prompt, &c.resource) {
+            (Some(n), _, _) => (Kind::Tool, n),
+            (None, Some(n), _) => (Kind::Prompt, n),
+            (None, None, Some(u)) => (Kind::Resource, u),
+            // clap requires one of the three (a required group).
+            (None, None, None) => (Kind::Tool, ""),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.call().0
+    }
+
+    pub fn name(&self) -> &str {
+        self.call().1
+    }
+
+    /// What clap's attributes do not check: the message of a usage error.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.args.is_some() && self.kind() == Kind::Resource {
+            return Err(
+                "--args does not apply to --resource (resources/read has no arguments)".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The request body the agent would send (JSON-RPC id 1).
 fn request_body(o: &Options, kind: Kind) -> String {
-    let name = Value::String(o.name.clone()).to_string();
+    let name = Value::String(o.name().to_owned()).to_string();
     let params = match (kind, &o.args) {
         (Kind::Resource, _) => format!(r#"{{"uri":{name}}}"#),
         (_, Some(args)) => format!(r#"{{"name":{name},"arguments":{}}}"#, args.trim()),
@@ -211,7 +215,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     let policy = policy::parse(bytes).map_err(|e| e.to_string())?;
     // Only for the names of the `hide` entries (the compiled globs do not keep their text).
     let raw: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-    let kind = o.kind.unwrap_or(Kind::Tool);
+    let kind = o.kind();
     let body = request_body(o, kind);
     let identity = o.identity.clone().unwrap_or_else(|| "<identity>".into());
     let head = Head {
@@ -237,7 +241,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     };
     r.item(
         "call",
-        format!("{} {}{args_text}", kind.method(), quote(&o.name)),
+        format!("{} {}{args_text}", kind.method(), quote(o.name())),
     );
 
     let parsed = inspect(body.as_bytes());
@@ -259,8 +263,8 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     };
     let verdict = judge(&policy, call);
     let set = policy.set(kind);
-    let hidden = kind == Kind::Tool && policy.is_hidden(&o.name);
-    let rule = if hidden { None } else { set.rule_for(&o.name) };
+    let hidden = kind == Kind::Tool && policy.is_hidden(o.name());
+    let rule = if hidden { None } else { set.rule_for(o.name()) };
 
     let limits: &[RateLimit] = match (&verdict.decision, rule) {
         (Decision::Allow { .. } | Decision::NeedsApproval { .. }, Some(rule)) => &rule.limits,
@@ -308,17 +312,17 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .find(|p| Glob::new(p).is_ok_and(|g| g.matches(&o.name)));
+            .find(|p| Glob::new(p).is_ok_and(|g| g.matches(o.name())));
         why.push(match entry {
             Some(p) => format!(
                 "{} matches the hide entry {}: a hidden tool is denied whatever the rules say",
-                quote(&o.name),
+                quote(o.name()),
                 quote(p)
             ),
             None => "the tool is hidden (hide): denied whatever the rules say".into(),
         });
     } else {
-        why.push(precedence(set, &o.name, kind, rule));
+        why.push(precedence(set, o.name(), kind, rule));
         if let Some(rule) = rule {
             why.extend(rule_steps(rule, o.args.as_deref(), &verdict.decision));
         }
@@ -413,7 +417,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     }
 
     if kind == Kind::Tool {
-        let listed = if policy.is_listed(&o.name) {
+        let listed = if policy.is_listed(o.name()) {
             "listed".to_owned()
         } else if hidden {
             "removed from tools/list answers (hidden)".to_owned()
@@ -687,7 +691,10 @@ mod tests {
     use super::*;
 
     fn opts(args: &[&str]) -> Result<Options, String> {
-        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        match crate::testing::parse(&[&["explain"], args].concat())? {
+            crate::Command::Explain(o) => Ok(o),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -703,28 +710,31 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            (o.file.as_str(), o.kind, o.name.as_str()),
-            ("p.json", Some(Kind::Tool), "get_run")
+            (o.file.as_str(), o.kind(), o.name()),
+            ("p.json", Kind::Tool, "get_run")
         );
         assert_eq!(o.args.as_deref(), Some("{\"a\":1}"));
         assert_eq!(o.identity.as_deref(), Some("me"));
-        assert!(opts(&["p.json"]).unwrap_err().contains("--tool NAME"));
-        assert!(opts(&["--tool", "x"]).unwrap_err().contains("no FILE"));
-        assert!(opts(&["p", "--tool", "x", "--prompt", "y"])
-            .unwrap_err()
-            .contains("one of"));
-        assert!(opts(&["p", "--tool"])
-            .unwrap_err()
-            .contains("needs a value"));
-        assert!(opts(&["p", "--tool", "x", "--args", "{"])
-            .unwrap_err()
-            .contains("not valid JSON"));
-        assert!(opts(&["p", "--resource", "x", "--args", "{}"])
-            .unwrap_err()
-            .contains("does not apply"));
-        assert!(opts(&["p", "q", "--tool", "x"])
-            .unwrap_err()
-            .contains("one FILE"));
+        let o = opts(&["-", "--resource", "mlflow://runs/1"]).unwrap();
+        assert_eq!(
+            (o.file.as_str(), o.kind(), o.name()),
+            ("-", Kind::Resource, "mlflow://runs/1")
+        );
+        assert_eq!(opts(&["p", "--prompt", "x"]).unwrap().kind(), Kind::Prompt);
+        // Usage errors: clap's messages for the command line's grammar, ours for what the values mean.
+        let err = |args: &[&str]| opts(args).unwrap_err();
+        assert!(err(&["p.json"])
+            .contains("required arguments were not provided:\n  <--tool <NAME>|--prompt <NAME>|--resource <URI>>"));
+        assert!(err(&["--tool", "x"]).contains("required arguments were not provided:\n  <FILE>"));
+        assert!(err(&["p", "--tool", "x", "--prompt", "y"])
+            .contains("the argument '--tool <NAME>' cannot be used with '--prompt <NAME>'"));
+        assert!(err(&["p", "--tool"]).contains("a value is required for '--tool <NAME>'"));
+        assert!(err(&["p", "--tool", "x", "--args", "{"])
+            .contains("invalid value '{' for '--args <JSON>': not valid JSON"));
+        assert!(err(&["p", "--resource", "x", "--args", "{}"]).contains(
+            "--args does not apply to --resource (resources/read has no arguments)\n\nUsage: mcp-policy explain"
+        ));
+        assert!(err(&["p", "q", "--tool", "x"]).contains("unexpected argument 'q'"));
     }
 
     #[test]

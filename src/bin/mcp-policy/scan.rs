@@ -12,10 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
-usage: mcp-policy scan URL [--header 'NAME: VALUE']... [--approve-destructive]
-                       [--rate-limit LIMIT] [--out FILE] [--timeout SECONDS]
-
+const LONG_ABOUT: &str = "\
 Connects to a live MCP server over streamable HTTP (URL is its MCP endpoint, e.g.
 http://127.0.0.1:8001/mcp), lists its tools (initialize, then tools/list following nextCursor),
 and writes a policy with one rule per tool, classified by the tool's annotations:
@@ -32,15 +29,9 @@ Envoy cluster `approvals`: a placeholder for your approval service.
 
 Annotations are hints from the server, not guarantees: review the policy before using it
 (`mcp-policy explain` shows what it does with a call). The policy is written to FILE (--out) or
-standard output; a summary goes to standard error.
+standard output; a summary goes to standard error.";
 
-options:
-  --header 'NAME: VALUE'  send this header with every request (repeatable), e.g. authorization
-  --approve-destructive   require approval instead of denying destructive and unknown tools
-  --rate-limit LIMIT      the limit for idempotent, non-destructive writes (default 60/minute)
-  --out FILE              write the policy to FILE instead of standard output
-  --timeout SECONDS       for each request to the server (default 30)
-
+const EXIT_STATUS: &str = "\
 exit status: 0 the policy was written; 1 the server could not be scanned (connection, HTTP or
 JSON-RPC error) or FILE could not be written; 2 usage error";
 
@@ -53,94 +44,73 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 /// The most tools/list pages followed.
 const MAX_PAGES: usize = 10_000;
 
-#[derive(Debug)]
+/// Write a starting policy for a live MCP server, from its tools' annotations
+#[derive(Debug, clap::Args)]
+#[command(long_about = LONG_ABOUT, after_help = EXIT_STATUS)]
 pub struct Options {
+    /// The server's MCP endpoint (http:// or https://), e.g. http://127.0.0.1:8001/mcp
+    #[arg(value_name = "URL", value_parser = parse_url)]
     pub url: String,
+    /// Send this header with every request (repeatable), e.g. 'authorization: Bearer …'
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// Require approval instead of denying destructive and unknown tools
+    #[arg(long)]
     pub approve_destructive: bool,
+    /// The limit for idempotent, non-destructive writes
+    #[arg(long, value_name = "LIMIT", default_value = DEFAULT_RATE_LIMIT, value_parser = parse_rate_limit)]
     pub rate_limit: String,
+    /// Write the policy to FILE instead of standard output
+    #[arg(short, long, value_name = "FILE")]
     pub out: Option<String>,
+    /// For each request to the server
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout, allow_negative_numbers = true)]
     pub timeout: Duration,
 }
 
-pub fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut url = None;
-    let mut o = Options {
-        url: String::new(),
-        headers: Vec::new(),
-        approve_destructive: false,
-        rate_limit: DEFAULT_RATE_LIMIT.into(),
-        out: None,
-        timeout: Duration::from_secs(30),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("scan: {flag} needs a value"))
-        };
-        match a.as_str() {
-            "--header" | "-H" => {
-                let h = value("--header")?;
-                o.headers.push(parse_header(&h)?);
-            }
-            "--approve-destructive" => o.approve_destructive = true,
-            "--rate-limit" => o.rate_limit = value("--rate-limit")?,
-            "--out" | "-o" => o.out = Some(value("--out")?),
-            "--timeout" => {
-                let t = value("--timeout")?;
-                let secs: f64 = t
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-                    .ok_or(format!(
-                        "scan: --timeout takes seconds from 0 to 3600, got {t}"
-                    ))?;
-                o.timeout = Duration::from_secs_f64(secs);
-            }
-            s if s.starts_with('-') => return Err(format!("scan: unknown option {s}")),
-            s if url.is_none() => url = Some(s.to_owned()),
-            s => return Err(format!("scan: one URL only (also got {s})")),
-        }
-    }
-    o.url = url.ok_or("scan: no URL given")?;
-    let lower = o.url.to_ascii_lowercase();
+fn parse_url(url: &str) -> Result<String, String> {
+    let lower = url.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(format!(
-            "scan: the URL must start with http:// or https://, got {}",
-            o.url
-        ));
+        return Err("the URL must start with http:// or https://".into());
     }
-    if o.url.parse::<ureq::http::Uri>().is_err() {
-        return Err(format!("scan: not a valid URL: {}", o.url));
+    if url.parse::<ureq::http::Uri>().is_err() {
+        return Err("not a valid URL".into());
     }
-    // The limit must be one the policy accepts: checked the way the filter will read it.
-    let probe = json!({"version": "1", "tools": {"t": {"rate_limit": o.rate_limit}}});
-    if let Err(e) = policy::parse(probe.to_string().as_bytes()) {
-        return Err(format!(
-            "scan: --rate-limit {:?} is not a valid rate limit ({}); use e.g. 60/minute",
-            o.rate_limit,
+    Ok(url.to_owned())
+}
+
+/// The limit must be one the policy accepts: checked the way the filter will read it.
+fn parse_rate_limit(limit: &str) -> Result<String, String> {
+    let probe = json!({"version": "1", "tools": {"t": {"rate_limit": limit}}});
+    match policy::parse(probe.to_string().as_bytes()) {
+        Ok(_) => Ok(limit.to_owned()),
+        Err(e) => Err(format!(
+            "not a valid rate limit ({}); use e.g. 60/minute",
             e.0.first().map(|e| e.message.clone()).unwrap_or_default()
-        ));
+        )),
     }
-    Ok(o)
+}
+
+fn parse_timeout(t: &str) -> Result<Duration, String> {
+    t.parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| "takes seconds, more than 0 and at most 3600".into())
 }
 
 fn parse_header(h: &str) -> Result<(String, String), String> {
     let Some((name, value)) = h.split_once(':') else {
-        return Err(format!("scan: --header wants 'NAME: VALUE', got {h:?}"));
+        return Err("a header is written 'NAME: VALUE'".into());
     };
     let name = name.trim();
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
-        return Err(format!("scan: invalid header name {name:?}"));
+        return Err(format!("invalid header name {name:?}"));
     }
     let value = value.trim();
     if value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(format!(
-            "scan: the value of header {name} has control characters"
-        ));
+        return Err(format!("the value of header {name} has control characters"));
     }
     Ok((name.to_owned(), value.to_owned()))
 }
@@ -717,7 +687,10 @@ mod tests {
     use super::*;
 
     fn opts(args: &[&str]) -> Result<Options, String> {
-        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        match crate::testing::parse(&[&["scan"], args].concat())? {
+            crate::Command::Scan(o) => Ok(o),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn tool(name: &str, ann: Value) -> Value {
@@ -856,26 +829,37 @@ mod tests {
         assert_eq!(o.out.as_deref(), Some("p.json"));
         assert_eq!(o.timeout, Duration::from_millis(2500));
         assert_eq!(o.rate_limit, "60/minute");
-        assert!(opts(&[]).unwrap_err().contains("no URL"));
-        assert!(opts(&["ftp://x/mcp"]).unwrap_err().contains("http://"));
-        assert!(opts(&["http://a/mcp", "http://b/mcp"])
-            .unwrap_err()
-            .contains("one URL"));
-        assert!(opts(&["http://a/mcp", "--header", "novalue"])
-            .unwrap_err()
-            .contains("NAME: VALUE"));
-        assert!(opts(&["http://a/mcp", "--header", "bad name: v"])
-            .unwrap_err()
-            .contains("invalid header name"));
-        assert!(opts(&["http://a/mcp", "--rate-limit", "10/fortnight"])
-            .unwrap_err()
-            .contains("not a valid rate limit"));
-        assert!(opts(&["http://a/mcp", "--timeout", "0"])
-            .unwrap_err()
-            .contains("--timeout"));
-        assert!(opts(&["http://a/mcp", "--frob"])
-            .unwrap_err()
-            .contains("unknown option"));
+        let o = opts(&["HTTPS://example.com/mcp", "-o", "q.json"]).unwrap();
+        assert_eq!(o.out.as_deref(), Some("q.json"));
+        assert_eq!(o.timeout, Duration::from_secs(30));
+        assert!(o.headers.is_empty() && !o.approve_destructive);
+        // Usage errors: clap's messages for the command line's grammar, ours for what the values mean.
+        let err = |args: &[&str]| opts(args).unwrap_err();
+        assert!(err(&[]).contains("required arguments were not provided:\n  <URL>"));
+        assert!(err(&["ftp://x/mcp"]).contains(
+            "invalid value 'ftp://x/mcp' for '<URL>': the URL must start with http:// or https://"
+        ));
+        assert!(err(&["http://a b/mcp"]).contains("not a valid URL"));
+        assert!(
+            err(&["http://a/mcp", "http://b/mcp"]).contains("unexpected argument 'http://b/mcp'")
+        );
+        assert!(err(&["http://a/mcp", "--header", "novalue"])
+            .contains("for '--header <NAME: VALUE>': a header is written 'NAME: VALUE'"));
+        assert!(err(&["http://a/mcp", "--header", "bad name: v"])
+            .contains("invalid header name \"bad name\""));
+        assert!(err(&["http://a/mcp", "-H", "k: a\u{1}b"])
+            .contains("the value of header k has control characters"));
+        assert!(err(&["http://a/mcp", "--rate-limit", "10/fortnight"])
+            .contains("for '--rate-limit <LIMIT>': not a valid rate limit"));
+        for t in ["0", "-1", "3601", "NaN", "inf", "soon"] {
+            assert!(
+                err(&["http://a/mcp", "--timeout", t])
+                    .contains(&format!("invalid value '{t}' for '--timeout <SECONDS>'")),
+                "{t}"
+            );
+        }
+        assert!(err(&["http://a/mcp", "--frob"]).contains("unexpected argument '--frob'"));
+        assert!(err(&["http://a/mcp", "--out"]).contains("a value is required for '--out <FILE>'"));
     }
 
     #[test]
