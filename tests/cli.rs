@@ -105,15 +105,9 @@ fn the_repository_examples_are_valid() {
         "{}",
         r.stdout
     );
+    // Each plugin by the names of its listener and HTTP filter (and its own when it is another).
     assert!(
-        r.stdout
-            .contains("envoy/envoy.yaml: static_resources.listeners[0]"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout
-            .contains("(Wasm plugin mcp_policy): ok (4 rules, default deny)"),
+        r.stdout.contains(r#"envoy/envoy.yaml: listener "mcp" > filter "envoy.filters.http.wasm" (Wasm plugin mcp_policy): ok (4 rules, default deny)"#),
         "{}",
         r.stdout
     );
@@ -139,7 +133,7 @@ fn envoy_yaml_ok_and_bad() {
     let good = file("envoy.yaml", &envoy_yaml(GOOD));
     let r = run(&["check", s(&good)], None);
     assert_eq!(r.code, 0, "{}", r.stdout);
-    let loc = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config (Wasm plugin mcp_policy)";
+    let loc = r#"listener "mcp" > filter "envoy.filters.http.wasm" (Wasm plugin mcp_policy)"#;
     assert_eq!(
         r.stdout,
         format!("{}: {loc}: ok (2 rules, default deny)\n", s(&good))
@@ -175,7 +169,7 @@ fn envoy_json_bootstrap() {
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert!(
         r.stdout
-            .contains("static_resources.listeners[0].per_filter: ok (2 rules, default deny)"),
+            .contains(": listeners[0] > per_filter: ok (2 rules, default deny)"),
         "{}",
         r.stdout
     );
@@ -209,7 +203,7 @@ fn per_route_config_is_checked_too() {
         r.stdout
     );
     assert!(
-        r.stdout.contains("routes[0].typed_per_filter_config[\"envoy.filters.http.wasm\"]: invalid mcp-policy configuration (1 error)"),
+        r.stdout.contains(r#": listener "mcp" > virtual host "mcp" > per-route config "envoy.filters.http.wasm": invalid mcp-policy configuration (1 error)"#),
         "{}",
         r.stdout
     );
@@ -401,7 +395,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn held_headers_must_match_the_wasm_filter() {
-    let loc = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config (Wasm plugin mcp_policy)";
+    let loc = r#"listener "mcp" > filter "envoy.filters.http.wasm" (Wasm plugin mcp_policy)"#;
     let field = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.config.allow_on_headers_stop_iteration";
     // The flag absent, the policy holding headers (the default): every request would hang.
     let absent = envoy_yaml(GOOD).replace(
@@ -921,10 +915,18 @@ fn explain_every_policy_in_a_file() {
     assert_eq!(r.code, 1, "{}", r.stdout);
     let blocks: Vec<&str> = r.stdout.split("\n\n").collect();
     assert_eq!(blocks.len(), 2, "{}", r.stdout);
-    assert!(blocks[0].starts_with("envoy/examples/multi-server.yaml: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config (Wasm plugin mcp_policy_mlflow)\n"), "{}", r.stdout);
+    assert!(
+        blocks[0].starts_with(
+            "envoy/examples/multi-server.yaml: listener \"mcp\" > filter \"mcp_policy_mlflow\"\n"
+        ),
+        "{}",
+        r.stdout
+    );
     assert_eq!(item(blocks[0], "decision"), "allow, rate limit applies");
     assert!(
-        blocks[1].contains("(Wasm plugin mcp_policy_everything)\n"),
+        blocks[1].starts_with(
+            "envoy/examples/multi-server.yaml: listener \"mcp\" > filter \"mcp_policy_everything\"\n"
+        ),
         "{}",
         r.stdout
     );

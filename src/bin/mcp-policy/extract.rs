@@ -14,7 +14,9 @@ pub const STRING_VALUE_TYPE: &str = "google.protobuf.StringValue";
 /// One configuration found in a file.
 #[derive(Debug)]
 pub struct Found {
-    /// Where in the file, e.g. `document 2: spec.pluginConfig`; empty for a policy file.
+    /// Where in the file: `listener "mcp" > filter "envoy.filters.http.wasm" (Wasm plugin mcp_policy)` (the
+    /// names that hold a Wasm filter, or its path when names are missing or shared),
+    /// `document 2: WasmPlugin mcp-policy: spec.pluginConfig`; empty for a policy file.
     pub location: String,
     /// The policy JSON to validate, or why none could be read at that place (with the fix).
     pub policy: Result<Vec<u8>, String>,
@@ -98,14 +100,156 @@ fn from_yaml(text: &str) -> Result<Vec<Found>, String> {
         } else {
             String::new()
         };
-        let mut here = Vec::new();
-        walk(doc, &mut String::new(), &mut here);
-        found.extend(here.into_iter().map(|f| Found {
+        let mut spots = Vec::new();
+        let mut names = Vec::new();
+        if let Some(resource) = k8s_resource(doc) {
+            names.push(Name {
+                end: 0,
+                label: resource,
+                filter: None,
+            });
+        }
+        walk(doc, "", &mut String::new(), &mut names, &mut spots);
+        found.extend(locate(spots).into_iter().map(|f| Found {
             location: format!("{prefix}{}", f.location),
             ..f
         }));
     }
     Ok(found)
+}
+
+/// A configuration found in one document, before its location is chosen.
+struct Spot {
+    /// `location` is the path from the document's root (always unambiguous), or the Istio resource.
+    found: Found,
+    /// Where it is by the names of what holds it (`listener "mcp" > filter "mcp_policy"`), when some are known.
+    named: Option<String>,
+}
+
+/// The location of each spot: its names, unless it has none or another spot of the document has the same
+/// (then the path).
+fn locate(spots: Vec<Spot>) -> Vec<Found> {
+    let shared = |n: &str| {
+        spots
+            .iter()
+            .filter(|s| s.named.as_deref() == Some(n))
+            .count()
+            > 1
+    };
+    let chosen: Vec<Option<String>> = spots
+        .iter()
+        .map(|s| s.named.clone().filter(|n| !shared(n)))
+        .collect();
+    spots
+        .into_iter()
+        .zip(chosen)
+        .map(|(s, named)| match named {
+            Some(location) => Found {
+                location,
+                ..s.found
+            },
+            None => s.found,
+        })
+        .collect()
+}
+
+/// A named thing on the way to a Wasm filter: a listener, filter chain, virtual host, route, the HTTP filter
+/// itself or a per-route config.
+struct Name {
+    /// The length of the path up to and including the named node.
+    end: usize,
+    label: String,
+    /// For the HTTP filter (or per-route config) holding the Wasm filter: its name.
+    filter: Option<String>,
+}
+
+/// `Kind name` for a Kubernetes resource (e.g. an Istio EnvoyFilter).
+fn k8s_resource(doc: &Yaml) -> Option<String> {
+    let kind = str_at(doc, "kind")?;
+    let name = doc.get("metadata").and_then(|m| str_at(m, "name"))?;
+    str_at(doc, "apiVersion")?;
+    Some(format!("{kind} {name}"))
+}
+
+fn quote(s: &str) -> String {
+    Json::String(s.to_owned()).to_string()
+}
+
+/// Lists whose items are named on the way to a filter: (the list's key, what an item is, whether an unnamed
+/// item is shown by its index even when it is the list's only one).
+const NAMED_LISTS: &[(&str, &str, bool)] = &[
+    ("listeners", "listener", true),
+    ("filter_chains", "filter chain", false),
+    ("virtual_hosts", "virtual host", false),
+    ("routes", "route", false),
+];
+
+/// The name of `child`, entered from `parent` (which sits under `key`) by `segment` (a map key, or `[i]`).
+fn name_of(
+    parent: &Yaml,
+    key: &str,
+    segment: &str,
+    child: &Yaml,
+) -> Option<(String, Option<String>)> {
+    let own = str_at(child, "name").filter(|n| !n.is_empty());
+    // An HTTP filter (or ECDS extension config) whose typed_config is the Wasm filter.
+    if let (Some(n), Some(tc)) = (own, child.get("typed_config")) {
+        if type_is(tc, WASM_TYPE) || is_typed_struct_of_wasm(tc) {
+            return Some((format!("filter {}", quote(n)), Some(n.to_owned())));
+        }
+    }
+    if key == "typed_per_filter_config" && parent.is_mapping() {
+        return Some((
+            format!("per-route config {}", quote(segment)),
+            Some(segment.to_owned()),
+        ));
+    }
+    let Yaml::Sequence(items) = parent else {
+        return None;
+    };
+    let listener = type_is(child, "envoy.config.listener.v3.Listener");
+    let (what, always) = NAMED_LISTS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, what, always)| (*what, *always))
+        .or(listener.then_some(("listener", true)))?;
+    match own {
+        Some(n) => Some((format!("{what} {}", quote(n)), None)),
+        None if always || items.len() > 1 => Some((format!("{key}{segment}"), None)),
+        None => None,
+    }
+}
+
+/// What may lie between a named filter and the Wasm filter in it: its `typed_config` (a TypedStruct's
+/// `value`), a per-route FilterConfig's `config`.
+const WRAPPERS: &[&str] = &[
+    "",
+    ".typed_config",
+    ".typed_config.value",
+    ".config",
+    ".config.value",
+];
+
+/// Where the Wasm filter at `path` is, by the names on the way: `listener "mcp" > filter "mcp_policy"`, then
+/// the rest of the path when it is not right in a named filter, and the Wasm plugin's name when it differs
+/// from the filter's.
+fn named_location(path: &str, names: &[Name], plugin: Option<&str>) -> Option<String> {
+    let last = names.last()?;
+    let mut label = names
+        .iter()
+        .map(|n| n.label.as_str())
+        .collect::<Vec<_>>()
+        .join(" > ");
+    let tail = path.get(last.end..).unwrap_or_default();
+    let in_filter = last.filter.is_some() && WRAPPERS.contains(&tail);
+    if !in_filter && !tail.is_empty() {
+        label.push_str(" > ");
+        label.push_str(tail.trim_start_matches('.'));
+    }
+    if let Some(p) = plugin.filter(|p| !in_filter || last.filter.as_deref() != Some(*p)) {
+        label.push_str(&format!(" (Wasm plugin {p})"));
+    }
+    Some(label)
 }
 
 fn str_at<'v>(v: &'v Yaml, key: &str) -> Option<&'v str> {
@@ -156,44 +300,75 @@ fn push_key(path: &mut String, key: &str) {
     }
 }
 
-fn walk(v: &Yaml, path: &mut String, out: &mut Vec<Found>) {
+/// Walks `v` (which sits under `key` in its parent, "" for list items and the root) for configurations.
+/// `names` are the named things on the way (see [`name_of`]).
+fn walk(v: &Yaml, key: &str, path: &mut String, names: &mut Vec<Name>, out: &mut Vec<Spot>) {
     if let Some((kind, config)) = istio_kind(v) {
-        out.push(from_istio(v, path, kind, config));
+        out.push(Spot {
+            found: from_istio(v, path, kind, config),
+            named: None,
+        });
         return;
     }
-    if type_is(v, WASM_TYPE) {
-        out.push(from_wasm_filter(v, path));
-        return;
-    }
-    if is_typed_struct_of_wasm(v) {
+    let wasm = if type_is(v, WASM_TYPE) {
+        Some((v, path.clone()))
+    } else if is_typed_struct_of_wasm(v) {
         // {"@type": ".../xds.type.v3.TypedStruct", "type_url": ".../...wasm.v3.Wasm", "value": {config: ...}}, as
         // in many Istio EnvoyFilter examples.
-        let wasm = v.get("value").unwrap_or(&Yaml::Null);
-        out.push(from_wasm_filter(wasm, &at(path, "value")));
+        Some((v.get("value").unwrap_or(&Yaml::Null), at(path, "value")))
+    } else {
+        None
+    };
+    if let Some((wasm, path)) = wasm {
+        let plugin = plugin_name(wasm);
+        out.push(Spot {
+            named: named_location(&path, names, plugin),
+            found: from_wasm_filter(wasm, &path),
+        });
         return;
     }
-    let len = path.len();
+    let (len, depth) = (path.len(), names.len());
+    let mut enter =
+        |segment: &str, child: &Yaml, k: &str, path: &mut String, names: &mut Vec<Name>| {
+            if let Some((label, filter)) = name_of(v, key, segment, child) {
+                names.push(Name {
+                    end: path.len(),
+                    label,
+                    filter,
+                });
+            }
+            walk(child, k, path, names, out);
+            path.truncate(len);
+            names.truncate(depth);
+        };
     match v {
         Yaml::Mapping(m) => {
             for (k, child) in m {
-                match k {
-                    Yaml::String(s) => push_key(path, s),
-                    other => push_key(path, &scalar_text(other)),
-                }
-                walk(child, path, out);
-                path.truncate(len);
+                let k = match k {
+                    Yaml::String(s) => s.clone(),
+                    other => scalar_text(other),
+                };
+                push_key(path, &k);
+                enter(&k, child, &k, path, names);
             }
         }
         Yaml::Sequence(items) => {
             for (i, child) in items.iter().enumerate() {
-                path.push_str(&format!("[{i}]"));
-                walk(child, path, out);
-                path.truncate(len);
+                let segment = format!("[{i}]");
+                path.push_str(&segment);
+                enter(&segment, child, "", path, names);
             }
         }
-        Yaml::Tagged(t) => walk(&t.value, path, out),
+        Yaml::Tagged(t) => walk(&t.value, key, path, names, out),
         _ => {}
     }
+}
+
+/// The Wasm plugin's `config.name`, when it has one.
+fn plugin_name(wasm: &Yaml) -> Option<&str> {
+    wasm.get("config")
+        .and_then(|c| str_at(c, "name"))
+        .filter(|n| !n.is_empty())
 }
 
 fn at(path: &str, field: &str) -> String {
@@ -248,9 +423,7 @@ fn at_path(path: &str, field: &str) -> String {
 
 fn from_wasm_filter(v: &Yaml, path: &str) -> Found {
     let cfg = v.get("config");
-    let name = cfg
-        .and_then(|c| str_at(c, "name"))
-        .filter(|n| !n.is_empty());
+    let name = plugin_name(v);
     let where_ = if path.is_empty() {
         "(top level)".to_owned()
     } else {
@@ -444,15 +617,121 @@ routes:
                 Ok(r#"{"version":"1"}"#.to_owned())
             )
         );
-        assert_eq!(
-            found[1].0,
-            r#"routes[0].typed_per_filter_config["envoy.filters.http.wasm"].config"#
-        );
+        assert_eq!(found[1].0, r#"per-route config "envoy.filters.http.wasm""#);
         assert!(found[1]
             .1
             .as_ref()
             .unwrap_err()
             .contains("no config.configuration"));
+    }
+
+    /// A Wasm filter's typed_config, its plugin named `plugin`.
+    fn wasm(plugin: &str) -> String {
+        format!(
+            r#"{{"@type": "type.googleapis.com/{WASM_TYPE}", "config": {{"name": "{plugin}",
+                "configuration": {{"@type": "type.googleapis.com/{STRING_VALUE_TYPE}", "value": "{{}}"}}}}}}"#
+        )
+    }
+
+    /// An HTTP filter named `filter` whose Wasm plugin is named `plugin`.
+    fn http_filter(filter: &str, plugin: &str) -> String {
+        format!(
+            r#"{{"name": "{filter}", "typed_config": {}}}"#,
+            wasm(plugin)
+        )
+    }
+
+    fn locations(name: &str, text: &str) -> Vec<String> {
+        policies(name, text).into_iter().map(|(l, _)| l).collect()
+    }
+
+    #[test]
+    fn wasm_filters_are_located_by_the_names_that_hold_them() {
+        let hcm = |filters: &[String]| {
+            format!(
+                r#"{{"name": "envoy.filters.network.http_connection_manager", "typed_config": {{"http_filters": [{}]}}}}"#,
+                filters.join(", ")
+            )
+        };
+        let one = hcm(&[http_filter("envoy.filters.http.wasm", "mcp_policy")]);
+        // A bootstrap: the listener, then the HTTP filter, then the plugin when its name is another.
+        let text = format!(
+            r#"{{"static_resources": {{"listeners": [{{"name": "mcp", "filter_chains": [{{"filters": [{one}]}}]}}]}}}}"#
+        );
+        assert_eq!(
+            locations("envoy.json", &text),
+            [r#"listener "mcp" > filter "envoy.filters.http.wasm" (Wasm plugin mcp_policy)"#]
+        );
+        // Two filters in one chain, named like their plugins; an unnamed listener by its index.
+        let two = hcm(&[http_filter("a", "a"), http_filter("b", "b")]);
+        let text = format!(
+            r#"{{"static_resources": {{"listeners": [{{"filter_chains": [{{"filters": [{two}]}}]}}]}}}}"#
+        );
+        assert_eq!(
+            locations("envoy.json", &text),
+            [
+                r#"listeners[0] > filter "a""#,
+                r#"listeners[0] > filter "b""#
+            ]
+        );
+        // Several filter chains: named, or by index when unnamed.
+        let text = format!(
+            r#"{{"static_resources": {{"listeners": [{{"name": "l", "filter_chains": [{{"name": "tls", "filters": [{one}]}}, {{"filters": [{one}]}}]}}]}}}}"#
+        );
+        assert_eq!(
+            locations("envoy.json", &text),
+            [
+                r#"listener "l" > filter chain "tls" > filter "envoy.filters.http.wasm" (Wasm plugin mcp_policy)"#,
+                r#"listener "l" > filter_chains[1] > filter "envoy.filters.http.wasm" (Wasm plugin mcp_policy)"#
+            ]
+        );
+        // Names that do not tell them apart: the paths.
+        let text = format!(
+            r#"{{"static_resources": {{"listeners": [{{"name": "l", "filter_chains": [{{"filters": [{}]}}]}}]}}}}"#,
+            hcm(&[http_filter("w", "p"), http_filter("w", "p")])
+        );
+        let base =
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters";
+        assert_eq!(
+            locations("envoy.json", &text),
+            [
+                format!("{base}[0].typed_config (Wasm plugin p)"),
+                format!("{base}[1].typed_config (Wasm plugin p)")
+            ]
+        );
+        // LDS and ECDS resources.
+        let text = format!(
+            r#"{{"resources": [{{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "mcp", "filter_chains": [{{"filters": [{one}]}}]}}]}}"#
+        );
+        // (A JSON file named *.json is a policy unless it has a bootstrap's keys: LDS files are YAML here.)
+        assert_eq!(
+            locations("lds.yaml", &text),
+            [r#"listener "mcp" > filter "envoy.filters.http.wasm" (Wasm plugin mcp_policy)"#]
+        );
+        let text = format!(
+            r#"{{"resources": [{{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "name": "mcp-policy", "typed_config": {}}}]}}"#,
+            wasm("mcp_policy")
+        );
+        assert_eq!(
+            locations("ecds.yaml", &text),
+            [r#"filter "mcp-policy" (Wasm plugin mcp_policy)"#]
+        );
+        // Per-route configs, in a virtual host; somewhere unnamed in a listener: the rest of the path.
+        let per_route = format!(
+            r#"{{"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}"#,
+            wasm("mcp_policy")
+        );
+        let text = format!(
+            r#"{{"static_resources": {{"listeners": [{{"name": "mcp", "filter_chains": [{{"filters": [{{"name": "hcm", "typed_config": {{"route_config": {{"virtual_hosts": [{{"name": "vh", "routes": [{{"typed_per_filter_config": {{"envoy.filters.http.wasm": {per_route}}}}}]}}]}}}}}}]}}], "per_filter": {per_route}}}]}}}}"#
+        );
+        assert_eq!(
+            locations("envoy.json", &text),
+            [
+                r#"listener "mcp" > virtual host "vh" > per-route config "envoy.filters.http.wasm" (Wasm plugin mcp_policy)"#,
+                r#"listener "mcp" > per_filter.config (Wasm plugin mcp_policy)"#
+            ]
+        );
     }
 
     #[test]
@@ -481,7 +760,7 @@ spec:
         assert_eq!(
             found,
             vec![(
-                "spec.configPatches[0].patch.value.typed_config.value".to_owned(),
+                r#"EnvoyFilter mcp-policy > filter "envoy.filters.http.wasm""#.to_owned(),
                 Ok(r#"{"version":"1"}"#.to_owned())
             )]
         );
