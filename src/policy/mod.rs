@@ -1,4 +1,6 @@
 //! The policy: what the operator wrote (validated by [`parse`]) compiled into a form that decides fast.
+//! This file is the compiled model; `parse/` validates the JSON into it (start with `parse/fields.rs`, the table
+//! of every field the format has).
 
 mod condition;
 mod glob;
