@@ -19,6 +19,8 @@
 //! Envoy's shared data cannot create a key atomically (a `set` on a missing key ignores the CAS), so keys
 //! are created only while holding a creation lock (`rl/lock`, itself created when the policy loads).
 
+pub mod rls;
+
 use std::fmt;
 
 /// Shared overflow buckets for identities whose slot is taken.
