@@ -10,6 +10,7 @@ pub use condition::{json_eq, lookup, Condition, Op, OP_NAMES};
 pub use glob::{is_glob, Glob};
 pub use parse::{parse, ConfigError, ConfigErrors};
 
+use crate::limits::fleet::{FleetLimit, RateLimitService};
 use crate::limits::LimitSpec;
 use crate::mcp::Kind;
 use std::collections::HashMap;
@@ -76,6 +77,8 @@ pub struct RateLimit {
     pub spec: LimitSpec,
     /// `cost`: the argument path whose value is consumed instead of 1 (segments after `args`).
     pub cost: Option<(String, Vec<String>)>,
+    /// Counted by the `rate_limit_service` (and what it is told), else by this Envoy (`None`).
+    pub fleet: Option<FleetLimit>,
 }
 
 impl RateLimit {
@@ -161,6 +164,8 @@ pub struct Policy {
     pub identity: Identity,
     /// Where `require_approval` calls are sent (required when any rule or the default requires approval).
     pub approval: Option<crate::approval::ApprovalConfig>,
+    /// The rate limit service that counts every limit without `"counted": "proxy"`, fleet-wide.
+    pub rate_limit_service: Option<RateLimitService>,
     /// `hide`: tools removed from tools/list and denied.
     pub hide: Vec<Glob>,
     /// `filter_tools_list`: also remove tools whose calls are always denied.
@@ -176,6 +181,8 @@ pub struct Policy {
     hold: u64,
     /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
     unforgeable: Vec<String>,
+    /// See [`Policy::fleet_limit`] (set by [`Policy::seal`]).
+    fleet: HashMap<u64, FleetLimit>,
 }
 
 /// The rules for one kind of target (tools, prompts or resources), compiled for lookup.
@@ -253,6 +260,7 @@ impl Policy {
             hold_headers: true,
             identity: Identity::default(),
             approval: None,
+            rate_limit_service: None,
             hide: Vec::new(),
             filter_tools_list: true,
             mode: Mode::Enforce,
@@ -262,6 +270,7 @@ impl Policy {
             resources: RuleSet::new(Action::Allow, Vec::new()),
             hold: 1,
             unforgeable: Vec::new(),
+            fleet: HashMap::new(),
         }
     }
 
@@ -324,18 +333,37 @@ impl Policy {
         self.all_rules().any(|r| !r.limits.is_empty())
     }
 
-    /// The longest session-scoped window: a rate-limit slot changes owner only after this much silence.
+    /// The longest session-scoped window counted here: a rate-limit slot changes owner only after this much
+    /// silence.
     pub fn hold_secs(&self) -> u64 {
         self.hold
     }
 
-    /// Works out, once, what the per-request paths would otherwise recompute: the longest session window and
-    /// the header names to strip. Called when parsing is done.
+    /// What the rate limit service is told about the limit with this id (a charge's `limit.id`); `None` for a
+    /// limit this Envoy counts.
+    pub fn fleet_limit(&self, id: u64) -> Option<&FleetLimit> {
+        self.fleet.get(&id)
+    }
+
+    /// Every limit the rate limit service counts, with its limit, in the policy's order (tools, prompts,
+    /// resources; rules in the order of their set).
+    pub fn fleet_limits(&self) -> impl Iterator<Item = (&RateLimit, &FleetLimit)> {
+        self.all_rules()
+            .flat_map(|r| &r.limits)
+            .filter_map(|l| Some((l, l.fleet.as_ref()?)))
+    }
+
+    /// Works out, once, what the per-request paths would otherwise recompute: the longest session window counted
+    /// here, the header names to strip, the fleet limits by id. Called when parsing is done.
     pub(crate) fn seal(&mut self) {
+        self.fleet = self
+            .fleet_limits()
+            .map(|(l, f)| (l.spec.id, f.clone()))
+            .collect();
         self.hold = self
             .all_rules()
             .flat_map(|r| &r.limits)
-            .filter(|l| !l.spec.global)
+            .filter(|l| !l.spec.global && l.fleet.is_none())
             .map(|l| l.spec.window_secs)
             .max()
             .unwrap_or(1);

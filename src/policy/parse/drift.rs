@@ -298,9 +298,11 @@ const EVERY_FIELD: &str = r#"{
   "identity": {"headers": ["x-agent-id"], "max_tracked": 100},
   "approval": {"cluster": "approvals", "authority": "a.internal", "path": "/v1/approve", "timeout_ms": 100,
                "headers": {"authorization": "Bearer x"}},
+  "rate_limit_service": {"cluster": "ratelimit", "domain": "d", "timeout_ms": 50, "on_error": "allow"},
   "tools": {"t": {"action": "allow", "reason": "r",
                   "conditions": [{"path": "args.n", "op": "lte", "value": 10}],
-                  "rate_limit": {"max": 10, "window": 60, "scope": "global", "cost": "args.n"}}},
+                  "rate_limit": {"max": 10, "window": 60, "scope": "global", "cost": "args.n",
+                                 "counted": "service"}}},
   "prompts": {"p": {}}, "prompts_default": "deny", "resources": {"file:///*": {}}, "resources_default": "deny"
 }"#;
 

@@ -72,6 +72,9 @@ pub(super) struct Sets {
     pub(super) hide: Vec<Glob>,
     /// The path of the object the fields are in (`""` for the document).
     at: String,
+    /// The policy has a `rate_limit_service`: limits are counted by it unless they say `"counted": "proxy"`, so
+    /// their windows and maximums must be ones it can count.
+    pub(super) fleet: bool,
 }
 
 impl Sets {
@@ -82,6 +85,7 @@ impl Sets {
             resources: Draft::new(&RESOURCES),
             hide: Vec::new(),
             at: obj.path().to_owned(),
+            fleet: false,
         }
     }
 
@@ -141,7 +145,7 @@ impl Sets {
             (&PROMPTS, &mut self.prompts),
             (&RESOURCES, &mut self.resources),
         ] {
-            draft.rules = rule_set(errs, obj, spec);
+            draft.rules = rule_set(errs, obj, spec, self.fleet);
         }
         self.prompts.default = default_of(errs, obj, &PROMPTS);
         self.resources.default = default_of(errs, obj, &RESOURCES);
@@ -204,14 +208,14 @@ pub(super) fn action(errs: &mut Errs, path: &str, v: &Value) -> Option<Action> {
 }
 
 /// The valid rules of one set (its field absent: none).
-fn rule_set(errs: &mut Errs, obj: &Obj, spec: &Spec) -> Vec<(Rule, Option<Glob>)> {
+fn rule_set(errs: &mut Errs, obj: &Obj, spec: &Spec, fleet: bool) -> Vec<(Rule, Option<Glob>)> {
     let section = obj.at(spec.rules);
     let mut rules = Vec::new();
     match obj.get(spec.rules) {
         None => {}
         Some(Value::Object(entries)) => {
             for (key, rule) in entries {
-                if let Some(r) = parse_rule(errs, &section, key, rule) {
+                if let Some(r) = parse_rule(errs, &section, key, rule, fleet) {
                     rules.push(r);
                 }
             }
@@ -225,12 +229,13 @@ fn rule_set(errs: &mut Errs, obj: &Obj, spec: &Spec) -> Vec<(Rule, Option<Glob>)
     rules
 }
 
-/// One entry `key` of the set at `section`; `None` when it has an error.
+/// One entry `key` of the set at `section`; `None` when it has an error. `fleet`: see [`Sets::fleet`].
 fn parse_rule(
     errs: &mut Errs,
     section: &str,
     key: &str,
     v: &Value,
+    fleet: bool,
 ) -> Option<(Rule, Option<Glob>)> {
     let path = at_key(section, key);
     let before = errs.count();
@@ -301,7 +306,7 @@ fn parse_rule(
     let mut limits = Vec::new();
     if let Some(rl) = obj.get("rate_limit") {
         let at = obj.at("rate_limit");
-        limits = limits::parse(errs, &at, section, key, rl);
+        limits = limits::parse(errs, &at, section, key, rl, fleet);
         if act == Some(Action::Deny) {
             errs.push(
                 &at,
