@@ -184,7 +184,7 @@ async def demo(proxy_url: str, direct_url: str, ids: dict) -> list[str]:
         if limited is None:
             say("rate limited", f"query_runs answered {answered} times without a refusal: check the policy!")
         else:
-            say("rate limited", f"query_runs (3/minute per session): calls 1-{answered} answered, "
+            say("rate limited", f"query_runs (a limit per session): calls 1-{answered} answered, "
                                 f"call {answered + 1} -> {error(limited)}")
 
         tagged = ids["runs"]["agent-evals/gpt-small"]
