@@ -6,7 +6,9 @@ service that grants one tool, refuses another and fails for a third. Scripted tr
 (allow, deny, rate_limited, approval_granted, approval_denied, approval_unavailable, invalid, would_deny,
 would_rate_limit, would_require_approval) and filtered tools/list answers, in waves a few scrapes apart so that
 counters grow while Prometheus watches. Then every panel's query, read from the dashboard JSON with Grafana's
-variables filled in, must return data, and the panels must show what the traffic did.
+variables filled in, must return data, and the panels must show what the traffic did. A third Envoy has no
+stats_tags in its bootstrap (as under Istio): Prometheus scrapes it through the relabelling rules of
+envoy/grafana/prometheus-without-stats-tags.yaml, and the dashboard shows it like the others.
 
 With MCP_POLICY_DASHBOARD_SNAPSHOT=FILE the run is longer and each panel's results over the run are written to
 FILE as JSON: docs/render_dashboard.py draws docs/dashboard.png from it.
@@ -26,11 +28,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from conftest import REPO, Raw, _die_with_parent, free_port, stop_process
+from conftest import REPO, Raw, _die_with_parent, free_port, render_bootstrap, stop_process
 from support import call, encode, post, send
 from test_observability import wait_for
 
 DASHBOARD = REPO / "envoy" / "grafana" / "mcp-policy.json"
+RELABEL = REPO / "envoy" / "grafana" / "prometheus-without-stats-tags.yaml"
 SCRAPE_SECONDS = 1
 # Grafana's variables, as Grafana would fill them in for this run (longest names first: $__range_s etc. are not
 # used, but $__rate_interval must not be cut by $__range).
@@ -134,15 +137,20 @@ class ApprovalService:
 
 
 class Prometheus:
-    """Debian's prometheus on 127.0.0.1, scraping each Envoy admin's /stats/prometheus every SCRAPE_SECONDS."""
+    """Debian's prometheus on 127.0.0.1, scraping each Envoy admin's /stats/prometheus every SCRAPE_SECONDS;
+    ``relabelled`` admins through the rules of RELABEL."""
 
-    def __init__(self, binary: str, workdir, admins: list[str]) -> None:
+    def __init__(self, binary: str, workdir, admins: list[str], relabelled: list[str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        targets = [a.removeprefix("http://") for a in admins]
+
+        def job(name: str, admins: list[str]) -> dict:
+            return {"job_name": name, "metrics_path": "/stats/prometheus",
+                    "static_configs": [{"targets": [a.removeprefix("http://") for a in admins]}]}
+
         config = {"global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "scrape_timeout": f"{SCRAPE_SECONDS}s"},
-                  "scrape_configs": [{"job_name": "envoy", "metrics_path": "/stats/prometheus",
-                                      "static_configs": [{"targets": targets}]}]}
+                  "scrape_configs": [job("envoy", admins), {**job("envoy-without-stats-tags", relabelled),
+                                                            "metric_relabel_configs": yaml.safe_load(RELABEL.read_text())}]}
         cfg = workdir / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(config))
         self.log = workdir / "prometheus.log"
@@ -218,13 +226,17 @@ def test_every_panel_query_returns_data(envoy, upstream, monkeypatch, tmp_path, 
     try:
         enforce = envoy(POLICY, upstream.port, clusters={"approvals": approvals.port})
         audit = envoy({**POLICY, "mode": "audit"}, upstream.port, clusters={"approvals": approvals.port})
-        prometheus = Prometheus(prometheus_binary, tmp_path, [enforce.admin, audit.admin])
+        untagged_cfg = render_bootstrap(POLICY, upstream.port, clusters={"approvals": approvals.port})
+        del untagged_cfg["stats_config"]
+        untagged = envoy(None, 0, bootstrap=untagged_cfg)
+        prometheus = Prometheus(prometheus_binary, tmp_path, [enforce.admin, audit.admin], [untagged.admin])
         started = time.time()
         snapshot = os.environ.get("MCP_POLICY_DASHBOARD_SNAPSHOT")
         waves = 40 if snapshot else 3
 
         for n in range(waves):
             wave(enforce.url, f"enforce-{n}")
+            wave(untagged.url, f"untagged-{n}")
             if not snapshot or n % 3 == 0:
                 wave(audit.url, f"audit-{n}")
             if n == 0:
@@ -261,6 +273,13 @@ def test_every_panel_query_returns_data(envoy, upstream, monkeypatch, tmp_path, 
         assert panel("tools/list answers filtered per second")
         assert labels(panel("Audit mode: what enforcing would refuse"), "decision") == \
             {"would_deny", "would_rate_limit", "would_require_approval"}
+        # The Envoy without stats_tags, relabelled, has the same labelled counters as the enforcing one.
+        instances = {name: e.admin.removeprefix("http://") for name, e in (("enforce", enforce), ("untagged", untagged))}
+        seen = {name: {(r["metric"]["tool"], r["metric"]["decision"]) for r in prometheus.query(
+            f'mcp_policy_tool_calls_total{{instance="{addr}"}}')} for name, addr in instances.items()}
+        assert seen["untagged"] == seen["enforce"] and ("query_runs", "rate_limited") in seen["untagged"], seen
+        decided = labels(prometheus.query(f'mcp_policy_decisions_total{{instance="{instances["untagged"]}"}}'), "decision")
+        assert decided == DECISIONS - {"would_deny", "would_rate_limit", "would_require_approval"}, decided
 
         if snapshot:
             end = time.time()
