@@ -1,7 +1,8 @@
 //! mcp-policy: an Envoy (proxy-wasm) filter that enforces a per-tool policy on Model Context Protocol calls.
 //!
 //! The pure core (no host calls, tested natively): [`policy`] (the model and its validation), [`json`] and
-//! [`mcp`] (bytes to JSON-RPC messages), [`engine`] (decisions), [`reply`] (what the agent sees) and
+//! [`mcp`] (bytes to JSON-RPC messages), [`engine`] (decisions), [`record`] and [`label`] (what became of each
+//! message, and its name in replies, audit lines and metrics), [`reply`] (what the agent sees) and
 //! [`request`] (one request, one pass). The proxy-wasm glue is `filter`, compiled for wasm32 only.
 
 pub mod approval;
@@ -9,9 +10,11 @@ pub mod audit;
 pub mod engine;
 pub mod header_map;
 pub mod json;
+pub mod label;
 pub mod limits;
 pub mod mcp;
 pub mod policy;
+pub mod record;
 pub mod reply;
 pub mod request;
 pub mod sha256;

@@ -1,14 +1,23 @@
-//! One request, one pass: what the filter asks of the pure core at headers time and at end of body.
-//! The Envoy glue gathers the inputs and acts on the answer; every rule about requests lives here.
+//! One request body, one pass: the decisions the pure core makes at headers time ([`check_head`]), at end
+//! of body ([`check_body`]) and when approval answers are in ([`Awaiting::conclude`]). Every rule about
+//! requests lives here; the Envoy glue gathers the inputs and acts on the answer.
+//!
+//! A body is inspected once ([`crate::mcp::inspect`]) and judged once: each message becomes one
+//! [`Record`], and the reply, the rate-limit charges, the approval asks, the audit lines and the metrics
+//! are all read from the records. A request that waits for approval keeps an [`Awaiting`] (the records in
+//! owned form), so the answers are applied without reading the body again.
 
 use crate::approval::{Answer, Ask};
 use crate::audit::AuditEvent;
-use crate::engine::{judge_body, Decision};
-use crate::limits::{Limiter, Refusal, Reservation, Store};
-use crate::mcp::{inspect, Body, Message};
+use crate::engine::{judge, Decision};
+use crate::label::Label;
+use crate::limits::{Charge, Limiter, Refusal, Reservation, Store};
+use crate::mcp::{inspect, Kind, Message};
 use crate::policy::{Mode, Policy};
+use crate::record::{Record, Target};
 use crate::reply::{self, Reply};
 use crate::tools_list::{self, format_of, Format};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// The request headers mcp-policy looks at.
@@ -35,11 +44,12 @@ pub enum Outcome {
     /// Forward it; the rate-limit units it took are given back if the upstream answers 5xx.
     Forward(Vec<Reservation>),
     Reply(Reply),
-    /// Ask the approval service once per body in `asks` (in order), then call [`conclude`] with the answers.
-    /// The reservations are the caller's to give back if the answer is not a full yes.
+    /// Ask the approval service once per body in `asks` (in order), then call [`Awaiting::conclude`] with
+    /// the answers. The reservations are the caller's to give back if the answer is not a full yes.
     Approve {
         reservations: Vec<Reservation>,
         asks: Vec<String>,
+        awaiting: Awaiting,
     },
 }
 
@@ -62,12 +72,11 @@ impl<S: Store> Env<'_, S> {
 /// One decision, for metrics and the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// `allow`, `deny`, `rate_limited`, `approval_granted`, `approval_denied`, `approval_unavailable`,
-    /// `invalid`; in audit mode the refusals read `would_deny`, `would_rate_limit`, `would_require_approval`.
-    pub decision: &'static str,
+    pub decision: Label,
     pub method: String,
+    /// The tool of a `tools/call` (per-tool counters); `None` for other messages.
     pub tool: Option<String>,
-    /// The audit line (one JSON object).
+    /// The audit line (one JSON object); empty when audit lines are off.
     pub audit: String,
 }
 
@@ -86,7 +95,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
     pub outcome: Outcome,
-    /// One per message decided now (none while approval is pending: [`conclude`] reports those).
+    /// One per message decided now (none while approval is pending: [`Awaiting::conclude`] reports those).
     pub events: Vec<Event>,
     pub summary: Summary,
 }
@@ -110,7 +119,7 @@ pub fn check_head(policy: &Policy, head: &Head) -> Option<Reply> {
     }
 }
 
-/// Decides a complete request body: inspect, check `Mcp-*` headers, decide each call, then take every
+/// Decides a complete request body: inspect, check `Mcp-*` headers, judge each message, then take every
 /// allowed call's rate-limit units (all or nothing). In audit mode refusals are reported but forwarded.
 pub fn check_body<S: Store>(
     policy: &Policy,
@@ -118,108 +127,59 @@ pub fn check_body<S: Store>(
     bytes: &[u8],
     env: &Env<'_, S>,
 ) -> Checked {
-    let invalid = |r: Reply, why: String| {
-        let audit = if !env.audit {
-            String::new()
-        } else {
-            AuditEvent {
-                unix_nanos: env.now_nanos,
-                decision: "invalid",
-                method: "",
-                tool: None,
-                rule: None,
-                reason: Some(&why),
-                identity: Some(&head.identity),
-                request_id: head.request_id.as_deref(),
-                jsonrpc_id: None,
-                arguments: None,
-            }
-            .to_json_line()
-        };
-        let events = vec![Event {
-            decision: "invalid",
-            method: String::new(),
-            tool: None,
-            audit,
-        }];
-        Checked {
-            outcome: Outcome::Reply(r),
-            events,
-            summary: Summary::default(),
-        }
-    };
     if bytes.len() > policy.max_body_bytes {
-        let r = reply::too_large(policy.max_body_bytes);
-        return invalid(
-            r,
-            format!("body over max_body_bytes ({})", policy.max_body_bytes),
-        );
+        let why = format!("body over max_body_bytes ({})", policy.max_body_bytes);
+        return invalid(env, head, reply::too_large(policy.max_body_bytes), &why);
     }
     let body = match inspect(bytes) {
         Ok(b) => b,
-        Err(e) => return invalid(reply::request_error(&e), e.to_string()),
+        Err(e) => return invalid(env, head, reply::request_error(&e), &e.to_string()),
     };
     if let Some(r) = check_mcp_headers(head, &body.messages, body.batch) {
-        return invalid(
-            r,
-            "Mcp-Method/Mcp-Name header does not match the body".into(),
-        );
+        let why = "Mcp-Method/Mcp-Name header does not match the body";
+        return invalid(env, head, r, why);
     }
-    let summary = summarize(&body);
+    let mut records: Vec<Record<'_>> = body
+        .messages
+        .iter()
+        .map(|m| Record::new(m, m.call().map(|c| judge(policy, c))))
+        .collect();
+    let summary = summarize(&records);
     let audit_mode = policy.mode == Mode::Audit;
-    let finish = |outcome: Outcome, decisions: &[Option<Decision<'_>>]| {
+    let finish = |outcome: Outcome, records: &[Record<'_>]| {
         let refused = matches!(outcome, Outcome::Reply(_));
-        let events = events(env, head, &body, decisions, refused, audit_mode, &[]);
+        let events = events(env, head, records, refused, audit_mode);
         Checked {
             outcome,
             events,
             summary: summary.clone(),
         }
     };
-    let verdicts = judge_body(policy, &body);
-    let mut decisions: Vec<Option<Decision<'_>>> = Vec::with_capacity(verdicts.len());
-    let mut charges = Vec::new();
-    let mut owner = Vec::new();
-    for (i, v) in verdicts.into_iter().enumerate() {
-        decisions.push(v.map(|v| {
-            for c in v.charges {
-                charges.push(c);
-                owner.push(i);
-            }
-            v.decision
-        }));
-    }
-    if let Some(r) = reply::refused(&body, &decisions) {
+    if let Some(r) = reply::refused(body.batch, &records) {
         let outcome = if audit_mode {
             Outcome::Forward(Vec::new())
         } else {
             Outcome::Reply(r)
         };
-        return finish(outcome, &decisions);
+        return finish(outcome, &records);
     }
-    let limiter = Limiter {
-        store: env.store,
-        max_tracked: policy.identity.max_tracked,
-        hold_secs: policy.hold_secs(),
-    };
-    let reserved = if charges.is_empty() {
-        Ok(Vec::new())
-    } else {
-        limiter.reserve(&head.identity, &charges, env.now_secs())
-    };
-    let (index, retry_after_secs, why) = match reserved {
+    let (index, retry_after_secs, why) = match reserve(policy, head, env, &records) {
         Ok(reservations) => {
             let asks = if audit_mode {
                 Vec::new()
             } else {
-                approval_asks(head, &body.messages, &decisions)
+                approval_asks(head, &records)
             };
             if asks.is_empty() {
-                return finish(Outcome::Forward(reservations), &decisions);
+                return finish(Outcome::Forward(reservations), &records);
             }
-            let summary = summary.clone();
+            let awaiting = Awaiting::keep(body.batch, &records);
             return Checked {
-                outcome: Outcome::Approve { reservations, asks },
+                outcome: Outcome::Approve {
+                    reservations,
+                    asks,
+                    awaiting,
+                },
                 events: Vec::new(),
                 summary,
             };
@@ -231,21 +191,16 @@ pub fn check_body<S: Store>(
         // Fail closed: a call whose count cannot be kept is not forwarded.
         Err(e @ Refusal::Unavailable(_)) => (0, 1, Some(e.to_string())),
     };
-    let (Some(charge), Some(elem)) = (charges.get(index), owner.get(index)) else {
-        return invalid(
-            reply::internal("rate-limit bookkeeping failed"),
-            "rate-limit bookkeeping failed".into(),
-        );
+    let bookkeeping = "rate-limit bookkeeping failed";
+    let Some((owner, charge)) = owner_of(&records, index) else {
+        return invalid(env, head, reply::internal(bookkeeping), bookkeeping);
     };
-    let rule = decisions
-        .get(*elem)
-        .and_then(|d| d.as_ref())
-        .and_then(Decision::rule);
-    let limit = body
-        .messages
-        .get(*elem)
-        .and_then(|m| m.call())
-        .and_then(|c| policy.set(c.kind).rule_for(&c.name))
+    let Some(record) = records.get_mut(owner) else {
+        return invalid(env, head, reply::internal(bookkeeping), bookkeeping);
+    };
+    let limit = record
+        .target
+        .and_then(|t| policy.set(t.kind).rule_for(t.name))
         .and_then(|r| r.limits.iter().find(|l| l.spec == charge.limit));
     let reason = why.unwrap_or_else(|| {
         limit.map_or_else(
@@ -253,41 +208,107 @@ pub fn check_body<S: Store>(
             |l| format!("rate limit of {} reached", l.describe()),
         )
     });
-    let limited = Decision::RateLimited {
-        rule,
+    record.decision = Some(Decision::RateLimited {
+        rule: record.rule(),
         reason,
         limit: charge.limit.max,
         window_secs: charge.limit.window_secs,
         retry_after_secs,
-    };
-    if let Some(slot) = decisions.get_mut(*elem) {
-        *slot = Some(limited);
-    }
-    match reply::refused(&body, &decisions) {
-        Some(_) if audit_mode => finish(Outcome::Forward(Vec::new()), &decisions),
-        Some(r) => finish(Outcome::Reply(r), &decisions),
-        None => invalid(
-            reply::internal("rate-limit bookkeeping failed"),
-            "rate-limit bookkeeping failed".into(),
-        ),
+    });
+    match reply::refused(body.batch, &records) {
+        Some(_) if audit_mode => finish(Outcome::Forward(Vec::new()), &records),
+        Some(r) => finish(Outcome::Reply(r), &records),
+        None => invalid(env, head, reply::internal(bookkeeping), bookkeeping),
     }
 }
 
-fn summarize(body: &Body<'_>) -> Summary {
+/// A request refused before any message could be judged: one `invalid` event.
+fn invalid<S: Store>(env: &Env<'_, S>, head: &Head, r: Reply, why: &str) -> Checked {
+    let audit = if !env.audit {
+        String::new()
+    } else {
+        AuditEvent {
+            unix_nanos: env.now_nanos,
+            decision: Label::Invalid,
+            method: "",
+            tool: None,
+            rule: None,
+            reason: Some(why),
+            identity: Some(&head.identity),
+            request_id: head.request_id.as_deref(),
+            jsonrpc_id: None,
+            arguments: None,
+        }
+        .to_json_line()
+    };
+    Checked {
+        outcome: Outcome::Reply(r),
+        events: vec![Event {
+            decision: Label::Invalid,
+            method: String::new(),
+            tool: None,
+            audit,
+        }],
+        summary: Summary::default(),
+    }
+}
+
+/// Takes the units of every charge of every record, in body order, all or nothing. A refusal's index counts
+/// charges in that order (see [`owner_of`]).
+fn reserve<S: Store>(
+    policy: &Policy,
+    head: &Head,
+    env: &Env<'_, S>,
+    records: &[Record<'_>],
+) -> Result<Vec<Reservation>, Refusal> {
+    let mut charged = records.iter().filter(|r| !r.charges.is_empty());
+    let Some(first) = charged.next() else {
+        return Ok(Vec::new());
+    };
+    let limiter = Limiter {
+        store: env.store,
+        max_tracked: policy.identity.max_tracked,
+        hold_secs: policy.hold_secs(),
+    };
+    if charged.next().is_none() {
+        // One charged call (the common case): its charges are all the charges, no copy.
+        return limiter.reserve(&head.identity, &first.charges, env.now_secs());
+    }
+    let all: Vec<Charge> = records
+        .iter()
+        .flat_map(|r| r.charges.iter().copied())
+        .collect();
+    limiter.reserve(&head.identity, &all, env.now_secs())
+}
+
+/// The record holding the `index`th charge of the body (counted over every record's charges in order), and
+/// that charge.
+fn owner_of(records: &[Record<'_>], index: usize) -> Option<(usize, Charge)> {
+    let mut left = index;
+    for (i, r) in records.iter().enumerate() {
+        match r.charges.get(left) {
+            Some(c) => return Some((i, *c)),
+            None => left -= r.charges.len(),
+        }
+    }
+    None
+}
+
+fn summarize(records: &[Record<'_>]) -> Summary {
     let mut methods: Vec<&str> = Vec::new();
     let mut tools: Vec<&str> = Vec::new();
     let mut tools_list_id = None;
-    for m in &body.messages {
-        if let Some(method) = m.method() {
+    for r in records {
+        if let Some(method) = r.method {
             if !methods.contains(&method) {
                 methods.push(method);
             }
             if method == "tools/list" && tools_list_id.is_none() {
-                tools_list_id = m.id().map(|i| i.get().to_owned());
+                tools_list_id = r.id.map(|i| i.get().to_owned());
             }
         }
-        if let Some(c) = m.tool_call() {
-            tools.push(&c.name);
+        if let Some(tool) = r.tool() {
+            tools.push(tool);
         }
     }
     Summary {
@@ -297,55 +318,18 @@ fn summarize(body: &Body<'_>) -> Summary {
     }
 }
 
+/// One event per message that has a method (a client's responses are not decisions).
 fn events<S: Store>(
     env: &Env<'_, S>,
     head: &Head,
-    body: &Body<'_>,
-    decisions: &[Option<Decision<'_>>],
+    records: &[Record<'_>],
     refused: bool,
     audit_mode: bool,
-    granted: &[bool],
 ) -> Vec<Event> {
-    const BATCH: &str = "not forwarded: the batch held a refused call";
-    let mut out = Vec::with_capacity(body.messages.len());
-    for (i, (m, d)) in body.messages.iter().zip(decisions).enumerate() {
-        let Some(method) = m.method() else { continue };
-        let call = m.call();
-        let (label, reason): (&'static str, Option<&str>) = match d {
-            None | Some(Decision::Allow { .. }) if refused => ("deny", Some(BATCH)),
-            None | Some(Decision::Allow { .. }) => ("allow", None),
-            Some(Decision::Deny { reason, .. }) => {
-                (if audit_mode { "would_deny" } else { "deny" }, Some(reason))
-            }
-            Some(Decision::RateLimited { reason, .. }) => (
-                if audit_mode {
-                    "would_rate_limit"
-                } else {
-                    "rate_limited"
-                },
-                Some(reason),
-            ),
-            Some(Decision::NeedsApproval { .. }) if refused => ("deny", Some(BATCH)),
-            Some(Decision::NeedsApproval { reason, .. }) => ("would_require_approval", *reason),
-            Some(Decision::NotApproved {
-                reason,
-                unavailable,
-                ..
-            }) => (
-                if *unavailable {
-                    "approval_unavailable"
-                } else {
-                    "approval_denied"
-                },
-                Some(reason),
-            ),
-        };
-        let label = if label == "allow" && granted.get(i).copied().unwrap_or(false) {
-            "approval_granted"
-        } else {
-            label
-        };
-        let tool = call.map(|c| c.name.as_ref());
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let Some(method) = r.method else { continue };
+        let (label, reason) = r.label(refused, audit_mode);
         let audit = if !env.audit {
             String::new()
         } else {
@@ -353,49 +337,37 @@ fn events<S: Store>(
                 unix_nanos: env.now_nanos,
                 decision: label,
                 method,
-                tool,
-                rule: d.as_ref().and_then(Decision::rule),
+                // The audit line names prompts and resources too; per-tool metrics are for tools only.
+                tool: r.target.map(|t| t.name),
+                rule: r.rule(),
                 reason,
                 identity: Some(&head.identity),
                 request_id: head.request_id.as_deref(),
-                jsonrpc_id: m.id(),
-                arguments: call.and_then(|c| c.arguments),
+                jsonrpc_id: r.id,
+                arguments: r.target.and_then(|t| t.arguments),
             }
             .to_json_line()
         };
-        // Per-tool metrics are for tools only; the audit line names prompts and resources too.
-        let tool = m.tool_call().map(|c| c.name.to_string());
         out.push(Event {
             decision: label,
             method: method.to_owned(),
-            tool,
+            tool: r.tool().map(str::to_owned),
             audit,
         });
     }
     out
 }
 
-fn approval_asks(
-    head: &Head,
-    messages: &[Message<'_>],
-    decisions: &[Option<Decision<'_>>],
-) -> Vec<String> {
-    messages
+/// The approval callout bodies, one per call that needs approval, in body order.
+fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
+    records
         .iter()
-        .zip(decisions)
-        .filter_map(|(m, d)| match (m, d) {
-            (
-                Message::Request {
-                    id,
-                    call: Some(call),
-                    ..
-                },
-                Some(Decision::NeedsApproval { reason, .. }),
-            ) => Some(
+        .filter_map(|r| match (r.id, r.target, &r.decision) {
+            (Some(id), Some(t), Some(Decision::NeedsApproval { reason, .. })) => Some(
                 Ask {
-                    kind: call.kind,
-                    tool: &call.name,
-                    arguments: call.arguments,
+                    kind: t.kind,
+                    tool: t.name,
+                    arguments: t.arguments,
                     identity: &head.identity,
                     jsonrpc_id: id,
                     request_id: head.request_id.as_deref(),
@@ -408,9 +380,138 @@ fn approval_asks(
         .collect()
 }
 
-/// Finishes a request that waited for approval: `answers` are in the order of [`Outcome::Approve`]'s asks.
-/// `Ok` forwards the request; `Err` is the reply (and the caller gives the rate-limit units back). The events
-/// report every message of the body.
+/// What is kept of a body while its approval callouts are out: each message's envelope and call, and the
+/// rule that allowed it or asked for approval. Enough to answer, audit and count every message once the
+/// answers are in, without reading the body again (Envoy still holds the body itself, to forward it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Awaiting {
+    batch: bool,
+    messages: Vec<Kept>,
+}
+
+/// One message of an [`Awaiting`] body.
+#[derive(Debug, Clone)]
+struct Kept {
+    method: Option<String>,
+    id: Option<Box<RawValue>>,
+    target: Option<(Kind, String, Option<Box<RawValue>>)>,
+    rule: Option<String>,
+    /// The call waits for approval; otherwise it is allowed (or not a governed call).
+    asked: bool,
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        let raw = |r: &Option<Box<RawValue>>| r.as_ref().map(|v| v.get().to_owned());
+        let target = |k: &Kept| {
+            k.target
+                .as_ref()
+                .map(|(kind, name, args)| (*kind, name.clone(), raw(args)))
+        };
+        self.method == other.method
+            && raw(&self.id) == raw(&other.id)
+            && target(self) == target(other)
+            && self.rule == other.rule
+            && self.asked == other.asked
+    }
+}
+
+impl Eq for Kept {}
+
+impl Awaiting {
+    /// Keeps `records` (none refused: a refused body is answered, never held for approval).
+    fn keep(batch: bool, records: &[Record<'_>]) -> Self {
+        let messages = records
+            .iter()
+            .map(|r| Kept {
+                method: r.method.map(str::to_owned),
+                id: r.id.map(RawValue::to_owned),
+                target: r.target.map(|t| {
+                    (
+                        t.kind,
+                        t.name.to_owned(),
+                        t.arguments.map(RawValue::to_owned),
+                    )
+                }),
+                rule: r.rule().map(str::to_owned),
+                asked: matches!(r.decision, Some(Decision::NeedsApproval { .. })),
+            })
+            .collect();
+        Awaiting { batch, messages }
+    }
+
+    /// The records again, as they were when the asks went out.
+    fn records(&self) -> Vec<Record<'_>> {
+        self.messages
+            .iter()
+            .map(|k| {
+                let rule = k.rule.as_deref();
+                let target = k.target.as_ref().map(|(kind, name, args)| Target {
+                    kind: *kind,
+                    name,
+                    arguments: args.as_deref(),
+                });
+                Record {
+                    method: k.method.as_deref(),
+                    id: k.id.as_deref(),
+                    decision: target.map(|_| {
+                        if k.asked {
+                            Decision::NeedsApproval { rule, reason: None }
+                        } else {
+                            Decision::Allow { rule }
+                        }
+                    }),
+                    target,
+                    charges: Vec::new(),
+                    granted: false,
+                }
+            })
+            .collect()
+    }
+
+    /// Applies the approval answers (in the order of [`Outcome::Approve`]'s asks): `Ok` forwards the request;
+    /// `Err` is the reply (and the caller gives the rate-limit units back). The events report every message.
+    pub fn conclude<S: Store>(
+        &self,
+        head: &Head,
+        answers: &[Answer],
+        env: &Env<'_, S>,
+    ) -> (Result<(), Reply>, Vec<Event>) {
+        let mut records = self.records();
+        let mut answers = answers.iter();
+        for r in &mut records {
+            let Some(Decision::NeedsApproval { rule, .. }) = r.decision else {
+                continue;
+            };
+            let (reason, unavailable) = match answers.next() {
+                Some(Answer::Granted) => {
+                    r.granted = true;
+                    r.decision = Some(Decision::Allow { rule });
+                    continue;
+                }
+                Some(Answer::Denied(reason)) => (reason.clone(), false),
+                Some(Answer::Unavailable(reason)) => (reason.clone(), true),
+                None => ("no answer was recorded".to_owned(), true),
+            };
+            r.decision = Some(Decision::NotApproved {
+                rule,
+                reason,
+                unavailable,
+            });
+        }
+        let result = match reply::refused(self.batch, &records) {
+            Some(r) => Err(r),
+            None => Ok(()),
+        };
+        let events = events(env, head, &records, result.is_err(), false);
+        (result, events)
+    }
+}
+
+/// [`check_body`], then [`Awaiting::conclude`] with `answers` if the body asks for approval: the whole life
+/// of a request body for the native CLI (`explain`), which has nothing but the body. It takes rate-limit
+/// units in `env.store` as [`check_body`] does. The filter keeps the [`Awaiting`] instead and never reads a
+/// body twice.
 pub fn conclude<S: Store>(
     policy: &Policy,
     head: &Head,
@@ -418,55 +519,12 @@ pub fn conclude<S: Store>(
     answers: &[Answer],
     env: &Env<'_, S>,
 ) -> (Result<(), Reply>, Vec<Event>) {
-    let body = match inspect(bytes) {
-        Ok(b) => b,
-        Err(e) => return (Err(reply::request_error(&e)), Vec::new()),
-    };
-    let mut answers = answers.iter();
-    let mut decisions: Vec<Option<Decision<'_>>> = Vec::with_capacity(body.messages.len());
-    let mut granted = Vec::with_capacity(body.messages.len());
-    for verdict in judge_body(policy, &body) {
-        let mut yes = false;
-        decisions.push(verdict.map(|v| match v.decision {
-            Decision::NeedsApproval { rule, .. } => match answers.next() {
-                Some(Answer::Granted) => {
-                    yes = true;
-                    Decision::Allow { rule }
-                }
-                Some(Answer::Denied(reason)) => Decision::NotApproved {
-                    rule,
-                    reason: reason.clone(),
-                    unavailable: false,
-                },
-                Some(Answer::Unavailable(reason)) => Decision::NotApproved {
-                    rule,
-                    reason: reason.clone(),
-                    unavailable: true,
-                },
-                None => Decision::NotApproved {
-                    rule,
-                    reason: "no answer was recorded".into(),
-                    unavailable: true,
-                },
-            },
-            d => d,
-        }));
-        granted.push(yes);
+    let checked = check_body(policy, head, bytes, env);
+    match checked.outcome {
+        Outcome::Approve { awaiting, .. } => awaiting.conclude(head, answers, env),
+        Outcome::Forward(_) => (Ok(()), checked.events),
+        Outcome::Reply(r) => (Err(r), checked.events),
     }
-    let result = match reply::refused(&body, &decisions) {
-        Some(r) => Err(r),
-        None => Ok(()),
-    };
-    let events = events(
-        env,
-        head,
-        &body,
-        &decisions,
-        result.is_err(),
-        false,
-        &granted,
-    );
-    (result, events)
 }
 
 /// How a `tools/list` answer will be handled, decided from its response headers.
@@ -711,8 +769,11 @@ mod tests {
         };
         let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"g"}},
                         {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"c","arguments":{"x":1}}}]"#;
-        let Outcome::Approve { reservations, asks } =
-            super::check_body(&p, &head, batch, &env).outcome
+        let Outcome::Approve {
+            reservations,
+            asks,
+            awaiting,
+        } = super::check_body(&p, &head, batch, &env).outcome
         else {
             panic!()
         };
@@ -725,13 +786,13 @@ mod tests {
         assert_eq!(ask["request_id"], "r1");
         assert_eq!(ask["reason"], "human");
         assert_eq!(ask["arguments"]["x"], 1);
-        let (ok, events) = conclude(&p, &head, batch, &[Answer::Granted], &env);
+        let (ok, events) = awaiting.conclude(&head, &[Answer::Granted], &env);
         assert_eq!(ok, Ok(()));
         assert_eq!(
             events.iter().map(|e| e.decision).collect::<Vec<_>>(),
             vec!["allow", "approval_granted"]
         );
-        let (r, events) = conclude(&p, &head, batch, &[Answer::Denied("no".into())], &env);
+        let (r, events) = awaiting.conclude(&head, &[Answer::Denied("no".into())], &env);
         let r = r.unwrap_err();
         assert_eq!(
             events.iter().map(|e| e.decision).collect::<Vec<_>>(),
@@ -741,15 +802,10 @@ mod tests {
         assert_eq!(v[0]["error"]["code"], -31001);
         assert_eq!(v[1]["error"]["code"], -31003);
         assert_eq!(v[1]["error"]["data"]["decision"], "approval_denied");
-        let r = conclude(
-            &p,
-            &head,
-            batch,
-            &[Answer::Unavailable("timeout".into())],
-            &env,
-        )
-        .0
-        .unwrap_err();
+        let r = awaiting
+            .conclude(&head, &[Answer::Unavailable("timeout".into())], &env)
+            .0
+            .unwrap_err();
         assert!(r.body.contains("approval_unavailable"));
         // The one unit is taken while approval is pending: a second call is rate limited before asking.
         let one = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"c"}}"#;
@@ -769,6 +825,117 @@ mod tests {
             Outcome::Approve { .. }
         ));
     }
+
+    #[test]
+    fn a_refused_charge_is_pinned_on_the_call_that_made_it() {
+        // Three charged calls in a batch; the third's second limit is spent: the reply names that call.
+        let p = parse(
+            br#"{"version":"1","tools":{"a":{"rate_limit":"5/minute"},
+            "b":{"rate_limit":["5/minute",{"max":1,"window":"hour","scope":"global"}]},"c":{}}}"#,
+        )
+        .unwrap();
+        let store = MemoryStore::default();
+        init_store(&store).unwrap();
+        let env = at_zero(&store);
+        let head = Head::default();
+        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"c"}},
+            {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"b"}},
+            {"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"b"}}]"#;
+        let Outcome::Reply(r) = super::check_body(&p, &head, batch, &env).outcome else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let codes: Vec<i64> = (0..4)
+            .map(|i| v[i]["error"]["code"].as_i64().unwrap())
+            .collect();
+        assert_eq!(codes, [-31001, -31001, -31001, -31002]);
+        assert_eq!(v[3]["id"], 4);
+        assert_eq!(v[3]["error"]["data"]["limit"], 1);
+        assert_eq!(v[3]["error"]["data"]["window_seconds"], 3600);
+        assert_eq!(
+            v[3]["error"]["data"]["reason"],
+            "rate limit of 1 calls per 3600s (global) reached"
+        );
+        // A store that cannot count (never set up): fail closed on the first charged call.
+        let broken = MemoryStore::default();
+        let env = Env {
+            store: &broken,
+            ..env
+        };
+        let Outcome::Reply(r) = super::check_body(&p, &head, batch, &env).outcome else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v[0]["error"]["code"], -31002);
+        assert_eq!(v[0]["error"]["data"]["retry_after_seconds"], 1);
+        assert!(v[0]["error"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rate-limit state unavailable"));
+    }
+
+    #[test]
+    fn what_waits_for_approval_is_kept_without_the_body() {
+        let p = parse(
+            br#"{"version":"1","approval":{"cluster":"a"},"tools":{"c":{"action":"require_approval"},"g":{}}}"#,
+        )
+        .unwrap();
+        let store = MemoryStore::default();
+        let env = at_zero(&store);
+        let head = Head {
+            identity: "s1".into(),
+            ..Head::default()
+        };
+        let batch = br#"[{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"c","arguments":{"k":[1, 2]}}},
+                        {"jsonrpc":"2.0","method":"notifications/initialized"},
+                        {"jsonrpc":"2.0","id":7,"result":{}}]"#
+            .to_vec();
+        let Outcome::Approve { awaiting, .. } = super::check_body(&p, &head, &batch, &env).outcome
+        else {
+            panic!()
+        };
+        drop(batch);
+        let (ok, events) = awaiting.conclude(&head, &[Answer::Granted], &env);
+        assert_eq!(ok, Ok(()));
+        assert_eq!(
+            events.iter().map(|e| e.decision).collect::<Vec<_>>(),
+            vec!["approval_granted", "allow"]
+        );
+        let line: serde_json::Value = serde_json::from_str(&events[0].audit).unwrap();
+        assert_eq!(line["jsonrpc_id"], "x");
+        assert_eq!(line["tool"], "c");
+        assert_eq!(
+            line["args_sha256"],
+            crate::sha256::hex_digest(br#"{"k":[1, 2]}"#)
+        );
+        // No answer recorded for an ask: unavailable.
+        let (r, _) = awaiting.conclude(&head, &[], &env);
+        assert!(r.unwrap_err().body.contains("no answer was recorded"));
+        // The CLI's one-call form checks, then concludes.
+        let (r, events) = conclude(
+            &p,
+            &head,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"c"}}"#,
+            &[Answer::Denied("no".into())],
+            &env,
+        );
+        assert!(r.unwrap_err().body.contains("approval_denied"));
+        assert_eq!(events[0].decision, "approval_denied");
+        let (r, events) = conclude(&p, &head, GET_G, &[], &env);
+        assert_eq!((r, events[0].decision), (Ok(()), Label::Allow));
+    }
+
+    /// The clock at 0, audit lines on.
+    fn at_zero(store: &MemoryStore) -> Env<'_, MemoryStore> {
+        Env {
+            store,
+            now_nanos: 0,
+            audit: true,
+        }
+    }
+
+    const GET_G: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"g"}}"#;
 
     #[test]
     fn events_and_summary() {
@@ -796,7 +963,7 @@ mod tests {
         assert_eq!(c.events.len(), 1);
         let e = &c.events[0];
         assert_eq!(
-            (e.decision, e.method.as_str(), e.tool.as_deref()),
+            (e.decision.as_str(), e.method.as_str(), e.tool.as_deref()),
             ("deny", "tools/call", Some("delete_run"))
         );
         let line: serde_json::Value = serde_json::from_str(&e.audit).unwrap();

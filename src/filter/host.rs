@@ -221,10 +221,10 @@ fn stat_tool(tool: &str) -> String {
 /// Counts a decision and writes its audit line.
 pub fn record(e: &Event) {
     let ids = [
-        decision_id(e.decision),
+        decision_id(e.decision.as_str()),
         e.tool
             .as_deref()
-            .and_then(|tool| tool_decision_id(tool, e.decision)),
+            .and_then(|tool| tool_decision_id(tool, e.decision.as_str())),
     ];
     for id in ids.into_iter().flatten() {
         let _ = hostcalls::increment_metric(id, 1);

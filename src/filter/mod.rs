@@ -10,7 +10,7 @@ use crate::approval::{read_answer, Answer};
 use crate::limits::{self, Limiter, Reservation};
 use crate::policy::{self, Mode, Policy};
 use crate::reply::{self, Reply};
-use crate::request::{self, Checked, Env, Head, ListPlan, Outcome, Summary};
+use crate::request::{self, Awaiting, Checked, Env, Head, ListPlan, Outcome, Summary};
 use host::SharedData;
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
@@ -71,7 +71,7 @@ impl RootContext for Root {
             body_size: 0,
             done: false,
             reservations: Vec::new(),
-            held: Vec::new(),
+            awaiting: None,
             callouts: Vec::new(),
             answers: Vec::new(),
             summary: Summary::default(),
@@ -94,8 +94,8 @@ struct Http {
     done: bool,
     /// Rate-limit units this forwarded request took: given back if the upstream answers 5xx.
     reservations: Vec<Reservation>,
-    /// The body, kept only while approval callouts are out.
-    held: Vec<u8>,
+    /// What is kept of the body while approval callouts are out.
+    awaiting: Option<Awaiting>,
     /// Approval callouts in flight: (token, index into `answers`).
     callouts: Vec<(u32, usize)>,
     answers: Vec<Option<Answer>>,
@@ -121,11 +121,7 @@ impl Http {
 
     fn fail_closed(&mut self, why: &str) -> Action {
         error!("mcp-policy: {why}; refusing the request");
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":{},"message":"mcp-policy could not inspect the request: {why}"}}}}"#,
-            reply::INVALID_REQUEST
-        );
-        self.respond(&Reply { status: 500, body })
+        self.respond(&reply::uninspectable(why))
     }
 
     /// The whole body is in: decide.
@@ -163,9 +159,13 @@ impl Http {
                 Action::Continue
             }
             Outcome::Reply(r) => self.respond(&r),
-            Outcome::Approve { reservations, asks } => {
+            Outcome::Approve {
+                reservations,
+                asks,
+                awaiting,
+            } => {
                 self.reservations = reservations;
-                self.ask_approval(&policy, asks, bytes)
+                self.ask_approval(&policy, asks, awaiting)
             }
         }
     }
@@ -225,15 +225,16 @@ impl Http {
     }
 
     /// Sends one callout per ask; the request waits (other requests carry on) until every answer is in.
-    fn ask_approval(&mut self, policy: &Policy, asks: Vec<String>, bytes: Vec<u8>) -> Action {
+    fn ask_approval(&mut self, policy: &Policy, asks: Vec<String>, awaiting: Awaiting) -> Action {
         self.answers = vec![None; asks.len()];
+        self.awaiting = Some(awaiting);
         let Some(cfg) = policy.approval.clone() else {
             for a in &mut self.answers {
                 *a = Some(Answer::Unavailable(
                     "no approval service is configured".into(),
                 ));
             }
-            return self.conclude(bytes);
+            return self.conclude();
         };
         for (i, body) in asks.iter().enumerate() {
             let headers = cfg.headers(body.len());
@@ -265,16 +266,18 @@ impl Http {
             }
         }
         if self.callouts.is_empty() {
-            return self.conclude(bytes);
+            return self.conclude();
         }
-        self.held = bytes;
         Action::Pause
     }
 
     /// Every answer is in: forward, or reply and give the rate-limit units back.
-    fn conclude(&mut self, bytes: Vec<u8>) -> Action {
+    fn conclude(&mut self) -> Action {
         let Some(policy) = self.policy.clone() else {
             return self.fail_closed("no policy is loaded");
+        };
+        let Some(awaiting) = self.awaiting.take() else {
+            return self.fail_closed("the approval state was lost");
         };
         let answers: Vec<Answer> = self
             .answers
@@ -287,7 +290,7 @@ impl Http {
             now_nanos,
             audit: host::audit_enabled(now_nanos),
         };
-        let (result, events) = request::conclude(&policy, &self.head, &bytes, &answers, &env);
+        let (result, events) = awaiting.conclude(&self.head, &answers, &env);
         events.iter().for_each(host::record);
         match result {
             Ok(()) => {
@@ -352,12 +355,9 @@ impl Context for Http {
         if let Some(a) = self.answers.get_mut(index) {
             *a = Some(read_answer(status, &body));
         }
-        if self.callouts.is_empty() {
-            let bytes = std::mem::take(&mut self.held);
-            if self.conclude(bytes) == Action::Continue {
-                if let Err(e) = hostcalls::resume_http_request() {
-                    warn!("mcp-policy: could not resume the request after approval ({e:?})");
-                }
+        if self.callouts.is_empty() && self.conclude() == Action::Continue {
+            if let Err(e) = hostcalls::resume_http_request() {
+                warn!("mcp-policy: could not resume the request after approval ({e:?})");
             }
         }
     }
@@ -366,6 +366,7 @@ impl Context for Http {
         // The client went away while approval was pending: the call was never forwarded.
         if !self.callouts.is_empty() {
             self.callouts.clear();
+            self.awaiting = None;
             self.give_back();
         }
         true
