@@ -7,7 +7,7 @@
 
 use mcp_policy::limits::{init_store, memory::MemoryStore};
 use mcp_policy::request::{check_body, Env, Head, Outcome};
-use mcp_policy::{mcp, policy, request};
+use mcp_policy::{flow, mcp, policy};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -111,11 +111,11 @@ fn main() {
     }
     // The response side: a tools/list answer (the MLflow server's 40 tools, ~25 KB) filtered by the policy.
     if let Ok(answer) = std::fs::read("tests/fixtures/mlflow-mcp-0.4.1.tools-list.json") {
-        println!("\ntools/list answer filtered (request::filter_list_answer)");
+        println!("\ntools/list answer filtered (flow::filter_list_answer)");
         header();
-        let plan = request::plan_list_answer(Some("application/json"), None);
+        let plan = flow::plan_list_answer(Some("application/json"), None);
         row("tools/list answer, 40 tools", answer.len(), || {
-            black_box(request::filter_list_answer(
+            black_box(flow::filter_list_answer(
                 &policy,
                 "1",
                 &plan,

@@ -1,6 +1,7 @@
 //! One request body, one pass: the decisions the pure core makes at headers time ([`check_head`]), at end
 //! of body ([`check_body`]) and when approval answers are in ([`Awaiting::conclude`]). Every rule about
-//! requests lives here; the Envoy glue gathers the inputs and acts on the answer.
+//! requests lives here; the per-request state machine that calls these and talks to Envoy is
+//! [`crate::flow`].
 //!
 //! A body is inspected once ([`crate::mcp::inspect`]) and judged once: each message becomes one
 //! [`Record`], and the reply, the rate-limit charges, the approval asks, the audit lines and the metrics
@@ -16,9 +17,7 @@ use crate::mcp::{inspect, Kind, Message};
 use crate::policy::{Mode, Policy};
 use crate::record::{Record, Target};
 use crate::reply::{self, Reply};
-use crate::tools_list::{self, format_of, Format};
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 
 /// The request headers mcp-policy looks at.
 #[derive(Debug, Default, Clone)]
@@ -527,57 +526,6 @@ pub fn conclude<S: Store>(
     }
 }
 
-/// How a `tools/list` answer will be handled, decided from its response headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListPlan {
-    /// Filter it in its own format.
-    Rewrite(Format),
-    /// It cannot be filtered with certainty (compressed, unknown type): replace it with a JSON-RPC error
-    /// (as `application/json`) rather than leak the tools the policy hides.
-    Replace(String),
-}
-
-/// Plans the handling of a `tools/list` answer from its `content-type` and `content-encoding`.
-pub fn plan_list_answer(content_type: Option<&str>, content_encoding: Option<&str>) -> ListPlan {
-    if let Some(enc) = content_encoding
-        .map(str::trim)
-        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
-    {
-        return ListPlan::Replace(format!(
-            "the answer came compressed ({enc}) and cannot be filtered"
-        ));
-    }
-    match format_of(content_type.unwrap_or("")) {
-        Ok(f) => ListPlan::Rewrite(f),
-        Err(e) => ListPlan::Replace(e.to_string()),
-    }
-}
-
-/// The body to send instead of a `tools/list` answer: filtered by [`Policy::is_listed`], or an error
-/// (JSON-RPC -32603 with the request's id, in the answer's format) when it cannot be filtered.
-pub fn filter_list_answer<'b>(
-    policy: &Policy,
-    list_id: &str,
-    plan: &ListPlan,
-    body: &'b [u8],
-) -> Cow<'b, [u8]> {
-    let keep = |tool: &str| policy.is_listed(tool);
-    let why = match plan {
-        ListPlan::Replace(why) => why.clone(),
-        ListPlan::Rewrite(format) => match tools_list::rewrite(body, *format, &keep) {
-            Ok(r) => return r.body,
-            Err(e) => {
-                let err = reply::list_unfilterable(list_id, &e.to_string());
-                return Cow::Owned(match format {
-                    Format::Json => err.into_bytes(),
-                    Format::Sse => format!("event: message\ndata: {err}\n\n").into_bytes(),
-                });
-            }
-        },
-    };
-    Cow::Owned(reply::list_unfilterable(list_id, &why).into_bytes())
-}
-
 fn check_mcp_headers(head: &Head, messages: &[Message<'_>], batch: bool) -> Option<Reply> {
     if let Some(name) = head.repeated_mcp_header {
         let id = messages.first().filter(|_| !batch).and_then(Message::id);
@@ -1017,57 +965,6 @@ mod tests {
         let c = run("a");
         assert!(matches!(c.outcome, Outcome::Forward(_)));
         assert_eq!(c.events[0].decision, "would_require_approval");
-    }
-
-    #[test]
-    fn tools_list_answers() {
-        let p =
-            parse(br#"{"version":"1","hide":["get_run"],"tools":{"get_*":{},"query_runs":{}}}"#)
-                .unwrap();
-        let json = include_bytes!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.json");
-        let plan = plan_list_answer(Some("application/json"), None);
-        assert_eq!(plan, ListPlan::Rewrite(Format::Json));
-        let out = filter_list_answer(&p, "1", &plan, json);
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let names: Vec<&str> = v["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap())
-            .collect();
-        assert!(names.contains(&"query_runs") && names.contains(&"get_experiments"));
-        assert!(!names.contains(&"get_run") && !names.contains(&"delete_run"));
-        assert_eq!(names.len(), 21, "{names:?}");
-        let sse = include_bytes!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.sse");
-        let out = filter_list_answer(
-            &p,
-            "1",
-            &plan_list_answer(Some("text/event-stream"), Some("identity")),
-            sse,
-        );
-        assert!(out.len() < sse.len() && out.starts_with(b"event: message"));
-        for plan in [
-            plan_list_answer(Some("application/json"), Some("gzip")),
-            plan_list_answer(Some("text/html"), None),
-        ] {
-            let out = filter_list_answer(&p, "\"x\"", &plan, json);
-            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-            assert_eq!(
-                (v["id"].as_str(), v["error"]["code"].as_i64()),
-                (Some("x"), Some(-32603))
-            );
-        }
-        let out = filter_list_answer(
-            &p,
-            "2",
-            &ListPlan::Rewrite(Format::Sse),
-            b"event: message\ndata: {not json\n\n",
-        );
-        assert!(
-            out.starts_with(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\""),
-            "{}",
-            String::from_utf8_lossy(&out)
-        );
     }
 
     #[test]
