@@ -4,18 +4,22 @@
 //! Every transition is unit-tested natively with a fake host (`fake.rs`) that records each host call.
 //!
 //! One file per step, in the order Envoy calls them:
-//! - [`headers`]: the request headers: forged exported headers removed, the rate-limit identity,
+//! - `headers.rs`: the request headers: forged exported headers removed, the rate-limit identity,
 //!   [`crate::request::check_head`], hold or continue;
-//! - [`body`]: the request body: the size limit, [`crate::request::check_body`], the metrics and audit lines,
+//! - `body.rs`: the request body: the size limit, [`crate::request::check_body`], the metrics and audit lines,
 //!   the exported headers, then forward, reply, or ask for approval;
-//! - [`approval`]: the approval callouts, their answers in any order, the client leaving while they are out;
-//! - [`response`]: the upstream's answer: rate-limit units given back on a 5xx, tools/list answers filtered.
+//! - `approval.rs`: the approval callouts, their answers in any order, the client leaving while they are out;
+//! - `response.rs`: the upstream's answer: rate-limit units given back on a 5xx, tools/list answers filtered.
 //!
 //! A host call costs about as much as the rest of a small request's check (measured in Envoy, issue 8):
 //! each step makes the fewest it can, and the tests pin the exact host calls of the common paths.
 //!
-//! Adding a step that waits for the network (a gRPC call to a rate limit service, a lookup): give [`Host`]
-//! the call, add a [`Pending`] variant for its token, and handle its answer in the step's file.
+//! Where the next things go: what Envoy verified about the caller (JWT metadata, the peer certificate) is
+//! read once in `headers.rs` through [`Host::property`], only when the policy asks for it; a step that waits
+//! for the network (a gRPC call to a rate limit service) gets a [`Host`] method to start it, a `Pending`
+//! variant for its token, and a `Flow::on_..._response` in its own file, which the filter's context calls;
+//! state shared across requests and workers (remembered approvals, pins) is read and written through
+//! [`Host::store`].
 
 mod approval;
 mod body;
