@@ -13,6 +13,9 @@ mod check;
 #[path = "mcp-policy/explain.rs"]
 mod explain;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/export_limits.rs"]
+mod export_limits;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/extract.rs"]
 mod extract;
 #[cfg(not(target_arch = "wasm32"))]
@@ -24,7 +27,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{check, explain, scan};
+    use crate::{check, explain, export_limits, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -38,6 +41,9 @@ examples:
                                                   what the policy does with that call, and why
   mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
                                                   a starting policy for a live MCP server
+  mcp-policy export-limits --format limitador policy.json > limits.yaml
+                                                  the rate limit service's configuration for
+                                                  the limits it counts (or envoy-ratelimit)
 
 `mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
 Exit status 2 means a usage error.";
@@ -56,6 +62,7 @@ Exit status 2 means a usage error.";
         Check(check::Options),
         Explain(explain::Options),
         Scan(scan::Options),
+        ExportLimits(export_limits::Options),
     }
 
     /// Standard output that never panics: once a write fails (e.g. a closed pipe), the rest is dropped.
@@ -82,7 +89,7 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
-            Command::Check(_) | Command::Scan(_) => None,
+            Command::Check(_) | Command::Scan(_) | Command::ExportLimits(_) => None,
         };
         match invalid {
             Some((name, message)) => Err(usage_error(name, &message)),
@@ -107,6 +114,7 @@ Exit status 2 means a usage error.";
             Command::Check(o) => check::run(o, out),
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
+            Command::ExportLimits(o) => export_limits::run(o, out),
         }
     }
 
