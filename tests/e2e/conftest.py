@@ -554,3 +554,29 @@ def refused(tmp_path, recorder):
         return log
 
     return check
+
+
+# --------------------------------------------------------------------------------------------------
+# Fleet-wide rate limits: Redis and a rate limit service over it (tests/e2e/ratelimit.py)
+# --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """Debian's redis-server on a free 127.0.0.1 port, no persistence, for the whole session. A test may stop
+    it (Redis gone mid-test): ``rate_limit_service`` starts it again, on the same port, for the next test."""
+    from ratelimit import Redis
+    r = Redis(tmp_path_factory.mktemp("redis")).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def rate_limit_service(redis_server):
+    """A fresh ShouldRateLimit service (``ratelimit.RateLimitService``) over the session's Redis, emptied."""
+    from ratelimit import RateLimitService
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    redis_server.flush()
+    svc = RateLimitService(redis_server.port).start()
+    yield svc
+    svc.stop()
