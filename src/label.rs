@@ -12,6 +12,9 @@ pub enum Label {
     Deny,
     /// Refused: over a rate limit (or the rate-limit state could not be kept: fail closed).
     RateLimited,
+    /// Refused: the rate limit service could not say whether a fleet-counted limit has room, and the policy's
+    /// `rate_limit_service.on_error` is `deny`.
+    RateLimitUnavailable,
     /// The approval service said yes: forwarded.
     ApprovalGranted,
     /// The approval service said no.
@@ -26,14 +29,17 @@ pub enum Label {
     WouldRateLimit,
     /// Audit mode: would have waited for approval, forwarded without asking.
     WouldRequireApproval,
+    /// Audit mode: would have been refused because the rate limit service could not say, forwarded.
+    WouldRateLimitUnavailable,
 }
 
 impl Label {
     /// Every label, in declaration order ([`Label::index`] is the position here).
-    pub const ALL: [Label; 10] = [
+    pub const ALL: [Label; 12] = [
         Label::Allow,
         Label::Deny,
         Label::RateLimited,
+        Label::RateLimitUnavailable,
         Label::ApprovalGranted,
         Label::ApprovalDenied,
         Label::ApprovalUnavailable,
@@ -41,6 +47,7 @@ impl Label {
         Label::WouldDeny,
         Label::WouldRateLimit,
         Label::WouldRequireApproval,
+        Label::WouldRateLimitUnavailable,
     ];
 
     /// The label as written in replies, audit lines and stat names.
@@ -49,6 +56,7 @@ impl Label {
             Label::Allow => "allow",
             Label::Deny => "deny",
             Label::RateLimited => "rate_limited",
+            Label::RateLimitUnavailable => "rate_limit_unavailable",
             Label::ApprovalGranted => "approval_granted",
             Label::ApprovalDenied => "approval_denied",
             Label::ApprovalUnavailable => "approval_unavailable",
@@ -56,6 +64,7 @@ impl Label {
             Label::WouldDeny => "would_deny",
             Label::WouldRateLimit => "would_rate_limit",
             Label::WouldRequireApproval => "would_require_approval",
+            Label::WouldRateLimitUnavailable => "would_rate_limit_unavailable",
         }
     }
 
@@ -91,13 +100,15 @@ mod tests {
                 "allow",
                 "deny",
                 "rate_limited",
+                "rate_limit_unavailable",
                 "approval_granted",
                 "approval_denied",
                 "approval_unavailable",
                 "invalid",
                 "would_deny",
                 "would_rate_limit",
-                "would_require_approval"
+                "would_require_approval",
+                "would_rate_limit_unavailable"
             ]
         );
         for (i, l) in Label::ALL.iter().enumerate() {

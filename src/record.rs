@@ -35,6 +35,9 @@ pub struct Record<'a> {
     pub charges: Vec<Charge>,
     /// The approval service said yes to this call.
     pub granted: bool,
+    /// Why an allowed call went uncounted (the rate limit service could not be asked, `on_error: allow`): the
+    /// reason of its audit line.
+    pub note: Option<String>,
 }
 
 /// The audit reason of an allowed message that was not forwarded because another call of its batch was
@@ -59,6 +62,7 @@ impl<'a> Record<'a> {
             decision,
             charges,
             granted: false,
+            note: None,
         }
     }
 
@@ -84,13 +88,19 @@ impl<'a> Record<'a> {
         match &self.decision {
             None | Some(Decision::Allow { .. }) if refused => (Label::Deny, Some(BATCH_REFUSED)),
             None | Some(Decision::Allow { .. }) if self.granted => (Label::ApprovalGranted, None),
-            None | Some(Decision::Allow { .. }) => (Label::Allow, None),
+            None | Some(Decision::Allow { .. }) => (Label::Allow, self.note.as_deref()),
             Some(Decision::Deny { reason, .. }) if audit_mode => (Label::WouldDeny, Some(reason)),
             Some(Decision::Deny { reason, .. }) => (Label::Deny, Some(reason)),
             Some(Decision::RateLimited { reason, .. }) if audit_mode => {
                 (Label::WouldRateLimit, Some(reason))
             }
             Some(Decision::RateLimited { reason, .. }) => (Label::RateLimited, Some(reason)),
+            Some(Decision::RateLimitUnavailable { reason, .. }) if audit_mode => {
+                (Label::WouldRateLimitUnavailable, Some(reason))
+            }
+            Some(Decision::RateLimitUnavailable { reason, .. }) => {
+                (Label::RateLimitUnavailable, Some(reason))
+            }
             Some(Decision::NeedsApproval { .. }) if refused => (Label::Deny, Some(BATCH_REFUSED)),
             Some(Decision::NeedsApproval { reason, .. }) => (Label::WouldRequireApproval, *reason),
             Some(Decision::NotApproved {

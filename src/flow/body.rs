@@ -81,6 +81,13 @@ impl Flow {
                 self.reservations = reservations;
                 self.ask_approval(host, &policy, asks, awaiting, summary.tools_list_id)
             }
+            Outcome::Count {
+                reservations,
+                counting,
+            } => {
+                self.reservations = reservations;
+                self.ask_rate_limit_service(host, &policy, counting, summary.tools_list_id)
+            }
         }
     }
 

@@ -575,42 +575,6 @@ mod tests {
         assert_eq!(seen(&asks[0].message).hits, 5);
     }
 
-    fn answer(r: &Response) -> Vec<u8> {
-        // Encodes a response with the test's own writer (the fixtures check the decoder against the real one).
-        let mut out = Vec::new();
-        let varint = |out: &mut Vec<u8>, mut v: u64| {
-            while v >= 0x80 {
-                out.push((v as u8 & 0x7f) | 0x80);
-                v >>= 7;
-            }
-            out.push(v as u8);
-        };
-        varint(&mut out, 1 << 3);
-        varint(&mut out, r.overall_code as u64);
-        for s in &r.statuses {
-            let mut m = vec![];
-            varint(&mut m, 1 << 3);
-            varint(&mut m, s.code as u64);
-            if let Some(l) = s.current_limit {
-                m.extend([
-                    2 << 3 | 2,
-                    4,
-                    1 << 3,
-                    l.requests_per_unit as u8,
-                    2 << 3,
-                    l.unit as u8,
-                ]);
-            }
-            if let Some(d) = s.duration_until_reset {
-                m.extend([4 << 3 | 2, 2, 1 << 3, d.seconds as u8]);
-            }
-            out.push(2 << 3 | 2);
-            varint(&mut out, m.len() as u64);
-            out.extend(m);
-        }
-        out
-    }
-
     fn status(code: i32, reset: Option<i64>) -> Status {
         Status {
             code,
@@ -632,7 +596,7 @@ mod tests {
             message: vec![],
             charges: vec![0, 1],
         };
-        let read_resp = |r: Response| read(&ask, &charges, Ok(&answer(&r)));
+        let read_resp = |r: Response| read(&ask, &charges, Ok(&r.encode()));
         let resp = |code, statuses| Response {
             overall_code: code,
             statuses,

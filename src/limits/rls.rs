@@ -155,6 +155,37 @@ impl Duration {
     }
 }
 
+impl Response {
+    /// The serialized `RateLimitResponse` (proto3 defaults left out), as a service would answer: for the CLI's
+    /// simulations and the tests (the filter only reads answers).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_uint(&mut out, 1, i64::from(self.overall_code) as u64);
+        for s in &self.statuses {
+            let mut m = Vec::new();
+            put_uint(&mut m, 1, i64::from(s.code) as u64);
+            if let Some(l) = s.current_limit {
+                let mut c = Vec::new();
+                put_uint(&mut c, 1, u64::from(l.requests_per_unit));
+                put_uint(&mut c, 2, i64::from(l.unit) as u64);
+                put_len_field(&mut m, 2, c.len());
+                m.extend(c);
+            }
+            put_uint(&mut m, 3, u64::from(s.limit_remaining));
+            if let Some(d) = s.duration_until_reset {
+                let mut c = Vec::new();
+                put_uint(&mut c, 1, d.seconds as u64);
+                put_uint(&mut c, 2, i64::from(d.nanos) as u64);
+                put_len_field(&mut m, 4, c.len());
+                m.extend(c);
+            }
+            put_len_field(&mut out, 2, m.len());
+            out.extend(m);
+        }
+        out
+    }
+}
+
 /// Why bytes are not a `RateLimitResponse` (or a gRPC frame).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError(pub &'static str);
@@ -437,6 +468,37 @@ fn status(r: &mut Reader, s: &mut Status) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Whether protobuf could read `bytes` as a message (of any type: every field unknown, groups allowed). Envoy's
+/// proxy-wasm `grpc_call` takes either an Envoy cluster's name or a serialized `GrpcService`, and tries the
+/// second first: a cluster name for which this is true would be taken for a `GrpcService` without a cluster,
+/// and the call would fail with a status the proxy-wasm SDK traps on. Errs on the side of true (a name refused
+/// needlessly is renamed; one let through would trap the worker).
+pub fn is_wire_format(bytes: &[u8]) -> bool {
+    /// Reads fields up to the end (`group`: `None`) or to the end of the group of that field number.
+    fn fields(r: &mut Reader, group: Option<u64>, depth: u32) -> Option<()> {
+        loop {
+            if r.rest.is_empty() {
+                return group.is_none().then_some(());
+            }
+            let key = r.varint().ok()?;
+            let field = key >> 3;
+            if field == 0 {
+                return None;
+            }
+            match (key & 7) as u8 {
+                VARINT => r.varint().ok().map(|_| ())?,
+                FIXED64 => r.take(8).ok().map(|_| ())?,
+                LEN => r.bytes().ok().map(|_| ())?,
+                FIXED32 => r.take(4).ok().map(|_| ())?,
+                3 if depth > 0 => fields(r, Some(field), depth - 1)?,
+                4 => return (group == Some(field)).then_some(()),
+                _ => return None,
+            }
+        }
+    }
+    fields(&mut Reader { rest: bytes }, None, 100).is_some()
+}
+
 /// gRPC's length-prefixed message: a compressed flag (0) and the length (4 bytes, big-endian), then the message.
 pub fn frame(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + message.len());
@@ -604,6 +666,24 @@ mod tests {
     }
 
     #[test]
+    fn responses_written_back_are_what_the_reference_implementation_writes() {
+        let f = fixtures();
+        let mut same_bytes = 0;
+        for case in f["responses"].as_array().unwrap() {
+            let bytes = unhex(case["hex"].as_str().unwrap());
+            let r = decode(&bytes).unwrap();
+            assert_eq!(decode(&r.encode()).as_ref(), Ok(&r), "{}", case["name"]);
+            // Responses with only the fields modelled here come back byte for byte.
+            let name = case["name"].as_str().unwrap();
+            if !name.contains("skips") && !name.contains("headers") {
+                assert_eq!(r.encode(), bytes, "{name}");
+                same_bytes += 1;
+            }
+        }
+        assert!(same_bytes >= 5);
+    }
+
+    #[test]
     fn encoder_leaves_out_defaults_and_keeps_an_explicit_zero_hits_addend() {
         let r = Request {
             domain: "",
@@ -756,6 +836,33 @@ mod tests {
             &[0, 0, 0, 0, 1, 8, 1][..],
         ] {
             assert!(unframe(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_that_protobuf_would_read_as_a_message() {
+        // Typical cluster names are not messages.
+        for name in [
+            "ratelimit",
+            "rate_limit",
+            "rate-limit-service",
+            "rls",
+            "limitador",
+            "ext-authz",
+            "outbound|8081||ratelimit.default.svc.cluster.local",
+            "kuadrant-ratelimit-service",
+        ] {
+            assert!(!is_wire_format(name.as_bytes()), "{name}");
+        }
+        // These are: an unknown varint field; a group; an empty message.
+        for name in ["H0", "#$", "", "H0H1"] {
+            assert!(is_wire_format(name.as_bytes()), "{name:?}");
+        }
+        // A real serialized GrpcService { envoy_grpc { cluster_name: "rl" } }.
+        assert!(is_wire_format(&[0x0a, 0x04, 0x0a, 0x02, b'r', b'l']));
+        // Unbalanced or mismatched groups are not.
+        for bad in [&b"#"[..], &b"$"[..], &[0x1b, 0x24][..]] {
+            assert!(!is_wire_format(bad), "{bad:?}");
         }
     }
 

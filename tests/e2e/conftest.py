@@ -382,9 +382,11 @@ _SOURCE_IPS = (f"127.0.{n // 250}.{n % 250 + 2}" for n in itertools.count())
 
 def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bool = True,
                      buffer_limit: int = 4 * 1024 * 1024, failure_policy: str | None = "FAIL_CLOSED",
-                     wasm: pathlib.Path = WASM, clusters: dict[str, int] | None = None) -> dict:
+                     wasm: pathlib.Path = WASM, clusters: dict[str, int] | None = None,
+                     grpc_clusters: dict[str, int] | None = None) -> dict:
     """The shipped envoy/envoy.yaml with test ports (0: the kernel picks), this policy and the built wasm.
-    ``clusters``: more clusters, {name: port} (plain HTTP/1.1 to 127.0.0.1), e.g. an approval service."""
+    ``clusters``: more clusters, {name: port} (plain HTTP/1.1 to 127.0.0.1), e.g. an approval service;
+    ``grpc_clusters``: the same over HTTP/2 (gRPC), e.g. a rate limit service."""
     cfg = yaml.safe_load(ENVOY_TEMPLATE.read_text())
     cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
     listener = cfg["static_resources"]["listeners"][0]
@@ -406,11 +408,15 @@ def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bo
     # Each Envoy connects to its upstream from its own loopback address, so the recording upstream can tell
     # which Envoy sent a request (Recorder.watch).
     cluster["upstream_bind_config"] = {"source_address": {"address": next(_SOURCE_IPS), "port_value": 0}}
-    for name, port in (clusters or {}).items():
-        cfg["static_resources"]["clusters"].append({
-            "name": name, "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}})
+    for name, port in [*(clusters or {}).items(), *(grpc_clusters or {}).items()]:
+        c = {"name": name, "type": "STATIC", "connect_timeout": "1s",
+             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+        if name in (grpc_clusters or {}):
+            c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+        cfg["static_resources"]["clusters"].append(c)
     return cfg
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
 import pathlib
 import shutil
 import socket
@@ -33,6 +34,10 @@ import threading
 import time
 from concurrent import futures
 from typing import Callable
+
+# gRPC's fork handlers only print a warning when the tests start Envoy next to the service: the children exec
+# at once and never use gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
 METHOD = f"/{SERVICE}/ShouldRateLimit"

@@ -8,6 +8,7 @@ use super::{cluster, one_line};
 use crate::limits::fleet::{
     OnError, RateLimitService, DEFAULT_DOMAIN, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
 };
+use crate::limits::rls;
 use serde_json::Value;
 
 /// The section at `path`; `None` when it has an error.
@@ -16,6 +17,15 @@ pub(super) fn parse(errs: &mut Errs, path: &str, v: &Value) -> Option<RateLimitS
     let fix = "write {\"cluster\": \"ratelimit\"}";
     let o = open_object(errs, path, v, &RATE_LIMIT_SERVICE, "an object", fix)?;
     let cluster = cluster(errs, &o, "rate limit service");
+    if let Some(c) = &cluster {
+        if rls::is_wire_format(c.as_bytes()) {
+            errs.push(
+                &o.at("cluster"),
+                format!("Envoy would read the cluster name \"{c}\" as a serialized gRPC service description, not as a name (proxy-wasm's gRPC call takes either, and tries the description first)"),
+                "rename the cluster in Envoy and here (names such as \"ratelimit\" are read as names)",
+            );
+        }
+    }
     let domain = one_line(
         errs,
         &o,
@@ -123,6 +133,7 @@ mod tests {
                 r#"{"cluster": "c", "on_eror": "deny"}"#,
                 "rate_limit_service.on_eror",
             ),
+            (r#"{"cluster": "H0"}"#, "rate_limit_service.cluster"),
         ] {
             let e = one_error(&format!(r#"{{"version":"1","rate_limit_service":{s}}}"#));
             assert_eq!(e.path, path, "{s}: {e}");
