@@ -1503,7 +1503,7 @@ fn export_limits_for_each_engine() {
     assert_eq!(r.stderr, "");
     assert!(
         r.stdout.starts_with(&format!(
-            "# envoyproxy/ratelimit config file for the 2 rate limits that the policy in {} has its rate_limit_service count\n",
+            "# envoyproxy/ratelimit config file: the 2 rate limits that the rate_limit_service counts for the policy in {}\n",
             s(&p)
         )),
         "{}",
@@ -1540,7 +1540,7 @@ descriptors:
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout
-            .contains(r#"the policy in (stdin): listener "mcp" > filter"#),
+            .contains(r#"for the policy in (stdin): listener "mcp" > filter"#),
         "{}",
         r.stdout
     );

@@ -233,6 +233,21 @@ BAD = {
     "invalid prompts_default": P(prompts_default="block"),
     "resources not an object": P(resources="file:///*"),
     "filter_tools_list as a number": P(filter_tools_list=1),
+    "rate_limit_service not an object": P(rate_limit_service="ratelimit"),
+    "rate_limit_service without cluster": P(rate_limit_service={"domain": "d"}),
+    "rate_limit_service empty domain": P(rate_limit_service={"cluster": "rl", "domain": ""}),
+    "rate_limit_service timeout 0": P(rate_limit_service={"cluster": "rl", "timeout_ms": 0}),
+    "rate_limit_service timeout over a minute": P(rate_limit_service={"cluster": "rl", "timeout_ms": 60001}),
+    "rate_limit_service unknown on_error": P(rate_limit_service={"cluster": "rl", "on_error": "fail"}),
+    "rate_limit_service unknown field": P(rate_limit_service={"cluster": "rl", "failure_mode_deny": True}),
+    "unknown counted": rule({"rate_limit": {"max": 1, "window": 60, "counted": "envoy"}}),
+    "counted service without a service": rule({"rate_limit": {"max": 1, "window": 60, "counted": "service"}}),
+    "a window the service cannot count": P(rate_limit_service={"cluster": "rl"},
+                                           tools={"x": {"rate_limit": {"max": 1, "window": 90}}}),
+    "a window the service cannot count, in a list": P(rate_limit_service={"cluster": "rl"},
+                                                      prompts={"p": {"rate_limit": ["1/minute", {"max": 1, "window": 7200}]}}),
+    "a max past 32 bits counted by the service": P(rate_limit_service={"cluster": "rl"},
+                                                   resources={"r": {"rate_limit": {"max": 4294967296, "window": 60}}}),
 }
 
 GOOD = {
@@ -261,6 +276,12 @@ GOOD = {
         {"path": "args", "op": "exists", "value": True}, {"path": "args.f", "op": "exists", "value": False}]}),
     "glob keys": P(tools={"*": {"action": "deny"}, "get_?": {}, "*_run": {"action": "deny", "reason": "r"}}),
     "unicode and spaces in keys": P(tools={"überprüfen": {}, "two words": {}}),
+    "a rate limit service": P(rate_limit_service={"cluster": "ratelimit", "domain": "mcp-prod", "timeout_ms": 60000,
+                                                  "on_error": "allow"},
+                              tools={"a": {"rate_limit": ["5/second", {"max": 4294967295, "window": 86400},
+                                                          {"max": 1, "window": "hour", "counted": "service"},
+                                                          {"max": 9, "window": 90, "counted": "proxy"}]}}),
+    "counted proxy without a service": rule({"rate_limit": {"max": 1, "window": 7, "counted": "proxy"}}),
 }
 
 # The filter rejects these; the schema cannot say why (README: "Beyond the schema").
@@ -270,6 +291,9 @@ BEYOND = {
     "an invalid regex": cond({"path": "args.a", "op": "regex", "value": "("}),
     "a whole number written 10.0": rule({"rate_limit": {"max": 10.0, "window": 60}}),
     "a count past 64 bits": rule({"rate_limit": "99999999999999999999/minute"}),
+    "a count past 32 bits in the N/unit form, counted by the service": P(
+        rate_limit_service={"cluster": "rl"}, tools={"x": {"rate_limit": "4294967296/minute"}}),
+    "a cluster name protobuf would read as a message": P(rate_limit_service={"cluster": "H0"}),
 }
 
 

@@ -208,7 +208,7 @@ pub fn export(policy: &Policy, format: Format, source: &str) -> Result<String, S
     };
     let n = policy.fleet_limits().count();
     let mut text = format!(
-        "# {what} for the {n} rate limit{} that the policy in {source} has its rate_limit_service count\n\
+        "# {what}: the {n} rate limit{} that the rate_limit_service counts for the policy in {source}\n\
          # (domain {:?}). Written by `mcp-policy export-limits`: change the policy, then export again.\n",
         if n == 1 { "" } else { "s" },
         service.domain
@@ -317,7 +317,7 @@ mod tests {
     fn envoy_ratelimit_declares_every_descriptor_the_filter_sends() {
         let text = export(&policy(), Format::EnvoyRatelimit, "p.json").unwrap();
         assert!(
-            text.starts_with("# envoyproxy/ratelimit config file for the 5 rate limits"),
+            text.starts_with("# envoyproxy/ratelimit config file: the 5 rate limits"),
             "{text}"
         );
         let y: Yaml = serde_yaml_ng::from_str(&text).unwrap();
