@@ -420,6 +420,33 @@ def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bo
     return cfg
 
 
+def shipped_bootstrap(path: pathlib.Path, ports: dict[str, tuple[int, int]]) -> dict:
+    """An example Envoy configuration as shipped, with test ports and the built wasm: the admin and listener on
+    ports the kernel picks, and each cluster, {name: (shipped port, test port)}, moved to its test port (every
+    cluster of the file must be named, each at its shipped 127.0.0.1 port)."""
+    cfg = yaml.safe_load(path.read_text())
+    cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
+    (listener,) = cfg["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
+    wasm_config(cfg)["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    clusters = cfg["static_resources"]["clusters"]
+    assert sorted(c["name"] for c in clusters) == sorted(ports)
+    for c in clusters:
+        addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        shipped, test = ports[c["name"]]
+        assert addr == {"address": "127.0.0.1", "port_value": shipped}
+        addr["port_value"] = test
+    return cfg
+
+
+def wasm_config(cfg: dict) -> dict:
+    """The Wasm filter's ``config`` of a one-listener bootstrap (its policy is ``["configuration"]["value"]``)."""
+    (listener,) = cfg["static_resources"]["listeners"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+    return wasm["typed_config"]["config"]
+
+
 class Envoy:
     """One Envoy process. ``url`` is http://127.0.0.1:PORT/mcp, ``admin`` http://127.0.0.1:ADMIN."""
 

@@ -14,8 +14,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import yaml
-
 import conftest
 from conftest import REPO
 from support import assert_rpc_error, call, post
@@ -252,26 +250,13 @@ def test_a_cluster_envoy_does_not_have_is_refused_without_harm(fleet, upstream, 
 def example_bootstrap(upstream_port: int, ratelimit_port: int) -> dict:
     """envoy/examples/fleet-ratelimit.yaml as shipped, with test ports, the built wasm, and a longer timeout_ms
     (the tests' service is Python on a machine shared with the rest of the suite)."""
-    cfg = yaml.safe_load(EXAMPLE.read_text())
-    cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
-    (listener,) = cfg["static_resources"]["listeners"]
-    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
-    wasm["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(conftest.WASM)
-    configuration = wasm["typed_config"]["config"]["configuration"]
+    cfg = conftest.shipped_bootstrap(EXAMPLE, {"mlflow_mcp": (8001, upstream_port),
+                                               "ratelimit": (8081, ratelimit_port)})
+    configuration = conftest.wasm_config(cfg)["configuration"]
     p = json.loads(configuration["value"])
     assert p["rate_limit_service"]["timeout_ms"] == 100
     p["rate_limit_service"]["timeout_ms"] = 5000
     configuration["value"] = json.dumps(p)
-    ports = {"mlflow_mcp": (8001, upstream_port), "ratelimit": (8081, ratelimit_port)}
-    clusters = cfg["static_resources"]["clusters"]
-    assert sorted(c["name"] for c in clusters) == sorted(ports)
-    for c in clusters:
-        addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        shipped, test = ports[c["name"]]
-        assert addr == {"address": "127.0.0.1", "port_value": shipped}
-        addr["port_value"] = test
     return cfg
 
 
