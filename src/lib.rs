@@ -15,6 +15,7 @@ pub mod policy;
 pub mod reply;
 pub mod request;
 pub mod sha256;
+pub mod sse;
 pub mod tools_list;
 
 #[cfg(target_arch = "wasm32")]

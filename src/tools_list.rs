@@ -7,12 +7,12 @@
 //!
 //! Two formats (MCP streamable HTTP):
 //! - `application/json`: one JSON-RPC message or a batch (array) of them.
-//! - `text/event-stream`: events parsed per the SSE specification (`\n`, `\r\n` or `\r` line ends, comment
-//!   lines, `event:`/`id:`/`retry:` fields, multi-line `data:` joined with `\n`). Events whose data is empty
-//!   (priming events) are left alone; every other event's data must be a JSON-RPC message or batch. Only events
-//!   holding a tools list that loses a tool are rewritten: their `data:` lines become one `data:` line at
-//!   the place of the first, ended like it; their other lines and every other event stay byte-identical. An
-//!   unterminated last event is treated like any other (SSE clients drop it, but it must not leak either).
+//! - `text/event-stream`: events read by [`crate::sse`] (the SSE specification's line ends, comments, fields,
+//!   multi-line `data:` joined with `\n`). Events whose data is empty (priming events) are left alone; every
+//!   other event's data must be a JSON-RPC message or batch. Only events holding a tools list that loses a
+//!   tool are rewritten: their `data:` lines become one `data:` line at the place of the first, ended like it;
+//!   their other lines and every other event stay byte-identical. An unterminated last event is treated like
+//!   any other (SSE clients drop it, but it must not leak either).
 //!
 //! The JSON is validated by serde_json (which, unlike [`crate::json::check_strict`], lets repeated keys through;
 //! the keys this module reads are checked below), then walked once with the crate's JSON cursor
@@ -26,6 +26,7 @@
 //! Length: about 440 lines of code; the rest of the file is its tests, against real server captures.
 
 use crate::json::{keys_collide, Cursor, Lost};
+use crate::sse::{Event, Events};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -393,104 +394,27 @@ fn filtered_array(
 
 const AMBIGUOUS: &str = "key ";
 
-/// One line of an event stream: `text` starts at byte `start` and is followed by `eol` ("" at the end).
-#[derive(Debug, Clone, Copy)]
-struct Line<'a> {
-    start: usize,
-    text: &'a str,
-    eol: &'a str,
-}
-
-impl Line<'_> {
-    fn end(&self) -> usize {
-        self.start + self.text.len() + self.eol.len()
-    }
-    /// The value of a `data` field line (one leading space removed), `None` for any other line.
-    fn data(&self) -> Option<&str> {
-        let (field, value) = self.text.split_once(':').unwrap_or((self.text, ""));
-        (field == "data").then(|| value.strip_prefix(' ').unwrap_or(value))
-    }
-}
-
-struct Lines<'a> {
-    text: &'a str,
-    pos: usize,
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = Line<'a>;
-    fn next(&mut self) -> Option<Line<'a>> {
-        let rest = self.text.get(self.pos..).filter(|r| !r.is_empty())?;
-        let (text, eol) = match rest.find(['\r', '\n']) {
-            None => (rest, ""),
-            Some(i) => {
-                let after = rest.get(i..).unwrap_or("");
-                let eol = if after.starts_with("\r\n") {
-                    "\r\n"
-                } else if after.starts_with('\r') {
-                    "\r"
-                } else {
-                    "\n"
-                };
-                (rest.get(..i).unwrap_or(""), eol)
-            }
-        };
-        let line = Line {
-            start: self.pos,
-            text,
-            eol,
-        };
-        self.pos = line.end();
-        Some(line)
-    }
-}
-
 fn event_stream(
     text: &str,
     keep: &dyn Fn(&str) -> bool,
     edits: &mut Edits,
 ) -> Result<(), RewriteError> {
-    // A UTF-8 byte order mark may open the stream (and is not part of the first field name).
-    let pos = if text.starts_with('\u{feff}') {
-        '\u{feff}'.len_utf8()
-    } else {
-        0
-    };
-    let mut data_lines: Vec<Line<'_>> = Vec::new();
-    let mut event = 0;
-    let mut lines = Lines { text, pos }.peekable();
-    while let Some(line) = lines.next() {
-        if line.data().is_some() {
-            data_lines.push(line);
-        }
-        // A blank line dispatches the event; so does the end of the stream, for safety.
-        if (line.text.is_empty() || lines.peek().is_none()) && !data_lines.is_empty() {
-            sse_event(&data_lines, keep, edits).map_err(|e| RewriteError::InEvent {
-                event,
-                error: Box::new(e),
-            })?;
-            event += 1;
-            data_lines.clear();
-        }
+    for (event, e) in Events::new(text).enumerate() {
+        sse_event(&e, keep, edits).map_err(|error| RewriteError::InEvent {
+            event,
+            error: Box::new(error),
+        })?;
     }
     Ok(())
 }
 
-/// One event, given its `data:` lines.
+/// One event (it has `data:` lines).
 fn sse_event(
-    data_lines: &[Line<'_>],
+    event: &Event<'_>,
     keep: &dyn Fn(&str) -> bool,
     edits: &mut Edits,
 ) -> Result<(), RewriteError> {
-    let data: Cow<'_, str> = match data_lines {
-        [one] => Cow::Borrowed(one.data().unwrap_or("")),
-        many => Cow::Owned(
-            many.iter()
-                .map(|l| l.data().unwrap_or(""))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-    };
+    let data = event.data();
     if data.trim_matches([' ', '\t', '\n']).is_empty() {
         // A priming event (an `id:` and an empty `data:`): no message.
         return Ok(());
@@ -505,7 +429,7 @@ fn sse_event(
     // Line breaks in JSON can only be whitespace between tokens: a space keeps the value on one line.
     let new = inner.apply(&data).replace('\n', " ");
     let mut first = true;
-    for l in data_lines {
+    for l in &event.data_lines {
         let with = if first {
             format!("data: {new}{}", l.eol)
         } else {
