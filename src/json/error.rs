@@ -46,7 +46,7 @@ pub enum ErrorKind {
     ControlCharacter,
     /// Bytes that are not UTF-8.
     InvalidUtf8,
-    /// Arrays and objects nested deeper than [`MAX_DEPTH`](super::scan::MAX_DEPTH) levels.
+    /// Arrays and objects nested more than 127 levels deep (serde_json's limit).
     TooDeep,
     /// An object key repeated, or equal to another ignoring case ([`keys_collide`](super::keys_collide)).
     DuplicateKey,

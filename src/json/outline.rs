@@ -170,9 +170,8 @@ pub(super) enum Role {
     Nested,
 }
 
-/// What the recording keeps while the scanner runs (fields of the scanner: one struct keeps its loop in
-/// registers).
-#[derive(Default)]
+/// What the recording keeps while the scanner runs (a field of the scanner, which reads `watch` itself on every
+/// value).
 pub(super) struct Records {
     /// The document is an array.
     pub batch: bool,
