@@ -316,3 +316,23 @@ def test_the_official_mcp_client_waits_for_the_approval(shared_envoy, mlflow_mcp
     assert not result.isError, result
     assert p["identity"] == session_id
     assert mlflow_mcp.client().get_run(run_id).data.tags["approved_in"] == "console"
+
+
+def test_the_example_bootstrap_with_the_console(envoy, upstream, tmp_path, calls):
+    """envoy/examples/approval.yaml (as shipped but for ports) with the console started as its header says."""
+    from test_approval import example_bootstrap
+
+    c = Console(tmp_path / "console", "--timeout-ms", "300000").start()
+    try:
+        proxy = envoy(None, 0, bootstrap=example_bootstrap(upstream.port, c.port))
+        fut = calls.submit(use, proxy.url, "transition_model_version_stage", {"name": "m", "stage": "Production"},
+                           session="agent-1", id=1, timeout=30)
+        (p,) = c.wait_pending(1)
+        assert (p["name"], p["identity"], p["rule_reason"]) == (
+            "transition_model_version_stage", "agent-1", "Stage changes need a human")
+        assert p["deadline_ms"] - p["received_ms"] == 300_000
+        c.decide(p["id"], True)
+        assert_forwarded_answer(fut.result(10), 1)
+        assert upstream_tools(upstream) == [("transition_model_version_stage", 1)]
+    finally:
+        c.stop()
