@@ -173,16 +173,6 @@ def test_a_click_approves_the_agents_waiting_call(context, console, proxy, mlflo
                           {"experiment_id": mlflow_mcp.ids["experiments"]["churn-model"], "key": "stage",
                            "value": "screenshot"})
     card(page, "screenshot")
-    out = shots_dir(tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(out / "approvals-console-desktop.png"))
-    phone = context.new_page()
-    phone.set_viewport_size({"width": 390, "height": 844})
-    phone.goto(console.base + "/")
-    phone.wait_for_selector("#live.ok")
-    card(phone, "screenshot")
-    phone.screenshot(path=str(out / "approvals-console-phone.png"))
-    phone.close()
 
     c.locator("button.approve").click()
     session_id, result = wait_done(fut)
@@ -193,6 +183,17 @@ def test_a_click_approves_the_agents_waiting_call(context, console, proxy, mlflo
     row = page.locator("#recent tbody tr").first
     row.wait_for()
     assert "approved" in row.inner_text() and "set_run_tag" in row.inner_text() and APPROVER in row.inner_text()
+
+    out = shots_dir(tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out / "approvals-console-desktop.png"), full_page=True)
+    phone = context.new_page()
+    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.goto(console.base + "/")
+    phone.wait_for_selector("#live.ok")
+    card(phone, "screenshot")
+    phone.screenshot(path=str(out / "approvals-console-phone.png"), full_page=True)
+    phone.close()
 
     card(page, "screenshot").locator("button.deny").click()
     _, err = wait_done(other)

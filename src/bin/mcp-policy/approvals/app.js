@@ -170,7 +170,10 @@
       const tr = document.createElement("tr");
       tr.className = "o-" + r.outcome;
       let outcome = OUTCOMES[r.outcome] || r.outcome;
-      if (r.outcome === "approved" && r.remember_seconds) outcome += " for " + duration(r.remember_seconds * 1000);
+      if (r.outcome === "approved" && r.remember_seconds) {
+        const s = r.remember_seconds;
+        outcome += " for " + (s % 60 === 0 ? s / 60 + " min" : duration(s * 1000));
+      }
       const cells = [
         ["When", when(r.unix_ms)],
         ["Outcome", outcome],
