@@ -2,10 +2,13 @@
 //!
 //! Arguments are parsed by clap (derive). Each subcommand is one file, `src/bin/mcp-policy/<name>.rs`, holding
 //! its `Options` (a `clap::Args` struct: its flags, `about`, `long_about` and `after_help`) and
-//! `run(&Options, &mut Out) -> ExitCode`. To add a command: add the file, a `mod` line below, a [`Command`]
+//! `run(&Options, &mut Out) -> ExitCode` (a larger one is a folder, `src/bin/mcp-policy/<name>/mod.rs`). To add a command: add the file, a `mod` line below, a [`Command`]
 //! variant and an arm in [`run`]. Checks across several options (what clap's attributes cannot say) go in an
 //! `Options::validate` that returns the message of a usage error.
 
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/approvals/mod.rs"]
+mod approvals;
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/check.rs"]
 mod check;
@@ -27,7 +30,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{check, explain, export_limits, scan};
+    use crate::{approvals, check, explain, export_limits, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -44,6 +47,7 @@ examples:
   mcp-policy export-limits --format limitador policy.json > limits.yaml
                                                   the rate limit service's configuration for
                                                   the limits it counts (or envoy-ratelimit)
+  mcp-policy approvals --approvers approvers.txt  the approvals console on http://127.0.0.1:8002/
 
 `mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
 Exit status 2 means a usage error.";
@@ -63,6 +67,7 @@ Exit status 2 means a usage error.";
         Explain(explain::Options),
         Scan(scan::Options),
         ExportLimits(export_limits::Options),
+        Approvals(approvals::Options),
     }
 
     /// Standard output that never panics: once a write fails (e.g. a closed pipe), the rest is dropped.
@@ -89,7 +94,10 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
-            Command::Check(_) | Command::Scan(_) | Command::ExportLimits(_) => None,
+            Command::Check(_)
+            | Command::Scan(_)
+            | Command::ExportLimits(_)
+            | Command::Approvals(_) => None,
         };
         match invalid {
             Some((name, message)) => Err(usage_error(name, &message)),
@@ -115,6 +123,7 @@ Exit status 2 means a usage error.";
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
             Command::ExportLimits(o) => export_limits::run(o, out),
+            Command::Approvals(o) => approvals::run(o, out),
         }
     }
 
