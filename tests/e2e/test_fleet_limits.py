@@ -14,6 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import yaml
+
 import conftest
 from conftest import REPO
 from support import assert_rpc_error, call, post
@@ -277,3 +279,29 @@ def test_the_example_bootstrap_counts_fleet_wide(envoy, upstream, service):
         replies = list(pool.map(lambda i: post(envoys[0].url, call("get_run", id=100 + i), headers=s), range(7)))
     same_window(t0, time.time(), 1)
     assert sum(admitted(r) for r in replies) == 5
+
+
+# ------------------------------------------------------------------------------------------------ README
+
+def test_the_readme_kubernetes_manifests_hang_together():
+    """README's Kubernetes manifests for envoyproxy/ratelimit: valid YAML, and what envoyproxy/ratelimit reads
+    (RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config/*.yaml, its settings' names, gRPC on 8081) agrees with the mount and
+    the Service, which Istio must see as gRPC (a port named grpc, appProtocol grpc)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Fleet-wide rate limits"):text.index("## Require approval")]
+    blocks = [b for b in section.split("```yaml\n")[1:]]
+    docs = [d for b in blocks for d in yaml.safe_load_all(b.split("```")[0]) if d]
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"Deployment", "Service"}, kinds.keys()
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["REDIS_SOCKET_TYPE"] == "tcp" and env["REDIS_URL"].endswith(":6379")
+    assert set(env) <= {"USE_STATSD", "REDIS_SOCKET_TYPE", "REDIS_URL", "RUNTIME_ROOT", "RUNTIME_SUBDIRECTORY",
+                        "RUNTIME_WATCH_ROOT", "LOG_LEVEL", "GRPC_PORT"}
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == f'{env["RUNTIME_ROOT"]}/{env["RUNTIME_SUBDIRECTORY"]}/config'
+    (port,) = container["ports"]
+    (svc_port,) = kinds["Service"]["spec"]["ports"]
+    assert port["containerPort"] == svc_port["targetPort"] == svc_port["port"] == 8081
+    assert svc_port["name"] == "grpc" and svc_port["appProtocol"] == "grpc"
+    assert kinds["Service"]["spec"]["selector"] == kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
