@@ -107,7 +107,8 @@ def main():
     out.append(f"# mcp-policy benchmark results\n")
     out.append(f"Run {extra.get('date', '?')} by `make bench` (bench/run.sh); "
                f"{extra.get('rounds')} rounds x {extra.get('duration')} s per cell after a "
-               f"{extra.get('warmup')} s warm-up, configurations interleaved A B C{' F' if has_f else ''} {' L G' if has_g else ''} per workload and round; "
+               f"{extra.get('warmup')} s warm-up, configurations interleaved "
+               f"{' '.join(c for c, _ in CONFIGS if any(k[0] == c for k in cells))} per workload and round; "
                f"medians over undisturbed rounds. wrk: 1 thread, {extra.get('conns')} connections unless noted.\n")
     out.append("## Machine\n")
     for k in ("cpu", "nproc", "kernel", "envoy", "wrk", "pinning", "loadavg"):
