@@ -7,6 +7,8 @@
 //! of encoder and decoder, and a generator would be a build step for the whole crate. The bytes are checked
 //! against the real Python protobuf classes (`tests/fixtures/rls/`, made by the script next to them), and the
 //! decoder is fuzzed (`fuzz/fuzz_targets/rls_decode.rs`): it must never panic, whatever the service answers.
+//! (Over 700 lines only because of its tests, half the file: the fixtures compared field by field, and the
+//! garbage the decoder must refuse.)
 //!
 //! The messages (field numbers from `envoy/service/ratelimit/v3/rls.proto` and
 //! `envoy/extensions/common/ratelimit/v3/ratelimit.proto`):
