@@ -181,8 +181,9 @@ pub struct Policy {
     hold: u64,
     /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
     unforgeable: Vec<String>,
-    /// See [`Policy::fleet_limit`] (set by [`Policy::seal`]).
-    fleet: HashMap<u64, FleetLimit>,
+    /// See [`Policy::fleet_limit`] (set by [`Policy::seal`]). A list, not a map: a policy has a few limits, a
+    /// call looks one or two up, and another `HashMap` type would add its own code to the wasm.
+    fleet: Vec<(u64, FleetLimit)>,
 }
 
 /// The rules for one kind of target (tools, prompts or resources), compiled for lookup.
@@ -270,7 +271,7 @@ impl Policy {
             resources: RuleSet::new(Action::Allow, Vec::new()),
             hold: 1,
             unforgeable: Vec::new(),
-            fleet: HashMap::new(),
+            fleet: Vec::new(),
         }
     }
 
@@ -342,7 +343,7 @@ impl Policy {
     /// What the rate limit service is told about the limit with this id (a charge's `limit.id`); `None` for a
     /// limit this Envoy counts.
     pub fn fleet_limit(&self, id: u64) -> Option<&FleetLimit> {
-        self.fleet.get(&id)
+        self.fleet.iter().find(|(i, _)| *i == id).map(|(_, f)| f)
     }
 
     /// Every limit the rate limit service counts, with its limit, in the policy's order (tools, prompts,
