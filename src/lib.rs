@@ -1,11 +1,13 @@
 //! mcp-policy: an Envoy (proxy-wasm) filter that enforces a per-tool policy on Model Context Protocol calls.
 //!
-//! The pure core (no host calls, tested natively): [`policy`] (the model and its validation), [`json`] and
-//! [`mcp`] (bytes to JSON-RPC messages), [`engine`] (decisions), [`reply`] (what the agent sees) and
-//! [`request`] (one request, one pass). The proxy-wasm glue is `filter`, compiled for wasm32 only.
+//! The pure core (no host calls, tested natively): [`policy`] (the model and its validation), [`caller`] (who
+//! is calling, from what Envoy verified), [`json`] and [`mcp`] (bytes to JSON-RPC messages), [`engine`]
+//! (decisions), [`reply`] (what the agent sees) and [`request`] (one request, one pass). The proxy-wasm glue
+//! is `filter`, compiled for wasm32 only.
 
 pub mod approval;
 pub mod audit;
+pub mod caller;
 pub mod engine;
 pub mod header_map;
 pub mod json;

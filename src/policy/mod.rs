@@ -5,12 +5,14 @@
 mod condition;
 mod glob;
 mod parse;
+mod profile;
 
 pub use condition::{json_eq, lookup, Condition, Op, OP_NAMES};
 pub use glob::{is_glob, Glob};
 pub use parse::{parse, ConfigError, ConfigErrors};
+pub use profile::{Callers, ClaimPath, Jwt, Match, Profile, View};
 
-use crate::limits::LimitSpec;
+use crate::limits::{LimitSpec, Scope};
 use crate::mcp::Kind;
 use std::collections::HashMap;
 
@@ -79,14 +81,18 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// e.g. `10 calls per 60s` or `100000 units per 86400s (global)`.
+    /// e.g. `10 calls per 60s`, `100000 units per 86400s (global)` or `5 calls per 60s (per caller)`.
     pub fn describe(&self) -> String {
         let what = if self.cost.is_some() {
             "units"
         } else {
             "calls"
         };
-        let scope = if self.spec.global { " (global)" } else { "" };
+        let scope = match self.spec.scope {
+            Scope::Session => "",
+            Scope::Caller => " (per caller)",
+            Scope::Global => " (global)",
+        };
         format!(
             "{} {what} per {}s{scope}",
             self.spec.max, self.spec.window_secs
@@ -120,17 +126,36 @@ impl Identity {
         header: impl Fn(&str) -> Option<String>,
         source_address: impl FnOnce() -> Option<String>,
     ) -> String {
+        self.resolve_for(header, None, source_address)
+    }
+
+    /// Like [`Identity::resolve`], with the verified caller's [`limit key`](crate::caller::Caller::limit_key)
+    /// between the headers and the client IP: without a session header, session-scoped limits count per caller.
+    pub fn resolve_for(
+        &self,
+        header: impl Fn(&str) -> Option<String>,
+        caller: Option<&str>,
+        source_address: impl FnOnce() -> Option<String>,
+    ) -> String {
         for h in &self.headers {
             if let Some(v) = header(h).filter(|v| !v.is_empty()) {
                 return v;
             }
         }
-        source_address()
-            .as_deref()
-            .map(strip_port)
-            .unwrap_or("unknown")
-            .to_owned()
+        if let Some(c) = caller {
+            return c.to_owned();
+        }
+        client_ip(source_address)
     }
+}
+
+/// The client's IP (no port) from `source_address`, or `unknown`.
+pub fn client_ip(source_address: impl FnOnce() -> Option<String>) -> String {
+    source_address()
+        .as_deref()
+        .map(strip_port)
+        .unwrap_or("unknown")
+        .to_owned()
 }
 
 /// `1.2.3.4:5678` → `1.2.3.4`; `[::1]:80` → `::1`; anything else unchanged.
@@ -172,6 +197,10 @@ pub struct Policy {
     pub tools: RuleSet,
     pub prompts: RuleSet,
     pub resources: RuleSet,
+    /// `callers`: where the verified identity comes from; `None` reads none (and `profiles` is empty).
+    pub callers: Option<Callers>,
+    /// `profiles`, in order, each with its rules merged with the top level's (see [`Policy::for_caller`]).
+    pub profiles: Vec<Profile>,
     /// See [`Policy::hold_secs`] (set by [`Policy::seal`]).
     hold: u64,
     /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
@@ -260,42 +289,41 @@ impl Policy {
             tools: RuleSet::new(default, rules),
             prompts: RuleSet::new(Action::Allow, Vec::new()),
             resources: RuleSet::new(Action::Allow, Vec::new()),
+            callers: None,
+            profiles: Vec::new(),
             hold: 1,
             unforgeable: Vec::new(),
         }
     }
 
-    /// The rules governing one kind of target.
+    /// The top level's rules governing one kind of target (a caller's: [`Policy::for_caller`]).
     pub fn set(&self, kind: Kind) -> &RuleSet {
-        match kind {
-            Kind::Tool => &self.tools,
-            Kind::Prompt => &self.prompts,
-            Kind::Resource => &self.resources,
-        }
+        self.view().set(kind)
     }
 
-    /// The rule that governs the tool `tool` (see [`RuleSet::rule_for`]).
+    /// The top level's rule that governs the tool `tool` (see [`RuleSet::rule_for`]).
     pub fn rule_for(&self, tool: &str) -> Option<&Rule> {
         self.tools.rule_for(tool)
     }
 
-    /// The tool rules.
+    /// The top level's tool rules.
     pub fn rules(&self) -> &[Rule] {
         self.tools.rules()
     }
 
-    /// Every rule of every kind.
+    /// Every rule of every kind, the top level's then each profile's (inherited ones again).
     pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
-        self.tools
-            .rules()
+        let top = [&self.tools, &self.prompts, &self.resources];
+        let profiles = self
+            .profiles
             .iter()
-            .chain(self.prompts.rules())
-            .chain(self.resources.rules())
+            .flat_map(|p| [&p.tools, &p.prompts, &p.resources]);
+        top.into_iter().chain(profiles).flat_map(|s| s.rules())
     }
 
-    /// True when `hide` names the tool.
+    /// True when the top level's `hide` names the tool.
     pub fn is_hidden(&self, tool: &str) -> bool {
-        self.hide.iter().any(|g| g.matches(tool))
+        self.view().is_hidden(tool)
     }
 
     /// Request headers removed from every client request, whatever its method: the exported names, or the
@@ -305,18 +333,9 @@ impl Policy {
         &self.unforgeable
     }
 
-    /// True when the tool belongs in a tools/list answer: not hidden and, with `filter_tools_list`, not a
-    /// tool whose every call is denied (a deny rule, or no rule under `default: deny`). Tools with
-    /// conditions, limits or approval stay listed.
+    /// True when the tool belongs in a tools/list answer under the top level's rules (see [`View::is_listed`]).
     pub fn is_listed(&self, tool: &str) -> bool {
-        if self.is_hidden(tool) {
-            return false;
-        }
-        if !self.filter_tools_list {
-            return true;
-        }
-        let action = self.rule_for(tool).map_or(self.default, |r| r.action);
-        action != Action::Deny
+        self.view().is_listed(tool)
     }
 
     /// True when any rule has a rate limit (the filter then keeps counts in shared data).
@@ -324,7 +343,8 @@ impl Policy {
         self.all_rules().any(|r| !r.limits.is_empty())
     }
 
-    /// The longest session-scoped window: a rate-limit slot changes owner only after this much silence.
+    /// The longest session- or caller-scoped window: a rate-limit slot changes owner only after this much
+    /// silence.
     pub fn hold_secs(&self) -> u64 {
         self.hold
     }
@@ -335,7 +355,7 @@ impl Policy {
         self.hold = self
             .all_rules()
             .flat_map(|r| &r.limits)
-            .filter(|l| !l.spec.global)
+            .filter(|l| l.spec.scope != Scope::Global)
             .map(|l| l.spec.window_secs)
             .max()
             .unwrap_or(1);

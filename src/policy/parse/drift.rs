@@ -301,7 +301,13 @@ const EVERY_FIELD: &str = r#"{
   "tools": {"t": {"action": "allow", "reason": "r",
                   "conditions": [{"path": "args.n", "op": "lte", "value": 10}],
                   "rate_limit": {"max": 10, "window": 60, "scope": "global", "cost": "args.n"}}},
-  "prompts": {"p": {}}, "prompts_default": "deny", "resources": {"file:///*": {}}, "resources_default": "deny"
+  "prompts": {"p": {}}, "prompts_default": "deny", "resources": {"file:///*": {}}, "resources_default": "deny",
+  "callers": {"jwt": {"metadata": "jwt_payload", "subject": "sub", "groups": "groups"}, "peer_certificate": true,
+              "required": true},
+  "profiles": [{"name": "admins", "match": {"subject": "a*", "groups": ["admins"], "principal": "spiffe://*",
+                                            "authenticated": true},
+                "inherit": true, "default": "allow", "hide": ["x"], "tools": {"t": {}}, "prompts": {"p": {}},
+                "prompts_default": "allow", "resources": {"file:///a/*": {}}, "resources_default": "allow"}]
 }"#;
 
 #[test]

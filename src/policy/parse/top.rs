@@ -48,18 +48,7 @@ pub(super) fn max_body_bytes(errs: &mut Errs, top: &Obj) -> usize {
 
 /// A boolean field that defaults to true; `fix` says what each value means.
 fn flag(errs: &mut Errs, top: &Obj, name: &str, fix: &str) -> bool {
-    match top.get(name) {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            errs.push(
-                &top.at(name),
-                format!("expected true or false, got {v}"),
-                fix,
-            );
-            true
-        }
-    }
+    top.boolean(errs, name, fix).unwrap_or(true)
 }
 
 pub(super) fn hold_headers(errs: &mut Errs, top: &Obj) -> bool {
