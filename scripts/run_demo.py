@@ -2,11 +2,15 @@
 """`make run`: the MLflow MCP server behind Envoy + mcp-policy, a one-minute scripted demo, then the services stay
 up in the foreground until Ctrl-C.
 
+Before anything starts, the policy is checked with the CLI (`mcp-policy check envoy/demo.yaml`): an invalid policy
+prints each error with its field and fix, and nothing is started.
+
   .demo/mlruns              MLflow file store, seeded once (demo experiments, one large run)
   127.0.0.1:8001/mcp        MLflow MCP server (scripts/serve_mlflow_mcp.py)       log: .demo/mlflow-mcp.log
   127.0.0.1:8002            approval service (examples/approval_service.py,       log: .demo/approvals.log
                             approves set_run_tag, refuses everything else)
   127.0.0.1:10000/mcp       Envoy with the wasm filter (envoy/demo.yaml)          log: .demo/envoy.log
+                            (at --component-log-level wasm:info: one audit line per decision)
   127.0.0.1:9901            Envoy admin
 
 The demo goes through the proxy with the official MCP Python SDK client: tools/list, an allowed call, a denied
@@ -37,9 +41,21 @@ MCP_PORT, APPROVAL_PORT, ENVOY_PORT, ADMIN_PORT = 8001, 8002, 10000, 9901
 PROXY_URL = f"http://127.0.0.1:{ENVOY_PORT}/mcp"
 DIRECT_URL = f"http://127.0.0.1:{MCP_PORT}/mcp"
 CONFIG = "envoy/demo.yaml"
+CLI = "target/release/mcp-policy"
+# Envoy's own messages at warning, the filter's (Envoy's `wasm` component) at info: the audit lines.
+ENVOY_LOG_LEVELS = ["-l", "warning", "--component-log-level", "wasm:info"]
 # What the demo's approval service approves (the policy asks it about set_run_tag and
 # transition_model_version_stage): one yes, one no.
 APPROVED = "set_run_tag"
+
+
+def here(path: str) -> str:
+    """PATH as given from the current directory, spelled relative to the repository root when it is inside it."""
+    p = pathlib.Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        return str(p)
 
 
 def port_busy(port: int) -> bool:
@@ -60,6 +76,34 @@ def wait(check, what: str, procs: list[subprocess.Popen], timeout: float = 60.0)
             pass
         time.sleep(0.1)
     raise SystemExit(f"{what}: not ready after {timeout:.0f}s (see the logs in .demo/)")
+
+
+def check_policy(cli: str, config: str) -> None:
+    """`mcp-policy check CONFIG`, its report printed as it is. An invalid policy (or a policy that cannot run
+    there) stops the demo before anything is started: Envoy would refuse it, and its log is the wrong place to
+    learn why."""
+    if not pathlib.Path(cli).exists():
+        raise SystemExit(f"{cli} is missing: run `make cli` (make run builds it)")
+    print(f"checking the policy: {cli} check {config}", flush=True)
+    done = subprocess.run([cli, "check", config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in done.stdout.splitlines():
+        print(f"  {line}", flush=True)
+    if done.returncode != 0:
+        raise SystemExit(f"\nthe policy in {config} is not usable (errors above, each with its field and fix); nothing "
+                         f"was started.\nFix it, check it again with `{cli} check {config}`, then run `make run`.")
+
+
+def audit_lines(log: pathlib.Path) -> list[dict]:
+    """The filter's audit lines in an Envoy log (one JSON object per decision, after Envoy's `wasm log` prefix)."""
+    out = []
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for line in text.splitlines():
+        if "wasm log" in line and '{"time"' in line:
+            try:
+                out.append(json.loads(line[line.index('{"time"'):]))
+            except ValueError:
+                pass
+    return out
 
 
 def start(args: list[str], log: pathlib.Path, env: dict | None = None) -> subprocess.Popen:
@@ -140,7 +184,7 @@ async def demo(proxy_url: str, direct_url: str, ids: dict) -> list[str]:
         if limited is None:
             say("rate limited", f"query_runs answered {answered} times without a refusal: check the policy!")
         else:
-            say("rate limited", f"query_runs (3/minute per session): calls 1-{answered} answered, "
+            say("rate limited", f"query_runs (a limit per session): calls 1-{answered} answered, "
                                 f"call {answered + 1} -> {error(limited)}")
 
         tagged = ids["runs"]["agent-evals/gpt-small"]
@@ -163,17 +207,40 @@ async def demo(proxy_url: str, direct_url: str, ids: dict) -> list[str]:
     return lines
 
 
+def show_audit(log: pathlib.Path) -> None:
+    """After the demo: how many audit lines Envoy wrote, and the denied call's, so the user sees where they are."""
+    deadline = time.monotonic() + 3  # Envoy writes its log asynchronously
+    lines = audit_lines(log)
+    while not any(a.get("decision") == "deny" for a in lines) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        lines = audit_lines(log)
+    denied = [a for a in lines if a.get("decision") == "deny"]
+    if not lines:
+        print(f"  audit log         no audit line in {here(str(log))} (is Envoy run with --component-log-level wasm:info?)",
+              flush=True)
+        return
+    print(f"  audit log         {len(lines)} decisions logged in {here(str(log))}, one JSON line each; the denied call's:",
+          flush=True)
+    if denied:
+        print(f"                    {json.dumps(denied[0], separators=(',', ':'))}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--envoy", default=str(REPO / ".venv" / "bin" / "envoy"), help="the Envoy 1.40 binary")
-    ap.add_argument("--wasm", default="target/wasm32-wasip1/release/mcp_policy.wasm")
+    ap.add_argument("--wasm", default=str(REPO / "target/wasm32-wasip1/release/mcp_policy.wasm"))
     ap.add_argument("--json-response", action="store_true", help="MLflow MCP server answers JSON, not SSE")
     ap.add_argument("--no-demo", "--no-check", action="store_true", help="skip the scripted demo through the proxy")
+    ap.add_argument("--config", default=str(REPO / CONFIG), help=f"the Envoy bootstrap to run (default {CONFIG})")
+    ap.add_argument("--cli", default=str(REPO / CLI), help=f"the mcp-policy CLI that checks the policy first (default {CLI})")
     args = ap.parse_args()
+    # Paths given on the command line are the caller's; from here on everything runs from the repository root.
+    args.config, args.cli, args.wasm = (here(p) for p in (args.config, args.cli, args.wasm))
 
     os.chdir(REPO)
     if not pathlib.Path(args.wasm).exists():
         raise SystemExit(f"{args.wasm} is missing: run `make build`")
+    check_policy(args.cli, args.config)
     busy = [p for p in (MCP_PORT, APPROVAL_PORT, ENVOY_PORT, ADMIN_PORT) if port_busy(p)]
     if busy:
         raise SystemExit(f"port(s) {busy} on 127.0.0.1 already in use: is another `make run` going?")
@@ -202,7 +269,7 @@ def main() -> int:
                             "--allow", APPROVED], DEMO / "approvals.log"))
         wait(lambda: port_busy(MCP_PORT) and port_busy(APPROVAL_PORT), "MLflow MCP server and approval service", procs)
 
-        envoy_args = ["-c", CONFIG, "--concurrency", "2", "-l", "warning"]
+        envoy_args = ["-c", args.config, "--concurrency", "2", *ENVOY_LOG_LEVELS]
         func_e = shutil.which("func-e")
         env = dict(os.environ)
         if func_e:
@@ -219,13 +286,14 @@ def main() -> int:
         wait(ready, "Envoy", procs)
 
         if not args.no_demo:
-            print(f"\nmcp-policy demo: the MCP Python SDK client -> Envoy + mcp-policy ({CONFIG}) -> MLflow MCP server",
+            print(f"\nmcp-policy demo: the MCP Python SDK client -> Envoy + mcp-policy ({args.config}) -> MLflow MCP server",
                   flush=True)
             try:
                 for line in asyncio.run(demo(PROXY_URL, DIRECT_URL, ids)):
                     print(line, flush=True)
             except Exception as e:  # the services still run; the logs say more
                 print(f"  the demo failed: {e!r} (see the logs in .demo/)", flush=True)
+            show_audit(DEMO / "envoy.log")
 
         print(f"""
 mcp-policy demo is running (Ctrl-C to stop)
@@ -233,7 +301,8 @@ mcp-policy demo is running (Ctrl-C to stop)
   approval service    http://127.0.0.1:{APPROVAL_PORT}/approve   approves {APPROVED}, refuses the rest
   Envoy + mcp-policy  {PROXY_URL}   via {how}
   Envoy admin         http://127.0.0.1:{ADMIN_PORT}/   (mcp_policy_* in /stats/prometheus)
-  policy              {CONFIG}   (ask it: target/release/mcp-policy explain {CONFIG} --tool query_runs)
+  policy              {args.config}   (ask it: {args.cli} explain {args.config} --tool query_runs)
+  audit log           .demo/envoy.log, one JSON line per decision:  tail -f .demo/envoy.log | grep --line-buffered '"decision"'
   logs                .demo/mlflow-mcp.log  .demo/approvals.log  .demo/envoy.log
   run ids             .demo/ids.json  (large run: {ids['large_run']})
 
@@ -241,10 +310,9 @@ Point an MCP client at {PROXY_URL} (transport: Streamable HTTP), for example:
   Claude Code:      claude mcp add --transport http mlflow {PROXY_URL}
   MCP Inspector:    npx @modelcontextprotocol/inspector   (Transport "Streamable HTTP", URL {PROXY_URL})
   Python SDK:       .venv/bin/python scripts/mcp_call.py --list
-                    .venv/bin/python scripts/mcp_call.py get_run '{{"run_id": "{ids['runs']['churn-model/xgboost']}"}}'
-                    .venv/bin/python scripts/mcp_call.py delete_run '{{"run_id": "{ids['runs']['churn-model/xgboost']}"}}'
-  curl:             curl -s {PROXY_URL} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\
-                      -d '{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"delete_run","arguments":{{"run_id":"x"}}}}}}'
+                    .venv/bin/python scripts/mcp_call.py get_run '{{"run_id": "{ids['runs']['churn-model/xgboost']}"}}' delete_run '{{"run_id": "x"}}'
+                    (several calls, one MCP session; --repeat N makes each call N times)
+  curl:             a whole session, step by step (initialize, session id, tools/call): README.md, "Try it"
 """, flush=True)
 
         while all(p.poll() is None for p in procs):

@@ -5,11 +5,29 @@
 
 mlflow_mcp.server reads MLFLOW_TRACKING_URI at import time (and exits if it is unset), so the
 environment is set before the import. The server answers on http://HOST:PORT/mcp.
+
+Quiet on client disconnects: the MCP Python SDK (1.30) logs "Error in standalone SSE writer" with an
+anyio.ClosedResourceError traceback whenever a session's server-to-client SSE stream (the GET a client opens after
+initialize) ends because the client closed the session or went away. Nothing failed: it is how every SDK client
+session ends. Those records alone are dropped (``quiet_closed_sse_streams``); any other error still shows.
 """
 import argparse
+import logging
 import os
 import pathlib
 import sys
+
+
+def _closed_sse_stream(record: logging.LogRecord) -> bool:
+    """The SDK's log record for an SSE stream whose client went away (see the module docstring)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (record.getMessage() == "Error in standalone SSE writer"
+            and type(exc).__name__ == "ClosedResourceError" and type(exc).__module__.startswith("anyio"))
+
+
+def quiet_closed_sse_streams() -> None:
+    """Drop the SDK's traceback for a closed SSE stream; keep every other record of its streamable-HTTP logger."""
+    logging.getLogger("mcp.server.streamable_http").addFilter(lambda record: not _closed_sse_stream(record))
 
 
 def main() -> int:
@@ -30,8 +48,8 @@ def main() -> int:
 
     from mlflow_mcp.server import mcp  # noqa: E402  (needs the environment above)
 
-    import logging
     logging.getLogger().setLevel(args.log_level.upper())
+    quiet_closed_sse_streams()
 
     mcp.settings.host = args.host
     mcp.settings.port = args.port

@@ -70,7 +70,7 @@ impl<'p> Decision<'p> {
     }
 }
 
-/// Decides one `tools/call` (without counting: see [`crate::request`] for the rate-limit step).
+/// Decides one call (without counting: see [`crate::request`] for the rate-limit step).
 pub fn decide_call<'p>(view: impl Into<View<'p>>, call: &ToolCall<'_>) -> Decision<'p> {
     judge(view, call).decision
 }
@@ -283,15 +283,6 @@ pub fn decide_body<'p>(view: impl Into<View<'p>>, body: &Body<'_>) -> Vec<Option
     body.messages
         .iter()
         .map(|m| m.call().map(|c| judge_in(view, c).decision))
-        .collect()
-}
-
-/// Like [`decide_body`], with each allowed call's rate-limit charges.
-pub fn judge_body<'p>(view: impl Into<View<'p>>, body: &Body<'_>) -> Vec<Option<Verdict<'p>>> {
-    let view = view.into();
-    body.messages
-        .iter()
-        .map(|m| m.call().map(|c| judge_in(view, c)))
         .collect()
 }
 

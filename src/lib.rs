@@ -2,18 +2,23 @@
 //!
 //! The pure core (no host calls, tested natively): [`policy`] (the model and its validation), [`caller`] (who
 //! is calling, from what Envoy verified), [`json`] and [`mcp`] (bytes to JSON-RPC messages), [`engine`]
-//! (decisions), [`reply`] (what the agent sees) and [`request`] (one request, one pass). The proxy-wasm glue
-//! is `filter`, compiled for wasm32 only.
+//! (decisions), [`record`] and [`label`] (what became of each message, and its name in replies, audit lines
+//! and metrics), [`reply`] (what the agent sees), [`request`] (one request body, one pass) and [`flow`] (the
+//! per-request state machine over a [`flow::Host`]). The proxy-wasm glue is `filter`, compiled for wasm32
+//! only: the `Host` implementation and the contexts.
 
 pub mod approval;
 pub mod audit;
 pub mod caller;
 pub mod engine;
+pub mod flow;
 pub mod header_map;
 pub mod json;
+pub mod label;
 pub mod limits;
 pub mod mcp;
 pub mod policy;
+pub mod record;
 pub mod reply;
 pub mod request;
 pub mod sha256;

@@ -1,7 +1,8 @@
 """`make run`'s demo: envoy/demo.yaml stays envoy/envoy.yaml plus a policy and the approvals cluster, and the
 scripted demo of scripts/run_demo.py (the MCP Python SDK client through Envoy to the real MLflow MCP server, with
-examples/approval_service.py) shows each decision: allowed, denied, rate limited, approval granted and refused.
-Here on kernel-chosen loopback ports instead of make run's fixed ones.
+examples/approval_service.py) shows each decision: allowed, denied, rate limited, approval granted and refused,
+each with its audit line in Envoy's log. An invalid policy stops `make run` before anything starts, with the
+CLI's errors in the terminal. Here on kernel-chosen loopback ports instead of make run's fixed ones.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import copy
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -72,9 +74,15 @@ def approvals(tmp_path):
         stop_process(proc)
 
 
+def demo_log_levels() -> dict:
+    """run_demo's Envoy log options as the envoy fixture's keyword arguments."""
+    opts = dict(zip(run_demo.ENVOY_LOG_LEVELS[::2], run_demo.ENVOY_LOG_LEVELS[1::2]))
+    return {"log_level": opts.pop("-l"), "component_log_level": opts.pop("--component-log-level"), **opts}
+
+
 def test_the_scripted_demo(mlflow_mcp, envoy, approvals):
     port, log = approvals
-    e = envoy(demo_policy(), mlflow_mcp.port, clusters={"approvals": port})
+    e = envoy(demo_policy(), mlflow_mcp.port, clusters={"approvals": port}, **demo_log_levels())
     lines = asyncio.run(run_demo.demo(e.url, mlflow_mcp.url, mlflow_mcp.ids))
     text = "\n".join(lines)
     labels = [line.split()[0] + (" " + line.split()[1] if line.split()[0] in ("rate", "approval") else "")
@@ -92,3 +100,52 @@ def test_the_scripted_demo(mlflow_mcp, envoy, approvals):
     assert mlflow_mcp.client().get_run(run).data.tags.get("reviewed_by") == "mcp-policy demo"
     asked = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert [a.get("tool") for a in asked] == ["set_run_tag", "transition_model_version_stage"], asked
+
+    # The demo's Envoy log levels make every decision visible as an audit line in its log (README: "Audit log").
+    want = {"allow", "deny", "rate_limited", "approval_granted", "approval_denied"}
+    deadline = time.monotonic() + 5
+    while not want <= {a["decision"] for a in run_demo.audit_lines(e.log_path)} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    audit = run_demo.audit_lines(e.log_path)
+    assert want <= {a["decision"] for a in audit}, audit
+    (denied,) = [a for a in audit if a["decision"] == "deny"]
+    assert denied["tool"] == "delete_run" and denied["rule"] == "delete_*", denied
+    # Both SDK sessions are closed by now: the server's log has no traceback for their ended SSE streams.
+    time.sleep(0.5)
+    server_log = mlflow_mcp.log.read_text(errors="replace")
+    assert "Error in standalone SSE writer" not in server_log and "ClosedResourceError" not in server_log, server_log
+
+
+def test_make_run_checks_the_policy_first(tmp_path, monkeypatch, capfd):
+    """A typo in the demo's policy: `make run` prints the CLI's errors (field and fix) and starts nothing."""
+    if not (REPO / run_demo.CLI).exists():
+        pytest.fail(f"{run_demo.CLI} is missing: run `make cli` first")
+    assert "run: venv build cli" in (REPO / "Makefile").read_text()  # make run builds the CLI it checks with
+    broken = tmp_path / "demo.yaml"
+    text = DEMO_YAML.read_text()
+    for good, bad in (('"default": "deny"', '"defualt": "deny"'), ('"op": "lte"', '"op": "less"')):
+        assert good in text
+        text = text.replace(good, bad)
+    broken.write_text(text)
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"something was started or probed after an invalid policy: {args}")
+
+    monkeypatch.setattr(run_demo, "port_busy", started)
+    monkeypatch.setattr(run_demo, "start", started)
+    monkeypatch.setattr(sys, "argv", ["run_demo.py", "--config", str(broken)])
+    with pytest.raises(SystemExit) as exit_:
+        run_demo.main()
+    out = capfd.readouterr().out
+    message = str(exit_.value.code)
+    assert "nothing was started" in message and str(broken) in message, message
+    assert f"{run_demo.CLI} check {broken}" in out, out
+    assert "invalid mcp-policy configuration (2 errors)" in out, out
+    assert "- defualt: unknown field `defualt`; fix: did you mean `default`?" in out, out
+    assert '- tools["search_runs"].conditions[0].op: unknown op "less"; fix: use one of eq, neq' in out, out
+
+
+def test_make_run_shows_a_valid_policy_summary(capfd):
+    run_demo.check_policy(str(REPO / run_demo.CLI), str(DEMO_YAML))
+    out = capfd.readouterr().out
+    assert "ok (7 rules, default deny)" in out, out

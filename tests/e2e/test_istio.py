@@ -1,19 +1,23 @@
 """Istio: envoy/istio/wasmplugin.yaml and trafficextension.yaml (the same deployment in the two APIs), the OCI
 recipe, and the manifests' policy run through Envoy the way an Istio sidecar runs it.
 
-There is no Kubernetes here. What Istio does with a WasmPlugin that matters to the filter is reproduced: the
-policy from ``pluginConfig`` is handed to the filter as JSON in a google.protobuf.StringValue, and the Wasm filter
-is configured WITHOUT ``allow_on_headers_stop_iteration`` (a WasmPlugin cannot set it), which is why the policy
-must say ``hold_headers: false``.
+There is no Kubernetes here. What Istio does with a WasmPlugin that matters to the filter is reproduced, as
+Istio's pilot writes it (pilot/pkg/model/extensions.go, buildWasmConfig and buildVMConfig): the plugin is named
+``<namespace>.<name>``, its ``root_id`` is the manifest's ``pluginName`` (empty when unset, as here), the VM has no
+``vm_id``, FAIL_CLOSE becomes ``failure_policy: FAIL_CLOSED``, the policy from ``pluginConfig`` arrives as JSON in
+a google.protobuf.StringValue, and ``allow_on_headers_stop_iteration`` is not set (neither API has a field for it),
+which is why the policy must say ``hold_headers: false``. And what Istio's agent puts in the plugin's place when
+the image cannot be fetched under FAIL_CLOSE (pkg/wasm/convert.go): a deny-all RBAC filter.
 """
 from __future__ import annotations
 
 import json
+import time
 
 import yaml
 
-from conftest import REPO
-from support import assert_denied, call, encode, post
+from conftest import REPO, render_bootstrap
+from support import assert_denied, assert_rpc_error, call, encode, post, send
 
 ISTIO = REPO / "envoy" / "istio"
 DELETE_REASON = "Deleting MLflow data is not allowed for agents"
@@ -59,10 +63,26 @@ def test_containerfile_puts_the_built_module_at_plugin_wasm():
     assert "*" in ignore and "!target/wasm32-wasip1/release/mcp_policy.wasm" in ignore
 
 
+def istio_bootstrap(doc: dict, upstream_port: int) -> dict:
+    """envoy/envoy.yaml with its Wasm filter configured the way Istio configures this WasmPlugin."""
+    spec = doc["spec"]
+    cfg = render_bootstrap(json.dumps(spec["pluginConfig"]), upstream_port, hold_headers=False,
+                           failure_policy={"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN"}[spec["failStrategy"]])
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+    plugin = wasm["typed_config"]["config"]
+    plugin["name"] = f"{doc['metadata']['namespace']}.{doc['metadata']['name']}"
+    plugin["root_id"] = spec.get("pluginName", "")
+    del plugin["vm_config"]["vm_id"]
+    del plugin["allow_on_headers_stop_iteration"]
+    return cfg
+
+
 def test_manifest_policy_in_an_istio_like_envoy(envoy, upstream):
     """The manifest's pluginConfig, as Istio hands it over (JSON), in an Envoy without held headers."""
-    policy = json.dumps(manifest("wasmplugin.yaml")["spec"]["pluginConfig"])
-    e = envoy(policy, upstream.port, hold_headers=False)
+    doc = manifest("wasmplugin.yaml")
+    assert "pluginName" not in doc["spec"] and "vmConfig" not in doc["spec"]
+    e = envoy(None, upstream.port, bootstrap=istio_bootstrap(doc, upstream.port), component_log_level="wasm:info")
     upstream.strict = False  # headers may go ahead of the decision; no body byte may
 
     allowed = encode(call("get_run", {"run_id": "r1"}, id=1))
@@ -85,3 +105,35 @@ def test_manifest_policy_in_an_istio_like_envoy(envoy, upstream):
     r = post(e.url, tag)
     assert r.status == 200 and r.json()["result"]["upstream"] == "recorder", str(r)
     upstream.assert_forwarded(encode(tag))
+
+    # Rate limits count without a vm_id too (shared data of the VM Istio's configuration makes): 10/hour.
+    left = 3600 - time.time() % 3600
+    if left < 10:
+        time.sleep(left + 0.05)
+    session = {"mcp-session-id": "istio-session"}
+    for i in range(10):
+        r = post(e.url, call("query_runs", {"experiment_id": "0"}, id=100 + i), headers=session)
+        assert r.status == 200 and r.json()["result"]["upstream"] == "recorder", str(r)
+    assert_rpc_error(post(e.url, call("query_runs", {"experiment_id": "0"}, id=110), headers=session), 200, -31002, 110)
+    # Audit lines carry the plugin's name as Istio gives it (Envoy leaves out the empty root id and vm id).
+    assert "wasm log mcp.mcp-policy: {" in e.log_text(), e.log_text()[-2000:]
+
+
+def test_an_unfetchable_image_under_fail_close_is_a_deny_all_rbac_filter(envoy, upstream):
+    """When the agent cannot fetch or unpack the image of a FAIL_CLOSE plugin, it replaces the plugin with this
+    RBAC filter (istio/istio pkg/wasm/convert.go, denyHTTPTypedConfig): the README and the WasmPlugin's header say
+    what a client then gets, a 403 "RBAC: access denied", and where it is counted (`wasm-default-deny`)."""
+    doc = manifest("wasmplugin.yaml")
+    assert doc["spec"]["failStrategy"] == "FAIL_CLOSE"
+    cfg = istio_bootstrap(doc, upstream.port)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (i,) = [n for n, f in enumerate(hcm["http_filters"]) if f["name"] == "envoy.filters.http.wasm"]
+    hcm["http_filters"][i] = {"name": "mcp.mcp-policy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {}, "rules_stat_prefix": "wasm-default-deny"}}
+    e = envoy(None, upstream.port, bootstrap=cfg)
+    r = send(e.url, encode(call("get_run", {"run_id": "r1"})))
+    assert (r.status, r.body) == (403, b"RBAC: access denied"), str(r)
+    assert upstream.snapshot() == []
+    stats = e.stats("wasm-default-deny")
+    assert any(name.endswith("rbac.wasm-default-deny.denied") and value == 1 for name, value in stats.items()), stats
