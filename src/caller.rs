@@ -48,6 +48,9 @@ pub const MAX_GROUPS: usize = 256;
 /// Largest groups claim as read (bytes, whatever its form).
 pub const MAX_GROUPS_CLAIM_BYTES: usize = 64 * 1024;
 
+/// Why a request without an identity is refused under `callers.required`.
+pub const NONE_REQUIRED: &str = "no verified caller identity (callers.required: jwt_authn must verify a token, or the client present a certificate)";
+
 /// The dynamic metadata namespace of Envoy's JWT filter.
 pub const JWT_AUTHN_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 
@@ -83,6 +86,27 @@ impl Caller {
             (None, Some(p)) => Some(format!("peer:{p}")),
             (None, None) => None,
         }
+    }
+}
+
+/// A caller and the profile it got, as audit lines and approval callouts report them (policies with
+/// `callers` only).
+#[derive(Debug, Clone, Copy)]
+pub struct Identified<'a> {
+    pub caller: &'a Caller,
+    /// The profile's name; `None` when the top-level rules apply.
+    pub profile: Option<&'a str>,
+}
+
+impl Identified<'_> {
+    /// `{"subject": …, "groups": […], "principal": …, "profile": …}` (the approval callout's `caller`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "subject": self.caller.subject,
+            "groups": self.caller.groups,
+            "principal": self.caller.principal,
+            "profile": self.profile,
+        })
     }
 }
 

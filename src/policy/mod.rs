@@ -42,18 +42,26 @@ pub enum Mode {
     Audit,
 }
 
-/// `export_headers`: the upstream request headers that carry the MCP method and tool.
+/// `export_headers`: the upstream request headers that carry the MCP method, the tool and the caller's
+/// profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportHeaders {
     pub method: String,
     pub tool: String,
+    /// Set at the request headers when a caller profile applies (policies with `profiles`).
+    pub profile: String,
 }
+
+/// The default names of the exported headers (method, tool, profile).
+pub const EXPORTED: [&str; 3] = ["x-mcp-method", "x-mcp-tool", "x-mcp-profile"];
 
 impl Default for ExportHeaders {
     fn default() -> Self {
+        let [method, tool, profile] = EXPORTED.map(String::from);
         ExportHeaders {
-            method: "x-mcp-method".into(),
-            tool: "x-mcp-tool".into(),
+            method,
+            tool,
+            profile,
         }
     }
 }
@@ -205,6 +213,8 @@ pub struct Policy {
     hold: u64,
     /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
     unforgeable: Vec<String>,
+    /// See [`Policy::counts`] (set by [`Policy::seal`]): session, caller, global.
+    scopes: [bool; 3],
 }
 
 /// The rules for one kind of target (tools, prompts or resources), compiled for lookup.
@@ -293,6 +303,7 @@ impl Policy {
             profiles: Vec::new(),
             hold: 1,
             unforgeable: Vec::new(),
+            scopes: [false; 3],
         }
     }
 
@@ -343,6 +354,11 @@ impl Policy {
         self.all_rules().any(|r| !r.limits.is_empty())
     }
 
+    /// True when some rate limit (of the top level or of a profile) has this scope.
+    pub fn counts(&self, scope: Scope) -> bool {
+        self.scopes.get(scope as usize).copied().unwrap_or(false)
+    }
+
     /// The longest session- or caller-scoped window: a rate-limit slot changes owner only after this much
     /// silence.
     pub fn hold_secs(&self) -> u64 {
@@ -359,9 +375,18 @@ impl Policy {
             .map(|l| l.spec.window_secs)
             .max()
             .unwrap_or(1);
-        let mut names = vec!["x-mcp-method".to_owned(), "x-mcp-tool".to_owned()];
+        for scope in [Scope::Session, Scope::Caller, Scope::Global] {
+            let used = self
+                .all_rules()
+                .flat_map(|r| &r.limits)
+                .any(|l| l.spec.scope == scope);
+            if let Some(slot) = self.scopes.get_mut(scope as usize) {
+                *slot = used;
+            }
+        }
+        let mut names: Vec<String> = EXPORTED.map(String::from).to_vec();
         if let Some(n) = &self.export {
-            for h in [&n.method, &n.tool] {
+            for h in [&n.method, &n.tool, &n.profile] {
                 if !names.contains(h) {
                     names.push(h.clone());
                 }

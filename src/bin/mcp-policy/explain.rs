@@ -15,7 +15,7 @@ use mcp_policy::limits::memory::MemoryStore;
 use mcp_policy::limits::{init_store, Charge, Limiter, Scope};
 use mcp_policy::mcp::{inspect, Kind};
 use mcp_policy::policy::{self, is_glob, Action, Glob, Mode, Policy, RateLimit, Rule, RuleSet};
-use mcp_policy::request::{check_body, conclude, Env, Head, Outcome};
+use mcp_policy::request::{check_body, conclude, Env, Head, Outcome, ProfileRef};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -224,7 +224,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// Explains one call against one found policy: the report's lines and whether the call is allowed.
 fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     let bytes = f.policy.as_ref().map_err(Clone::clone)?;
-    let whole = policy::parse(bytes).map_err(|e| e.to_string())?;
+    let policy = policy::parse(bytes).map_err(|e| e.to_string())?;
     // Only for the names of the `hide` entries (the compiled globs do not keep their text) and the keys a
     // profile wrote itself.
     let raw: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
@@ -234,7 +234,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
 
     // Who calls, and which rules that caller gets.
     let caller = o.caller.caller();
-    let profile = match &whole.callers {
+    let profile = match &policy.callers {
         None => {
             if o.caller.given() {
                 r.item(
@@ -251,13 +251,11 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
                     "decision",
                     "unauthenticated (callers.required: a request without a verified identity is refused)",
                 );
-                let reply = mcp_policy::reply::unauthenticated(
-                    "no verified caller identity (callers.required)",
-                );
+                let reply = mcp_policy::reply::unauthenticated(mcp_policy::caller::NONE_REQUIRED);
                 r.item("reply", reply_text(&reply.body, reply.status));
                 return Ok((r.0, false));
             }
-            let (index, lines) = who::profile(&whole, &caller);
+            let (index, lines) = who::profile(&policy, &caller);
             let mut lines = lines.into_iter();
             if let Some(first) = lines.next() {
                 r.item("profile", first);
@@ -269,12 +267,19 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         }
     };
     let profile_raw = profile.and_then(|i| raw.get("profiles")?.get(i));
-    // The filter's request path (`check_body`) judges by the top level's rules: the caller's profile is made
-    // the top level of a copy, so that the decision, the reply and the limits below are the caller's.
-    let policy = seen_by(&whole, profile);
+    // The caller's rules, as the filter's request path (`check_body`) reads them from the head.
+    let view = policy.view_of(profile);
     let identity = o.identity.clone().unwrap_or_else(|| "<identity>".into());
     let head = Head {
         identity: identity.clone(),
+        caller: policy.callers.as_ref().map(|_| caller.clone()),
+        profile: profile.and_then(|index| {
+            let name = policy.profiles.get(index)?.name.clone();
+            Some(ProfileRef { index, name })
+        }),
+        caller_identity: caller
+            .limit_key()
+            .unwrap_or_else(|| "ip:<client IP>".into()),
         ..Head::default()
     };
     let now_nanos = std::time::SystemTime::now()
@@ -315,9 +320,9 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         }
         return Ok((r.0, false));
     };
-    let verdict = judge(&policy, call);
-    let set = policy.set(kind);
-    let hidden = kind == Kind::Tool && policy.is_hidden(o.name());
+    let verdict = judge(view, call);
+    let set = view.set(kind);
+    let hidden = kind == Kind::Tool && view.is_hidden(o.name());
     let rule = if hidden { None } else { set.rule_for(o.name()) };
 
     let limits: &[RateLimit] = match (&verdict.decision, rule) {
@@ -355,7 +360,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     };
     let origin = |written: bool| match profile_raw {
         None => String::new(),
-        Some(_) if written => format!(", from profile {}", quote(profile_name(&whole, profile))),
+        Some(_) if written => format!(", from profile {}", quote(profile_name(&policy, profile))),
         Some(_) => ", from the top level".to_owned(),
     };
     let own_key = |key: &str| {
@@ -367,7 +372,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     let own_default = profile_raw
         .and_then(|p| p.get(default_field(kind)))
         .is_some()
-        || profile.is_some_and(|i| whole.profiles.get(i).is_some_and(|p| !p.inherit));
+        || profile.is_some_and(|i| policy.profiles.get(i).is_some_and(|p| !p.inherit));
     r.item(
         "rule",
         match (rule, hidden) {
@@ -394,7 +399,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     if hidden {
         let top_hide = raw
             .get("hide")
-            .filter(|_| profile.is_none_or(|i| whole.profiles.get(i).is_some_and(|p| p.inherit)));
+            .filter(|_| profile.is_none_or(|i| policy.profiles.get(i).is_some_and(|p| p.inherit)));
         let entry = [top_hide, profile_raw.and_then(|p| p.get("hide"))]
             .into_iter()
             .flatten()
@@ -506,7 +511,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     }
 
     if kind == Kind::Tool {
-        let listed = if policy.is_listed(o.name()) {
+        let listed = if view.is_listed(o.name()) {
             "listed".to_owned()
         } else if hidden {
             "removed from tools/list answers (hidden)".to_owned()
@@ -522,19 +527,6 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         r.item("tools/list", listed);
     }
     Ok((r.0, allowed))
-}
-
-/// A copy of `policy` whose top-level rules are those of the profile at `index` (the same policy for `None`).
-fn seen_by(policy: &Policy, index: Option<usize>) -> Policy {
-    let mut seen = policy.clone();
-    if let Some(p) = index.and_then(|i| policy.profiles.get(i)) {
-        seen.tools = p.tools.clone();
-        seen.prompts = p.prompts.clone();
-        seen.resources = p.resources.clone();
-        seen.hide = p.hide.clone();
-        seen.default = p.tools.default;
-    }
-    seen
 }
 
 fn profile_name(policy: &Policy, index: Option<usize>) -> &str {
@@ -568,7 +560,7 @@ fn spent_reply(policy: &Policy, head: &Head, body: &[u8], l: &RateLimit, now_nan
                 units: l.spec.max,
             }];
             if limiter
-                .reserve(&head.identity, &fill, now_nanos / 1_000_000_000)
+                .reserve_for(head.who(), &fill, now_nanos / 1_000_000_000)
                 .is_err()
             {
                 return "(could not be simulated)".to_owned();

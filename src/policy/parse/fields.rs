@@ -196,6 +196,7 @@ pub(super) const EXPORT_HEADERS: Fields = Fields {
     fields: &[
         optional("method", "header name for the MCP method (x-mcp-method)"),
         optional("tool",   "header name for the tool (x-mcp-tool)"),
+        optional("profile", "header name for the caller's profile (x-mcp-profile)"),
     ],
     outer: None,
 };

@@ -117,7 +117,8 @@ mod tests {
             p.export.clone().unwrap(),
             ExportHeaders {
                 method: "x-mcp-method".into(),
-                tool: "x-tool".into()
+                tool: "x-tool".into(),
+                profile: "x-mcp-profile".into(),
             }
         );
         let d = ok(r#"{"version":"1"}"#);
@@ -128,11 +129,23 @@ mod tests {
         // Client copies are removed in every case: the default names and the configured ones.
         assert_eq!(
             p.unforgeable_headers(),
-            ["x-mcp-method", "x-mcp-tool", "x-tool"]
+            ["x-mcp-method", "x-mcp-tool", "x-mcp-profile", "x-tool"]
         );
-        assert_eq!(d.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
+        assert_eq!(
+            d.unforgeable_headers(),
+            ["x-mcp-method", "x-mcp-tool", "x-mcp-profile"]
+        );
         let off = ok(r#"{"version":"1","export_headers":false}"#);
-        assert_eq!(off.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
+        assert_eq!(
+            off.unforgeable_headers(),
+            ["x-mcp-method", "x-mcp-tool", "x-mcp-profile"]
+        );
+        let renamed = ok(r#"{"version":"1","export_headers":{"profile":"X-Who"}}"#);
+        assert_eq!(renamed.export.as_ref().unwrap().profile, "x-who");
+        assert_eq!(
+            renamed.unforgeable_headers(),
+            ["x-mcp-method", "x-mcp-tool", "x-mcp-profile", "x-who"]
+        );
         for (doc, path) in [
             (r#"{"version":"1","hide":"x"}"#, "hide"),
             (r#"{"version":"1","hide":[1]}"#, "hide[0]"),
