@@ -599,7 +599,12 @@ const EXPLAINED: &str = r#"{
 }"#;
 
 fn explain(args: &[&str]) -> Run {
-    let p = file("explain.json", EXPLAINED);
+    explain_policy(EXPLAINED, args)
+}
+
+/// `explain` on `policy` (written to a file) with `args`.
+fn explain_policy(policy: &str, args: &[&str]) -> Run {
+    let p = file("explain.json", policy);
     let mut all = vec!["explain", s(&p)];
     all.extend_from_slice(args);
     let r = run(&all, None);
@@ -964,10 +969,7 @@ const CALLERS: &str = r#"{
 }"#;
 
 fn explain_callers(args: &[&str]) -> Run {
-    let p = file("callers.json", CALLERS);
-    let mut all = vec!["explain", s(&p)];
-    all.extend_from_slice(args);
-    run(&all, None)
+    explain_policy(CALLERS, args)
 }
 
 #[test]
@@ -1077,8 +1079,7 @@ fn explain_callers_required_and_ignored() {
         r#""peer_certificate": true}"#,
         r#""peer_certificate": true, "required": true}"#,
     );
-    let p = file("required.json", &required);
-    let r = run(&["explain", s(&p), "--tool", "get_run"], None);
+    let r = explain_policy(&required, &["--tool", "get_run"]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert_eq!(
         item(&r.stdout, "decision"),
