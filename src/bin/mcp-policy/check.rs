@@ -20,7 +20,8 @@ YAML files may hold several documents.
 Prints `FILE: ok (N rules, default X)` per policy (and `, N profiles`), or every error with its
 path and fix. Warnings (the policy is valid, exit status 0) follow as `  warning: ...` lines: a
 caller profile that can never match because an earlier profile takes all its callers, and
-session-scoped rate limits, whose budget a client renews by opening a new MCP session.
+session-scoped rate limits counted per MCP session, whose budget a client renews by opening a new
+session (a note when they count per another identity header, which Envoy must set).
 Also checks that each policy can run where it is: `hold_headers` (default true) needs the Envoy
 Wasm filter's `allow_on_headers_stop_iteration: true`, and must be false in an Istio WasmPlugin or
 TrafficExtension (which cannot set that flag); otherwise every request would hang.";
@@ -94,8 +95,11 @@ fn verdict(out: &mut Out, label: &str, found: &Found) -> bool {
                     false
                 }
             };
-            for w in who::warnings(&p) {
-                out.line(format_args!("  warning: {w}"));
+            for r in who::remarks(&p) {
+                match r {
+                    who::Remark::Warning(w) => out.line(format_args!("  warning: {w}")),
+                    who::Remark::Note(n) => out.line(format_args!("  note: {n}")),
+                }
             }
             fits
         }

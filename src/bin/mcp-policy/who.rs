@@ -1,5 +1,5 @@
 //! The caller side of the CLI: `explain --subject/--groups/--principal` (which profile a caller gets, and why)
-//! and what `check` warns about callers (profiles that can never match, budgets a client can renew).
+//! and what `check` says about callers (profiles that can never match, budgets a client can renew).
 //! The matching itself is the filter's (`Policy::profile_for`); only the narrative is worked out here.
 
 use mcp_policy::caller::Caller;
@@ -199,31 +199,30 @@ pub fn profile(policy: &Policy, c: &Caller) -> (Option<usize>, Vec<String>) {
     (chosen, lines)
 }
 
-/// What `check` warns about: valid, but probably not what was meant.
-pub fn warnings(policy: &Policy) -> Vec<String> {
+/// A remark of `check` on a valid policy.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Remark {
+    /// Probably not what was meant.
+    Warning(String),
+    /// Fine if the deployment does its part (said so the operator can make sure).
+    Note(String),
+}
+
+/// What `check` says about a valid policy: profiles that can never match, budgets a client can renew.
+pub fn remarks(policy: &Policy) -> Vec<Remark> {
     let mut out = Vec::new();
     for (later, earlier) in policy.shadowed_profiles() {
         let (Some(l), Some(e)) = (policy.profiles.get(later), policy.profiles.get(earlier)) else {
             continue;
         };
-        out.push(format!(
+        out.push(Remark::Warning(format!(
             "profiles[{later}] ({}) can never match: every caller it matches is matched first by profiles[{earlier}] ({}); fix: move it before profiles[{earlier}], or narrow profiles[{earlier}]'s match",
             quote(&l.name),
             quote(&e.name)
-        ));
+        )));
     }
     let session: Vec<String> = policy
-        .rules()
-        .iter()
-        .chain(policy.prompts.rules())
-        .chain(policy.resources.rules())
-        .chain(policy.profiles.iter().flat_map(|p| {
-            p.tools
-                .rules()
-                .iter()
-                .chain(p.prompts.rules())
-                .chain(p.resources.rules())
-        }))
+        .all_rules()
         .filter(|r| r.limits.iter().any(|l| l.spec.scope == Scope::Session))
         .map(|r| quote(&r.key))
         .fold(Vec::new(), |mut keys, k| {
@@ -239,22 +238,21 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
             n if n > 3 => format!("{} and {} more", shown.join(", "), n - 3),
             _ => shown.join(", "),
         };
-        let source = if headers.iter().any(|h| h == "mcp-session-id") {
-            "count per MCP session (mcp-session-id), which the client picks: a client that opens a new session gets a fresh budget".to_owned()
-        } else {
-            format!(
-                "count per the header {}, which a client can send itself unless Envoy sets it",
-                headers.join(" or ")
-            )
-        };
         let fix = if policy.callers.is_some() {
             "use scope \"caller\" (the default when `callers` is set: remove \"scope\": \"session\") or \"global\""
         } else {
             "add `callers` (a verified JWT or client certificate) and count per caller, have Envoy set the identity header from authentication, or use scope \"global\""
         };
-        out.push(format!(
-            "session-scoped rate limits ({which}) {source}; fix: {fix}"
-        ));
+        out.push(if headers.iter().any(|h| h == "mcp-session-id") {
+            Remark::Warning(format!(
+                "session-scoped rate limits ({which}) count per MCP session (mcp-session-id), which the client picks: a client that opens a new session gets a fresh budget; fix: {fix}"
+            ))
+        } else {
+            Remark::Note(format!(
+                "session-scoped rate limits ({which}) count per the header {}: make sure Envoy sets it from authentication and removes the client's copy (a client could otherwise name itself), or {fix}",
+                headers.join(" or ")
+            ))
+        });
     }
     out
 }
@@ -265,7 +263,7 @@ mod tests {
     use mcp_policy::policy::parse;
 
     #[test]
-    fn warnings_for_shadowed_profiles_and_renewable_budgets() {
+    fn remarks_on_shadowed_profiles_and_renewable_budgets() {
         let p = parse(
             br#"{"version":"1","callers":{"jwt":{"metadata":"m","groups":"g"}},
             "tools":{"a":{"rate_limit":{"max":1,"window":60,"scope":"session"}},"b":{"rate_limit":"1/minute"}},
@@ -273,26 +271,36 @@ mod tests {
                         {"name":"ops","match":{"groups":["ops"]}}]}"#,
         )
         .unwrap();
-        let w = warnings(&p);
+        let w = remarks(&p);
         assert_eq!(w.len(), 2, "{w:#?}");
-        assert!(w[0].starts_with("profiles[1] (\"ops\") can never match: every caller it matches is matched first by profiles[0] (\"admins\")"), "{}", w[0]);
+        let Remark::Warning(shadowed) = &w[0] else {
+            panic!("{w:?}")
+        };
+        assert!(shadowed.starts_with("profiles[1] (\"ops\") can never match: every caller it matches is matched first by profiles[0] (\"admins\")"), "{shadowed}");
+        let Remark::Warning(renewable) = &w[1] else {
+            panic!("{w:?}")
+        };
         assert!(
-            w[1].starts_with("session-scoped rate limits (\"a\") count per MCP session"),
-            "{}",
-            w[1]
+            renewable.starts_with("session-scoped rate limits (\"a\") count per MCP session"),
+            "{renewable}"
         );
-        assert!(w[1].contains("remove \"scope\": \"session\""), "{}", w[1]);
+        assert!(
+            renewable.contains("remove \"scope\": \"session\""),
+            "{renewable}"
+        );
+        // A header of the operator's choosing may be set by Envoy from authentication: a note, not a warning.
         let plain = parse(br#"{"version":"1","identity":{"headers":["x-agent"]},"tools":{"a":{"rate_limit":"1/minute"}}}"#).unwrap();
-        let w = warnings(&plain);
-        assert_eq!(w.len(), 1);
+        let w = remarks(&plain);
+        let [Remark::Note(note)] = &w[..] else {
+            panic!("{w:?}")
+        };
         assert!(
-            w[0].contains("per the header x-agent, which a client can send itself"),
-            "{}",
-            w[0]
+            note.contains("per the header x-agent: make sure Envoy sets it"),
+            "{note}"
         );
-        assert!(w[0].contains("add `callers`"), "{}", w[0]);
+        assert!(note.contains("add `callers`"), "{note}");
         let global = parse(br#"{"version":"1","tools":{"a":{"rate_limit":{"max":1,"window":1,"scope":"global"}}}}"#).unwrap();
-        assert!(warnings(&global).is_empty());
+        assert!(remarks(&global).is_empty());
     }
 
     #[test]
