@@ -1092,6 +1092,25 @@ fn explain_callers_required_and_ignored() {
         "{}",
         r.stdout
     );
+    // Audit mode lets it through as anonymous, and says what enforcement would answer.
+    let audit = required.replace(
+        r#""default": "deny","#,
+        r#""default": "deny", "mode": "audit","#,
+    );
+    let r = explain_policy(&audit, &["--tool", "get_run"]);
+    assert!(
+        item(&r.stdout, "required")
+            .starts_with("no verified identity: mode audit logs it as would_deny"),
+        "{}",
+        r.stdout
+    );
+    assert!(item(&r.stdout, "required")
+        .contains("enforced, it would get JSON-RPC error -31004 (HTTP 401"));
+    assert!(
+        item(&r.stdout, "decision").starts_with("allow"),
+        "{}",
+        r.stdout
+    );
     // Caller options on a policy that reads no identity: said, and the same rules for everyone.
     let r = explain(&["--tool", "get_run", "--subject", "alice"]);
     assert_eq!(r.code, 0);

@@ -326,3 +326,37 @@ fn tools_list_answers_follow_the_caller() {
         ["search_runs"]
     );
 }
+
+#[test]
+fn audit_mode_lets_a_request_without_an_identity_through_but_not_an_unreadable_one() {
+    let audit = POLICY
+        .replace(
+            r#""peer_certificate":true"#,
+            r#""peer_certificate":true,"required":true"#,
+        )
+        .replace(r#""default":"deny""#, r#""default":"deny","mode":"audit""#);
+    let mut host = from(&[], &[("x-request-id", "r-2")], &tools_call(1, "get_run"));
+    let mut flow = Flow::new(load(&host, &audit));
+    assert_eq!(
+        send(&mut flow, &mut host),
+        (Action::Pause, Action::Continue)
+    );
+    assert!(host.replies.is_empty());
+    assert_eq!(host.labels(), ["would_deny", "allow"]);
+    let line: serde_json::Value = serde_json::from_str(&host.events[0].audit).unwrap();
+    assert_eq!(line["request_id"], "r-2");
+    assert!(line["reason"]
+        .as_str()
+        .unwrap()
+        .ends_with("(mode audit: forwarded)"));
+    // A claim that cannot be read is malformed input: refused in audit mode too.
+    let mut host = from(
+        &[(SUB, b"alice".to_vec()), (GROUPS, vec![1])],
+        &[],
+        &tools_call(1, "get_run"),
+    );
+    let mut flow = Flow::new(load(&host, &audit));
+    send(&mut flow, &mut host);
+    assert_eq!(host.reply_json().0, 401);
+    assert_eq!(host.labels(), ["unauthenticated"]);
+}

@@ -6,7 +6,7 @@ use crate::caller::{self, Caller};
 use crate::header_map::HeaderMap;
 use crate::label::Label;
 use crate::limits::Scope;
-use crate::policy::{client_ip, Policy};
+use crate::policy::{client_ip, Mode, Policy};
 use crate::reply;
 use crate::request::{self, Head, ProfileRef};
 
@@ -32,17 +32,30 @@ impl Flow {
         // Who is calling, before anything else: a request without a body (the SSE GET) is refused too.
         let caller = match &policy.callers {
             None => None,
-            Some(callers) => {
-                let why = match caller::read(callers, |path| host.property(path)) {
-                    Ok(c) if c.authenticated() || !callers.required => Ok(c),
-                    Ok(_) => Err(caller::NONE_REQUIRED.to_owned()),
-                    Err(e) => Err(format!("the caller's identity cannot be read: {e}")),
-                };
-                match why {
-                    Ok(c) => Some(c),
-                    Err(why) => return self.unauthenticated(host, &policy, &headers, &why),
+            Some(callers) => match caller::read(callers, |path| host.property(path)) {
+                // A verified claim that cannot be read exactly is malformed input: refused in audit mode too.
+                Err(e) => {
+                    let why = format!("the caller's identity cannot be read: {e}");
+                    return self.unauthenticated(host, &policy, &headers, &why);
                 }
-            }
+                Ok(c) if callers.required && !c.authenticated() => {
+                    if policy.mode != Mode::Audit {
+                        return self.unauthenticated(
+                            host,
+                            &policy,
+                            &headers,
+                            caller::NONE_REQUIRED,
+                        );
+                    }
+                    // Audit mode: logged as what enforcement would do, and let through as anonymous.
+                    let head = anonymous_head(host, &policy, &headers);
+                    let why = format!("{} (mode audit: forwarded)", caller::NONE_REQUIRED);
+                    let event = request::refused_event(&env(host), &head, Label::WouldDeny, &why);
+                    host.record(&event);
+                    Some(c)
+                }
+                Ok(c) => Some(c),
+            },
         };
         let profile = caller.as_ref().and_then(|c| {
             let index = policy.profile_for(c)?;
@@ -101,12 +114,7 @@ impl Flow {
         headers: &HeaderMap,
         why: &str,
     ) -> Action {
-        let (identity, _) = identities(host, policy, headers, None);
-        self.head = Head {
-            request_id: headers.get("x-request-id"),
-            identity,
-            ..Head::default()
-        };
+        self.head = anonymous_head(host, policy, headers);
         let event = request::refused_event(&env(host), &self.head, Label::Unauthenticated, why);
         host.record(&event);
         // RFC 9110 §15.5.2: a 401 names the scheme that would authenticate the request.
@@ -116,6 +124,16 @@ impl Flow {
             .and_then(|c| c.jwt.as_ref())
             .map(|_| ("www-authenticate", "Bearer"));
         self.respond_with(host, &reply::unauthenticated(why), scheme)
+    }
+}
+
+/// The head of a request refused (or let through in audit mode) for its caller: what its audit line names.
+fn anonymous_head<H: Host>(host: &mut H, policy: &Policy, headers: &HeaderMap) -> Head {
+    let (identity, _) = identities(host, policy, headers, None);
+    Head {
+        request_id: headers.get("x-request-id"),
+        identity,
+        ..Head::default()
     }
 }
 
@@ -142,7 +160,7 @@ fn identities<H: Host>(
     let session =
         policy
             .identity
-            .resolve_for(|h| headers.get(h), key.as_deref(), || Some(address(host)));
+            .resolve(|h| headers.get(h), key.as_deref(), || Some(address(host)));
     let caller_identity = match key {
         Some(k) => k,
         None if policy.counts(Scope::Caller) => format!("ip:{}", address(host)),

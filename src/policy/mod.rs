@@ -127,19 +127,11 @@ impl Default for Identity {
 }
 
 impl Identity {
-    /// The identity of a request: the first non-empty configured header, else the client IP (no port).
-    /// `source_address` is only called when no header is there (asking Envoy for it costs a host call).
+    /// The identity of a request: the first non-empty configured header, else the verified caller's
+    /// [limit key](crate::caller::Caller::limit_key) (policies with `callers`: without a session header,
+    /// session-scoped limits count per caller), else the client IP (no port). `source_address` is only called
+    /// when neither is there (asking Envoy for it costs a host call).
     pub fn resolve(
-        &self,
-        header: impl Fn(&str) -> Option<String>,
-        source_address: impl FnOnce() -> Option<String>,
-    ) -> String {
-        self.resolve_for(header, None, source_address)
-    }
-
-    /// Like [`Identity::resolve`], with the verified caller's [`limit key`](crate::caller::Caller::limit_key)
-    /// between the headers and the client IP: without a session header, session-scoped limits count per caller.
-    pub fn resolve_for(
         &self,
         header: impl Fn(&str) -> Option<String>,
         caller: Option<&str>,

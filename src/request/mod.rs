@@ -35,7 +35,7 @@ pub struct Head {
     /// `mcp-method` or `mcp-name` when the request carries that header on more than one line: the fields above
     /// hold the first line only, a server may read another, so the request is refused.
     pub repeated_mcp_header: Option<&'static str>,
-    /// Who session-scoped rate limits count (see [`crate::policy::Identity::resolve_for`]).
+    /// Who session-scoped rate limits count (see [`crate::policy::Identity::resolve`]).
     pub identity: String,
     /// `x-request-id`, passed to the approval service.
     pub request_id: Option<String>,

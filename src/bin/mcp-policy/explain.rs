@@ -247,13 +247,23 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         Some(callers) => {
             r.item("caller", who::describe(&caller));
             if callers.required && !caller.authenticated() {
-                r.item(
-                    "decision",
-                    "unauthenticated (callers.required: a request without a verified identity is refused)",
-                );
                 let reply = mcp_policy::reply::unauthenticated(mcp_policy::caller::NONE_REQUIRED);
-                r.item("reply", reply_text(&reply.body, reply.status));
-                return Ok((r.0, false));
+                if policy.mode != Mode::Audit {
+                    r.item(
+                        "decision",
+                        "unauthenticated (callers.required: a request without a verified identity is refused)",
+                    );
+                    r.item("reply", reply_text(&reply.body, reply.status));
+                    return Ok((r.0, false));
+                }
+                r.item(
+                    "required",
+                    "no verified identity: mode audit logs it as would_deny and lets the request through as anonymous",
+                );
+                r.more(format!(
+                    "enforced, it would get {}",
+                    reply_text(&reply.body, reply.status)
+                ));
             }
             let (index, lines) = who::profile(&policy, &caller);
             let mut lines = lines.into_iter();
