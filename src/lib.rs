@@ -22,13 +22,15 @@ pub mod record;
 pub mod reply;
 pub mod request;
 pub mod sha256;
+pub mod sse;
 pub mod tools_list;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
 
-// The implementations of `json::check_strict` and `mcp::inspect` before the one-pass scanner: the exact oracle
-// of the unit tests here and of the fuzz differentials, kept in one file (it names this crate `mcp_policy`).
+// The implementations of `json::check_strict` and `mcp::inspect` before the one-pass scanner: the oracle of the
+// unit tests here and of the fuzz differentials (verdicts, error kinds, every field read), kept in one file (it
+// names this crate `mcp_policy`).
 #[cfg(test)]
 extern crate self as mcp_policy;
 #[cfg(test)]

@@ -1702,3 +1702,52 @@ fn scan_follows_a_307_and_pagination_loops_stop() {
     assert_eq!(got[1].path, "/mcp/");
     assert_eq!(got[1].rpc(), "initialize");
 }
+
+#[test]
+fn approvals_hash_password_prints_an_approvers_line() {
+    let r = run(&["approvals", "--hash-password", "ana"], Some("s3cret\n"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = r.stdout.trim();
+    assert!(line.starts_with("ana:$argon2id$v=19$"), "{line}");
+    assert!(!line.contains("s3cret"));
+    let empty = run(&["approvals", "--hash-password", "ana"], Some("\n"));
+    assert_eq!(empty.code, 1);
+    assert!(empty.stderr.contains("empty password"), "{}", empty.stderr);
+}
+
+#[test]
+fn approvals_refuses_to_start_without_proper_approvers() {
+    let r = run(&["approvals"], None);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--approvers"), "{}", r.stderr);
+    let plain = file("approvers.txt", "ana:password\n");
+    let log = file("decisions.jsonl", "");
+    let r = run(
+        &[
+            "approvals",
+            "--approvers",
+            s(&plain),
+            "--decisions",
+            s(&log),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("not an Argon2 hash") && r.stderr.contains("--hash-password ana"),
+        "{}",
+        r.stderr
+    );
+    let missing = run(
+        &["approvals", "--approvers", "/nonexistent/approvers.txt"],
+        None,
+    );
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("/nonexistent/approvers.txt"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -2,10 +2,13 @@
 //!
 //! Arguments are parsed by clap (derive). Each subcommand is one file, `src/bin/mcp-policy/<name>.rs`, holding
 //! its `Options` (a `clap::Args` struct: its flags, `about`, `long_about` and `after_help`) and
-//! `run(&Options, &mut Out) -> ExitCode`. To add a command: add the file, a `mod` line below, a [`Command`]
+//! `run(&Options, &mut Out) -> ExitCode` (a larger one is a folder, `src/bin/mcp-policy/<name>/mod.rs`). To add a command: add the file, a `mod` line below, a [`Command`]
 //! variant and an arm in [`run`]. Checks across several options (what clap's attributes cannot say) go in an
 //! `Options::validate` that returns the message of a usage error.
 
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/approvals/mod.rs"]
+mod approvals;
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/check.rs"]
 mod check;
@@ -27,7 +30,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{check, explain, scan};
+    use crate::{approvals, check, explain, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -43,6 +46,7 @@ examples:
                                                   the same, for that caller (its profile, and why)
   mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
                                                   a starting policy for a live MCP server
+  mcp-policy approvals --approvers approvers.txt  the approvals console on http://127.0.0.1:8002/
 
 `mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
 Exit status 2 means a usage error.";
@@ -61,6 +65,7 @@ Exit status 2 means a usage error.";
         Check(check::Options),
         Explain(explain::Options),
         Scan(scan::Options),
+        Approvals(approvals::Options),
     }
 
     /// Standard output that never panics: once a write fails (e.g. a closed pipe), the rest is dropped.
@@ -87,7 +92,7 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
-            Command::Check(_) | Command::Scan(_) => None,
+            Command::Check(_) | Command::Scan(_) | Command::Approvals(_) => None,
         };
         match invalid {
             Some((name, message)) => Err(usage_error(name, &message)),
@@ -112,6 +117,7 @@ Exit status 2 means a usage error.";
             Command::Check(o) => check::run(o, out),
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
+            Command::Approvals(o) => approvals::run(o, out),
         }
     }
 
