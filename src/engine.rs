@@ -487,15 +487,15 @@ mod tests {
                 reason: "hidden by policy".into()
             }
         );
-        assert!(!p.is_listed("secret_x"));
-        assert!(!p.is_listed("d"));
-        assert!(p.is_listed("c"));
-        assert!(p.is_listed("anything"));
+        assert!(!p.view().is_listed("secret_x"));
+        assert!(!p.view().is_listed("d"));
+        assert!(p.view().is_listed("c"));
+        assert!(p.view().is_listed("anything"));
         let strict = parse(br#"{"version":"1","tools":{"get_*":{}}}"#).unwrap();
-        assert!(strict.is_listed("get_run") && !strict.is_listed("delete_run"));
+        assert!(strict.view().is_listed("get_run") && !strict.view().is_listed("delete_run"));
         let unfiltered =
             parse(br#"{"version":"1","filter_tools_list":false,"hide":["h"]}"#).unwrap();
-        assert!(unfiltered.is_listed("delete_run") && !unfiltered.is_listed("h"));
+        assert!(unfiltered.view().is_listed("delete_run") && !unfiltered.view().is_listed("h"));
     }
 
     #[test]

@@ -30,32 +30,9 @@ impl Flow {
             }
         }
         // Who is calling, before anything else: a request without a body (the SSE GET) is refused too.
-        let caller = match &policy.callers {
-            None => None,
-            Some(callers) => match caller::read(callers, |path| host.property(path)) {
-                // A verified claim that cannot be read exactly is malformed input: refused in audit mode too.
-                Err(e) => {
-                    let why = format!("the caller's identity cannot be read: {e}");
-                    return self.unauthenticated(host, &policy, &headers, &why);
-                }
-                Ok(c) if callers.required && !c.authenticated() => {
-                    if policy.mode != Mode::Audit {
-                        return self.unauthenticated(
-                            host,
-                            &policy,
-                            &headers,
-                            caller::NONE_REQUIRED,
-                        );
-                    }
-                    // Audit mode: logged as what enforcement would do, and let through as anonymous.
-                    let head = anonymous_head(host, &policy, &headers);
-                    let why = format!("{} (mode audit: forwarded)", caller::NONE_REQUIRED);
-                    let event = request::refused_event(&env(host), &head, Label::WouldDeny, &why);
-                    host.record(&event);
-                    Some(c)
-                }
-                Ok(c) => Some(c),
-            },
+        let caller = match self.caller(host, &policy, &headers) {
+            Ok(c) => c,
+            Err(refused) => return refused,
         };
         let profile = caller.as_ref().and_then(|c| {
             let index = policy.profile_for(c)?;
@@ -104,6 +81,38 @@ impl Flow {
         } else {
             Action::Continue
         }
+    }
+
+    /// The verified caller, for a policy with `callers` (`None` without: nothing is read). `Err` when the
+    /// request was refused for it (the action to return): a verified claim that cannot be read exactly
+    /// (malformed input: refused in audit mode too), or no identity under `callers.required` (in audit mode
+    /// logged as `would_deny` and let through as anonymous).
+    fn caller<H: Host>(
+        &mut self,
+        host: &mut H,
+        policy: &Policy,
+        headers: &HeaderMap,
+    ) -> Result<Option<Caller>, Action> {
+        let Some(callers) = &policy.callers else {
+            return Ok(None);
+        };
+        let c = match caller::read(callers, |path| host.property(path)) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("the caller's identity cannot be read: {e}");
+                return Err(self.unauthenticated(host, policy, headers, &why));
+            }
+        };
+        if callers.required && !c.authenticated() {
+            if policy.mode != Mode::Audit {
+                return Err(self.unauthenticated(host, policy, headers, caller::NONE_REQUIRED));
+            }
+            let head = anonymous_head(host, policy, headers);
+            let why = format!("{} (mode audit: forwarded)", caller::NONE_REQUIRED);
+            let event = request::refused_event(&env(host), &head, Label::WouldDeny, &why);
+            host.record(&event);
+        }
+        Ok(Some(c))
     }
 
     /// Refuses a request without a usable caller identity: HTTP 401, -31004, one `unauthenticated` event.

@@ -13,7 +13,6 @@ pub use parse::{parse, ConfigError, ConfigErrors};
 pub use profile::{Callers, ClaimPath, Jwt, Match, Profile, View};
 
 use crate::limits::{LimitSpec, Scope};
-use crate::mcp::Kind;
 use std::collections::HashMap;
 
 /// What a rule (or the default posture) does with a call.
@@ -299,11 +298,6 @@ impl Policy {
         }
     }
 
-    /// The top level's rules governing one kind of target (a caller's: [`Policy::for_caller`]).
-    pub fn set(&self, kind: Kind) -> &RuleSet {
-        self.view().set(kind)
-    }
-
     /// The top level's rule that governs the tool `tool` (see [`RuleSet::rule_for`]).
     pub fn rule_for(&self, tool: &str) -> Option<&Rule> {
         self.tools.rule_for(tool)
@@ -324,21 +318,11 @@ impl Policy {
         top.into_iter().chain(profiles).flat_map(|s| s.rules())
     }
 
-    /// True when the top level's `hide` names the tool.
-    pub fn is_hidden(&self, tool: &str) -> bool {
-        self.view().is_hidden(tool)
-    }
-
     /// Request headers removed from every client request, whatever its method: the exported names, or the
     /// default ones when `export_headers` is false. A client must never be able to set them, not even with
     /// export off (something downstream, such as a rate limit keyed on `x-mcp-tool`, may still read them).
     pub fn unforgeable_headers(&self) -> &[String] {
         &self.unforgeable
-    }
-
-    /// True when the tool belongs in a tools/list answer under the top level's rules (see [`View::is_listed`]).
-    pub fn is_listed(&self, tool: &str) -> bool {
-        self.view().is_listed(tool)
     }
 
     /// True when any rule has a rate limit (the filter then keeps counts in shared data).

@@ -110,7 +110,8 @@ mod tests {
             r#"{"version":"1","default":"deny","hide":["delete_*","secret"],"filter_tools_list":false,
                       "mode":"audit","export_headers":{"tool":"X-Tool"},"tools":{"get_*":{},"secret":{}}}"#,
         );
-        assert!(p.is_hidden("delete_run") && p.is_hidden("secret") && !p.is_hidden("get_run"));
+        let v = p.view();
+        assert!(v.is_hidden("delete_run") && v.is_hidden("secret") && !v.is_hidden("get_run"));
         assert!(!p.filter_tools_list);
         assert_eq!(p.mode, Mode::Audit);
         assert_eq!(
