@@ -2,19 +2,23 @@
 """Benchmark inputs for `make bench` (standard library only; deterministic output).
 
   gen.py assets WORK               request bodies, upstream answers, workloads.tsv
-  gen.py policy-variant WORK NAME  WORK/policy-NAME.json: "full" (bench/policy.json as is) or
-                                   "norate" (without rate_limit/identity, for a filter that does
-                                   not support them yet)
-  gen.py render WORK KEY=VALUE...  WORK/upstream.yaml and WORK/proxy-{a,b,c,f}.yaml from bench/envoy/*.tmpl
+  gen.py policy-variant WORK NAME  WORK/policy-NAME.json: "full" (bench/policy.json as is), "norate"
+                                   (without rate_limit/identity, for a filter that does not support them
+                                   yet) or "profiles" (full + `callers` + three caller profiles: P's)
+  gen.py render WORK KEY=VALUE...  WORK/upstream.yaml and WORK/proxy-{a,b,c,f,j,p}.yaml from bench/envoy/*.tmpl
                                    (keys: UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN
-                                   F_PORT F_ADMIN UPSTREAM_PORT WASM FLOOR_WASM POLICY_FILE B_CONDITIONS;
-                                   WORK=DIR: where the upstream's answer files are, if not in WORK)
+                                   F_PORT F_ADMIN J_PORT J_ADMIN P_PORT P_ADMIN UPSTREAM_PORT WASM FLOOR_WASM
+                                   POLICY_FILE POLICY_FILE_P B_CONDITIONS; WORK=DIR: where the upstream's
+                                   answer files are, if not in WORK)
   gen.py freeports N               N free loopback TCP ports
 
 Nothing here reads ../shared at run time: the tools/list answer is a synthetic 40-tool list with the
 MLflow MCP server's tool names and the shape of its answer (name, description, inputSchema,
 outputSchema, annotations), padded to ~25 KB.
 """
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -187,6 +191,47 @@ WORKLOADS = [
 ]
 
 
+# J and P: jwt_authn's inline HS256 key, and the token every J/P request carries (a fixed expiry far ahead, so
+# the assets stay deterministic). The caller: subject bench-agent, in the group bench-agents.
+JWT_SECRET = b"mcp-policy bench key, not a secret"
+JWT_KID = "bench"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwks_json():
+    return dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": JWT_KID, "k": b64url(JWT_SECRET)}]})
+
+
+def jwt_token():
+    header = {"alg": "HS256", "typ": "JWT", "kid": JWT_KID}
+    claims = {"iss": "https://bench.example.com", "aud": "mcp-policy", "sub": "bench-agent",
+              "groups": ["readers", "bench-agents"], "exp": 4102444800}
+    signing_input = f"{b64url(dumps(header).encode())}.{b64url(dumps(claims).encode())}"
+    sig = hmac.new(JWT_SECRET, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(sig)}"
+
+
+def with_profiles(policy):
+    """P's policy: the same rules, plus `callers` (the JWT's subject and groups, the client certificate) and
+    three profiles; the benchmark's caller (group bench-agents) matches the third, after the other two were tried."""
+    p = json.loads(json.dumps(policy))
+    p["callers"] = {"jwt": {"metadata": "jwt_payload", "subject": "sub", "groups": "groups"},
+                    "peer_certificate": True}
+    p["profiles"] = [
+        {"name": "ml-admins", "match": {"groups": ["ml-admins", "ml-owners"]},
+         "tools": {"register_model": {}, "transition_model_version_stage": {}, "delete_run": {}}},
+        {"name": "ci", "match": {"principal": "spiffe://cluster.local/ns/ci/sa/*"},
+         "tools": {"get_*": {"rate_limit": {"max": 1000000000, "window": "minute"}}}},
+        {"name": "agents", "match": {"groups": ["bench-agents"], "subject": "bench-*"},
+         "tools": {"compare_runs": {"action": "deny", "reason": "agents compare in batch jobs"},
+                   "get_run": {"rate_limit": ["1000000000/hour", "1000000000/day"]}}},
+    ]
+    return p
+
+
 def cmd_assets(work):
     os.makedirs(work, exist_ok=True)
 
@@ -205,6 +250,7 @@ def cmd_assets(work):
                                           "tags", 262144, tags_filler))
     write("req-denied.json", dumps(call(20, "delete_run", {"run_id": RUN_ID})))
     write("req-tools-list.json", dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}))
+    write("jwt-token.txt", jwt_token())
 
     write("resp-small.json", dumps({"jsonrpc": "2.0", "id": 17, "result": {
         "content": [{"type": "text", "text": dumps({"info": {"run_id": RUN_ID, "experiment_id": "1",
@@ -234,6 +280,8 @@ def cmd_policy_variant(work, name):
         policy = json.load(f)
     if name == "norate":
         policy = strip_rate_limits(policy)
+    elif name == "profiles":
+        policy = with_profiles(policy)
     elif name != "full":
         sys.exit(f"unknown policy variant {name!r}")
     out = os.path.join(work, f"policy-{name}.json")
@@ -389,10 +437,18 @@ def cmd_render(work, kv):
         vals["POLICY_JSON"] = json.dumps("{}")
     vals.setdefault("WASM", "")
     vals.setdefault("FLOOR_WASM", "")
+    vals["JWKS_JSON"] = json.dumps(jwks_json())
+    policy_p = vals["POLICY_JSON"]
+    if "POLICY_FILE_P" in vals:
+        with open(vals["POLICY_FILE_P"], encoding="utf-8") as f:
+            policy_p = json.dumps(dumps(json.load(f)))
     for key, src, dst in [("UP", "upstream.yaml.tmpl", "upstream.yaml"), ("A", "proxy-a.yaml.tmpl", "proxy-a.yaml"),
                           ("B", "proxy-b.yaml.tmpl", "proxy-b.yaml"), ("C", "proxy-c.yaml.tmpl", "proxy-c.yaml"),
-                          ("F", "proxy-f.yaml.tmpl", "proxy-f.yaml")]:
+                          ("F", "proxy-f.yaml.tmpl", "proxy-f.yaml"), ("J", "proxy-jwt.yaml.tmpl", "proxy-j.yaml"),
+                          ("P", "proxy-jwt.yaml.tmpl", "proxy-p.yaml")]:
         v = dict(vals)
+        if key == "P":
+            v["POLICY_JSON"] = policy_p
         v["PORT"] = vals.get(f"{key}_PORT", vals.get("PORT", "0"))
         v["ADMIN_PORT"] = vals.get(f"{key}_ADMIN", vals.get("ADMIN_PORT", "0"))
         with open(os.path.join(HERE, "envoy", src), encoding="utf-8") as f:

@@ -5,6 +5,7 @@
 //! a human (or bot) saying no; anything else (timeout, refused connection, non-200, not JSON, no boolean
 //! `approved`) means the service could not decide, and the call is refused as well: fail closed.
 
+use crate::caller::Identified;
 use crate::mcp::Kind;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
@@ -53,14 +54,20 @@ pub struct Ask<'a> {
     pub request_id: Option<&'a str>,
     /// The rule's `reason`, if any.
     pub reason: Option<&'a str>,
+    /// The verified caller and its profile (policies with `callers`: the body then has `caller`).
+    pub caller: Option<Identified<'a>>,
 }
 
 impl Ask<'_> {
     /// The callout body. Arguments and id are spliced in as the client sent them.
     pub fn to_json(&self) -> String {
         let args = self.arguments.map_or("{}", |a| a.get());
+        let caller = match &self.caller {
+            Some(c) => format!(r#","caller":{}"#, c.to_json()),
+            None => String::new(),
+        };
         format!(
-            r#"{{"method":"{}","{}":{},"arguments":{},"identity":{},"jsonrpc_id":{},"request_id":{},"reason":{}}}"#,
+            r#"{{"method":"{}","{}":{},"arguments":{},"identity":{},"jsonrpc_id":{},"request_id":{},"reason":{}{caller}}}"#,
             self.kind.method(),
             self.kind.noun(),
             json!(self.tool),
@@ -152,6 +159,7 @@ mod tests {
             jsonrpc_id: &id,
             request_id: Some("req-9"),
             reason: Some("needs a human"),
+            caller: None,
         };
         let body = ask.to_json();
         assert!(
@@ -191,6 +199,25 @@ mod tests {
         assert_eq!(
             (v["method"].as_str(), v["prompt"].as_str()),
             (Some("prompts/get"), Some("p"))
+        );
+        // With `callers`: who asks, so the approver can judge.
+        let bob = crate::caller::Caller {
+            subject: Some("bob".into()),
+            groups: vec!["ml-admins".into(), "readers".into()],
+            principal: Some("spiffe://cluster.local/ns/ml/sa/agent".into()),
+        };
+        let asked = Ask {
+            caller: Some(Identified {
+                caller: &bob,
+                profile: Some("ml-admins"),
+            }),
+            ..ask
+        };
+        let v: Value = serde_json::from_str(&asked.to_json()).unwrap();
+        assert_eq!(
+            v["caller"],
+            json!({"subject": "bob", "groups": ["ml-admins", "readers"],
+                   "principal": "spiffe://cluster.local/ns/ml/sa/agent", "profile": "ml-admins"})
         );
     }
 

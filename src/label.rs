@@ -26,11 +26,14 @@ pub enum Label {
     WouldRateLimit,
     /// Audit mode: would have waited for approval, forwarded without asking.
     WouldRequireApproval,
+    /// Refused at the request headers: no verified caller identity under `callers.required`, or one that
+    /// cannot be read exactly (HTTP 401).
+    Unauthenticated,
 }
 
 impl Label {
     /// Every label, in declaration order ([`Label::index`] is the position here).
-    pub const ALL: [Label; 10] = [
+    pub const ALL: [Label; 11] = [
         Label::Allow,
         Label::Deny,
         Label::RateLimited,
@@ -41,6 +44,7 @@ impl Label {
         Label::WouldDeny,
         Label::WouldRateLimit,
         Label::WouldRequireApproval,
+        Label::Unauthenticated,
     ];
 
     /// The label as written in replies, audit lines and stat names.
@@ -56,6 +60,7 @@ impl Label {
             Label::WouldDeny => "would_deny",
             Label::WouldRateLimit => "would_rate_limit",
             Label::WouldRequireApproval => "would_require_approval",
+            Label::Unauthenticated => "unauthenticated",
         }
     }
 
@@ -97,7 +102,8 @@ mod tests {
                 "invalid",
                 "would_deny",
                 "would_rate_limit",
-                "would_require_approval"
+                "would_require_approval",
+                "unauthenticated"
             ]
         );
         for (i, l) in Label::ALL.iter().enumerate() {

@@ -37,6 +37,8 @@ pub struct FakeHost {
     pub events: Vec<Event>,
     /// Local replies: status and body.
     pub replies: Vec<(u32, String)>,
+    /// Headers of the local replies beyond the two every reply has.
+    pub reply_headers: Vec<(String, String)>,
     /// Callouts: token, cluster, body.
     pub callouts: Vec<(u32, String, String)>,
     pub logs: Vec<(Level, String)>,
@@ -62,6 +64,7 @@ impl Default for FakeHost {
             calls: Vec::new(),
             events: Vec::new(),
             replies: Vec::new(),
+            reply_headers: Vec::new(),
             callouts: Vec::new(),
             logs: Vec::new(),
         }
@@ -166,11 +169,16 @@ impl Host for FakeHost {
     ) -> Result<(), String> {
         self.call(format!("send_reply {status}"));
         assert_eq!(
-            headers,
+            headers[..2],
             [
                 ("content-type", "application/json"),
                 ("x-mcp-policy", "rejected")
             ]
+        );
+        self.reply_headers.extend(
+            headers[2..]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
         if self.reply_fails {
             return Err("BadArgument".into());

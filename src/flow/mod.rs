@@ -4,8 +4,9 @@
 //! Every transition is unit-tested natively with a fake host (`fake.rs`) that records each host call.
 //!
 //! One file per step, in the order Envoy calls them:
-//! - `headers.rs`: the request headers: forged exported headers removed, the rate-limit identity,
-//!   [`crate::request::check_head`], hold or continue;
+//! - `headers.rs`: the request headers: forged exported headers removed, the verified caller and its
+//!   profile (policies with `callers`), the rate-limit identities, [`crate::request::check_head`], hold or
+//!   continue;
 //! - `body.rs`: the request body: the size limit, [`crate::request::check_body`], the metrics and audit lines,
 //!   the exported headers, then forward, reply, or ask for approval;
 //! - `approval.rs`: the approval callouts, their answers in any order, the client leaving while they are out;
@@ -15,7 +16,8 @@
 //! each step makes the fewest it can, and the tests pin the exact host calls of the common paths.
 //!
 //! Where the next things go: what Envoy verified about the caller (JWT metadata, the peer certificate) is
-//! read once in `headers.rs` through [`Host::property`], only when the policy asks for it; a step that waits
+//! read once in `headers.rs` through [`Host::property`] ([`crate::caller::read`]), only when the policy has
+//! `callers`, and kept in the [`Head`] for the body's decision; a step that waits
 //! for the network (a gRPC call to a rate limit service) gets a [`Host`] method to start it, a `Pending`
 //! variant for its token, and a `Flow::on_..._response` in its own file, which the filter's context calls;
 //! state shared across requests and workers (remembered approvals, pins) is read and written through
@@ -23,6 +25,8 @@
 
 mod approval;
 mod body;
+#[cfg(test)]
+mod callers;
 #[cfg(test)]
 mod fake;
 mod headers;
@@ -175,11 +179,22 @@ impl Flow {
 
     /// Answers the request with `r` (or resets it if even that fails).
     fn respond<H: Host>(&mut self, host: &mut H, r: &Reply) -> Action {
+        self.respond_with(host, r, None)
+    }
+
+    /// Answers the request with `r` and one more header (or resets it if even that fails).
+    fn respond_with<H: Host>(
+        &mut self,
+        host: &mut H,
+        r: &Reply,
+        extra: Option<(&str, &str)>,
+    ) -> Action {
         self.decided = true;
-        let headers = [
+        let mut headers = vec![
             ("content-type", "application/json"),
             ("x-mcp-policy", "rejected"),
         ];
+        headers.extend(extra);
         if let Err(e) = host.send_reply(r.status, &headers, r.body.as_bytes()) {
             host.log(
                 Level::Warn,

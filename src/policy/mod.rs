@@ -5,13 +5,14 @@
 mod condition;
 mod glob;
 mod parse;
+mod profile;
 
 pub use condition::{json_eq, lookup, Condition, Op, OP_NAMES};
 pub use glob::{is_glob, Glob};
 pub use parse::{parse, ConfigError, ConfigErrors};
+pub use profile::{Callers, ClaimPath, Jwt, Match, Profile, View};
 
-use crate::limits::LimitSpec;
-use crate::mcp::Kind;
+use crate::limits::{LimitSpec, Scope};
 use std::collections::HashMap;
 
 /// What a rule (or the default posture) does with a call.
@@ -40,18 +41,26 @@ pub enum Mode {
     Audit,
 }
 
-/// `export_headers`: the upstream request headers that carry the MCP method and tool.
+/// `export_headers`: the upstream request headers that carry the MCP method, the tool and the caller's
+/// profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportHeaders {
     pub method: String,
     pub tool: String,
+    /// Set at the request headers when a caller profile applies (policies with `profiles`).
+    pub profile: String,
 }
+
+/// The default names of the exported headers (method, tool, profile).
+pub const EXPORTED: [&str; 3] = ["x-mcp-method", "x-mcp-tool", "x-mcp-profile"];
 
 impl Default for ExportHeaders {
     fn default() -> Self {
+        let [method, tool, profile] = EXPORTED.map(String::from);
         ExportHeaders {
-            method: "x-mcp-method".into(),
-            tool: "x-mcp-tool".into(),
+            method,
+            tool,
+            profile,
         }
     }
 }
@@ -79,14 +88,18 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// e.g. `10 calls per 60s` or `100000 units per 86400s (global)`.
+    /// e.g. `10 calls per 60s`, `100000 units per 86400s (global)` or `5 calls per 60s (per caller)`.
     pub fn describe(&self) -> String {
         let what = if self.cost.is_some() {
             "units"
         } else {
             "calls"
         };
-        let scope = if self.spec.global { " (global)" } else { "" };
+        let scope = match self.spec.scope {
+            Scope::Session => "",
+            Scope::Caller => " (per caller)",
+            Scope::Global => " (global)",
+        };
         format!(
             "{} {what} per {}s{scope}",
             self.spec.max, self.spec.window_secs
@@ -113,11 +126,14 @@ impl Default for Identity {
 }
 
 impl Identity {
-    /// The identity of a request: the first non-empty configured header, else the client IP (no port).
-    /// `source_address` is only called when no header is there (asking Envoy for it costs a host call).
+    /// The identity of a request: the first non-empty configured header, else the verified caller's
+    /// [limit key](crate::caller::Caller::limit_key) (policies with `callers`: without a session header,
+    /// session-scoped limits count per caller), else the client IP (no port). `source_address` is only called
+    /// when neither is there (asking Envoy for it costs a host call).
     pub fn resolve(
         &self,
         header: impl Fn(&str) -> Option<String>,
+        caller: Option<&str>,
         source_address: impl FnOnce() -> Option<String>,
     ) -> String {
         for h in &self.headers {
@@ -125,12 +141,20 @@ impl Identity {
                 return v;
             }
         }
-        source_address()
-            .as_deref()
-            .map(strip_port)
-            .unwrap_or("unknown")
-            .to_owned()
+        if let Some(c) = caller {
+            return c.to_owned();
+        }
+        client_ip(source_address)
     }
+}
+
+/// The client's IP (no port) from `source_address`, or `unknown`.
+pub fn client_ip(source_address: impl FnOnce() -> Option<String>) -> String {
+    source_address()
+        .as_deref()
+        .map(strip_port)
+        .unwrap_or("unknown")
+        .to_owned()
 }
 
 /// `1.2.3.4:5678` → `1.2.3.4`; `[::1]:80` → `::1`; anything else unchanged.
@@ -172,10 +196,16 @@ pub struct Policy {
     pub tools: RuleSet,
     pub prompts: RuleSet,
     pub resources: RuleSet,
+    /// `callers`: where the verified identity comes from; `None` reads none (and `profiles` is empty).
+    pub callers: Option<Callers>,
+    /// `profiles`, in order, each with its rules merged with the top level's (see [`Policy::for_caller`]).
+    pub profiles: Vec<Profile>,
     /// See [`Policy::hold_secs`] (set by [`Policy::seal`]).
     hold: u64,
     /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
     unforgeable: Vec<String>,
+    /// See [`Policy::counts`] (set by [`Policy::seal`]): session, caller, global.
+    scopes: [bool; 3],
 }
 
 /// The rules for one kind of target (tools, prompts or resources), compiled for lookup.
@@ -260,42 +290,32 @@ impl Policy {
             tools: RuleSet::new(default, rules),
             prompts: RuleSet::new(Action::Allow, Vec::new()),
             resources: RuleSet::new(Action::Allow, Vec::new()),
+            callers: None,
+            profiles: Vec::new(),
             hold: 1,
             unforgeable: Vec::new(),
+            scopes: [false; 3],
         }
     }
 
-    /// The rules governing one kind of target.
-    pub fn set(&self, kind: Kind) -> &RuleSet {
-        match kind {
-            Kind::Tool => &self.tools,
-            Kind::Prompt => &self.prompts,
-            Kind::Resource => &self.resources,
-        }
-    }
-
-    /// The rule that governs the tool `tool` (see [`RuleSet::rule_for`]).
+    /// The top level's rule that governs the tool `tool` (see [`RuleSet::rule_for`]).
     pub fn rule_for(&self, tool: &str) -> Option<&Rule> {
         self.tools.rule_for(tool)
     }
 
-    /// The tool rules.
+    /// The top level's tool rules.
     pub fn rules(&self) -> &[Rule] {
         self.tools.rules()
     }
 
-    /// Every rule of every kind.
+    /// Every rule of every kind, the top level's then each profile's (inherited ones again).
     pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
-        self.tools
-            .rules()
+        let top = [&self.tools, &self.prompts, &self.resources];
+        let profiles = self
+            .profiles
             .iter()
-            .chain(self.prompts.rules())
-            .chain(self.resources.rules())
-    }
-
-    /// True when `hide` names the tool.
-    pub fn is_hidden(&self, tool: &str) -> bool {
-        self.hide.iter().any(|g| g.matches(tool))
+            .flat_map(|p| [&p.tools, &p.prompts, &p.resources]);
+        top.into_iter().chain(profiles).flat_map(|s| s.rules())
     }
 
     /// Request headers removed from every client request, whatever its method: the exported names, or the
@@ -305,26 +325,18 @@ impl Policy {
         &self.unforgeable
     }
 
-    /// True when the tool belongs in a tools/list answer: not hidden and, with `filter_tools_list`, not a
-    /// tool whose every call is denied (a deny rule, or no rule under `default: deny`). Tools with
-    /// conditions, limits or approval stay listed.
-    pub fn is_listed(&self, tool: &str) -> bool {
-        if self.is_hidden(tool) {
-            return false;
-        }
-        if !self.filter_tools_list {
-            return true;
-        }
-        let action = self.rule_for(tool).map_or(self.default, |r| r.action);
-        action != Action::Deny
-    }
-
     /// True when any rule has a rate limit (the filter then keeps counts in shared data).
     pub fn has_limits(&self) -> bool {
         self.all_rules().any(|r| !r.limits.is_empty())
     }
 
-    /// The longest session-scoped window: a rate-limit slot changes owner only after this much silence.
+    /// True when some rate limit (of the top level or of a profile) has this scope.
+    pub fn counts(&self, scope: Scope) -> bool {
+        self.scopes.get(scope as usize).copied().unwrap_or(false)
+    }
+
+    /// The longest session- or caller-scoped window: a rate-limit slot changes owner only after this much
+    /// silence.
     pub fn hold_secs(&self) -> u64 {
         self.hold
     }
@@ -335,13 +347,22 @@ impl Policy {
         self.hold = self
             .all_rules()
             .flat_map(|r| &r.limits)
-            .filter(|l| !l.spec.global)
+            .filter(|l| l.spec.scope != Scope::Global)
             .map(|l| l.spec.window_secs)
             .max()
             .unwrap_or(1);
-        let mut names = vec!["x-mcp-method".to_owned(), "x-mcp-tool".to_owned()];
+        for scope in [Scope::Session, Scope::Caller, Scope::Global] {
+            let used = self
+                .all_rules()
+                .flat_map(|r| &r.limits)
+                .any(|l| l.spec.scope == scope);
+            if let Some(slot) = self.scopes.get_mut(scope as usize) {
+                *slot = used;
+            }
+        }
+        let mut names: Vec<String> = EXPORTED.map(String::from).to_vec();
         if let Some(n) = &self.export {
-            for h in [&n.method, &n.tool] {
+            for h in [&n.method, &n.tool, &n.profile] {
                 if !names.contains(h) {
                     names.push(h.clone());
                 }

@@ -11,9 +11,10 @@
 
 use crate::approval::Ask;
 use crate::audit::AuditEvent;
+use crate::caller::{Caller, Identified};
 use crate::engine::{judge, Decision};
 use crate::label::Label;
-use crate::limits::{Charge, Limiter, Refusal, Reservation, Store};
+use crate::limits::{Charge, Limiter, Refusal, Reservation, Store, Who};
 use crate::mcp::{inspect, Message};
 use crate::policy::{Mode, Policy};
 use crate::record::Record;
@@ -38,6 +39,42 @@ pub struct Head {
     pub identity: String,
     /// `x-request-id`, passed to the approval service.
     pub request_id: Option<String>,
+    /// The verified caller, for a policy with `callers` (`None` without: nothing is read).
+    pub caller: Option<Caller>,
+    /// The caller's profile (`None`: the top-level rules apply).
+    pub profile: Option<ProfileRef>,
+    /// Whom caller-scoped rate limits count: the caller's [`Caller::limit_key`], else the client IP.
+    pub caller_identity: String,
+}
+
+/// The profile a request's caller got: its place in `Policy::profiles`, and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRef {
+    pub index: usize,
+    pub name: String,
+}
+
+impl Head {
+    /// The index of the caller's profile, for [`Policy::view_of`].
+    pub fn profile_index(&self) -> Option<usize> {
+        self.profile.as_ref().map(|p| p.index)
+    }
+
+    /// The caller and its profile, as audit lines and approval callouts report them.
+    pub fn identified(&self) -> Option<Identified<'_>> {
+        self.caller.as_ref().map(|caller| Identified {
+            caller,
+            profile: self.profile.as_ref().map(|p| p.name.as_str()),
+        })
+    }
+
+    /// Who the request's rate-limit charges count for.
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            session: &self.identity,
+            caller: &self.caller_identity,
+        }
+    }
 }
 
 /// What to do with a request.
@@ -78,6 +115,8 @@ pub struct Event {
     pub method: String,
     /// The tool of a `tools/call` (per-tool counters); `None` for other messages.
     pub tool: Option<String>,
+    /// The caller's profile (the decision counters' `profile` label); `None`: the top-level rules.
+    pub profile: Option<String>,
     /// The audit line (one JSON object); empty when audit lines are off.
     pub audit: String,
 }
@@ -141,10 +180,12 @@ pub fn check_body<S: Store>(
         let why = "Mcp-Method/Mcp-Name header does not match the body";
         return invalid(env, head, r, why);
     }
+    // The caller's rules: its profile's (merged with the top level's when the policy loaded), or the top level's.
+    let view = policy.view_of(head.profile_index());
     let mut records: Vec<Record<'_>> = body
         .messages
         .iter()
-        .map(|m| Record::new(m, m.call().map(|c| judge(policy, c))))
+        .map(|m| Record::new(m, m.call().map(|c| judge(view, c))))
         .collect();
     let summary = summarize(&records);
     let audit_mode = policy.mode == Mode::Audit;
@@ -202,7 +243,7 @@ pub fn check_body<S: Store>(
     };
     let limit = record
         .target
-        .and_then(|t| policy.set(t.kind).rule_for(t.name))
+        .and_then(|t| view.set(t.kind).rule_for(t.name))
         .and_then(|r| r.limits.iter().find(|l| l.spec == charge.limit));
     let reason = why.unwrap_or_else(|| {
         limit.map_or_else(
@@ -226,32 +267,40 @@ pub fn check_body<S: Store>(
 
 /// A request refused before any message could be judged: one `invalid` event.
 fn invalid<S: Store>(env: &Env<'_, S>, head: &Head, r: Reply, why: &str) -> Checked {
+    Checked {
+        outcome: Outcome::Reply(r),
+        events: vec![refused_event(env, head, Label::Invalid, why)],
+        summary: Summary::default(),
+    }
+}
+
+/// The one event of a request refused before any message was judged (`invalid`, or `unauthenticated` at the
+/// request headers).
+pub fn refused_event<S: Store>(env: &Env<'_, S>, head: &Head, label: Label, why: &str) -> Event {
     let audit = if !env.audit {
         String::new()
     } else {
         AuditEvent {
             unix_nanos: env.now_nanos,
-            decision: Label::Invalid,
+            decision: label,
             method: "",
             tool: None,
             rule: None,
             reason: Some(why),
             identity: Some(&head.identity),
+            caller: head.identified(),
             request_id: head.request_id.as_deref(),
             jsonrpc_id: None,
             arguments: None,
         }
         .to_json_line()
     };
-    Checked {
-        outcome: Outcome::Reply(r),
-        events: vec![Event {
-            decision: Label::Invalid,
-            method: String::new(),
-            tool: None,
-            audit,
-        }],
-        summary: Summary::default(),
+    Event {
+        decision: label,
+        method: String::new(),
+        tool: None,
+        profile: head.profile.as_ref().map(|p| p.name.clone()),
+        audit,
     }
 }
 
@@ -274,13 +323,13 @@ fn reserve<S: Store>(
     };
     if charged.next().is_none() {
         // One charged call (the common case): its charges are all the charges, no copy.
-        return limiter.reserve(&head.identity, &first.charges, env.now_secs());
+        return limiter.reserve_for(head.who(), &first.charges, env.now_secs());
     }
     let all: Vec<Charge> = records
         .iter()
         .flat_map(|r| r.charges.iter().copied())
         .collect();
-    limiter.reserve(&head.identity, &all, env.now_secs())
+    limiter.reserve_for(head.who(), &all, env.now_secs())
 }
 
 /// The record holding the `index`th charge of the body (counted over every record's charges in order), and
@@ -344,6 +393,7 @@ fn events<S: Store>(
                 rule: r.rule(),
                 reason,
                 identity: Some(&head.identity),
+                caller: head.identified(),
                 request_id: head.request_id.as_deref(),
                 jsonrpc_id: r.id,
                 arguments: r.target.and_then(|t| t.arguments),
@@ -354,6 +404,7 @@ fn events<S: Store>(
             decision: label,
             method: method.to_owned(),
             tool: r.tool().map(str::to_owned),
+            profile: head.profile.as_ref().map(|p| p.name.clone()),
             audit,
         });
     }
@@ -374,6 +425,7 @@ fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
                     jsonrpc_id: id,
                     request_id: head.request_id.as_deref(),
                     reason: *reason,
+                    caller: head.identified(),
                 }
                 .to_json(),
             ),

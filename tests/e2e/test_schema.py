@@ -153,6 +153,9 @@ def cond(c: dict) -> str:
     return rule({"conditions": [c]})
 
 
+PEER = {"peer_certificate": True}
+JWT = {"jwt": {"metadata": "jwt_payload", "subject": "sub", "groups": "realm_access.roles"}}
+
 BAD = {
     "empty object (no version)": "{}",
     "version as a number": '{"version": 1}',
@@ -233,6 +236,22 @@ BAD = {
     "invalid prompts_default": P(prompts_default="block"),
     "resources not an object": P(resources="file:///*"),
     "filter_tools_list as a number": P(filter_tools_list=1),
+    "callers without a source": P(callers={}),
+    "callers with peer_certificate false only": P(callers={"peer_certificate": False}),
+    "callers.jwt without metadata": P(callers={"jwt": {"subject": "sub"}}),
+    "a claim path with an empty segment": P(callers={"jwt": {"metadata": "m", "groups": "a..b"}}),
+    "callers unknown field": P(callers={"mtls": True}),
+    "profiles without callers": P(profiles=[{"name": "a", "match": {}}]),
+    "profiles not a list": P(callers=PEER, profiles={"name": "a", "match": {}}),
+    "a profile without a match": P(callers=PEER, profiles=[{"name": "a"}]),
+    "a profile name with a dot": P(callers=PEER, profiles=[{"name": "a.b", "match": {}}]),
+    "a top-level setting in a profile": P(callers=PEER, profiles=[{"name": "a", "match": {}, "mode": "audit"}]),
+    "an unknown match key": P(callers=PEER, profiles=[{"name": "a", "match": {"group": ["g"]}}]),
+    "a group with a wildcard": P(callers=JWT, profiles=[{"name": "a", "match": {"groups": ["ml-*"]}}]),
+    "an empty groups list": P(callers=JWT, profiles=[{"name": "a", "match": {"groups": []}}]),
+    "a profile rule requiring approval without approval":
+        P(callers=PEER, profiles=[{"name": "a", "match": {}, "tools": {"t": {"action": "require_approval"}}}]),
+    "an unknown scope": rule({"rate_limit": {"max": 1, "window": 60, "scope": "team"}}),
 }
 
 GOOD = {
@@ -261,6 +280,18 @@ GOOD = {
         {"path": "args", "op": "exists", "value": True}, {"path": "args.f", "op": "exists", "value": False}]}),
     "glob keys": P(tools={"*": {"action": "deny"}, "get_?": {}, "*_run": {"action": "deny", "reason": "r"}}),
     "unicode and spaces in keys": P(tools={"überprüfen": {}, "two words": {}}),
+    "callers and every profile field": P(
+        callers={**JWT, **PEER, "required": True}, approval={"cluster": "a"},
+        export_headers={"profile": "x-caller-profile"},
+        tools={"t": {"rate_limit": [{"max": 1, "window": 60, "scope": "caller"}, "5/minute"]}},
+        profiles=[{"name": "ml-admins", "match": {"subject": "a*", "groups": ["ml-admins"],
+                                                   "principal": "spiffe://cluster.local/ns/*", "authenticated": True},
+                   "inherit": False, "default": "require_approval", "hide": ["x"], "tools": {"t": {}},
+                   "prompts": {"p": {}}, "prompts_default": "deny", "resources": {"file:///*": {}},
+                   "resources_default": "allow"},
+                  {"name": "anyone", "match": {}}]),
+    "a claim path as a list": P(callers={"jwt": {"metadata": "https://issuer.example",
+                                                 "groups": ["https://example.com/roles"]}}),
 }
 
 # The filter rejects these; the schema cannot say why (README: "Beyond the schema").
@@ -270,6 +301,11 @@ BEYOND = {
     "an invalid regex": cond({"path": "args.a", "op": "regex", "value": "("}),
     "a whole number written 10.0": rule({"rate_limit": {"max": 10.0, "window": 60}}),
     "a count past 64 bits": rule({"rate_limit": "99999999999999999999/minute"}),
+    "two profiles with one name": P(callers=PEER, profiles=[{"name": "a", "match": {}}, {"name": "a", "match": {}}]),
+    "a match on a source callers does not read": P(callers=PEER, profiles=[{"name": "a", "match": {"subject": "x"}}]),
+    "scope caller without callers": rule({"rate_limit": {"max": 1, "window": 60, "scope": "caller"}}),
+    "authenticated false with a principal":
+        P(callers=PEER, profiles=[{"name": "a", "match": {"authenticated": False, "principal": "x"}}]),
 }
 
 

@@ -199,6 +199,7 @@ mod tests {
             jsonrpc_id: &id,
             request_id: Some("req-9"),
             reason: Some("needs a human"),
+            caller: None,
         };
         let c = parse(ask.to_json().as_bytes()).unwrap();
         assert_eq!(
