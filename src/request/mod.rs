@@ -170,7 +170,7 @@ pub fn check_body<S: Store>(
             let asks = if audit_mode {
                 Vec::new()
             } else {
-                approval_asks(head, &records)
+                approval_asks(policy, head, &records)
             };
             if asks.is_empty() {
                 return finish(Outcome::Forward(reservations), &records);
@@ -361,7 +361,11 @@ fn events<S: Store>(
 }
 
 /// The approval callout bodies, one per call that needs approval, in body order.
-fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
+fn approval_asks(policy: &Policy, head: &Head, records: &[Record<'_>]) -> Vec<String> {
+    let timeout_ms = policy
+        .approval
+        .as_ref()
+        .map_or(crate::approval::DEFAULT_TIMEOUT_MS, |a| a.timeout_ms);
     records
         .iter()
         .filter_map(|r| match (r.id, r.target, &r.decision) {
@@ -374,6 +378,7 @@ fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
                     jsonrpc_id: id,
                     request_id: head.request_id.as_deref(),
                     reason: *reason,
+                    timeout_ms,
                 }
                 .to_json(),
             ),
