@@ -8,7 +8,7 @@
 //! rate-limit slots of `crate::limits`: no key per caller, a fixed number of slots, stale entries overwritten.
 //! - [`SLOTS`] keys at most, `mcp_policy/ra/<n>`, each made the first time an approval is remembered in it.
 //!   An approval is hashed onto one slot, which holds its [`Key`] (32 bytes) and when it ends (unix seconds,
-//!   8 bytes little-endian): 40 bytes a slot, about 160 KiB of keys and values when every slot is in use.
+//!   8 bytes little-endian): 40 bytes a slot, 58 with its name; under 240 KiB when every slot is in use.
 //! - A newer remembered approval overwrites whatever its slot held, ended or not; two workers writing one slot
 //!   at once keep one of the two (a plain `set`: no compare-and-swap, no creation lock). An approval lost that
 //!   way costs its later calls a callout, as if it had never been remembered (the approvals console answers
@@ -181,6 +181,7 @@ mod tests {
             remember(&s, k, 0, 3600).unwrap();
         }
         assert!(s.map.borrow().len() as u64 <= SLOTS);
+        assert!(s.bytes() as u64 <= SLOTS * 58 && SLOTS * 58 < 240 * 1024);
         assert!(s.map.borrow().keys().all(|k| k.starts_with(PREFIX)));
         assert!(s.map.borrow().values().all(|(v, _)| v.len() == VALUE_BYTES));
         // Every slot holds its newest approval; the ones it overwrote are asked about again.
