@@ -30,6 +30,21 @@ fn verified_caller(_head: &Head) -> Option<String> {
     None
 }
 
+/// Whether a remembered approval answers the ask of `key` at `now_nanos`. A store that cannot say is logged,
+/// and the call is asked about (fail closed: asking is what the policy says).
+fn remembered<H: Host>(host: &mut H, key: &Key, now_nanos: u64) -> bool {
+    match remember::holds(host.store(), key, now_nanos / 1_000_000_000) {
+        Ok(held) => held,
+        Err(e) => {
+            host.log(
+                Level::Warn,
+                &format!("mcp-policy: cannot read remembered approvals ({e}); asking the approval service"),
+            );
+            false
+        }
+    }
+}
+
 impl Flow {
     /// Sends one callout per ask (but for those a remembered approval answers) and waits; concludes at once
     /// if none was sent. `now_nanos`: the clock of the request's decision.
@@ -62,20 +77,12 @@ impl Flow {
                     *k = call.map(|(method, name)| Key::new(cfg, who, method, name));
                 }
                 for (i, body) in asks.iter().enumerate() {
-                    if let Some(key) = keys.get(i).and_then(Option::as_ref) {
-                        match remember::holds(host.store(), key, now_nanos / 1_000_000_000) {
-                            Ok(true) => {
-                                if let Some(a) = answers.get_mut(i) {
-                                    *a = Some(Answer::Remembered);
-                                }
-                                continue;
-                            }
-                            Ok(false) => {}
-                            Err(e) => host.log(
-                                Level::Warn,
-                                &format!("mcp-policy: cannot read remembered approvals ({e}); asking the approval service"),
-                            ),
+                    let key = keys.get(i).and_then(Option::as_ref);
+                    if key.is_some_and(|k| remembered(host, k, now_nanos)) {
+                        if let Some(a) = answers.get_mut(i) {
+                            *a = Some(Answer::Remembered);
                         }
+                        continue;
                     }
                     let headers = cfg.headers(body.len());
                     let headers: Vec<(&str, &str)> = headers
