@@ -197,6 +197,18 @@ fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     json::string_value(raw.get())
 }
 
+/// The first control character in `s` (C0, DEL or C1: `Cc`), if any. No MCP method or name has one: a JSON
+/// string may carry them (escaped, or DEL as it is), and Envoy refuses most of them in a header value, so a
+/// method or name that reached the exported headers with one would fail the request with a plain 503.
+pub fn control_char(s: &str) -> Option<char> {
+    s.chars().find(|c| c.is_control())
+}
+
+/// How a control character is named in a reply (`U+007F`): the character itself would be invisible.
+fn code_point(c: char) -> String {
+    format!("U+{:04X}", u32::from(c))
+}
+
 /// The JSON-RPC envelope fields: a message may not carry a case variant of any of them.
 const ENVELOPE_FIELDS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
 const JSONRPC: usize = 0;
@@ -384,6 +396,15 @@ fn message<'a>(outline: &json::Outline<'a>, i: usize) -> Result<Message<'a>, Req
                     format!("Invalid Request: method \"{method}\" is a near miss of \"{}\"; ambiguous and refused", kind.method()),
                 ));
             }
+            if let Some(c) = control_char(&method) {
+                return Err(RequestError::invalid(
+                    id,
+                    format!(
+                        "Invalid Request: the method name has a control character ({}); refused",
+                        code_point(c)
+                    ),
+                ));
+            }
             let call = match Kind::of(&method) {
                 Some(kind) => Some(governed_call(kind, id, params, outline, i)?),
                 None => None,
@@ -437,6 +458,7 @@ fn governed_call<'a>(
                 "Invalid params: resources/read needs a string \"params.uri\"",
             )
         })?;
+        refuse_control(kind, id, &name)?;
         return Ok(ToolCall {
             kind,
             name,
@@ -449,6 +471,7 @@ fn governed_call<'a>(
             format!("Invalid params: {method} needs a string \"params.name\""),
         )
     })?;
+    refuse_control(kind, id, &name)?;
     let arguments = match field(ARGUMENTS)? {
         None => None,
         Some(a) if lead(a) == b'n' => None,
@@ -465,6 +488,26 @@ fn governed_call<'a>(
         name,
         arguments,
     })
+}
+
+/// A tool or prompt name, or a resource URI, with a control character is refused (-32602): MCP names have
+/// none (SEP-986: letters, digits, `_`, `-`, `.`), and a URI has none unescaped (RFC 3986).
+fn refuse_control(kind: Kind, id: Option<&RawValue>, name: &str) -> Result<(), RequestError> {
+    match control_char(name) {
+        None => Ok(()),
+        Some(c) => Err(RequestError::params(
+            id,
+            format!(
+                "Invalid params: the {} has a control character ({}); refused",
+                match kind {
+                    Kind::Resource => "resource URI",
+                    Kind::Tool => "tool name",
+                    Kind::Prompt => "prompt name",
+                },
+                code_point(c)
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -495,6 +538,10 @@ mod tests {
         r#"{"jsonrpc":"2.0","method":"notifications/initialized","params":{}}"#,
         r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"}}"#,
         r#"{"jsonrpc":"2.0","id":1,"result":{"method":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"x\u007fy","params":{}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"get\x7frun\"}}",
+        r#"{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"a\u0085"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///\u0000"}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":1},"result":{}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":1},"params":{}}"#,
         r#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","PARAMS":{},"iD":2,"JsonRpc":1,"Error":0,"Result":0}"#,

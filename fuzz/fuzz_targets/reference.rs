@@ -453,6 +453,15 @@ fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
                     format!("Invalid Request: method \"{method}\" is a near miss of \"{}\"; ambiguous and refused", kind.method()),
                 ));
             }
+            if let Some(c) = method.chars().find(|c| c.is_control()) {
+                return Err(invalid(
+                    id,
+                    format!(
+                        "Invalid Request: the method name has a control character (U+{:04X}); refused",
+                        u32::from(c)
+                    ),
+                ));
+            }
             let call = match Kind::of(&method) {
                 Some(kind) => Some(governed_call(kind, id, env.params)?),
                 None => None,
@@ -503,6 +512,7 @@ fn governed_call<'a>(
                 "Invalid params: resources/read needs a string \"params.uri\"",
             )
         })?;
+        control(kind, id, &name)?;
         return Ok(ToolCall {
             kind,
             name,
@@ -527,6 +537,7 @@ fn governed_call<'a>(
             format!("Invalid params: {method} needs a string \"params.name\""),
         )
     })?;
+    control(kind, id, &name)?;
     let arguments = match p.arguments {
         None => None,
         Some(a) if lead(a) == b'n' => None,
@@ -543,4 +554,23 @@ fn governed_call<'a>(
         name,
         arguments,
     })
+}
+
+/// Issue 17: a name or URI with a control character is refused (-32602).
+fn control(kind: Kind, id: Option<&RawValue>, name: &str) -> Result<(), RequestError> {
+    let what = match kind {
+        Kind::Resource => "resource URI",
+        Kind::Tool => "tool name",
+        Kind::Prompt => "prompt name",
+    };
+    match name.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(c) => Err(params_error(
+            id,
+            format!(
+                "Invalid params: the {what} has a control character (U+{:04X}); refused",
+                u32::from(c)
+            ),
+        )),
+    }
 }

@@ -27,6 +27,7 @@ import json
 import socket
 import threading
 import time
+import unicodedata
 import urllib.parse
 import zlib
 from typing import Any
@@ -670,6 +671,12 @@ NAME_TRICKS = {
 @pytest.mark.parametrize("raw,name,reason", NAME_TRICKS.values(), ids=NAME_TRICKS.keys())
 def test_tool_name_tricks_are_decided_by_exact_name(proxy, upstream, raw, name, reason):
     body = tool(raw, '{"run_id":"r"}', id='"nt"')
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        # A control character (tab, NUL) is no part of any MCP name: refused outright (issues 14 and 17),
+        # before the policy is asked.
+        msg = assert_refused(send(proxy.url, body), upstream, 400, INVALID_PARAMS, "nt")
+        assert "control character" in msg["error"]["message"], msg
+        return
     assert_denied(send(proxy.url, body), upstream, "nt", name, reason or default_deny(name))
 
 
@@ -1129,12 +1136,25 @@ def test_tools_list_answer_with_a_content_type_that_is_not_utf8(proxy, upstream,
     assert_alive(proxy, upstream)
 
 
-# Allowed bodies whose method or tool names would make a bad exported x-mcp-* header (NUL/CR/LF, which Envoy
-# refuses in a header value, or hundreds of KiB): the body is what is forwarded, exactly; the header is cleaned
-# (a `?` per NUL/CR/LF) and cut to 1 KiB ending in "...". Without held headers nothing is exported.
+# Method or tool names with a control character (NUL, CR, LF: Envoy refuses them in a header value) are refused
+# before anything is exported (issue 17): -32600 for a method, -32602 for a tool name, never a 503.
+CONTROL_IN_NAMES = {
+    "nul_in_tool": (tool("get_run\\u0000x", id="103"), -32602, 103),
+    "newline_in_method": (rpc("notifications/x\\r\\ny", id=None), -32600, None),
+}
+
+
+@pytest.mark.parametrize("body,code,id", CONTROL_IN_NAMES.values(), ids=CONTROL_IN_NAMES.keys())
+def test_control_characters_in_names_are_refused_not_exported(proxy, upstream, body, code, id):
+    msg = assert_refused(send(proxy.url, body), upstream, 400, code, id)
+    assert "control character" in msg["error"]["message"], msg
+    assert_alive(proxy, upstream)
+
+
+# Allowed bodies whose method or tool names would make a too long exported x-mcp-* header (hundreds of KiB): the
+# body is what is forwarded, exactly; the header is cut to 1 KiB ending in "...". Without held headers nothing is
+# exported.
 ODD_EXPORTS = {
-    "nul_in_tool": (tool("get_run\\u0000x", id="103"), "tools/call", "get_run?x"),
-    "newline_in_method": (rpc("notifications/x\\r\\ny", id=None), "notifications/x??y", None),
     "long_tool": (tool("get_" + "x" * 200_000, id="104"), "tools/call", "get_" + "x" * 1017 + "..."),
     "batch_of_10k_calls": (b"[" + b",".join(tool("get_run", id=str(i)) for i in range(10_000)) + b"]",
                            "tools/call", ",".join(["get_run"] * 128)[:1021] + "..."),
