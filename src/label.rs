@@ -14,6 +14,9 @@ pub enum Label {
     RateLimited,
     /// The approval service said yes: forwarded.
     ApprovalGranted,
+    /// Forwarded without asking: the approval service said yes earlier to the same caller's same call, for a
+    /// while that has not ended (`remember_seconds`).
+    ApprovalRemembered,
     /// The approval service said no.
     ApprovalDenied,
     /// The approval service could not be asked or gave no usable answer: refused (fail closed).
@@ -33,11 +36,12 @@ pub enum Label {
 
 impl Label {
     /// Every label, in declaration order ([`Label::index`] is the position here).
-    pub const ALL: [Label; 11] = [
+    pub const ALL: [Label; 12] = [
         Label::Allow,
         Label::Deny,
         Label::RateLimited,
         Label::ApprovalGranted,
+        Label::ApprovalRemembered,
         Label::ApprovalDenied,
         Label::ApprovalUnavailable,
         Label::Invalid,
@@ -54,6 +58,7 @@ impl Label {
             Label::Deny => "deny",
             Label::RateLimited => "rate_limited",
             Label::ApprovalGranted => "approval_granted",
+            Label::ApprovalRemembered => "approval_remembered",
             Label::ApprovalDenied => "approval_denied",
             Label::ApprovalUnavailable => "approval_unavailable",
             Label::Invalid => "invalid",
@@ -97,6 +102,7 @@ mod tests {
                 "deny",
                 "rate_limited",
                 "approval_granted",
+                "approval_remembered",
                 "approval_denied",
                 "approval_unavailable",
                 "invalid",

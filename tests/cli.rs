@@ -825,7 +825,7 @@ fn explain_require_approval() {
     let reply = item(&r.stdout, "reply");
     let lines: Vec<&str> = reply.lines().collect();
     assert_eq!(lines[0], "held until the approval service answers: POST /v1/approve to Envoy cluster \"approvals\" (authority approvals, timeout 5000 ms), body:");
-    assert_eq!(lines[1], "  {\"method\":\"tools/call\",\"tool\":\"stage\",\"arguments\":{\"version\": 3},\"identity\":\"s-1\",\"jsonrpc_id\":1,\"request_id\":null,\"reason\":\"Stage changes need a human\"}");
+    assert_eq!(lines[1], "  {\"method\":\"tools/call\",\"tool\":\"stage\",\"arguments\":{\"version\": 3},\"identity\":\"s-1\",\"jsonrpc_id\":1,\"request_id\":null,\"reason\":\"Stage changes need a human\",\"timeout_ms\":5000}");
     assert_eq!(
         lines[2],
         "approved ({\"approved\": true}): the call is forwarded"

@@ -9,7 +9,8 @@
 //!   continue;
 //! - `body.rs`: the request body: the size limit, [`crate::request::check_body`], the metrics and audit lines,
 //!   the exported headers, then forward, reply, or ask for approval;
-//! - `approval.rs`: the approval callouts, their answers in any order, the client leaving while they are out;
+//! - `approval.rs`: the approval callouts (but for calls a remembered approval answers), their answers in any
+//!   order, the client leaving while they are out;
 //! - `response.rs`: the upstream's answer: rate-limit units given back on a 5xx, tools/list answers filtered.
 //!
 //! A host call costs about as much as the rest of a small request's check (measured in Envoy, issue 8):
@@ -20,8 +21,8 @@
 //! `callers`, and kept in the [`Head`] for the body's decision; a step that waits
 //! for the network (a gRPC call to a rate limit service) gets a [`Host`] method to start it, a `Pending`
 //! variant for its token, and a `Flow::on_..._response` in its own file, which the filter's context calls;
-//! state shared across requests and workers (remembered approvals, pins) is read and written through
-//! [`Host::store`].
+//! state shared across requests and workers (remembered approvals, as `crate::remember` does; pins) is read
+//! and written through [`Host::store`].
 
 mod approval;
 mod body;
@@ -73,7 +74,7 @@ impl Counter {
 /// that can trap the worker: see `src/filter/`); tests use a fake that records every call. Errors are the
 /// host's status, as text for the logs.
 pub trait Host {
-    /// Shared data, where rate-limit counts live (across Envoy's workers).
+    /// Shared data, where rate-limit counts and remembered approvals live (across Envoy's workers).
     type Store: Store;
 
     /// Every request header, read at once; `None` if the host refused or sent something unreadable.
@@ -232,6 +233,11 @@ impl Flow {
 /// audit lines are on.
 fn env<H: Host>(host: &mut H) -> Env<'_, H::Store> {
     let now_nanos = host.now_nanos();
+    env_at(host, now_nanos)
+}
+
+/// [`env`] with the clock already read.
+fn env_at<H: Host>(host: &mut H, now_nanos: u64) -> Env<'_, H::Store> {
     let audit = host.audit_enabled(now_nanos);
     Env {
         store: host.store(),

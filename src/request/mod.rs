@@ -211,7 +211,7 @@ pub fn check_body<S: Store>(
             let asks = if audit_mode {
                 Vec::new()
             } else {
-                approval_asks(head, &records)
+                approval_asks(policy, head, &records)
             };
             if asks.is_empty() {
                 return finish(Outcome::Forward(reservations), &records);
@@ -412,7 +412,11 @@ fn events<S: Store>(
 }
 
 /// The approval callout bodies, one per call that needs approval, in body order.
-fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
+fn approval_asks(policy: &Policy, head: &Head, records: &[Record<'_>]) -> Vec<String> {
+    let timeout_ms = policy
+        .approval
+        .as_ref()
+        .map_or(crate::approval::DEFAULT_TIMEOUT_MS, |a| a.timeout_ms);
     records
         .iter()
         .filter_map(|r| match (r.id, r.target, &r.decision) {
@@ -426,6 +430,7 @@ fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
                     request_id: head.request_id.as_deref(),
                     reason: *reason,
                     caller: head.identified(),
+                    timeout_ms,
                 }
                 .to_json(),
             ),
