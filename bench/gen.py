@@ -5,19 +5,24 @@
   gen.py policy-variant WORK NAME  WORK/policy-NAME.json: "full" (bench/policy.json as is),
                                    "norate" (without rate_limit/identity, for a filter that does
                                    not support them yet), "local1" (get_run with one limit, counted by
-                                   the proxy) or "fleet1" (the same limit counted by a rate limit
-                                   service, every other limit by the proxy)
-  gen.py render WORK KEY=VALUE...  WORK/upstream.yaml and WORK/proxy-{a,b,c,f,l,g}.yaml from bench/envoy/*.tmpl
-                                   (keys: UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN
-                                   F_PORT F_ADMIN L_PORT L_ADMIN G_PORT G_ADMIN UPSTREAM_PORT WASM FLOOR_WASM
-                                   POLICY_FILE L_POLICY_FILE G_POLICY_FILE RLS_PORT B_CONDITIONS;
-                                   WORK=DIR: where the upstream's answer files are, if not in WORK)
+                                   the proxy), "fleet1" (the same limit counted by a rate limit
+                                   service, every other limit by the proxy) or "profiles" (full +
+                                   `callers` + three caller profiles: P's)
+  gen.py render WORK KEY=VALUE...  WORK/upstream.yaml and WORK/proxy-{a,b,c,f,l,g,j,p}.yaml from
+                                   bench/envoy/*.tmpl (keys: UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN
+                                   C_PORT C_ADMIN F_PORT F_ADMIN L_PORT L_ADMIN G_PORT G_ADMIN J_PORT J_ADMIN
+                                   P_PORT P_ADMIN UPSTREAM_PORT WASM FLOOR_WASM POLICY_FILE L_POLICY_FILE
+                                   G_POLICY_FILE POLICY_FILE_P RLS_PORT B_CONDITIONS; WORK=DIR: where the
+                                   upstream's answer files are, if not in WORK)
   gen.py freeports N               N free loopback TCP ports
 
 Nothing here reads ../shared at run time: the tools/list answer is a synthetic 40-tool list with the
 MLflow MCP server's tool names and the shape of its answer (name, description, inputSchema,
 outputSchema, annotations), padded to ~25 KB.
 """
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -190,6 +195,47 @@ WORKLOADS = [
 ]
 
 
+# J and P: jwt_authn's inline HS256 key, and the token every J/P request carries (a fixed expiry far ahead, so
+# the assets stay deterministic). The caller: subject bench-agent, in the group bench-agents.
+JWT_SECRET = b"mcp-policy bench key, not a secret"
+JWT_KID = "bench"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwks_json():
+    return dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": JWT_KID, "k": b64url(JWT_SECRET)}]})
+
+
+def jwt_token():
+    header = {"alg": "HS256", "typ": "JWT", "kid": JWT_KID}
+    claims = {"iss": "https://bench.example.com", "aud": "mcp-policy", "sub": "bench-agent",
+              "groups": ["readers", "bench-agents"], "exp": 4102444800}
+    signing_input = f"{b64url(dumps(header).encode())}.{b64url(dumps(claims).encode())}"
+    sig = hmac.new(JWT_SECRET, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(sig)}"
+
+
+def with_profiles(policy):
+    """P's policy: the same rules, plus `callers` (the JWT's subject and groups, the client certificate) and
+    three profiles; the benchmark's caller (group bench-agents) matches the third, after the other two were tried."""
+    p = json.loads(json.dumps(policy))
+    p["callers"] = {"jwt": {"metadata": "jwt_payload", "subject": "sub", "groups": "groups"},
+                    "peer_certificate": True}
+    p["profiles"] = [
+        {"name": "ml-admins", "match": {"groups": ["ml-admins", "ml-owners"]},
+         "tools": {"register_model": {}, "transition_model_version_stage": {}, "delete_run": {}}},
+        {"name": "ci", "match": {"principal": "spiffe://cluster.local/ns/ci/sa/*"},
+         "tools": {"get_*": {"rate_limit": {"max": 1000000000, "window": "minute"}}}},
+        {"name": "agents", "match": {"groups": ["bench-agents"], "subject": "bench-*"},
+         "tools": {"compare_runs": {"action": "deny", "reason": "agents compare in batch jobs"},
+                   "get_run": {"rate_limit": ["1000000000/hour", "1000000000/day"]}}},
+    ]
+    return p
+
+
 def cmd_assets(work):
     os.makedirs(work, exist_ok=True)
 
@@ -208,6 +254,7 @@ def cmd_assets(work):
                                           "tags", 262144, tags_filler))
     write("req-denied.json", dumps(call(20, "delete_run", {"run_id": RUN_ID})))
     write("req-tools-list.json", dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}))
+    write("jwt-token.txt", jwt_token())
 
     write("resp-small.json", dumps({"jsonrpc": "2.0", "id": 17, "result": {
         "content": [{"type": "text", "text": dumps({"info": {"run_id": RUN_ID, "experiment_id": "1",
@@ -253,6 +300,8 @@ def cmd_policy_variant(work, name):
         policy = strip_rate_limits(policy)
     elif name in ("local1", "fleet1"):
         policy = one_limit(policy, name == "fleet1")
+    elif name == "profiles":
+        policy = with_profiles(policy)
     elif name != "full":
         sys.exit(f"unknown policy variant {name!r}")
     out = os.path.join(work, f"policy-{name}.json")
@@ -428,11 +477,16 @@ def cmd_render(work, kv):
             address:
               socket_address: {{ address: 127.0.0.1, port_value: {vals.get("RLS_PORT", "0")} }}
 """
+    vals["JWKS_JSON"] = json.dumps(jwks_json())
+    policy_p = policy_json("POLICY_FILE_P") if "POLICY_FILE_P" in vals else vals["POLICY_JSON"]
     for key, src, dst in [("UP", "upstream.yaml.tmpl", "upstream.yaml"), ("A", "proxy-a.yaml.tmpl", "proxy-a.yaml"),
                           ("B", "proxy-b.yaml.tmpl", "proxy-b.yaml"), ("C", "proxy-c.yaml.tmpl", "proxy-c.yaml"),
                           ("F", "proxy-f.yaml.tmpl", "proxy-f.yaml"), ("L", "proxy-c.yaml.tmpl", "proxy-l.yaml"),
-                          ("G", "proxy-c.yaml.tmpl", "proxy-g.yaml")]:
+                          ("G", "proxy-c.yaml.tmpl", "proxy-g.yaml"), ("J", "proxy-jwt.yaml.tmpl", "proxy-j.yaml"),
+                          ("P", "proxy-jwt.yaml.tmpl", "proxy-p.yaml")]:
         v = dict(vals)
+        if key == "P":
+            v["POLICY_JSON"] = policy_p
         v["PORT"] = vals.get(f"{key}_PORT", vals.get("PORT", "0"))
         v["ADMIN_PORT"] = vals.get(f"{key}_ADMIN", vals.get("ADMIN_PORT", "0"))
         if key in ("L", "G"):

@@ -1,9 +1,12 @@
 //! The decision engine: which rule governs a call, and what it decides. Pure: no host calls.
+//!
+//! A call is judged by a [`View`]: the rules of the caller's profile (`Policy::for_caller`), or the top
+//! level's. A `&Policy` is accepted wherever a view is (it is the top level's view).
 
 use crate::json;
 use crate::limits::Charge;
 use crate::mcp::{Body, Kind, ToolCall};
-use crate::policy::{lookup, Action, Policy, Rule};
+use crate::policy::{lookup, Action, Rule, View};
 use serde_json::Value;
 
 /// What happens to one call.
@@ -78,21 +81,25 @@ impl<'p> Decision<'p> {
 }
 
 /// Decides one call (without counting: see [`crate::request`] for the rate-limit step).
-pub fn decide_call<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Decision<'p> {
-    judge(policy, call).decision
+pub fn decide_call<'p>(view: impl Into<View<'p>>, call: &ToolCall<'_>) -> Decision<'p> {
+    judge(view, call).decision
 }
 
 /// Decides one `tools/call` and works out what it would take from its rule's rate limits.
-pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
+pub fn judge<'p>(view: impl Into<View<'p>>, call: &ToolCall<'_>) -> Verdict<'p> {
+    judge_in(view.into(), call)
+}
+
+fn judge_in<'p>(view: View<'p>, call: &ToolCall<'_>) -> Verdict<'p> {
     let deny = |rule: Option<&'p str>, reason: String| Verdict {
         decision: Decision::Deny { rule, reason },
         charges: Vec::new(),
     };
     let tool: &str = &call.name;
-    if call.kind == Kind::Tool && policy.is_hidden(tool) {
+    if call.kind == Kind::Tool && view.is_hidden(tool) {
         return deny(None, "hidden by policy".into());
     }
-    let set = policy.set(call.kind);
+    let set = view.set(call.kind);
     // A policy that governs resources matches their URIs as written; a spelling that a server resolves to
     // another path would slip past its globs (`file:///public/../etc/passwd` matches `file:///public/*`).
     let governed = !set.rules().is_empty() || set.default != Action::Allow;
@@ -281,10 +288,11 @@ pub fn unnormalised_uri(uri: &str) -> Option<&'static str> {
 }
 
 /// Decides every message of a body: `None` for messages that are not tool calls (always allowed here).
-pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decision<'p>>> {
+pub fn decide_body<'p>(view: impl Into<View<'p>>, body: &Body<'_>) -> Vec<Option<Decision<'p>>> {
+    let view = view.into();
     body.messages
         .iter()
-        .map(|m| m.call().map(|c| decide_call(policy, c)))
+        .map(|m| m.call().map(|c| judge_in(view, c).decision))
         .collect()
 }
 
@@ -292,7 +300,7 @@ pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decisi
 mod tests {
     use super::*;
     use crate::mcp::inspect;
-    use crate::policy::parse;
+    use crate::policy::{parse, Policy};
 
     const POLICY: &str = r#"{
       "version": "1", "default": "deny",
@@ -489,15 +497,15 @@ mod tests {
                 reason: "hidden by policy".into()
             }
         );
-        assert!(!p.is_listed("secret_x"));
-        assert!(!p.is_listed("d"));
-        assert!(p.is_listed("c"));
-        assert!(p.is_listed("anything"));
+        assert!(!p.view().is_listed("secret_x"));
+        assert!(!p.view().is_listed("d"));
+        assert!(p.view().is_listed("c"));
+        assert!(p.view().is_listed("anything"));
         let strict = parse(br#"{"version":"1","tools":{"get_*":{}}}"#).unwrap();
-        assert!(strict.is_listed("get_run") && !strict.is_listed("delete_run"));
+        assert!(strict.view().is_listed("get_run") && !strict.view().is_listed("delete_run"));
         let unfiltered =
             parse(br#"{"version":"1","filter_tools_list":false,"hide":["h"]}"#).unwrap();
-        assert!(unfiltered.is_listed("delete_run") && !unfiltered.is_listed("h"));
+        assert!(unfiltered.view().is_listed("delete_run") && !unfiltered.view().is_listed("h"));
     }
 
     #[test]
@@ -605,6 +613,77 @@ mod tests {
         assert!(d[0].as_ref().unwrap().is_allow());
         assert!(d[1].is_none());
         assert!(!d[2].as_ref().unwrap().is_allow());
+    }
+
+    /// The same call, three callers, three decisions: each is judged by its profile's view.
+    #[test]
+    fn each_caller_is_judged_by_its_profile() {
+        use crate::caller::Caller;
+        let p = parse(
+            br#"{"version":"1","default":"deny","approval":{"cluster":"a"},
+            "callers":{"jwt":{"metadata":"jwt_payload","groups":"groups"}},
+            "tools":{"get_*":{},"delete_run":{"action":"deny","reason":"no deletes"},
+                     "search_runs":{"conditions":[{"path":"args.n","op":"lte","value":10}]}},
+            "profiles":[
+              {"name":"admins","match":{"groups":["admins"]},
+               "tools":{"delete_run":{"action":"require_approval","reason":"a human checks"},
+                        "search_runs":{"rate_limit":"5/minute"}}},
+              {"name":"readers","match":{"authenticated":true},"inherit":false,
+               "tools":{"get_run":{}}}]}"#,
+        )
+        .unwrap();
+        let admin = Caller {
+            subject: Some("bob".into()),
+            groups: vec!["admins".into()],
+            principal: None,
+        };
+        let reader = Caller {
+            subject: Some("rita".into()),
+            ..Caller::default()
+        };
+        let call = |name: &str, args: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{args}}}}}"#
+            )
+        };
+        let judged = |c: &Caller, name: &str, args: &str| {
+            let b = call(name, args);
+            let body = inspect(b.as_bytes()).unwrap();
+            let v = judge(p.for_caller(c), body.messages[0].tool_call().unwrap());
+            (v.decision, v.charges.len())
+        };
+        let d = |c: &Caller, name: &str| judged(c, name, "{}").0;
+        assert_eq!(
+            d(&admin, "delete_run"),
+            Decision::NeedsApproval {
+                rule: Some("delete_run"),
+                reason: Some("a human checks")
+            }
+        );
+        assert!(matches!(
+            d(&Caller::ANONYMOUS, "delete_run"),
+            Decision::Deny { reason, .. } if reason == "no deletes"
+        ));
+        assert!(matches!(
+            d(&reader, "delete_run"),
+            Decision::Deny { rule: None, .. }
+        ));
+        assert!(d(&reader, "get_run").is_allow());
+        assert!(!d(&reader, "get_experiment").is_allow(), "inherit false");
+        assert!(d(&Caller::ANONYMOUS, "get_experiment").is_allow());
+        // The profile's search_runs replaced the top level's whole rule: no condition, a limit.
+        let (decision, charges) = judged(&admin, "search_runs", r#"{"n":50}"#);
+        assert!(decision.is_allow() && charges == 1);
+        let (decision, charges) = judged(&Caller::ANONYMOUS, "search_runs", r#"{"n":50}"#);
+        assert!(!decision.is_allow() && charges == 0);
+        // A &Policy is the top level's view.
+        let b = call("delete_run", "{}");
+        let body = inspect(b.as_bytes()).unwrap();
+        assert_eq!(decide_body(&p, &body), decide_body(p.view(), &body),);
+        assert_ne!(
+            decide_body(&p, &body),
+            decide_body(p.for_caller(&admin), &body)
+        );
     }
 
     /// Conditions see in the partial arguments exactly what they would see in the whole: every path of a

@@ -17,6 +17,9 @@ pub enum Label {
     RateLimitUnavailable,
     /// The approval service said yes: forwarded.
     ApprovalGranted,
+    /// Forwarded without asking: the approval service said yes earlier to the same caller's same call, for a
+    /// while that has not ended (`remember_seconds`).
+    ApprovalRemembered,
     /// The approval service said no.
     ApprovalDenied,
     /// The approval service could not be asked or gave no usable answer: refused (fail closed).
@@ -31,16 +34,20 @@ pub enum Label {
     WouldRequireApproval,
     /// Audit mode: would have been refused because the rate limit service could not say, forwarded.
     WouldRateLimitUnavailable,
+    /// Refused at the request headers: no verified caller identity under `callers.required`, or one that
+    /// cannot be read exactly (HTTP 401).
+    Unauthenticated,
 }
 
 impl Label {
     /// Every label, in declaration order ([`Label::index`] is the position here).
-    pub const ALL: [Label; 12] = [
+    pub const ALL: [Label; 14] = [
         Label::Allow,
         Label::Deny,
         Label::RateLimited,
         Label::RateLimitUnavailable,
         Label::ApprovalGranted,
+        Label::ApprovalRemembered,
         Label::ApprovalDenied,
         Label::ApprovalUnavailable,
         Label::Invalid,
@@ -48,6 +55,7 @@ impl Label {
         Label::WouldRateLimit,
         Label::WouldRequireApproval,
         Label::WouldRateLimitUnavailable,
+        Label::Unauthenticated,
     ];
 
     /// The label as written in replies, audit lines and stat names.
@@ -58,6 +66,7 @@ impl Label {
             Label::RateLimited => "rate_limited",
             Label::RateLimitUnavailable => "rate_limit_unavailable",
             Label::ApprovalGranted => "approval_granted",
+            Label::ApprovalRemembered => "approval_remembered",
             Label::ApprovalDenied => "approval_denied",
             Label::ApprovalUnavailable => "approval_unavailable",
             Label::Invalid => "invalid",
@@ -65,6 +74,7 @@ impl Label {
             Label::WouldRateLimit => "would_rate_limit",
             Label::WouldRequireApproval => "would_require_approval",
             Label::WouldRateLimitUnavailable => "would_rate_limit_unavailable",
+            Label::Unauthenticated => "unauthenticated",
         }
     }
 
@@ -102,13 +112,15 @@ mod tests {
                 "rate_limited",
                 "rate_limit_unavailable",
                 "approval_granted",
+                "approval_remembered",
                 "approval_denied",
                 "approval_unavailable",
                 "invalid",
                 "would_deny",
                 "would_rate_limit",
                 "would_require_approval",
-                "would_rate_limit_unavailable"
+                "would_rate_limit_unavailable",
+                "unauthenticated"
             ]
         );
         for (i, l) in Label::ALL.iter().enumerate() {

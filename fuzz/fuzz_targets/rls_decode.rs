@@ -7,6 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use mcp_policy::limits::fleet::{read, Ask, Fleet, FleetLimit, Outcome};
 use mcp_policy::limits::rls::{self, Unit, MAX_STATUSES};
+use mcp_policy::limits::Scope;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = rls::decode(data) {
@@ -16,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(m) = rls::unframe(data) {
         assert_eq!(rls::frame(m), data);
     }
-    let a = FleetLimit::new("a".into(), "r".into(), 0, 10, Unit::Minute, true);
-    let b = FleetLimit::new("b".into(), "r".into(), 1, 1, Unit::Second, false);
+    let a = FleetLimit::new("a".into(), "r".into(), 0, 10, Unit::Minute, Scope::Caller);
+    let b = FleetLimit::new("b".into(), "r".into(), 1, 1, Unit::Second, Scope::Global);
     let charges = [
         Fleet {
             limit: &a,

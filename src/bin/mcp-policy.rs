@@ -24,6 +24,9 @@ mod extract;
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/scan.rs"]
 mod scan;
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/who.rs"]
+mod who;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
@@ -42,6 +45,8 @@ examples:
                                                   Envoy YAML, Istio manifests)
   mcp-policy explain FILE --tool NAME --args '{\"max_results\": 500}'
                                                   what the policy does with that call, and why
+  mcp-policy explain FILE --tool NAME --subject alice --groups ml-admins,readers
+                                                  the same, for that caller (its profile, and why)
   mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
                                                   a starting policy for a live MCP server
   mcp-policy export-limits --format limitador policy.json > limits.yaml

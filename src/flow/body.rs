@@ -57,11 +57,13 @@ impl Flow {
                 return self.fail_closed(host, &format!("reading the request body failed ({e})"))
             }
         };
+        let env = env(host);
+        let now_nanos = env.now_nanos;
         let Checked {
             outcome,
             events,
             summary,
-        } = request::check_body(&policy, &self.head, &bytes, &env(host));
+        } = request::check_body(&policy, &self.head, &bytes, &env);
         for e in &events {
             host.record(e);
         }
@@ -79,7 +81,8 @@ impl Flow {
                 awaiting,
             } => {
                 self.reservations = reservations;
-                self.ask_approval(host, &policy, asks, awaiting, summary.tools_list_id)
+                let list = summary.tools_list_id;
+                self.ask_approval(host, &policy, asks, awaiting, list, now_nanos)
             }
             Outcome::Count {
                 reservations,

@@ -143,9 +143,9 @@ impl Flow {
             .into_iter()
             .map(|a| a.unwrap_or_else(|| Err("no answer".to_owned())))
             .collect();
-        let counted = fleet
-            .counting
-            .conclude(&policy, &self.head, &answers, &env(host));
+        let env = env(host);
+        let now_nanos = env.now_nanos;
+        let counted = fleet.counting.conclude(&policy, &self.head, &answers, &env);
         for _ in 0..counted.errors {
             host.count(Counter::RateLimitServiceErrors);
         }
@@ -161,9 +161,14 @@ impl Flow {
                 self.give_back(host);
                 self.respond(host, &r)
             }
-            Next::Approve { asks, awaiting } => {
-                self.ask_approval(host, &policy, asks, awaiting, fleet.tools_list_id)
-            }
+            Next::Approve { asks, awaiting } => self.ask_approval(
+                host,
+                &policy,
+                asks,
+                awaiting,
+                fleet.tools_list_id,
+                now_nanos,
+            ),
         }
     }
 }

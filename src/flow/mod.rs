@@ -4,27 +4,32 @@
 //! Every transition is unit-tested natively with a fake host (`fake.rs`) that records each host call.
 //!
 //! One file per step, in the order Envoy calls them:
-//! - `headers.rs`: the request headers: forged exported headers removed, the rate-limit identity,
-//!   [`crate::request::check_head`], hold or continue;
+//! - `headers.rs`: the request headers: forged exported headers removed, the verified caller and its
+//!   profile (policies with `callers`), the rate-limit identities, [`crate::request::check_head`], hold or
+//!   continue;
 //! - `body.rs`: the request body: the size limit, [`crate::request::check_body`], the metrics and audit lines,
 //!   the exported headers, then forward, reply, or ask for approval;
 //! - `fleet.rs`: the rate limit service (fleet-wide limits): one gRPC call per request of the body, their
 //!   answers in any order, then on to approval or upstream, or the refusal;
-//! - `approval.rs`: the approval callouts, their answers in any order, the client leaving while they are out;
+//! - `approval.rs`: the approval callouts (but for calls a remembered approval answers), their answers in any
+//!   order, the client leaving while they are out;
 //! - `response.rs`: the upstream's answer: rate-limit units given back on a 5xx, tools/list answers filtered.
 //!
 //! A host call costs about as much as the rest of a small request's check (measured in Envoy, issue 8):
 //! each step makes the fewest it can, and the tests pin the exact host calls of the common paths.
 //!
 //! Where the next things go: what Envoy verified about the caller (JWT metadata, the peer certificate) is
-//! read once in `headers.rs` through [`Host::property`], only when the policy asks for it; a step that waits
-//! for the network (a gRPC call to a rate limit service) gets a [`Host`] method to start it, a `Pending`
-//! variant for its token, and a `Flow::on_..._response` in its own file, which the filter's context calls;
-//! state shared across requests and workers (remembered approvals, pins) is read and written through
-//! [`Host::store`].
+//! read once in `headers.rs` through [`Host::property`] ([`crate::caller::read`]), only when the policy has
+//! `callers`, and kept in the [`Head`] for the body's decision; a step that waits for the network gets a
+//! [`Host`] method to start it, a `Pending` variant for its token, and a `Flow::on_..._response` in its own
+//! file, which the filter's context calls (as `fleet.rs` does for the rate limit service's gRPC calls);
+//! state shared across requests and workers (remembered approvals, as `crate::remember` does; pins) is read
+//! and written through [`Host::store`].
 
 mod approval;
 mod body;
+#[cfg(test)]
+mod callers;
 #[cfg(test)]
 mod fake;
 mod fleet;
@@ -76,7 +81,7 @@ impl Counter {
 /// that can trap the worker: see `src/filter/`); tests use a fake that records every call. Errors are the
 /// host's status, as text for the logs.
 pub trait Host {
-    /// Shared data, where rate-limit counts live (across Envoy's workers).
+    /// Shared data, where rate-limit counts and remembered approvals live (across Envoy's workers).
     type Store: Store;
 
     /// Every request header, read at once; `None` if the host refused or sent something unreadable.
@@ -200,11 +205,22 @@ impl Flow {
 
     /// Answers the request with `r` (or resets it if even that fails).
     fn respond<H: Host>(&mut self, host: &mut H, r: &Reply) -> Action {
+        self.respond_with(host, r, None)
+    }
+
+    /// Answers the request with `r` and one more header (or resets it if even that fails).
+    fn respond_with<H: Host>(
+        &mut self,
+        host: &mut H,
+        r: &Reply,
+        extra: Option<(&str, &str)>,
+    ) -> Action {
         self.decided = true;
-        let headers = [
+        let mut headers = vec![
             ("content-type", "application/json"),
             ("x-mcp-policy", "rejected"),
         ];
+        headers.extend(extra);
         if let Err(e) = host.send_reply(r.status, &headers, r.body.as_bytes()) {
             host.log(
                 Level::Warn,
@@ -270,6 +286,11 @@ fn resume_after<H: Host>(host: &mut H, concluded: Action, after: &str) {
 /// audit lines are on.
 fn env<H: Host>(host: &mut H) -> Env<'_, H::Store> {
     let now_nanos = host.now_nanos();
+    env_at(host, now_nanos)
+}
+
+/// [`env`] with the clock already read.
+fn env_at<H: Host>(host: &mut H, now_nanos: u64) -> Env<'_, H::Store> {
     let audit = host.audit_enabled(now_nanos);
     Env {
         store: host.store(),

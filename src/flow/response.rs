@@ -2,7 +2,7 @@
 //! request filtered so the agent never sees the tools the policy hides or always denies.
 
 use super::{Action, Counter, Flow, Host};
-use crate::policy::Policy;
+use crate::policy::View;
 use crate::reply;
 use crate::tools_list::{self, format_of, Format};
 use log::Level;
@@ -80,7 +80,9 @@ impl Flow {
         };
         let plan = list.plan.unwrap_or(ListPlan::Rewrite(Format::Json));
         let body = host.response_body(body_size);
-        let out = filter_list_answer(&policy, &list.id, &plan, &body);
+        // The caller's view: a caller never sees a tool its profile hides or always denies.
+        let view = policy.view_of(self.head.profile_index());
+        let out = filter_list_answer(view, &list.id, &plan, &body);
         if out.as_ref() != body.as_slice() {
             if host.set_response_body(body_size, &out).is_err() {
                 host.log(
@@ -125,15 +127,17 @@ pub fn plan_list_answer(content_type: Option<&str>, content_encoding: Option<&st
     }
 }
 
-/// The body to send instead of a `tools/list` answer: filtered by [`Policy::is_listed`], or an error
-/// (JSON-RPC -32603 with the request's id, in the answer's format) when it cannot be filtered.
-pub fn filter_list_answer<'b>(
-    policy: &Policy,
+/// The body to send instead of a `tools/list` answer: filtered by [`View::is_listed`] (the caller's rules,
+/// or a `&Policy` for the top level's), or an error (JSON-RPC -32603 with the request's id, in the answer's
+/// format) when it cannot be filtered.
+pub fn filter_list_answer<'b, 'p>(
+    view: impl Into<View<'p>>,
     list_id: &str,
     plan: &ListPlan,
     body: &'b [u8],
 ) -> Cow<'b, [u8]> {
-    let keep = |tool: &str| policy.is_listed(tool);
+    let view = view.into();
+    let keep = |tool: &str| view.is_listed(tool);
     let why = match plan {
         ListPlan::Replace(why) => why.clone(),
         ListPlan::Rewrite(format) => match tools_list::rewrite(body, *format, &keep) {

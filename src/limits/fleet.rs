@@ -5,16 +5,26 @@
 //! ## The descriptors
 //! One descriptor per charged limit, its entries in this order:
 //! - `mcp_rule`: the rule's JSON path in the policy, as validation errors spell it: `tools["search_runs"]`,
-//!   `prompts["summarise"]`, `resources["file:///public/*"]` (so same-named keys of different sets differ);
+//!   `prompts["summarise"]`, `resources["file:///public/*"]` (so same-named keys of different sets differ); a
+//!   caller profile's own rule is named by the profile's name instead of its place in the list,
+//!   `profiles["ml-admins"].tools["search_runs"]`, as the ids of the limits this Envoy counts are: a profile's
+//!   limits count apart from the top level's, and keep their counts when profiles are reordered. A top-level rule
+//!   a profile inherits keeps its name (one count for the top level and the profile, as in this Envoy);
 //! - `mcp_limit`: the limit's index in the rule's `rate_limit` and what it allows: `0:10/minute`. A changed limit
 //!   is another descriptor, so a service still configured for the old policy does not count it silently under
 //!   the old numbers (envoyproxy/ratelimit even says so: see [`read`]);
 //! - `mcp_session`, for a per-session (`"scope": "session"`) limit only: the first 32 hex digits (128 bits) of the
-//!   SHA-256 of the identity ([`session_hash`]). Hashed because the identity is often an `Mcp-Session-Id`, which
-//!   is a bearer secret for the session it names, and the service keeps descriptor values in its Redis keys, logs
-//!   and metrics; 128 bits so that two identities never share a count in practice; SHA-256 so that the audit
-//!   line's 12-digit identity hash is a prefix of it (one caller's audit lines and counters can be matched).
-//!   It hides long random values, not guessable ones: an IP address can be found by hashing every address.
+//!   SHA-256 of the session identity ([`identity_hash`]). Hashed because the identity is often an
+//!   `Mcp-Session-Id`, which is a bearer secret for the session it names, and the service keeps descriptor values
+//!   in its Redis keys, logs and metrics; 128 bits so that two identities never share a count in practice;
+//!   SHA-256 so that the audit line's 12-digit identity hash is a prefix of it (one caller's audit lines and
+//!   counters can be matched). It hides long random values, not guessable ones: an IP address can be found by
+//!   hashing every address.
+//! - `mcp_caller`, for a per-caller (`"scope": "caller"`, the default with `callers`) limit only: the same hash of
+//!   the caller's key, the one this Envoy counts caller-scoped limits by (`jwt:<subject>`, `peer:<principal>`,
+//!   else `ip:<client address>`: [`crate::limits::Who::caller`]). Hashed because a subject is often an e-mail
+//!   address, which has no place in Redis keys and the service's metrics. A session and a caller never share a
+//!   count: their entries have different keys.
 //!
 //! Each descriptor carries the `limit` override (`requests_per_unit` = `max`, `unit` = the window) and its
 //! `hits_addend` (the call's cost). envoyproxy/ratelimit honours both (the override for any descriptor of a domain
@@ -34,15 +44,17 @@
 //! 1); a charge above its limit's `max` is over the limit without asking (it could never fit).
 
 use super::rls::{self, Descriptor, Override, Request, Unit};
+use super::{Scope, Who};
 use crate::sha256;
 
 /// Descriptor entry keys.
 pub const RULE_KEY: &str = "mcp_rule";
 pub const LIMIT_KEY: &str = "mcp_limit";
 pub const SESSION_KEY: &str = "mcp_session";
+pub const CALLER_KEY: &str = "mcp_caller";
 
-/// Hex digits of the SHA-256 of an identity in `mcp_session` (128 bits).
-pub const SESSION_HEX_CHARS: usize = 32;
+/// Hex digits of the SHA-256 of an identity in `mcp_session` and `mcp_caller` (128 bits).
+pub const IDENTITY_HEX_CHARS: usize = 32;
 
 /// Default `rate_limit_service.domain`.
 pub const DEFAULT_DOMAIN: &str = "mcp-policy";
@@ -82,8 +94,9 @@ pub struct FleetLimit {
     pub limit: String,
     pub max: u32,
     pub unit: Unit,
-    /// Counted per identity (`mcp_session` entry), else for all callers together.
-    pub per_session: bool,
+    /// Counted per session identity (`mcp_session` entry), per caller (`mcp_caller`), or for all callers
+    /// together (neither).
+    pub scope: Scope,
     /// Which of the call's requests carries it (0 for the limits without `cost`, if any, then one per `cost`
     /// argument path in the order the rule's limits first name it).
     pub request: usize,
@@ -100,7 +113,7 @@ impl FleetLimit {
         index: usize,
         max: u32,
         unit: Unit,
-        per_session: bool,
+        scope: Scope,
     ) -> FleetLimit {
         FleetLimit {
             path,
@@ -108,7 +121,7 @@ impl FleetLimit {
             rule: rule_path,
             max,
             unit,
-            per_session,
+            scope,
             request: 0,
             position: 0,
         }
@@ -139,10 +152,22 @@ pub fn place<'f>(limits: impl IntoIterator<Item = (&'f mut FleetLimit, Option<&'
     }
 }
 
-/// `mcp_session`: the first [`SESSION_HEX_CHARS`] hex digits of the SHA-256 of the identity.
-pub fn session_hash(identity: &str) -> String {
+impl FleetLimit {
+    /// The key of the descriptor entry naming whom the limit counts (`None`: everyone together).
+    pub fn identity_key(&self) -> Option<&'static str> {
+        match self.scope {
+            Scope::Session => Some(SESSION_KEY),
+            Scope::Caller => Some(CALLER_KEY),
+            Scope::Global => None,
+        }
+    }
+}
+
+/// The value of `mcp_session` or `mcp_caller`: the first [`IDENTITY_HEX_CHARS`] hex digits of the SHA-256 of
+/// the identity.
+pub fn identity_hash(identity: &str) -> String {
     let mut h = sha256::hex_digest(identity.as_bytes());
-    h.truncate(SESSION_HEX_CHARS);
+    h.truncate(IDENTITY_HEX_CHARS);
     h
 }
 
@@ -177,8 +202,8 @@ pub enum Plan {
 }
 
 /// The requests for one call's fleet charges (every fleet-counted limit of the call's rule, as the engine charges
-/// them) for the caller `identity`.
-pub fn plan(domain: &str, charges: &[Fleet], identity: &str) -> Plan {
+/// them), counted for `who` (its session identity for per-session limits, its caller for per-caller ones).
+pub fn plan(domain: &str, charges: &[Fleet], who: Who<'_>) -> Plan {
     if let Some((i, c)) = charges
         .iter()
         .enumerate()
@@ -189,10 +214,15 @@ pub fn plan(domain: &str, charges: &[Fleet], identity: &str) -> Plan {
             retry_after_secs: c.limit.unit.secs(),
         };
     }
-    let session = charges
-        .iter()
-        .any(|c| c.limit.per_session && c.units > 0)
-        .then(|| session_hash(identity));
+    // Each hashed once, and only when a limit counts by it.
+    let hashed = |scope: Scope, identity: &str| {
+        charges
+            .iter()
+            .any(|c| c.limit.scope == scope)
+            .then(|| identity_hash(identity))
+    };
+    let session = hashed(Scope::Session, who.session);
+    let caller = hashed(Scope::Caller, who.caller);
     let requests = charges.iter().map(|c| c.limit.request).max();
     let mut asks = Vec::new();
     for request in 0..requests.map_or(0, |n| n + 1) {
@@ -214,8 +244,13 @@ pub fn plan(domain: &str, charges: &[Fleet], identity: &str) -> Plan {
                     (RULE_KEY, c.limit.rule.as_str()),
                     (LIMIT_KEY, c.limit.limit.as_str()),
                 ];
-                if c.limit.per_session {
-                    entries.push((SESSION_KEY, session.as_deref().unwrap_or("")));
+                let value = match c.limit.scope {
+                    Scope::Session => session.as_deref(),
+                    Scope::Caller => caller.as_deref(),
+                    Scope::Global => None,
+                };
+                if let Some(key) = c.limit.identity_key() {
+                    entries.push((key, value.unwrap_or_default()));
                 }
                 Descriptor {
                     entries,
@@ -359,15 +394,23 @@ mod tests {
     use super::*;
     use crate::limits::rls::{CurrentLimit, Duration, Response, Status};
 
-    fn limit(index: usize, max: u32, unit: Unit, per_session: bool) -> FleetLimit {
+    fn limit(index: usize, max: u32, unit: Unit, scope: Scope) -> FleetLimit {
         FleetLimit::new(
             format!("tools[\"t\"].rate_limit[{index}]"),
             "tools[\"t\"]".into(),
             index,
             max,
             unit,
-            per_session,
+            scope,
         )
+    }
+
+    /// Who a call counts for: `session`, and a caller of its own.
+    fn who(session: &str) -> Who<'_> {
+        Who {
+            session,
+            caller: "jwt:alice",
+        }
     }
 
     /// One descriptor as read back: entries, the override (requests_per_unit, unit), hits_addend.
@@ -463,18 +506,18 @@ mod tests {
 
     #[test]
     fn one_request_per_call_one_descriptor_per_limit() {
-        let mut a = limit(0, 10, Unit::Minute, true);
-        let mut b = limit(1, 1000, Unit::Day, false);
+        let mut a = limit(0, 10, Unit::Minute, Scope::Session);
+        let mut b = limit(1, 1000, Unit::Day, Scope::Global);
         place([(&mut a, None), (&mut b, None)]);
         assert_eq!((a.request, a.position, b.request, b.position), (0, 0, 0, 1));
         assert_eq!(a.limit, "0:10/minute");
         let charges = once_each(&a, &b);
-        let Plan::Ask(asks) = plan("mcp-policy", &charges, "session-1") else {
+        let Plan::Ask(asks) = plan("mcp-policy", &charges, who("session-1")) else {
             panic!()
         };
         assert_eq!(asks.len(), 1);
         assert_eq!(asks[0].charges, vec![0, 1]);
-        let hash = session_hash("session-1");
+        let hash = identity_hash("session-1");
         assert_eq!(hash.len(), 32);
         assert!(crate::sha256::hex_digest(b"session-1").starts_with(&hash));
         assert_eq!(
@@ -505,10 +548,70 @@ mod tests {
         );
     }
 
+    /// A per-caller limit names the caller (hashed), not the session: every session of the caller shares one
+    /// count, and a session and a caller spelled alike never share one (their entries' keys differ).
+    #[test]
+    fn per_caller_limits_name_the_caller_and_per_session_ones_the_session() {
+        let mut a = limit(0, 5, Unit::Minute, Scope::Caller);
+        let mut b = limit(1, 10, Unit::Minute, Scope::Session);
+        let mut c = limit(2, 100, Unit::Hour, Scope::Global);
+        place([(&mut a, None), (&mut b, None), (&mut c, None)]);
+        let entries = |session: &str, caller: &str| {
+            let charges = [&a, &b, &c].map(|limit| Fleet { limit, units: 1 });
+            let Plan::Ask(asks) = plan("d", &charges, Who { session, caller }) else {
+                panic!()
+            };
+            assert_eq!(asks.len(), 1);
+            seen(&asks[0].message)
+                .descriptors
+                .into_iter()
+                .map(|d| d.0)
+                .collect::<Vec<_>>()
+        };
+        let alice = identity_hash("jwt:alice");
+        assert!(crate::sha256::hex_digest(b"jwt:alice").starts_with(&alice));
+        let one = entries("s-1", "jwt:alice");
+        assert_eq!(
+            one,
+            [
+                vec![
+                    pair("mcp_rule", "tools[\"t\"]"),
+                    pair("mcp_limit", "0:5/minute"),
+                    pair("mcp_caller", &alice)
+                ],
+                vec![
+                    pair("mcp_rule", "tools[\"t\"]"),
+                    pair("mcp_limit", "1:10/minute"),
+                    pair("mcp_session", &identity_hash("s-1"))
+                ],
+                vec![
+                    pair("mcp_rule", "tools[\"t\"]"),
+                    pair("mcp_limit", "2:100/hour")
+                ],
+            ]
+        );
+        // Another session of alice: the same caller entry, another session entry.
+        let two = entries("s-2", "jwt:alice");
+        assert_eq!(two[0], one[0]);
+        assert_ne!(two[1], one[1]);
+        // Bob in alice's session: his own caller entry.
+        assert_ne!(entries("s-1", "jwt:bob")[0], one[0]);
+        // A session identity spelled like alice's key: the same hash, under another key.
+        let same = entries("jwt:alice", "ip:10.0.0.1");
+        assert_eq!(same[1][2], pair("mcp_session", &alice));
+        assert_ne!(same[1][2], one[0][2]);
+        assert_eq!(
+            (a.identity_key(), b.identity_key(), c.identity_key()),
+            (Some(CALLER_KEY), Some(SESSION_KEY), None)
+        );
+    }
+
     #[test]
     fn mixed_costs_split_into_one_request_per_cost_with_fixed_positions() {
         // Rule order: cost args.a, no cost, cost args.b, no cost, cost args.a.
-        let mut ls: Vec<FleetLimit> = (0..5).map(|i| limit(i, 100, Unit::Hour, false)).collect();
+        let mut ls: Vec<FleetLimit> = (0..5)
+            .map(|i| limit(i, 100, Unit::Hour, Scope::Global))
+            .collect();
         let costs = [Some("args.a"), None, Some("args.b"), None, Some("args.a")];
         place(ls.iter_mut().zip(costs));
         let placed: Vec<(usize, usize)> = ls.iter().map(|l| (l.request, l.position)).collect();
@@ -519,7 +622,7 @@ mod tests {
             .zip(units)
             .map(|(limit, units)| Fleet { limit, units })
             .collect();
-        let Plan::Ask(asks) = plan("d", &charges, "x") else {
+        let Plan::Ask(asks) = plan("d", &charges, who("x")) else {
             panic!()
         };
         // args.b costs 0: its request is not sent; the others keep their positions.
@@ -535,7 +638,7 @@ mod tests {
 
     #[test]
     fn zero_units_ask_nothing_and_too_many_units_are_over_at_once() {
-        let l = limit(0, 5, Unit::Second, true);
+        let l = limit(0, 5, Unit::Second, Scope::Session);
         assert_eq!(
             plan(
                 "d",
@@ -543,11 +646,11 @@ mod tests {
                     limit: &l,
                     units: 0
                 }],
-                "x"
+                who("x")
             ),
             Plan::Nothing
         );
-        assert_eq!(plan("d", &[], "x"), Plan::Nothing);
+        assert_eq!(plan("d", &[], who("x")), Plan::Nothing);
         assert_eq!(
             plan(
                 "d",
@@ -555,7 +658,7 @@ mod tests {
                     limit: &l,
                     units: 6
                 }],
-                "x"
+                who("x")
             ),
             Plan::Over {
                 charge: 0,
@@ -568,7 +671,7 @@ mod tests {
                 limit: &l,
                 units: 5,
             }],
-            "x",
+            who("x"),
         ) else {
             panic!()
         };
@@ -589,8 +692,8 @@ mod tests {
 
     #[test]
     fn answers_are_read_as_the_engines_send_them() {
-        let a = limit(0, 10, Unit::Minute, true);
-        let b = limit(1, 1000, Unit::Second, false);
+        let a = limit(0, 10, Unit::Minute, Scope::Session);
+        let b = limit(1, 1000, Unit::Second, Scope::Global);
         let charges = once_each(&a, &b);
         let ask = Ask {
             message: vec![],

@@ -7,7 +7,7 @@ use crate::engine::Decision;
 use crate::limits::Store;
 use crate::mcp::Kind;
 use crate::policy::Policy;
-use crate::record::{Record, Target};
+use crate::record::{Granted, Record, Target};
 use crate::reply::{self, Reply};
 use serde_json::value::RawValue;
 
@@ -87,6 +87,16 @@ impl Awaiting {
         }
     }
 
+    /// The calls asked about, one per ask, in the order of [`Outcome::Approve`]'s asks: each one's method and
+    /// tool or prompt name (or resource URI), what a remembered approval is for (with the caller). Always
+    /// `Some` (an ask is a call), but never skipped, so that the n-th item is the n-th ask's.
+    pub fn asked(&self) -> impl Iterator<Item = Option<(&str, &str)>> {
+        self.messages.iter().filter(|k| k.asked).map(|k| {
+            let (_, name, _) = k.target.as_ref()?;
+            Some((k.method.as_deref()?, name.as_str()))
+        })
+    }
+
     /// The records again, as they were when the asks went out.
     pub(super) fn records(&self) -> Vec<Record<'_>> {
         self.messages
@@ -110,7 +120,7 @@ impl Awaiting {
                     }),
                     target,
                     charges: Vec::new(),
-                    granted: false,
+                    granted: None,
                     note: k.note.clone(),
                 }
             })
@@ -132,8 +142,13 @@ impl Awaiting {
                 continue;
             };
             let (reason, unavailable) = match answers.next() {
-                Some(Answer::Granted) => {
-                    r.granted = true;
+                Some(Answer::Granted { .. }) => {
+                    r.granted = Some(Granted::Asked);
+                    r.decision = Some(Decision::Allow { rule });
+                    continue;
+                }
+                Some(Answer::Remembered) => {
+                    r.granted = Some(Granted::Remembered);
                     r.decision = Some(Decision::Allow { rule });
                     continue;
                 }

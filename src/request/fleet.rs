@@ -59,7 +59,7 @@ fn requests(policy: &Policy, head: &Head, records: &[Record<'_>]) -> Result<Vec<
                 units: c.units,
             })
             .collect();
-        match fleet::plan(&service.domain, &fleets, &head.identity) {
+        match fleet::plan(&service.domain, &fleets, head.who()) {
             Plan::Nothing => {}
             Plan::Over {
                 charge,
@@ -270,7 +270,8 @@ impl Counting {
         let mut refused = false;
         if let Some((record, charge, retry)) = limited {
             if let Some(r) = records.get_mut(record) {
-                r.decision = Some(super::limited(policy, r, charge, retry, None));
+                let view = policy.view_of(head.profile_index());
+                r.decision = Some(super::limited(view, r, charge, retry, None));
                 refused = true;
             }
         }
@@ -435,7 +436,7 @@ mod tests {
                 && text.contains(r#"tools["t"]"#)
                 && text.contains("0:3/minute")
         );
-        assert!(text.contains(&fleet::session_hash("s-1")));
+        assert!(text.contains(&fleet::identity_hash("s-1")));
         // A second call is refused here (1/minute counted by this Envoy): the service is not asked.
         let Checked {
             outcome, events, ..
@@ -601,8 +602,13 @@ mod tests {
         assert_eq!(asks.len(), 1);
         assert!(asks[0].contains(r#""tool":"a""#));
         assert!(done.events.is_empty(), "reported once approval is answered");
-        let (res, events) =
-            awaiting.conclude(&head(), &[crate::approval::Answer::Granted], &env(&s));
+        let (res, events) = awaiting.conclude(
+            &head(),
+            &[crate::approval::Answer::Granted {
+                remember_secs: None,
+            }],
+            &env(&s),
+        );
         assert!(res.is_ok());
         assert_eq!(events.len(), 3);
     }

@@ -11,11 +11,12 @@
 
 use crate::approval::Ask;
 use crate::audit::AuditEvent;
+use crate::caller::{Caller, Identified};
 use crate::engine::{judge, Decision};
 use crate::label::Label;
-use crate::limits::{Charge, Limiter, Refusal, Reservation, Store};
+use crate::limits::{Charge, Limiter, Refusal, Reservation, Store, Who};
 use crate::mcp::{inspect, Message};
-use crate::policy::{Mode, Policy};
+use crate::policy::{Mode, Policy, View};
 use crate::record::Record;
 use crate::reply::{self, Reply};
 
@@ -41,6 +42,42 @@ pub struct Head {
     pub identity: String,
     /// `x-request-id`, passed to the approval service.
     pub request_id: Option<String>,
+    /// The verified caller, for a policy with `callers` (`None` without: nothing is read).
+    pub caller: Option<Caller>,
+    /// The caller's profile (`None`: the top-level rules apply).
+    pub profile: Option<ProfileRef>,
+    /// Whom caller-scoped rate limits count: the caller's [`Caller::limit_key`], else the client IP.
+    pub caller_identity: String,
+}
+
+/// The profile a request's caller got: its place in `Policy::profiles`, and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRef {
+    pub index: usize,
+    pub name: String,
+}
+
+impl Head {
+    /// The index of the caller's profile, for [`Policy::view_of`].
+    pub fn profile_index(&self) -> Option<usize> {
+        self.profile.as_ref().map(|p| p.index)
+    }
+
+    /// The caller and its profile, as audit lines and approval callouts report them.
+    pub fn identified(&self) -> Option<Identified<'_>> {
+        self.caller.as_ref().map(|caller| Identified {
+            caller,
+            profile: self.profile.as_ref().map(|p| p.name.as_str()),
+        })
+    }
+
+    /// Who the request's rate-limit charges count for.
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            session: &self.identity,
+            caller: &self.caller_identity,
+        }
+    }
 }
 
 /// What to do with a request.
@@ -88,6 +125,8 @@ pub struct Event {
     pub method: String,
     /// The tool of a `tools/call` (per-tool counters); `None` for other messages.
     pub tool: Option<String>,
+    /// The caller's profile (the decision counters' `profile` label); `None`: the top-level rules.
+    pub profile: Option<String>,
     /// The audit line (one JSON object); empty when audit lines are off.
     pub audit: String,
 }
@@ -151,10 +190,12 @@ pub fn check_body<S: Store>(
         let why = "Mcp-Method/Mcp-Name header does not match the body";
         return invalid(env, head, r, why);
     }
+    // The caller's rules: its profile's (merged with the top level's when the policy loaded), or the top level's.
+    let view = policy.view_of(head.profile_index());
     let mut records: Vec<Record<'_>> = body
         .messages
         .iter()
-        .map(|m| Record::new(m, m.call().map(|c| judge(policy, c))))
+        .map(|m| Record::new(m, m.call().map(|c| judge(view, c))))
         .collect();
     let summary = summarize(&records);
     let audit_mode = policy.mode == Mode::Audit;
@@ -183,7 +224,7 @@ pub fn check_body<S: Store>(
             let asks = if audit_mode {
                 Vec::new()
             } else {
-                approval_asks(head, &records)
+                approval_asks(policy, head, &records)
             };
             match fleet::plan(policy, head, body.batch, &records, asks) {
                 Ok(Planned::Count(counting)) => {
@@ -228,7 +269,7 @@ pub fn check_body<S: Store>(
         return invalid(env, head, reply::internal(bookkeeping), bookkeeping);
     };
     record.decision = Some(limited(
-        policy,
+        view,
         record,
         refused.charge,
         refused.retry_after_secs,
@@ -241,18 +282,18 @@ pub fn check_body<S: Store>(
     }
 }
 
-/// The decision of a call over a limit (`charge` is the one refused; `why` replaces the usual reason when the
-/// count could not be kept at all).
-fn limited<'p>(
-    policy: &'p Policy,
-    record: &Record<'p>,
+/// The decision of a call over a limit (`charge` is the one refused, a limit of the caller's rules `view`; `why`
+/// replaces the usual reason when the count could not be kept at all).
+fn limited<'r>(
+    view: View<'_>,
+    record: &Record<'r>,
     charge: Charge,
     retry_after_secs: u64,
     why: Option<String>,
-) -> Decision<'p> {
+) -> Decision<'r> {
     let limit = record
         .target
-        .and_then(|t| policy.set(t.kind).rule_for(t.name))
+        .and_then(|t| view.set(t.kind).rule_for(t.name))
         .and_then(|r| r.limits.iter().find(|l| l.spec == charge.limit));
     let reason = why.unwrap_or_else(|| {
         limit.map_or_else(
@@ -271,32 +312,40 @@ fn limited<'p>(
 
 /// A request refused before any message could be judged: one `invalid` event.
 fn invalid<S: Store>(env: &Env<'_, S>, head: &Head, r: Reply, why: &str) -> Checked {
+    Checked {
+        outcome: Outcome::Reply(r),
+        events: vec![refused_event(env, head, Label::Invalid, why)],
+        summary: Summary::default(),
+    }
+}
+
+/// The one event of a request refused before any message was judged (`invalid`, or `unauthenticated` at the
+/// request headers).
+pub fn refused_event<S: Store>(env: &Env<'_, S>, head: &Head, label: Label, why: &str) -> Event {
     let audit = if !env.audit {
         String::new()
     } else {
         AuditEvent {
             unix_nanos: env.now_nanos,
-            decision: Label::Invalid,
+            decision: label,
             method: "",
             tool: None,
             rule: None,
             reason: Some(why),
             identity: Some(&head.identity),
+            caller: head.identified(),
             request_id: head.request_id.as_deref(),
             jsonrpc_id: None,
             arguments: None,
         }
         .to_json_line()
     };
-    Checked {
-        outcome: Outcome::Reply(r),
-        events: vec![Event {
-            decision: Label::Invalid,
-            method: String::new(),
-            tool: None,
-            audit,
-        }],
-        summary: Summary::default(),
+    Event {
+        decision: label,
+        method: String::new(),
+        tool: None,
+        profile: head.profile.as_ref().map(|p| p.name.clone()),
+        audit,
     }
 }
 
@@ -340,7 +389,7 @@ fn reserve<S: Store>(
     if charged.next().is_none() && first.charges.iter().all(here) {
         // One charged call, all counted here (the common case): its charges are all the charges, no copy.
         return limiter
-            .reserve(&head.identity, &first.charges, now)
+            .reserve_for(head.who(), &first.charges, now)
             .map_err(|e| refused(e, |i| Some((first_index, *first.charges.get(i)?))));
     }
     let (owners, all): (Vec<usize>, Vec<Charge>) = records
@@ -349,7 +398,7 @@ fn reserve<S: Store>(
         .flat_map(|(i, r)| r.charges.iter().filter(|c| here(c)).map(move |c| (i, *c)))
         .unzip();
     limiter
-        .reserve(&head.identity, &all, now)
+        .reserve_for(head.who(), &all, now)
         .map_err(|e| refused(e, |i| Some((*owners.get(i)?, *all.get(i)?))))
 }
 
@@ -377,7 +426,7 @@ fn refused(e: Refusal, owner: impl Fn(usize) -> Option<(usize, Charge)>) -> Refu
                     id: 0,
                     max: 0,
                     window_secs: 1,
-                    global: true,
+                    scope: crate::limits::Scope::Global,
                 },
                 units: 0,
             },
@@ -435,6 +484,7 @@ fn events<S: Store>(
                 rule: r.rule(),
                 reason,
                 identity: Some(&head.identity),
+                caller: head.identified(),
                 request_id: head.request_id.as_deref(),
                 jsonrpc_id: r.id,
                 arguments: r.target.and_then(|t| t.arguments),
@@ -445,6 +495,7 @@ fn events<S: Store>(
             decision: label,
             method: method.to_owned(),
             tool: r.tool().map(str::to_owned),
+            profile: head.profile.as_ref().map(|p| p.name.clone()),
             audit,
         });
     }
@@ -452,7 +503,11 @@ fn events<S: Store>(
 }
 
 /// The approval callout bodies, one per call that needs approval, in body order.
-fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
+fn approval_asks(policy: &Policy, head: &Head, records: &[Record<'_>]) -> Vec<String> {
+    let timeout_ms = policy
+        .approval
+        .as_ref()
+        .map_or(crate::approval::DEFAULT_TIMEOUT_MS, |a| a.timeout_ms);
     records
         .iter()
         .filter_map(|r| match (r.id, r.target, &r.decision) {
@@ -465,6 +520,8 @@ fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
                     jsonrpc_id: id,
                     request_id: head.request_id.as_deref(),
                     reason: *reason,
+                    caller: head.identified(),
+                    timeout_ms,
                 }
                 .to_json(),
             ),

@@ -155,7 +155,8 @@ def test_allowed_and_denied_calls_never_ask(proxy, upstream, hook):
 
 def test_callout_body_and_headers(proxy, upstream, hook, sid):
     """POST to approval.path with :authority and the configured headers; the body carries tool, arguments (as
-    the agent wrote them, byte for byte), identity, jsonrpc_id, request_id (x-request-id) and the rule's reason."""
+    the agent wrote them, byte for byte), identity, jsonrpc_id, request_id (x-request-id), the rule's reason and
+    how long the filter waits (the policy's timeout_ms)."""
     args = b'{"name": "exp-1",  "n": 1.50, "tags": {"k": "v"}, "big": 12345678901234567890}'
     body = (b'{"jsonrpc":"2.0","id":"call-7","method":"tools/call","params":{"name":"create_experiment",'
             b'"arguments":' + args + b'}}')
@@ -171,7 +172,7 @@ def test_callout_body_and_headers(proxy, upstream, hook, sid):
     (forwarded,) = upstream.snapshot()
     want = {"method": "tools/call", "tool": "create_experiment", "arguments": json.loads(args),
             "identity": session, "jsonrpc_id": "call-7", "request_id": forwarded.headers["x-request-id"],
-            "reason": CREATE_REASON}
+            "reason": CREATE_REASON, "timeout_ms": APPROVAL["timeout_ms"]}
     assert asked.json() == want
     assert b'"arguments":' + args in asked.body, asked.body
     assert asked.json()["request_id"], "x-request-id is always set (by the client or by Envoy)"
@@ -186,7 +187,7 @@ def test_callout_body_and_headers(proxy, upstream, hook, sid):
     (forwarded,) = upstream.snapshot()
     assert asked.json() == {"method": "tools/call", "tool": "transition_model_version_stage", "arguments": {},
                             "identity": "127.0.0.1", "jsonrpc_id": 8,
-                            "request_id": forwarded.headers["x-request-id"], "reason": None}
+                            "request_id": forwarded.headers["x-request-id"], "reason": None, "timeout_ms": 5000}
 
 
 @pytest.mark.parametrize("reason,want", [("Not on a Friday", "Not on a Friday"), (None, "the approver declined")],

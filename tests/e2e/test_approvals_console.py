@@ -37,8 +37,9 @@ POLICY = {
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    """One console for the module (--timeout-ms = the policy's timeout_ms); tests use their own session ids."""
-    c = Console(tmp_path_factory.mktemp("console"), "--timeout-ms", str(TIMEOUT_MS)).start()
+    """One console for the module (its --timeout-ms left at 30 s: the callouts say the policy's timeout_ms); tests
+    use their own session ids."""
+    c = Console(tmp_path_factory.mktemp("console")).start()
     yield c
     c.stop()
 
@@ -136,48 +137,84 @@ def test_concurrent_waiting_calls_newest_first_each_decided_on_its_own(proxy, up
     assert status == 404, body
 
 
-def test_approve_for_n_minutes_answers_the_next_call_without_a_person(proxy, upstream, console, calls, sid):
-    session, other = sid("a"), sid("b")
-    fut = calls.submit(use, proxy.url, "set_run_tag", {"key": "k1"}, session=session, id=1, timeout=30)
-    (p,) = console.wait_pending(1, identity=session)
-    d = console.decide(p["id"], True, remember_minutes=2)
-    assert d["remember_seconds"] == 120
-    assert_forwarded_answer(fut.result(10), 1)
-    # The same caller and tool: forwarded at once, no one asked.
-    t0 = time.monotonic()
-    assert_forwarded_answer(use(proxy.url, "set_run_tag", {"key": "k2"}, session=session, id=2), 2)
-    assert time.monotonic() - t0 < 2
-    assert [x["outcome"] for x in console.records() if x["identity"] == session] == ["approved", "remembered"]
-    (g,) = [g for g in console.state()["remembered"] if g["identity"] == session]
-    assert (g["name"], g["by"], g["id"]) == ("set_run_tag", APPROVER, p["id"])
-    # The answer the filter gets carries remember_seconds (what is left of the window).
-    status, answer = console.api("POST", "/approve", {
-        "method": "tools/call", "tool": "set_run_tag", "arguments": {}, "identity": session, "jsonrpc_id": 3,
-        "request_id": None, "reason": None}, auth=None)
-    assert status == 200 and answer["approved"] is True and answer["by"] == APPROVER, answer
-    assert 100 <= answer["remember_seconds"] <= 120, answer
-    # Another caller, or another tool: asked.
-    f2 = calls.submit(use, proxy.url, "set_run_tag", {}, session=other, id=4, timeout=30)
-    f3 = calls.submit(use, proxy.url, "create_experiment", {"name": "x"}, session=session, id=5, timeout=30)
-    (p2,) = console.wait_pending(1, identity=other)
-    (p3,) = console.wait_pending(1, identity=session)
-    console.decide(p2["id"], False, reason="no")
-    console.decide(p3["id"], False, reason="no")
-    assert_not_approved(f2.result(10), 4, "set_run_tag", "approval_denied", "no")
-    assert_not_approved(f3.result(10), 5, "create_experiment", "approval_denied", "no")
-    # Revoked: asked again.
-    status, body = console.api("POST", f"/api/remembered/{g['id']}/revoke")
-    assert status == 200, body
-    f4 = calls.submit(use, proxy.url, "set_run_tag", {}, session=session, id=6, timeout=30)
-    (p4,) = console.wait_pending(1, identity=session)
-    console.decide(p4["id"], True)
-    assert_forwarded_answer(f4.result(10), 6)
-    assert [t for t, _ in upstream_tools(upstream)] == ["set_run_tag"] * 3
+REVOKE_WITHIN = 3
+
+
+def test_approve_for_n_minutes_answers_the_next_call_without_a_person(envoy, upstream, tmp_path, calls, sid):
+    """"Approve for 2 minutes": the filter remembers it (remember_seconds) and lets the same caller's next calls of
+    the tool through without a callout, for at most --revoke-within seconds at a time (3 here); after that its next
+    callout is answered by the console at once from the approval, until the approval ends or is revoked."""
+    c = Console(tmp_path / "console", "--revoke-within", str(REVOKE_WITHIN)).start()
+    try:
+        proxy = envoy(POLICY, upstream.port, clusters={"approvals": c.port}, component_log_level="wasm:info")
+        session, other = sid("a"), sid("b")
+        fut = calls.submit(use, proxy.url, "set_run_tag", {"key": "k1"}, session=session, id=1, timeout=30)
+        (p,) = c.wait_pending(1, identity=session)
+        d = c.decide(p["id"], True, remember_minutes=2)
+        approved_at = time.monotonic()
+        assert d["remember_seconds"] == 120
+        assert_forwarded_answer(fut.result(10), 1)
+        # The same caller and tool: forwarded at once, and the console never heard of it.
+        assert_forwarded_answer(use(proxy.url, "set_run_tag", {"key": "k2"}, session=session, id=2), 2)
+        assert time.monotonic() - approved_at < REVOKE_WITHIN - 1, "too slow to test what the filter remembers"
+        assert [x["outcome"] for x in c.records() if x["identity"] == session] == ["approved"]
+        assert [t for t, _ in upstream_tools(upstream)] == ["set_run_tag", "set_run_tag"]
+        remembered = [a for a in audit_lines(proxy) if a["decision"] == "approval_remembered"]
+        assert [(a["tool"], a["jsonrpc_id"]) for a in remembered] == [("set_run_tag", 2)], remembered
+        assert proxy.stats("mcp_policy.decisions_total")[
+            "wasmcustom.mcp_policy.decisions_total.decision.approval_remembered"] == 1
+        # What the filter remembers ends after --revoke-within: the next call is asked about, and the console
+        # answers at once from the approval, with another stretch for the filter.
+        time.sleep(max(0.0, approved_at + REVOKE_WITHIN + 1 - time.monotonic()))
+        t0 = time.monotonic()
+        assert_forwarded_answer(use(proxy.url, "set_run_tag", {"key": "k3"}, session=session, id=3), 3)
+        assert time.monotonic() - t0 < 2
+        assert [x["outcome"] for x in c.records() if x["identity"] == session] == ["approved", "remembered"]
+        (g,) = [g for g in c.state()["remembered"] if g["identity"] == session]
+        assert (g["name"], g["by"], g["id"]) == ("set_run_tag", APPROVER, p["id"])
+        # The console's answer carries remember_seconds: at most --revoke-within of what is left.
+        status, answer = c.api("POST", "/approve", {
+            "method": "tools/call", "tool": "set_run_tag", "arguments": {}, "identity": session, "jsonrpc_id": 4,
+            "request_id": None, "reason": None}, auth=None)
+        assert status == 200 and answer["approved"] is True and answer["by"] == APPROVER, answer
+        assert answer["remember_seconds"] == REVOKE_WITHIN, answer
+        # Another caller, or another tool: asked.
+        f2 = calls.submit(use, proxy.url, "set_run_tag", {}, session=other, id=5, timeout=30)
+        f3 = calls.submit(use, proxy.url, "create_experiment", {"name": "x"}, session=session, id=6, timeout=30)
+        (p2,) = c.wait_pending(1, identity=other)
+        (p3,) = c.wait_pending(1, identity=session)
+        c.decide(p2["id"], False, reason="no")
+        c.decide(p3["id"], False, reason="no")
+        assert_not_approved(f2.result(10), 5, "set_run_tag", "approval_denied", "no")
+        assert_not_approved(f3.result(10), 6, "create_experiment", "approval_denied", "no")
+        # Revoked: once what the filter remembers has ended (--revoke-within), asked again.
+        status, body = c.api("POST", f"/api/remembered/{g['id']}/revoke")
+        assert status == 200, body
+        time.sleep(REVOKE_WITHIN + 1)
+        f4 = calls.submit(use, proxy.url, "set_run_tag", {}, session=session, id=7, timeout=30)
+        (p4,) = c.wait_pending(1, identity=session)
+        c.decide(p4["id"], True)
+        assert_forwarded_answer(f4.result(10), 7)
+        assert [t for t, _ in upstream_tools(upstream)] == ["set_run_tag"] * 4
+    finally:
+        c.stop()
+
+
+def audit_lines(proxy) -> list[dict]:
+    """The filter's audit lines in an Envoy's log (run with component_log_level="wasm:info")."""
+    deadline = time.monotonic() + 3  # Envoy writes its log asynchronously
+    while True:
+        lines = [json.loads(line[line.index('{"time"'):]) for line in proxy.log_text().splitlines()
+                 if "wasm log" in line and '{"time"' in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
 
 
 def test_nobody_decides_in_time_the_filter_refuses_and_the_console_lets_go(envoy, upstream, console, sid):
-    """The policy waits 1.5 s, the console (not told) 20 s: the filter refuses the call at 1.5 s and Envoy closes
-    the callout; the console sees its connection go and drops the call ("withdrawn")."""
+    """The policy waits 1.5 s, which the callout tells the console (its --timeout-ms is 20 s); the console holds
+    the call a second longer, so the filter's own timeout refuses it at 1.5 s and Envoy closes the callout; the
+    console sees its connection go and drops the call ("withdrawn")."""
     policy = {**POLICY, "approval": {**POLICY["approval"], "timeout_ms": 1500}}
     proxy = envoy(policy, upstream.port, clusters={"approvals": console.port})
     session = sid()
@@ -196,18 +233,29 @@ def test_nobody_decides_in_time_the_filter_refuses_and_the_console_lets_go(envoy
     upstream.assert_not_forwarded()
 
 
-def test_the_consoles_own_time_runs_out(envoy, upstream, tmp_path, sid):
-    """A console told a shorter time (--timeout-ms 1000) than the policy (5 s) answers 504 at 1 s: refused."""
+def test_the_consoles_own_time_runs_out(envoy, upstream, tmp_path, calls, sid):
+    """--timeout-ms is for callouts that do not say how long they wait: the filter's do (the policy's timeout_ms,
+    here 5 s, over --timeout-ms 1000); a callout without timeout_ms is answered 504 after --timeout-ms."""
     c = Console(tmp_path / "short", "--timeout-ms", "1000").start()
     try:
         policy = {**POLICY, "approval": {**POLICY["approval"], "timeout_ms": 5000}}
         proxy = envoy(policy, upstream.port, clusters={"approvals": c.port})
+        session = sid()
+        fut = calls.submit(use, proxy.url, "create_experiment", {"name": "x"}, session=session, id=1, timeout=30)
+        (p,) = c.wait_pending(1, identity=session)
+        assert p["deadline_ms"] - p["received_ms"] == 5000
+        time.sleep(1.5)
+        assert not fut.done(), "the console's --timeout-ms (1 s) ended a call the filter waits 5 s for"
+        c.decide(p["id"], False, reason="no")
+        assert_not_approved(fut.result(10), 1, "create_experiment", "approval_denied", "no")
+        # A callout that does not say (another sender): 504 after --timeout-ms.
         t0 = time.monotonic()
-        r = use(proxy.url, "create_experiment", {"name": "x"}, session=sid(), id=1, timeout=30)
-        data = assert_not_approved(r, 1, "create_experiment", "approval_unavailable")
-        assert "504" in data["reason"], data
+        status, body = c.api("POST", "/approve", {
+            "method": "tools/call", "tool": "create_experiment", "arguments": {}, "identity": session,
+            "jsonrpc_id": 2, "request_id": None, "reason": None}, auth=None)
+        assert status == 504, body
         assert 0.9 <= time.monotonic() - t0 < 4
-        assert [x["outcome"] for x in c.records()] == ["expired"]
+        assert [x["outcome"] for x in c.records()] == ["denied", "expired"]
         assert c.pending() == []
         upstream.assert_not_forwarded()
     finally:
@@ -322,7 +370,7 @@ def test_the_example_bootstrap_with_the_console(envoy, upstream, tmp_path, calls
     """envoy/examples/approval.yaml (as shipped but for ports) with the console started as its header says."""
     from test_approval import example_bootstrap
 
-    c = Console(tmp_path / "console", "--timeout-ms", "300000").start()
+    c = Console(tmp_path / "console").start()
     try:
         proxy = envoy(None, 0, bootstrap=example_bootstrap(upstream.port, c.port))
         fut = calls.submit(use, proxy.url, "transition_model_version_stage", {"name": "m", "stage": "Production"},

@@ -4,7 +4,7 @@
 //! What the filter asks for each call is `mcp_policy::limits::fleet` (read its module documentation first); this
 //! file only writes the same descriptors the way each engine declares limits:
 //! - envoyproxy/ratelimit: a config file (`domain` + a tree of `descriptors`): `mcp_rule` → `mcp_limit` →
-//!   `mcp_session` (per-session limits), the `rate_limit` on the last level. The filter also sends each limit
+//!   `mcp_session` (per-session limits) or `mcp_caller` (per-caller limits), the `rate_limit` on the last level. The filter also sends each limit
 //!   as the descriptor's `limit` override, which the service honours for any descriptor of a domain its
 //!   configuration declares; the tree makes the file complete on its own (and names each counter in its stats).
 //! - Limitador: its limits file (a list of limits). Limitador binds descriptors by position, and the filter puts
@@ -15,7 +15,7 @@
 use crate::check::read;
 use crate::extract::extract;
 use crate::Out;
-use mcp_policy::limits::fleet::{FleetLimit, LIMIT_KEY, RULE_KEY, SESSION_KEY};
+use mcp_policy::limits::fleet::{FleetLimit, LIMIT_KEY, RULE_KEY};
 use mcp_policy::policy::{self, Policy};
 use serde::Serialize;
 use std::io::Write;
@@ -31,8 +31,10 @@ or TrafficExtension; '-' is standard input) and must hold exactly one policy.
                              the policy's domain and one descriptor per limit
   --format limitador         a limits file for Kuadrant's limitador-server (LIMITS_FILE)
 
-The descriptors are the ones the filter sends: mcp_rule (the rule's JSON path), mcp_limit (the limit's
-index and value) and, for per-session limits, mcp_session (a hash of the identity). Export again after
+The descriptors are the ones the filter sends: mcp_rule (the rule's JSON path; a profile's own rules are
+named by the profile's name), mcp_limit (the limit's index and value) and, for per-session limits,
+mcp_session (a hash of the session identity), for per-caller limits mcp_caller (a hash of the verified
+caller, else of the client address). Export again after
 every change to the policy's limits: a limit the service does not know is counted under its old numbers
 or not at all (envoyproxy/ratelimit then answers without a limit, which the filter treats as the service
 being unavailable).";
@@ -99,30 +101,30 @@ struct LimitadorLimit<'a> {
 /// The limits of `policy` the service counts, as envoyproxy/ratelimit's config file (YAML).
 fn envoy_ratelimit(policy: &Policy, domain: &str) -> Result<String, String> {
     let mut rules: Vec<Node> = Vec::new();
-    for (_, f) in policy.fleet_limits() {
+    for f in policy.fleet_limits() {
         let rate = Rate {
             unit: f.unit.name(),
             requests_per_unit: f.max,
         };
-        let limit = if f.per_session {
-            Node {
+        let limit = match f.identity_key() {
+            // Per session or per caller: a count per value of the last entry.
+            Some(key) => Node {
                 key: LIMIT_KEY,
                 value: Some(f.limit.clone()),
                 rate_limit: None,
                 descriptors: vec![Node {
-                    key: SESSION_KEY,
+                    key,
                     value: None,
                     rate_limit: Some(rate),
                     descriptors: Vec::new(),
                 }],
-            }
-        } else {
-            Node {
+            },
+            None => Node {
                 key: LIMIT_KEY,
                 value: Some(f.limit.clone()),
                 rate_limit: Some(rate),
                 descriptors: Vec::new(),
-            }
+            },
         };
         match rules
             .iter_mut()
@@ -174,17 +176,17 @@ fn limitador_condition(f: &FleetLimit) -> String {
 fn limitador(policy: &Policy, domain: &str) -> Result<String, String> {
     let limits: Vec<LimitadorLimit> = policy
         .fleet_limits()
-        .map(|(_, f)| LimitadorLimit {
+        .map(|f| LimitadorLimit {
             namespace: domain,
             name: &f.path,
             max_value: f.max,
             seconds: f.unit.secs(),
             conditions: vec![limitador_condition(f)],
-            variables: if f.per_session {
-                vec![format!("descriptors[{}].{SESSION_KEY}", f.position)]
-            } else {
-                Vec::new()
-            },
+            variables: f
+                .identity_key()
+                .map(|key| format!("descriptors[{}].{key}", f.position))
+                .into_iter()
+                .collect(),
         })
         .collect();
     yaml(&limits)
@@ -273,6 +275,7 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
 mod tests {
     use super::*;
     use mcp_policy::limits::fleet::{plan, Fleet, Plan};
+    use mcp_policy::limits::{Scope, Who};
     use serde_yaml_ng::Value as Yaml;
 
     const POLICY: &str = r#"{"version":"1","rate_limit_service":{"cluster":"rl","domain":"mcp-prod"},
@@ -386,60 +389,145 @@ mod tests {
         assert_eq!(cost["variables"].as_sequence().unwrap().len(), 0);
         // Every fleet limit of every rule: the condition names the position the filter's request puts it at,
         // with the values the filter sends there; the session variable reads the same position.
+        let top = p.view();
         for (rule_key, args) in [
             ("search_runs", "{}"),
             ("transfer_x", r#"{"amount": 3}"#),
             ("it's", "{}"),
         ] {
-            let rule = p.rule_for(rule_key).unwrap();
-            let fleets: Vec<Fleet> = rule
-                .limits
-                .iter()
-                .filter_map(|l| {
-                    Some(Fleet {
-                        limit: l.fleet.as_ref()?,
-                        units: 1,
-                    })
+            let asks = binds_positions(&y, top, rule_key);
+            assert_eq!(asks, if rule_key == "transfer_x" { 2 } else { 1 }, "{args}");
+        }
+    }
+
+    /// Checks that each Limitador limit of `y` binds the position at which the filter sends the fleet limits
+    /// of the tool `tool`'s rule in `view`, with the values it sends there and the variable of its scope's
+    /// entry; returns how many requests a call makes.
+    fn binds_positions(y: &[Yaml], view: policy::View, tool: &str) -> usize {
+        let by_name = |n: &str| {
+            y.iter()
+                .find(|l| l["name"] == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        let rule = view.rule_for(tool).unwrap();
+        let fleets: Vec<Fleet> = rule
+            .limits
+            .iter()
+            .filter_map(|l| {
+                Some(Fleet {
+                    limit: l.fleet.as_ref()?,
+                    units: 1,
                 })
-                .collect();
-            let Plan::Ask(asks) = plan("mcp-prod", &fleets, "session-1") else {
-                panic!()
-            };
-            assert_eq!(
-                asks.len(),
-                if rule_key == "transfer_x" { 2 } else { 1 },
-                "{args}"
-            );
-            for ask in &asks {
-                for (position, charge) in ask.charges.iter().enumerate() {
-                    let f = fleets[*charge].limit;
-                    let l = by_name(&f.path);
-                    let cond = l["conditions"][0].as_str().unwrap();
-                    let want = format!(
-                        "size(descriptors) > {position} && descriptors[{position}].mcp_rule == {} && descriptors[{position}].mcp_limit == {}",
-                        cel_string(&f.rule),
-                        cel_string(&f.limit)
-                    );
-                    assert_eq!(cond, want);
-                    let quoted = cond
-                        .split(" == ")
-                        .nth(1)
-                        .unwrap()
-                        .split(" && ")
-                        .next()
-                        .unwrap();
-                    assert_eq!(unquote(quoted), f.rule);
-                    let vars = l["variables"].as_sequence().unwrap();
-                    if f.per_session {
-                        assert_eq!(
-                            vars[0],
-                            format!("descriptors[{position}].mcp_session").as_str()
-                        );
-                    } else {
-                        assert!(vars.is_empty());
-                    }
+            })
+            .collect();
+        let who = Who {
+            session: "session-1",
+            caller: "jwt:alice",
+        };
+        let Plan::Ask(asks) = plan("mcp-prod", &fleets, who) else {
+            panic!()
+        };
+        for ask in &asks {
+            for (position, charge) in ask.charges.iter().enumerate() {
+                let f = fleets[*charge].limit;
+                let l = by_name(&f.path);
+                let cond = l["conditions"][0].as_str().unwrap();
+                let want = format!(
+                    "size(descriptors) > {position} && descriptors[{position}].mcp_rule == {} && descriptors[{position}].mcp_limit == {}",
+                    cel_string(&f.rule),
+                    cel_string(&f.limit)
+                );
+                assert_eq!(cond, want);
+                let quoted = cond
+                    .split(" == ")
+                    .nth(1)
+                    .unwrap()
+                    .split(" && ")
+                    .next()
+                    .unwrap();
+                assert_eq!(unquote(quoted), f.rule);
+                let vars = l["variables"].as_sequence().unwrap();
+                match f.scope {
+                    Scope::Session => assert_eq!(
+                        vars[..],
+                        [format!("descriptors[{position}].mcp_session").as_str()]
+                    ),
+                    Scope::Caller => assert_eq!(
+                        vars[..],
+                        [format!("descriptors[{position}].mcp_caller").as_str()]
+                    ),
+                    Scope::Global => assert!(vars.is_empty()),
                 }
             }
+        }
+        asks.len()
+    }
+
+    /// Callers and a profile: per-caller limits (the default with `callers`) count by `mcp_caller`; the
+    /// profile's own rule is another rule (named by the profile's name), an inherited one the top level's.
+    const CALLERS: &str = r#"{"version":"1","rate_limit_service":{"cluster":"rl","domain":"mcp-prod"},
+      "callers":{"jwt":{"metadata":"jwt_payload","groups":"groups"}},
+      "tools":{
+        "search_runs": {"rate_limit": ["10/minute", {"max": 100, "window": "hour", "scope": "session"}]},
+        "get_run": {"rate_limit": {"max": 1000, "window": "day", "scope": "global"}}},
+      "profiles":[{"name":"ml-admins","match":{"groups":["admins"]},
+                   "tools":{"search_runs":{"rate_limit":"50/minute"}}}]}"#;
+
+    #[test]
+    fn per_caller_and_profile_limits() {
+        let p = policy::parse(CALLERS.as_bytes()).unwrap();
+        let text = export(&p, Format::EnvoyRatelimit, "p.json").unwrap();
+        assert!(
+            text.starts_with("# envoyproxy/ratelimit config file: the 4 rate limits"),
+            "{text}"
+        );
+        let y: Yaml = serde_yaml_ng::from_str(&text).unwrap();
+        let rules = y["descriptors"].as_sequence().unwrap();
+        let names: Vec<&str> = rules.iter().map(|r| r["value"].as_str().unwrap()).collect();
+        // get_run once: the profile inherits the top level's limit and its count.
+        assert_eq!(
+            names,
+            [
+                r#"tools["get_run"]"#,
+                r#"tools["search_runs"]"#,
+                r#"profiles["ml-admins"].tools["search_runs"]"#
+            ]
+        );
+        let last = |rule: &Yaml, i: usize| {
+            let limit = &rule["descriptors"][i];
+            let leaf = &limit["descriptors"][0];
+            (
+                limit["value"].as_str().unwrap().to_owned(),
+                leaf["key"].as_str().unwrap_or("").to_owned(),
+                leaf["rate_limit"]["requests_per_unit"].as_u64(),
+            )
+        };
+        let owned = |v: &str, k: &str, n: u64| (v.to_owned(), k.to_owned(), Some(n));
+        assert_eq!(last(&rules[1], 0), owned("0:10/minute", "mcp_caller", 10));
+        assert_eq!(last(&rules[1], 1), owned("1:100/hour", "mcp_session", 100));
+        assert_eq!(last(&rules[2], 0), owned("0:50/minute", "mcp_caller", 50));
+        assert_eq!(rules[0]["descriptors"][0]["rate_limit"]["unit"], "day");
+
+        let text = export(&p, Format::Limitador, "p.json").unwrap();
+        let y: Vec<Yaml> = serde_yaml_ng::from_str(&text).unwrap();
+        let names: Vec<&str> = y.iter().map(|l| l["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                r#"tools["get_run"].rate_limit"#,
+                r#"tools["search_runs"].rate_limit[0]"#,
+                r#"tools["search_runs"].rate_limit[1]"#,
+                r#"profiles[0].tools["search_runs"].rate_limit"#
+            ]
+        );
+        let admins = p.view_of(Some(0));
+        for (view, tool) in [
+            (p.view(), "search_runs"),
+            (p.view(), "get_run"),
+            (admins, "search_runs"),
+            (admins, "get_run"),
+        ] {
+            assert_eq!(binds_positions(&y, view, tool), 1, "{tool}");
         }
     }
 

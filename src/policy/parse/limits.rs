@@ -1,40 +1,61 @@
 //! A rule's `rate_limit`: one limit or a non-empty list; a limit is `"N/second"` … `"N/day"` or an object
 //! (`max`, `window`, `scope`, `cost`, `counted`). Each limit gets an id, stable across reloads of the same
-//! policy, that names its counters in shared data. With a `rate_limit_service`, a limit it counts (every limit
-//! without `"counted": "proxy"`) must have a window it can count (a second, minute, hour or day) and a `max`
-//! that fits its 32 bits, and gets what the service is told about it ([`FleetLimit`]).
+//! policy, that names its counters in shared data. Without `scope`, a limit counts per caller when the policy
+//! has `callers` (a client opens a new MCP session at will, so sessions are no basis for a budget), else per
+//! session. With a `rate_limit_service`, a limit it counts (every limit without `"counted": "proxy"`) must have
+//! a window it can count (a second, minute, hour or day) and a `max` that fits its 32 bits, and gets what the
+//! service is told about it ([`FleetLimit`]).
 
 use super::condition::arg_path;
 use super::errors::{at_key, kind, Errs};
 use super::fields::{open, LIMIT};
 use crate::limits::fleet::{self, FleetLimit};
 use crate::limits::rls::Unit;
-use crate::limits::{fnv1a, LimitSpec};
+use crate::limits::{fnv1a, LimitSpec, Scope};
 use crate::policy::RateLimit;
 use serde_json::Value;
 
+/// What a limit's `scope` is when absent, and whether `"caller"` may be written (only with `callers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Scopes {
+    pub(super) default: Scope,
+    pub(super) callers: bool,
+}
+
+impl Scopes {
+    pub(super) fn new(callers: bool) -> Scopes {
+        Scopes {
+            default: if callers {
+                Scope::Caller
+            } else {
+                Scope::Session
+            },
+            callers,
+        }
+    }
+}
+
 const LIMIT_FIX: &str = "write \"N/second\", \"N/minute\", \"N/hour\", \"N/day\", or {\"max\": N, \"window\": SECONDS or \"minute\"}";
 
-/// The valid limits of the `rate_limit` value `v` at `path`, of the rule `key` in the set at `section`; `fleet`:
-/// the policy has a `rate_limit_service`.
-pub(super) fn parse(
-    errs: &mut Errs,
-    path: &str,
-    section: &str,
-    key: &str,
-    v: &Value,
-    fleet: bool,
-) -> Vec<RateLimit> {
-    let rule = Rule {
-        section,
-        key,
-        fleet,
-    };
+/// Where a limit is: its JSON `path`, the rule `key` it belongs to, and `section`, the name its id is hashed
+/// from (the set's JSON path at the top level; a profile's sets are named by the profile's name, so its
+/// counts survive a reordering of the profiles). The rate limit service is told the same name
+/// ([`FleetLimit::rule`]), so that it too counts a profile's limits apart and keeps them when profiles move.
+pub(super) struct Place<'a> {
+    pub(super) section: &'a str,
+    pub(super) key: &'a str,
+    pub(super) scopes: Scopes,
+    /// The policy has a `rate_limit_service`.
+    pub(super) fleet: bool,
+}
+
+/// The valid limits of the `rate_limit` value `v` at `path`.
+pub(super) fn parse(errs: &mut Errs, path: &str, place: &Place, v: &Value) -> Vec<RateLimit> {
     let mut limits = Vec::new();
     match v {
         Value::Array(list) if !list.is_empty() => {
             for (i, l) in list.iter().enumerate() {
-                if let Some(l) = parse_limit(errs, &format!("{path}[{i}]"), &rule, i, l) {
+                if let Some(l) = parse_limit(errs, &format!("{path}[{i}]"), place, i, l) {
                     limits.push(l);
                 }
             }
@@ -45,7 +66,7 @@ pub(super) fn parse(
             "remove `rate_limit` or add a limit such as \"10/minute\"",
         ),
         l => {
-            if let Some(l) = parse_limit(errs, path, &rule, 0, l) {
+            if let Some(l) = parse_limit(errs, path, place, 0, l) {
                 limits.push(l);
             }
         }
@@ -56,13 +77,6 @@ pub(super) fn parse(
         fleet.as_mut().map(|f| (f, cost))
     }));
     limits
-}
-
-/// The rule whose limits are parsed.
-struct Rule<'a> {
-    section: &'a str,
-    key: &'a str,
-    fleet: bool,
 }
 
 fn window_secs(v: &Value) -> Option<u64> {
@@ -90,21 +104,21 @@ const OR_PROXY: &str = "or add \"counted\": \"proxy\" to count this limit in eac
 fn parse_limit(
     errs: &mut Errs,
     path: &str,
-    rule: &Rule,
+    place: &Place,
     index: usize,
     v: &Value,
 ) -> Option<RateLimit> {
     let before = errs.count();
     // Who counts it: the service (true) or this Envoy; and where its `max` and `window` are written.
-    let mut by_service = rule.fleet;
+    let mut by_service = place.fleet;
     let (mut max_at, mut window_at) = (path.to_owned(), path.to_owned());
-    let (max, window, global, cost) = match v {
+    let (max, window, scope, cost) = match v {
         Value::String(s) => {
             let parsed = s
                 .split_once('/')
                 .and_then(|(n, u)| Some((n.trim().parse::<u64>().ok()?, unit_secs(u.trim())?)));
             match parsed {
-                Some((n, w)) if n > 0 => (n, w, false, None),
+                Some((n, w)) if n > 0 => (n, w, place.scopes.default, None),
                 _ => {
                     errs.push(path, format!("invalid rate limit \"{s}\""), LIMIT_FIX);
                     return None;
@@ -147,12 +161,22 @@ fn parse_limit(
                     0
                 }
             };
-            let global = match o.get("scope").map(|s| (s, s.as_str())) {
-                None | Some((_, Some("session"))) => false,
-                Some((_, Some("global"))) => true,
+            let scope = match o.get("scope").map(|s| (s, s.as_str())) {
+                None => place.scopes.default,
+                Some((_, Some("session"))) => Scope::Session,
+                Some((_, Some("global"))) => Scope::Global,
+                Some((_, Some("caller"))) if place.scopes.callers => Scope::Caller,
+                Some((_, Some("caller"))) => {
+                    errs.push(
+                        &o.at("scope"),
+                        "scope \"caller\" needs a `callers` section saying who the caller is",
+                        "add \"callers\": {\"jwt\": {\"metadata\": \"jwt_payload\"}} (or \"peer_certificate\": true), or use \"session\" or \"global\"",
+                    );
+                    Scope::Session
+                }
                 Some((s, _)) => {
-                    errs.push(&o.at("scope"), format!("invalid scope {s}"), "use \"session\" (per identity, the default) or \"global\" (all callers together)");
-                    false
+                    errs.push(&o.at("scope"), format!("invalid scope {s}"), "use \"caller\" (per verified caller, the default with `callers`), \"session\" (per identity, the default without) or \"global\" (all callers together)");
+                    Scope::Session
                 }
             };
             let cost = match o.get("cost") {
@@ -180,7 +204,7 @@ fn parse_limit(
             match o.get("counted").map(|c| (c, c.as_str())) {
                 None => {}
                 Some((_, Some("proxy"))) => by_service = false,
-                Some((_, Some("service"))) if rule.fleet => {}
+                Some((_, Some("service"))) if place.fleet => {}
                 Some((_, Some("service"))) => errs.push(
                     &o.at("counted"),
                     "\"counted\": \"service\" needs a `rate_limit_service` section saying which service counts it",
@@ -194,7 +218,7 @@ fn parse_limit(
             }
             max_at = o.at("max");
             window_at = o.at("window");
-            (max, window, global, cost)
+            (max, window, scope, cost)
         }
         other => {
             errs.push(
@@ -228,30 +252,28 @@ fn parse_limit(
                 format!("lower it, {OR_PROXY}"),
             );
         }
-        let rule_path = at_key(rule.section, rule.key);
+        let rule_path = at_key(place.section, place.key);
         Some(FleetLimit::new(
             path.to_owned(),
             rule_path,
             index,
             max32?,
             unit?,
-            !global,
+            scope,
         ))
     } else {
         None
     };
-    let (section, key) = (rule.section, rule.key);
-    let scope = if global { "global" } else { "session" };
     let cost_path = cost.as_ref().map_or("", |(p, _)| p.as_str());
-    // `section` is the set's JSON path: `tools` at the top level, so a set inside another object (a caller
-    // profile) counts apart from the top-level one of the same name.
+    // `section` is `tools` (or `prompts`, `resources`) at the top level, so a set inside a caller profile
+    // counts apart from the top-level one of the same name.
     let id = fnv1a(&[
-        section.as_bytes(),
-        key.as_bytes(),
+        place.section.as_bytes(),
+        place.key.as_bytes(),
         index.to_string().as_bytes(),
         max.to_string().as_bytes(),
         window.to_string().as_bytes(),
-        scope.as_bytes(),
+        scope.as_str().as_bytes(),
         cost_path.as_bytes(),
     ]);
     Some(RateLimit {
@@ -259,7 +281,7 @@ fn parse_limit(
             id,
             max,
             window_secs: window,
-            global,
+            scope,
         },
         cost,
         fleet,
@@ -270,6 +292,7 @@ fn parse_limit(
 mod tests {
     use super::super::testing::{ok, one_error};
     use crate::limits::rls::Unit;
+    use crate::limits::Scope;
 
     #[test]
     fn rate_limit_forms() {
@@ -296,7 +319,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(100, 60), (2000, 86_400)]
         );
-        assert!(l("create_run")[0].spec.global);
+        assert_eq!(l("create_run")[0].spec.scope, Scope::Global);
+        assert_eq!(l("search_runs")[0].spec.scope, Scope::Session);
         assert_eq!(l("create_run")[0].spec.window_secs, 3600);
         assert_eq!(
             l("transfer_funds")[0].cost.as_ref().unwrap().1,
@@ -389,7 +413,7 @@ mod tests {
                 "0:10/minute"
             )
         );
-        assert_eq!((f.max, f.unit, f.per_session), (10, Unit::Minute, true));
+        assert_eq!((f.max, f.unit, f.scope), (10, Unit::Minute, Scope::Session));
         let t = l("transfer_x");
         assert!(t[0].fleet.is_none() && t[3].fleet.is_none());
         let (a, b) = (t[1].fleet.clone().unwrap(), t[2].fleet.clone().unwrap());
@@ -403,7 +427,7 @@ mod tests {
             (b.limit.as_str(), b.request, b.position),
             ("2:1000/day", 1, 0)
         );
-        assert!(!b.per_session);
+        assert_eq!(b.scope, Scope::Global);
         // Looked up by the id a charge carries; proxy-counted limits are not there.
         assert_eq!(p.fleet_limit(t[1].spec.id), Some(&a));
         assert_eq!(p.fleet_limit(t[0].spec.id), None);
@@ -470,5 +494,42 @@ mod tests {
         ok(
             r#"{"version":"1","tools":{"x":{"rate_limit":{"max": 1, "window": 2, "counted": "proxy"}}}}"#,
         );
+    }
+
+    /// With `callers`, a limit without `scope` counts per caller; `"caller"` needs `callers`; ids change with
+    /// the scope, so switching scopes never inherits counts.
+    #[test]
+    fn scope_follows_callers() {
+        let with = ok(
+            r#"{"version":"1","callers":{"peer_certificate":true},"tools":{
+            "a":{"rate_limit":"5/minute"},
+            "b":{"rate_limit":{"max":5,"window":60}},
+            "c":{"rate_limit":{"max":5,"window":60,"scope":"session"}},
+            "d":{"rate_limit":{"max":5,"window":60,"scope":"caller"}},
+            "e":{"rate_limit":{"max":5,"window":60,"scope":"global"}}}}"#,
+        );
+        let scope =
+            |p: &crate::policy::Policy, k: &str| p.rule_for(k).unwrap().limits[0].spec.scope;
+        assert_eq!(scope(&with, "a"), Scope::Caller);
+        assert_eq!(scope(&with, "b"), Scope::Caller);
+        assert_eq!(scope(&with, "c"), Scope::Session);
+        assert_eq!(scope(&with, "d"), Scope::Caller);
+        assert_eq!(scope(&with, "e"), Scope::Global);
+        assert_eq!(
+            with.rule_for("a").unwrap().limits[0].describe(),
+            "5 calls per 60s (per caller)"
+        );
+        let without = ok(r#"{"version":"1","tools":{"a":{"rate_limit":"5/minute"}}}"#);
+        assert_eq!(scope(&without, "a"), Scope::Session);
+        assert_ne!(
+            with.rule_for("a").unwrap().limits[0].spec.id,
+            without.rule_for("a").unwrap().limits[0].spec.id
+        );
+        let e = one_error(
+            r#"{"version":"1","tools":{"x":{"rate_limit":{"max":1,"window":1,"scope":"caller"}}}}"#,
+        );
+        assert_eq!(e.path, r#"tools["x"].rate_limit.scope"#);
+        assert!(e.message.contains("needs a `callers` section"), "{e}");
+        assert!(e.fix.contains("\"callers\""), "{e}");
     }
 }

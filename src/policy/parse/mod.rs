@@ -16,8 +16,10 @@
 //! | `limits.rs` | a rule's `rate_limit` |
 //! | `identity.rs`, `approval.rs`, `export.rs` | `identity`, `approval`, `export_headers` |
 //! | `service.rs` | `rate_limit_service` (which limits it counts is checked in `limits.rs`) |
+//! | `callers.rs`, `profiles.rs` | `callers`; `profiles`, each merged with the top level's rules |
 
 mod approval;
+mod callers;
 mod condition;
 #[cfg(test)]
 mod drift;
@@ -26,6 +28,7 @@ mod export;
 mod fields;
 mod identity;
 mod limits;
+mod profiles;
 mod rules;
 mod service;
 mod top;
@@ -71,10 +74,28 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     // Limits are checked against the service's windows when there is one. A section with an error counts as
     // present: its limits are still checked as the operator meant them, and the policy is invalid anyway.
     sets.fleet = top.get("rate_limit_service").is_some();
+    let callers_given = top.get("callers");
+    let callers = callers_given.and_then(|v| callers::parse(&mut errs, &top.at("callers"), v));
+    // A limit without `scope` counts per caller when `callers` is there (even if it has an error: the
+    // errors are then about `callers`, not about every limit).
+    sets.scopes = limits::Scopes::new(callers_given.is_some());
     sets.parse_rules(&mut errs, &top);
     if approval.is_none() {
         sets.check_approval(&mut errs);
     }
+    let profiles = match (callers_given, &callers) {
+        // `callers` has an error: already reported.
+        (Some(_), None) => Vec::new(),
+        _ => profiles::parse(
+            &mut errs,
+            &top,
+            &profiles::Context {
+                top: &sets,
+                callers: callers.as_ref(),
+                approval: approval.is_some(),
+            },
+        ),
+    };
 
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
@@ -90,6 +111,8 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     p.rate_limit_service = rate_limit_service;
     p.prompts = sets.prompts.compile();
     p.resources = sets.resources.compile();
+    p.callers = callers;
+    p.profiles = profiles;
     p.seal();
     Ok(p)
 }

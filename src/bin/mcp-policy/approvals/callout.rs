@@ -26,8 +26,8 @@ pub struct Callout {
     pub request_id: Option<String>,
     /// The rule's `reason`.
     pub rule_reason: Option<String>,
-    /// How long the filter waits for this answer, when the callout says (`timeout_ms`: proposed to the filter;
-    /// without it the console uses its own `--timeout-ms`, which should equal the policy's).
+    /// How long the filter waits for this answer: the policy's `approval.timeout_ms`, which the filter sends; a
+    /// callout without it (another sender) waits the console's own `--timeout-ms`.
     pub timeout_ms: Option<u64>,
 }
 
@@ -199,6 +199,8 @@ mod tests {
             jsonrpc_id: &id,
             request_id: Some("req-9"),
             reason: Some("needs a human"),
+            caller: None,
+            timeout_ms: 120_000,
         };
         let c = parse(ask.to_json().as_bytes()).unwrap();
         assert_eq!(
@@ -212,7 +214,7 @@ mod tests {
                 jsonrpc_id: r#""call-7""#.into(),
                 request_id: Some("req-9".into()),
                 rule_reason: Some("needs a human".into()),
-                timeout_ms: None,
+                timeout_ms: Some(120_000),
             }
         );
         let bare = Ask {
@@ -269,7 +271,12 @@ mod tests {
             remember_seconds: Some(900),
         };
         let body = yes.to_json().to_string();
-        assert_eq!(read_answer(Some(200), body.as_bytes()), Answer::Granted);
+        assert_eq!(
+            read_answer(Some(200), body.as_bytes()),
+            Answer::Granted {
+                remember_secs: Some(900)
+            }
+        );
         assert_eq!(
             yes.to_json(),
             json!({"approved": true, "by": "ana", "remember_seconds": 900})

@@ -33,9 +33,14 @@ are then approved without asking). Decisions are appended to a JSON-lines log (-
 and shown again after a restart.
 
 The filter POSTs each callout to --path (default /approve); the console holds it until a
-person decides or its time runs out: the callout's own `timeout_ms` if it carries one, else
---timeout-ms, which should be the policy's `approval.timeout_ms`. A console that stops or
-restarts drops its waiting callouts: the filter refuses those calls (fail closed).
+person decides or its time runs out: the callout's `timeout_ms` (the filter sends the policy's
+`approval.timeout_ms`), else --timeout-ms. A console that stops or restarts drops its waiting
+callouts: the filter refuses those calls (fail closed).
+
+\"Approve for N minutes\" answers the filter with `remember_seconds`: the filter then lets the
+same caller's calls of that tool through without a callout for that long, but never longer than
+--revoke-within (60 s), so that a revocation on the page reaches it within that time; the
+console answers the filter's next callout itself while the approval runs.
 
 Approvers log in with a name and a password, kept as Argon2id hashes in the --approvers file,
 one `NAME:HASH` line each; make a line with
@@ -94,6 +99,11 @@ pub struct Options {
     #[arg(long, value_name = "MINUTES", default_value = "480",
           value_parser = clap::value_parser!(u64).range(1..=10_080))]
     pub max_remember_minutes: u64,
+    /// An "approve for N minutes" is told to the filter for at most this long at a time (its remember_seconds),
+    /// so that a revocation reaches the filter within it; 0: the filter asks the console every time
+    #[arg(long, value_name = "SECONDS", default_value = "60",
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub revoke_within: u64,
     /// The largest callout body accepted
     #[arg(long, value_name = "BYTES", default_value = "16777216",
           value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
@@ -262,7 +272,13 @@ fn start(o: &Options, out: &mut Out) -> Result<(), String> {
             );
         }
         let app = Arc::new(web::App {
-            console: state::Console::new(log, loaded.records, o.timeout_ms, now_ms()),
+            console: state::Console::new(
+                log,
+                loaded.records,
+                o.timeout_ms,
+                o.revoke_within,
+                now_ms(),
+            ),
             approvers,
             sessions: auth::Sessions::default(),
             site: site(local, o.public_url.as_deref()),
@@ -330,6 +346,7 @@ mod tests {
         let o = options(&["approvals", "--approvers", "a.txt"]);
         assert_eq!(o.listen, "127.0.0.1:8002".parse().unwrap());
         assert_eq!((o.path.as_str(), o.timeout_ms), ("/approve", 30_000));
+        assert_eq!(o.revoke_within, 60);
         assert!(options(&["approvals", "--hash-password", "ana"])
             .approvers
             .is_none());
@@ -350,6 +367,10 @@ mod tests {
             (
                 &["approvals", "--approvers", "a", "--timeout-ms", "0"],
                 "--timeout-ms",
+            ),
+            (
+                &["approvals", "--approvers", "a", "--revoke-within", "604801"],
+                "--revoke-within",
             ),
             (
                 &["approvals", "--approvers", "a", "--public-url", "ftp://x"],

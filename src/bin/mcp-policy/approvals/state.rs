@@ -131,6 +131,8 @@ pub struct Console {
     changed: watch::Sender<u64>,
     log: DecisionLog,
     default_timeout_ms: u64,
+    /// The longest `remember_seconds` told to the filter (see [`Console::for_the_filter`]).
+    revoke_within_s: u64,
 }
 
 fn record(c: &Callout, id: &str, outcome: Outcome, by: Option<&str>, now_ms: u64) -> Record {
@@ -155,11 +157,12 @@ fn record(c: &Callout, id: &str, outcome: Outcome, by: Option<&str>, now_ms: u64
 
 impl Console {
     /// A console writing to `log`, restoring the recent decisions and the remembered approvals still running
-    /// from `records` (the log's lines, oldest first).
+    /// from `records` (the log's lines, oldest first). `revoke_within_s`: see [`Console::for_the_filter`].
     pub fn new(
         log: DecisionLog,
         records: Vec<Record>,
         default_timeout_ms: u64,
+        revoke_within_s: u64,
         now_ms: u64,
     ) -> Console {
         let mut remembered: HashMap<Key, Grant> = HashMap::new();
@@ -205,7 +208,16 @@ impl Console {
             changed: watch::Sender::new(0),
             log,
             default_timeout_ms,
+            revoke_within_s,
         }
+    }
+
+    /// The `remember_seconds` the filter is told when `left_s` of an approval for a while remain: at most
+    /// `--revoke-within`. The filter then lets the caller's calls through without asking for that long, beyond
+    /// the reach of a revocation; after it, its next callout is answered here at once from the approval (while
+    /// it runs and was not revoked), with the next stretch. `None`: the filter asks every time.
+    fn for_the_filter(&self, left_s: u64) -> Option<u64> {
+        Some(left_s.min(self.revoke_within_s)).filter(|s| *s > 0)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -262,7 +274,7 @@ impl Console {
                 approved: true,
                 reason: None,
                 by: g.by,
-                remember_seconds: Some(left_s),
+                remember_seconds: self.for_the_filter(left_s),
             }));
         }
         inner.remembered.retain(|_, g| g.until_ms > now_ms);
@@ -331,7 +343,7 @@ impl Console {
             approved: decision.approve,
             reason: decision.reason,
             by: by.to_owned(),
-            remember_seconds,
+            remember_seconds: remember_seconds.and_then(|s| self.for_the_filter(s)),
         };
         if p.reply.send(verdict).is_err() {
             // The callout went away between the check above and now: say so in the log too.
@@ -492,12 +504,12 @@ mod tests {
     fn console() -> (Console, std::path::PathBuf) {
         let path = temp_path("decisions.jsonl");
         let (log, loaded) = DecisionLog::open(&path).unwrap();
-        (Console::new(log, loaded.records, 30_000, T0), path)
+        (Console::new(log, loaded.records, 30_000, 3600, T0), path)
     }
 
     fn reopen(path: &std::path::Path, now_ms: u64) -> Console {
         let (log, loaded) = DecisionLog::open(path).unwrap();
-        Console::new(log, loaded.records, 30_000, now_ms)
+        Console::new(log, loaded.records, 30_000, 3600, now_ms)
     }
 
     fn wait(
@@ -681,6 +693,34 @@ mod tests {
         // ... and ends.
         wait(&c2, callout("set_run_tag", "a"), T0 + 601_000);
         assert!(c2.snapshot(T0 + 601_000).remembered.is_empty());
+    }
+
+    #[test]
+    fn the_filter_is_told_to_remember_for_revoke_within_at_most() {
+        let path = temp_path("decisions.jsonl");
+        let (log, loaded) = DecisionLog::open(&path).unwrap();
+        let c = Console::new(log, loaded.records, 30_000, 60, T0);
+        let (id, _, mut reply) = wait(&c, callout("t", "a"), T0);
+        let r = c.decide(&id, yes(Some(600)), "ana", T0).unwrap();
+        assert_eq!(r.remember_seconds, Some(600), "the approval is for 600 s");
+        assert_eq!(reply.try_recv().unwrap().remember_seconds, Some(60));
+        // The filter asks again after 60 s: answered here, another 60 s; then what is left.
+        for (at, told) in [(T0 + 61_000, 60), (T0 + 570_000, 30)] {
+            match c.submit(callout("t", "a"), at).unwrap() {
+                Submitted::Answered(v) => assert_eq!(v.remember_seconds, Some(told)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // --revoke-within 0: the filter asks every time.
+        let (log, loaded) = DecisionLog::open(&temp_path("decisions.jsonl")).unwrap();
+        let c = Console::new(log, loaded.records, 30_000, 0, T0);
+        let (id, _, mut reply) = wait(&c, callout("t", "a"), T0);
+        c.decide(&id, yes(Some(600)), "ana", T0).unwrap();
+        assert_eq!(reply.try_recv().unwrap().remember_seconds, None);
+        match c.submit(callout("t", "a"), T0 + 1000).unwrap() {
+            Submitted::Answered(v) => assert_eq!((v.approved, v.remember_seconds), (true, None)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -145,6 +145,9 @@ impl Drop for Withdraw {
     }
 }
 
+/// How much longer than a callout's own `timeout_ms` the console holds it (see [`callout`]).
+const FILTER_FIRST: Duration = Duration::from_secs(1);
+
 async fn callout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(token) = &app.callout_token {
         let got = headers
@@ -161,6 +164,13 @@ async fn callout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let timeout_ms = c.timeout_ms.unwrap_or(app.default_timeout_ms);
+    // The filter said how long it waits: its own timeout ends the call (Envoy closes the callout: "withdrawn"),
+    // and the console, which heard of the call a moment later, waits a little longer rather than race it.
+    let grace = if c.timeout_ms.is_some() {
+        FILTER_FIRST
+    } else {
+        Duration::ZERO
+    };
     let for_notice = app.notifier.as_ref().map(|_| c.clone());
     let (id, deadline_ms, reply) = match app.console.submit(c, now_ms()) {
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -178,7 +188,7 @@ async fn callout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         app: app.clone(),
         id: Some(id),
     };
-    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms())) + grace;
     let answer = tokio::time::timeout(left, reply).await;
     let id = guard.id.take().unwrap_or_default();
     match answer {
@@ -611,7 +621,7 @@ mod tests {
         let (log, loaded) = DecisionLog::open(&temp_path("d.jsonl")).unwrap();
         let hash = auth::hash_password("pw").unwrap();
         Arc::new(App {
-            console: Console::new(log, loaded.records, 30_000, now_ms()),
+            console: Console::new(log, loaded.records, 30_000, 60, now_ms()),
             approvers: Approvers::parse(&format!("ana:{hash}")).unwrap(),
             sessions: Sessions::default(),
             site: Site {
@@ -958,12 +968,15 @@ mod tests {
             .header("authorization", "Bearer t0k")
             .body(Body::from(body))
             .unwrap();
+        let started = std::time::Instant::now();
         let (status, _, text) = send(&app, r).await;
         assert_eq!(
             status,
             StatusCode::GATEWAY_TIMEOUT,
             "nobody decided in 50 ms: {text}"
         );
+        // The filter's own timeout (50 ms) comes first: the console waits FILTER_FIRST longer.
+        assert!(started.elapsed() >= Duration::from_millis(50) + FILTER_FIRST);
         let snap = app.console.snapshot(now_ms());
         assert!(snap.pending.is_empty());
         assert_eq!(
