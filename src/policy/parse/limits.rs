@@ -496,6 +496,73 @@ mod tests {
         );
     }
 
+    /// With `callers` and a service: fleet limits count per caller by default; a profile's own limit is named
+    /// by the profile's name (not its place) and counted apart; an inherited one is the top level's, listed
+    /// once; a profile's limit the service cannot count is an error at the profile's path.
+    #[test]
+    fn fleet_limits_of_callers_and_profiles() {
+        let doc = |first: &str, second: &str| {
+            format!(
+                r#"{{"version":"1","rate_limit_service":{{"cluster":"rl"}},
+                "callers":{{"jwt":{{"metadata":"jwt_payload","groups":"groups"}}}},
+                "tools":{{"a":{{"rate_limit":["5/minute",{{"max":9,"window":"hour","scope":"session"}}]}},
+                          "b":{{"rate_limit":"1/second"}}}},
+                "profiles":[{first},{second}]}}"#
+            )
+        };
+        let admins = r#"{"name":"admins","match":{"groups":["admins"]},"tools":{"a":{"rate_limit":"50/minute"}}}"#;
+        let ci = r#"{"name":"ci","match":{"groups":["ci"]}}"#;
+        let p = ok(&doc(admins, ci));
+        let top = p.rule_for("a").unwrap();
+        let f = |l: &crate::policy::RateLimit| l.fleet.clone().unwrap();
+        assert_eq!(f(&top.limits[0]).scope, Scope::Caller);
+        assert_eq!(f(&top.limits[1]).scope, Scope::Session);
+        let own = f(&p.view_of(Some(0)).rule_for("a").unwrap().limits[0]);
+        assert_eq!(
+            (own.rule.as_str(), own.path.as_str(), own.scope),
+            (
+                r#"profiles["admins"].tools["a"]"#,
+                r#"profiles[0].tools["a"].rate_limit"#,
+                Scope::Caller
+            )
+        );
+        assert_ne!(
+            p.view_of(Some(0)).rule_for("a").unwrap().limits[0].spec.id,
+            top.limits[0].spec.id
+        );
+        // Inherited: the top level's limit itself.
+        let inherited = &p.view_of(Some(1)).rule_for("a").unwrap().limits[0];
+        assert_eq!(inherited.spec.id, top.limits[0].spec.id);
+        assert_eq!(inherited.fleet, top.limits[0].fleet);
+        // a (2), b (1), admins' a (1): each once, though two profiles inherit b and one a.
+        assert_eq!(p.fleet_limits().count(), 4);
+        assert_eq!(
+            p.fleet_limit(own_id(&p)).map(|l| l.rule.as_str()),
+            Some(r#"profiles["admins"].tools["a"]"#)
+        );
+        // Reordered profiles: the same names, the same counts.
+        let q = ok(&doc(ci, admins));
+        let moved = f(&q.view_of(Some(1)).rule_for("a").unwrap().limits[0]);
+        assert_eq!(moved.rule, own.rule);
+        assert_eq!(own_id(&q), own_id(&p));
+        let e = one_error(&doc(
+            r#"{"name":"admins","match":{},"tools":{"a":{"rate_limit":{"max":1,"window":90}}}}"#,
+            ci,
+        ));
+        assert_eq!(e.path, r#"profiles[0].tools["a"].rate_limit.window"#);
+        assert!(
+            e.message
+                .contains("cannot be counted by the rate limit service"),
+            "{e}"
+        );
+    }
+
+    /// The id of the admins profile's own limit.
+    fn own_id(p: &crate::policy::Policy) -> u64 {
+        let i = p.profiles.iter().position(|x| x.name == "admins").unwrap();
+        p.view_of(Some(i)).rule_for("a").unwrap().limits[0].spec.id
+    }
+
     /// With `callers`, a limit without `scope` counts per caller; `"caller"` needs `callers`; ids change with
     /// the scope, so switching scopes never inherits counts.
     #[test]
