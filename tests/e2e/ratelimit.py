@@ -186,6 +186,8 @@ class RateLimitService:
         self.calls = 0
         self._lock = threading.Lock()
         self._local = threading.local()
+        # Counts Redis failures: each worker thread's connection is made anew after one (``_redis``).
+        self._generation = 0
         self._workers = workers
         self._want_port = port
         self.server = None
@@ -217,12 +219,20 @@ class RateLimitService:
             self.server = None
 
     def _redis(self) -> Resp:
+        """This worker thread's connection, made anew if Redis failed (in any thread) since it was made: a
+        connection from before Redis went away would fail the first request after Redis is back."""
         c = getattr(self._local, "conn", None)
+        if c is not None and self._local.generation != self._generation:
+            c.close()
+            c = None
         if c is None:
+            self._local.generation = self._generation
             c = self._local.conn = Resp(self.redis_port)
         return c
 
     def _drop_redis(self) -> None:
+        with self._lock:
+            self._generation += 1
         c = getattr(self._local, "conn", None)
         if c is not None:
             c.close()
