@@ -408,6 +408,14 @@ def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bo
     # Each Envoy connects to its upstream from its own loopback address, so the recording upstream can tell
     # which Envoy sent a request (Recorder.watch).
     cluster["upstream_bind_config"] = {"source_address": {"address": next(_SOURCE_IPS), "port_value": 0}}
+    add_clusters(cfg, clusters, grpc_clusters)
+    return cfg
+
+
+def add_clusters(cfg: dict, clusters: dict[str, int] | None = None,
+                 grpc_clusters: dict[str, int] | None = None) -> None:
+    """Adds clusters to a bootstrap, {name: port} on 127.0.0.1: ``clusters`` plain HTTP/1.1 (an approval
+    service), ``grpc_clusters`` HTTP/2 (gRPC: a rate limit service)."""
     for name, port in [*(clusters or {}).items(), *(grpc_clusters or {}).items()]:
         c = {"name": name, "type": "STATIC", "connect_timeout": "1s",
              "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
@@ -417,7 +425,6 @@ def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bo
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}}}}
         cfg["static_resources"]["clusters"].append(c)
-    return cfg
 
 
 def shipped_bootstrap(path: pathlib.Path, ports: dict[str, tuple[int, int]]) -> dict:

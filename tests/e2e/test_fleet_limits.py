@@ -9,6 +9,7 @@ makes sure its real window has room first (``window_room``) and did not cross a 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ import yaml
 import conftest
 from conftest import REPO
 from support import assert_rpc_error, call, post
+from test_callers import Issuer, bearer, jwt_bootstrap
 from test_rate_limits import same_window, window_room
 
 RATE_LIMITED = -31002
@@ -245,6 +247,61 @@ def test_a_cluster_envoy_does_not_have_is_refused_without_harm(fleet, upstream, 
         assert admitted(post(e.url, call("get_run", id=10 + i)))
     assert tools_called(upstream, "create_run") == 0
     assert "rate limit service call to cluster 'no_such_cluster' failed" in e.log_text()
+
+
+# ------------------------------------------------------------------------------------------------ callers
+
+def identity_hash(key: str) -> str:
+    """What the filter sends as mcp_caller (and mcp_session): the first 32 hex digits of the key's SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def test_per_caller_limits_count_across_the_fleet_for_verified_callers(envoy, upstream, service):
+    """The callers example's policy (envoy/examples/callers-jwt.yaml: JWTs that jwt_authn verifies; query_runs 3 a
+    minute per caller, the ml-admins profile's own 30) given a rate_limit_service, through two Envoys: a verified
+    caller has one budget across both Envoys and all its sessions, an ml-admin the profile's; the service is told
+    the caller's key hashed (mcp_caller), never the subject."""
+    idp = Issuer()
+    cfg = jwt_bootstrap(upstream.port, idp)
+    plugin = conftest.wasm_config(cfg)
+    p = json.loads(plugin["configuration"]["value"])
+    assert p["tools"]["query_runs"] == {"rate_limit": "3/minute"} and "scope" not in json.dumps(p)
+    p["rate_limit_service"] = {"cluster": "ratelimit", "timeout_ms": 5000}
+    plugin["configuration"]["value"] = json.dumps(p)
+    conftest.add_clusters(cfg, grpc_clusters={"ratelimit": service.port})
+    envoys = [envoy(None, 0, bootstrap=cfg, concurrency=2) for _ in range(2)]
+    callers = {"bob": (idp.token("bob", groups=["readers"]), 3), "carol": (idp.token("carol"), 3),
+               "alice": (idp.token("alice", groups=["readers", "ml-admins"]), 30)}
+    query = {"experiment_id": "1", "query": ""}
+
+    def calls(who: str, n: int, first: int = 0) -> list:
+        token = callers[who][0]
+
+        def one(i: int):
+            # A new MCP session per call, alternating Envoys: neither is a new budget.
+            return post(envoys[i % 2].url, call("query_runs", query, id=i),
+                        headers={**bearer(token), "Mcp-Session-Id": f"{who}-{i}"})
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(one, range(first, first + n)))
+
+    for who, (_, budget) in callers.items():
+        replies = calls(who, budget + 4)
+        assert sum(admitted(r) for r in replies) == budget, who
+        refused = [r.json()["error"]["data"] for r in replies if "error" in r.json()]
+        assert {d["limit"] for d in refused} == {budget}, (who, refused)
+    assert tools_called(upstream, "query_runs") == 36
+    # What the service counted: one descriptor per call, the caller's key hashed; ml-admins' own rule.
+    seen = {tuple(e["value"] for e in d["entries"]) + (d["entries"][2]["key"],)
+            for req in service.requests for d in req["descriptors"]}
+    assert seen == {('tools["query_runs"]', "0:3/minute", identity_hash("jwt:bob"), "mcp_caller"),
+                    ('tools["query_runs"]', "0:3/minute", identity_hash("jwt:carol"), "mcp_caller"),
+                    ('profiles["ml-admins"].tools["query_runs"]', "0:30/minute", identity_hash("jwt:alice"),
+                     "mcp_caller")}, seen
+    assert not any(name in str(service.requests) for name in callers)
+    # The next window of the service: each budget is back.
+    service.clock_ref.now += 60
+    assert admitted(calls("bob", 1, first=100)[0])
 
 
 # ------------------------------------------------------------------------------------------------ the example
