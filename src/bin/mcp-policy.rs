@@ -16,6 +16,9 @@ mod check;
 #[path = "mcp-policy/explain.rs"]
 mod explain;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/export_limits.rs"]
+mod export_limits;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/extract.rs"]
 mod extract;
 #[cfg(not(target_arch = "wasm32"))]
@@ -30,7 +33,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{approvals, check, explain, scan};
+    use crate::{approvals, check, explain, export_limits, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -46,6 +49,9 @@ examples:
                                                   the same, for that caller (its profile, and why)
   mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
                                                   a starting policy for a live MCP server
+  mcp-policy export-limits --format limitador policy.json > limits.yaml
+                                                  the rate limit service's configuration for
+                                                  the limits it counts (or envoy-ratelimit)
   mcp-policy approvals --approvers approvers.txt  the approvals console on http://127.0.0.1:8002/
 
 `mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
@@ -65,6 +71,7 @@ Exit status 2 means a usage error.";
         Check(check::Options),
         Explain(explain::Options),
         Scan(scan::Options),
+        ExportLimits(export_limits::Options),
         Approvals(approvals::Options),
     }
 
@@ -92,7 +99,10 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
-            Command::Check(_) | Command::Scan(_) | Command::Approvals(_) => None,
+            Command::Check(_)
+            | Command::Scan(_)
+            | Command::ExportLimits(_)
+            | Command::Approvals(_) => None,
         };
         match invalid {
             Some((name, message)) => Err(usage_error(name, &message)),
@@ -117,6 +127,7 @@ Exit status 2 means a usage error.";
             Command::Check(o) => check::run(o, out),
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
+            Command::ExportLimits(o) => export_limits::run(o, out),
             Command::Approvals(o) => approvals::run(o, out),
         }
     }
