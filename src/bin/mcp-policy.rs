@@ -19,6 +19,9 @@ mod explain;
 #[path = "mcp-policy/extract.rs"]
 mod extract;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/render/mod.rs"]
+mod render;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/scan.rs"]
 mod scan;
 #[cfg(not(target_arch = "wasm32"))]
@@ -30,7 +33,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{approvals, check, explain, scan};
+    use crate::{approvals, check, explain, render, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -46,6 +49,9 @@ examples:
                                                   the same, for that caller (its profile, and why)
   mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
                                                   a starting policy for a live MCP server
+  mcp-policy render policy.json --format envoy --upstream http://127.0.0.1:8001/mcp --out envoy-mcp.yaml
+                                                  a ready Envoy bootstrap for it (also: lds,
+                                                  wasmplugin, trafficextension)
   mcp-policy approvals --approvers approvers.txt  the approvals console on http://127.0.0.1:8002/
 
 `mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
@@ -65,6 +71,7 @@ Exit status 2 means a usage error.";
         Check(check::Options),
         Explain(explain::Options),
         Scan(scan::Options),
+        Render(render::Options),
         Approvals(approvals::Options),
     }
 
@@ -92,6 +99,7 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
+            Command::Render(o) => o.validate().err().map(|e| ("render", e)),
             Command::Check(_) | Command::Scan(_) | Command::Approvals(_) => None,
         };
         match invalid {
@@ -117,6 +125,7 @@ Exit status 2 means a usage error.";
             Command::Check(o) => check::run(o, out),
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
+            Command::Render(o) => render::run(o, out),
             Command::Approvals(o) => approvals::run(o, out),
         }
     }

@@ -43,7 +43,7 @@ pub struct Options {
     pub files: Vec<String>,
 }
 
-fn read(file: &str) -> Result<Vec<u8>, String> {
+pub fn read(file: &str) -> Result<Vec<u8>, String> {
     let res = if file == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
