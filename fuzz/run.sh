@@ -23,7 +23,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # target:dictionary
-targets=(policy_parse:policy inspect_decide:mcp json_strict:json profiles:policy)
+targets=(policy_parse:policy inspect_decide:mcp json_strict:json rls_decode:rls profiles:policy)
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
 

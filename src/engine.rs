@@ -27,6 +27,12 @@ pub enum Decision<'p> {
         window_secs: u64,
         retry_after_secs: u64,
     },
+    /// The rate limit service could not say whether a fleet-counted limit has room (timeout, unreachable, an
+    /// error, garbage), and the policy's `on_error` is `deny`.
+    RateLimitUnavailable {
+        rule: Option<&'p str>,
+        reason: String,
+    },
     /// Allowed so far (conditions hold, limits have room), but the approval service must say yes first.
     NeedsApproval {
         rule: Option<&'p str>,
@@ -55,7 +61,10 @@ impl<'p> Decision<'p> {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Decision::Deny { .. } | Decision::RateLimited { .. } | Decision::NotApproved { .. }
+            Decision::Deny { .. }
+                | Decision::RateLimited { .. }
+                | Decision::RateLimitUnavailable { .. }
+                | Decision::NotApproved { .. }
         )
     }
     /// The policy key that decided, `None` when the default posture did.
@@ -64,6 +73,7 @@ impl<'p> Decision<'p> {
             Decision::Allow { rule }
             | Decision::Deny { rule, .. }
             | Decision::RateLimited { rule, .. }
+            | Decision::RateLimitUnavailable { rule, .. }
             | Decision::NeedsApproval { rule, .. }
             | Decision::NotApproved { rule, .. } => *rule,
         }

@@ -12,6 +12,9 @@ pub enum Label {
     Deny,
     /// Refused: over a rate limit (or the rate-limit state could not be kept: fail closed).
     RateLimited,
+    /// Refused: the rate limit service could not say whether a fleet-counted limit has room, and the policy's
+    /// `rate_limit_service.on_error` is `deny`.
+    RateLimitUnavailable,
     /// The approval service said yes: forwarded.
     ApprovalGranted,
     /// Forwarded without asking: the approval service said yes earlier to the same caller's same call, for a
@@ -29,6 +32,8 @@ pub enum Label {
     WouldRateLimit,
     /// Audit mode: would have waited for approval, forwarded without asking.
     WouldRequireApproval,
+    /// Audit mode: would have been refused because the rate limit service could not say, forwarded.
+    WouldRateLimitUnavailable,
     /// Refused at the request headers: no verified caller identity under `callers.required`, or one that
     /// cannot be read exactly (HTTP 401).
     Unauthenticated,
@@ -36,10 +41,11 @@ pub enum Label {
 
 impl Label {
     /// Every label, in declaration order ([`Label::index`] is the position here).
-    pub const ALL: [Label; 12] = [
+    pub const ALL: [Label; 14] = [
         Label::Allow,
         Label::Deny,
         Label::RateLimited,
+        Label::RateLimitUnavailable,
         Label::ApprovalGranted,
         Label::ApprovalRemembered,
         Label::ApprovalDenied,
@@ -48,6 +54,7 @@ impl Label {
         Label::WouldDeny,
         Label::WouldRateLimit,
         Label::WouldRequireApproval,
+        Label::WouldRateLimitUnavailable,
         Label::Unauthenticated,
     ];
 
@@ -57,6 +64,7 @@ impl Label {
             Label::Allow => "allow",
             Label::Deny => "deny",
             Label::RateLimited => "rate_limited",
+            Label::RateLimitUnavailable => "rate_limit_unavailable",
             Label::ApprovalGranted => "approval_granted",
             Label::ApprovalRemembered => "approval_remembered",
             Label::ApprovalDenied => "approval_denied",
@@ -65,6 +73,7 @@ impl Label {
             Label::WouldDeny => "would_deny",
             Label::WouldRateLimit => "would_rate_limit",
             Label::WouldRequireApproval => "would_require_approval",
+            Label::WouldRateLimitUnavailable => "would_rate_limit_unavailable",
             Label::Unauthenticated => "unauthenticated",
         }
     }
@@ -101,6 +110,7 @@ mod tests {
                 "allow",
                 "deny",
                 "rate_limited",
+                "rate_limit_unavailable",
                 "approval_granted",
                 "approval_remembered",
                 "approval_denied",
@@ -109,6 +119,7 @@ mod tests {
                 "would_deny",
                 "would_rate_limit",
                 "would_require_approval",
+                "would_rate_limit_unavailable",
                 "unauthenticated"
             ]
         );

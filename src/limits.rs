@@ -20,6 +20,14 @@
 //! ## Creating keys
 //! Envoy's shared data cannot create a key atomically (a `set` on a missing key ignores the CAS), so keys
 //! are created only while holding a creation lock (`rl/lock`, itself created when the policy loads).
+//!
+//! ## Fleet-wide limits
+//! With a `rate_limit_service` in the policy, limits are counted by Envoy's rate limit service instead (one
+//! count for every Envoy of the fleet): [`fleet`] shapes what is asked and reads the answer, [`rls`] is the wire
+//! format. Limits marked `"counted": "proxy"` stay here.
+
+pub mod fleet;
+pub mod rls;
 
 use std::fmt;
 

@@ -35,6 +35,9 @@ pub struct Record<'a> {
     pub charges: Vec<Charge>,
     /// The call needed approval and has it (`None`: it did not need it, or was not approved).
     pub granted: Option<Granted>,
+    /// Why an allowed call went uncounted (the rate limit service could not be asked, `on_error: allow`): the
+    /// reason of its audit line.
+    pub note: Option<String>,
 }
 
 /// How a call that needed approval got it.
@@ -68,6 +71,7 @@ impl<'a> Record<'a> {
             decision,
             charges,
             granted: None,
+            note: None,
         }
     }
 
@@ -93,7 +97,7 @@ impl<'a> Record<'a> {
         match &self.decision {
             None | Some(Decision::Allow { .. }) if refused => (Label::Deny, Some(BATCH_REFUSED)),
             None | Some(Decision::Allow { .. }) => match self.granted {
-                None => (Label::Allow, None),
+                None => (Label::Allow, self.note.as_deref()),
                 Some(Granted::Asked) => (Label::ApprovalGranted, None),
                 Some(Granted::Remembered) => (Label::ApprovalRemembered, None),
             },
@@ -103,6 +107,12 @@ impl<'a> Record<'a> {
                 (Label::WouldRateLimit, Some(reason))
             }
             Some(Decision::RateLimited { reason, .. }) => (Label::RateLimited, Some(reason)),
+            Some(Decision::RateLimitUnavailable { reason, .. }) if audit_mode => {
+                (Label::WouldRateLimitUnavailable, Some(reason))
+            }
+            Some(Decision::RateLimitUnavailable { reason, .. }) => {
+                (Label::RateLimitUnavailable, Some(reason))
+            }
             Some(Decision::NeedsApproval { .. }) if refused => (Label::Deny, Some(BATCH_REFUSED)),
             Some(Decision::NeedsApproval { reason, .. }) => (Label::WouldRequireApproval, *reason),
             Some(Decision::NotApproved {

@@ -194,6 +194,18 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
             );
             (RATE_LIMITED, msg)
         }
+        Decision::RateLimitUnavailable { reason, .. } => {
+            data.insert(
+                "decision".into(),
+                json!(Label::RateLimitUnavailable.as_str()),
+            );
+            data.insert("reason".into(), json!(reason));
+            let msg = format!(
+                "{what} '{}' not forwarded: its rate limits could not be checked ({reason})",
+                tool.unwrap_or("")
+            );
+            (RATE_LIMITED, msg)
+        }
     };
     Some(error(Some(id), code, &message, Some(Value::Object(data))))
 }

@@ -1751,3 +1751,153 @@ fn approvals_refuses_to_start_without_proper_approvers() {
         missing.stderr
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// export-limits
+// ---------------------------------------------------------------------------------------------------------
+
+const FLEET: &str = r#"{"version":"1","default":"deny","rate_limit_service":{"cluster":"ratelimit","domain":"mcp-prod"},
+  "tools":{"search_runs":{"rate_limit":"10/minute"},
+           "create_run":{"rate_limit":[{"max":50,"window":"hour","scope":"global"},{"max":2,"window":1,"counted":"proxy"}]}}}"#;
+
+#[test]
+fn export_limits_for_each_engine() {
+    let p = file("fleet.json", FLEET);
+    let r = run(
+        &["export-limits", "--format", "envoy-ratelimit", s(&p)],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr, "");
+    assert!(
+        r.stdout.starts_with(&format!(
+            "# envoyproxy/ratelimit config file: the 2 rate limits that the rate_limit_service counts for the policy in {}\n",
+            s(&p)
+        )),
+        "{}",
+        r.stdout
+    );
+    let want = r#"domain: mcp-prod
+descriptors:
+- key: mcp_rule
+  value: tools["create_run"]
+  descriptors:
+  - key: mcp_limit
+    value: 0:50/hour
+    rate_limit:
+      unit: hour
+      requests_per_unit: 50
+- key: mcp_rule
+  value: tools["search_runs"]
+  descriptors:
+  - key: mcp_limit
+    value: 0:10/minute
+    descriptors:
+    - key: mcp_session
+      rate_limit:
+        unit: minute
+        requests_per_unit: 10
+"#;
+    assert!(r.stdout.ends_with(want), "{}", r.stdout);
+
+    // The same policy inside an Envoy YAML, read from standard input.
+    let r = run(
+        &["export-limits", "--format", "limitador", "-"],
+        Some(&envoy_yaml(&FLEET.replace('\n', " "))),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains(r#"for the policy in (stdin): listener "mcp" > filter"#),
+        "{}",
+        r.stdout
+    );
+    let want = r#"- namespace: mcp-prod
+  name: tools["create_run"].rate_limit[0]
+  max_value: 50
+  seconds: 3600
+  conditions:
+  - size(descriptors) > 0 && descriptors[0].mcp_rule == 'tools["create_run"]' && descriptors[0].mcp_limit == '0:50/hour'
+  variables: []
+- namespace: mcp-prod
+  name: tools["search_runs"].rate_limit
+  max_value: 10
+  seconds: 60
+  conditions:
+  - size(descriptors) > 0 && descriptors[0].mcp_rule == 'tools["search_runs"]' && descriptors[0].mcp_limit == '0:10/minute'
+  variables:
+  - descriptors[0].mcp_session
+"#;
+    assert!(r.stdout.ends_with(want), "{}", r.stdout);
+}
+
+#[test]
+fn export_limits_trouble_goes_to_standard_error() {
+    // No rate_limit_service: nothing to export.
+    let p = file("local.json", GOOD);
+    let r = run(&["export-limits", "--format", "limitador", s(&p)], None);
+    assert_eq!((r.code, r.stdout.as_str()), (1, ""));
+    assert!(
+        r.stderr.contains("the policy has no rate_limit_service"),
+        "{}",
+        r.stderr
+    );
+    // An invalid policy: every error, with its path and fix.
+    let p = file("bad.json", BAD);
+    let r = run(&["export-limits", "--format", "limitador", s(&p)], None);
+    assert_eq!((r.code, r.stdout.as_str()), (1, ""));
+    assert!(
+        r.stderr
+            .contains("invalid mcp-policy configuration (2 errors)"),
+        "{}",
+        r.stderr
+    );
+    // A window the service cannot count is an error of the policy.
+    let p = file(
+        "window.json",
+        r#"{"version":"1","rate_limit_service":{"cluster":"rl"},"tools":{"t":{"rate_limit":{"max":5,"window":90}}}}"#,
+    );
+    let r = run(
+        &["export-limits", "--format", "envoy-ratelimit", s(&p)],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(r#"tools["t"].rate_limit.window: a window of 90 seconds cannot be counted by the rate limit service"#),
+        "{}",
+        r.stderr
+    );
+    // Several policies in one file: which one is meant is not guessed.
+    let two = format!("{}---\n{}", envoy_yaml(GOOD), envoy_yaml(GOOD));
+    let p = file("two.yaml", &two);
+    let r = run(&["export-limits", "--format", "limitador", s(&p)], None);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("2 policies found"), "{}", r.stderr);
+    // Unreadable, and usage errors (status 2).
+    let r = run(
+        &[
+            "export-limits",
+            "--format",
+            "limitador",
+            "/nonexistent/p.json",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("/nonexistent/p.json: cannot read"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["export-limits", "--format", "istio", "p.json"], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("invalid value 'istio' for '--format <FORMAT>'"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["export-limits", "p.json"], None);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("Usage:"), "{}", r.stderr);
+}

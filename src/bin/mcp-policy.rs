@@ -16,6 +16,9 @@ mod check;
 #[path = "mcp-policy/explain.rs"]
 mod explain;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/export_limits.rs"]
+mod export_limits;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/extract.rs"]
 mod extract;
 #[cfg(not(target_arch = "wasm32"))]
@@ -33,7 +36,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{approvals, check, explain, render, scan};
+    use crate::{approvals, check, explain, export_limits, render, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -52,6 +55,9 @@ examples:
   mcp-policy render policy.json --format envoy --upstream http://127.0.0.1:8001/mcp --out envoy-mcp.yaml
                                                   a ready Envoy bootstrap for it (also: lds,
                                                   wasmplugin, trafficextension)
+  mcp-policy export-limits --format limitador policy.json > limits.yaml
+                                                  the rate limit service's configuration for
+                                                  the limits it counts (or envoy-ratelimit)
   mcp-policy approvals --approvers approvers.txt  the approvals console on http://127.0.0.1:8002/
 
 `mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
@@ -72,6 +78,7 @@ Exit status 2 means a usage error.";
         Explain(explain::Options),
         Scan(scan::Options),
         Render(render::Options),
+        ExportLimits(export_limits::Options),
         Approvals(approvals::Options),
     }
 
@@ -100,7 +107,10 @@ Exit status 2 means a usage error.";
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
             Command::Render(o) => o.validate().err().map(|e| ("render", e)),
-            Command::Check(_) | Command::Scan(_) | Command::Approvals(_) => None,
+            Command::Check(_)
+            | Command::Scan(_)
+            | Command::ExportLimits(_)
+            | Command::Approvals(_) => None,
         };
         match invalid {
             Some((name, message)) => Err(usage_error(name, &message)),
@@ -126,6 +136,7 @@ Exit status 2 means a usage error.";
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
             Command::Render(o) => render::run(o, out),
+            Command::ExportLimits(o) => export_limits::run(o, out),
             Command::Approvals(o) => approvals::run(o, out),
         }
     }

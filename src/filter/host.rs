@@ -101,6 +101,30 @@ impl Host for Envoy {
         (status, body)
     }
 
+    /// Through the SDK, for the token registration (as `http_callout`). `cluster` is the cluster's name, never
+    /// a serialized `GrpcService` (policy validation refuses names that would parse as one): for a name, Envoy
+    /// answers ParseFailure when the cluster does not exist, InternalFailure when the call cannot start, both
+    /// of which the SDK lists; BadArgument (a trap in the SDK) only when it cannot make a client for a cluster
+    /// it found, which it does not do for a plain cluster.
+    fn grpc_callout(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        hostcalls::dispatch_grpc_call(cluster, service, method, vec![], Some(message), timeout)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn grpc_response(&mut self, size: usize) -> Vec<u8> {
+        abi::buffer(BufferType::GrpcReceiveBuffer, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
     fn response_header(&mut self, name: &str) -> Option<String> {
         let bytes = abi::header(MapType::HttpResponseHeaders, name)
             .ok()

@@ -2,13 +2,17 @@
 //! earlier for a while that still runs (`crate::remember`); the request waits (other requests carry on) until
 //! every answer is in, in whatever order Envoy delivers them.
 
-use super::{env, env_at, Action, Flow, Host, Pending};
+use super::{env, env_at, resume_after, Action, Flow, Host, Pending};
 use crate::approval::{read_answer, Answer};
 use crate::policy::Policy;
 use crate::remember::{self, For, Key};
 use crate::request::{Awaiting, Head};
 use log::Level;
 use std::time::Duration;
+
+fn is_approval(p: &Pending) -> bool {
+    matches!(p, Pending::Approval(_))
+}
 
 /// A request waiting for its approval answers.
 pub(super) struct Approval {
@@ -118,60 +122,42 @@ impl Flow {
             keys,
             tools_list_id,
         });
-        if self.asking() {
+        if self.waiting_for(is_approval) {
             Action::Pause
         } else {
             self.conclude(host, Some(now_nanos))
         }
     }
 
-    /// True while approval callouts are out.
-    fn asking(&self) -> bool {
-        self.pending
-            .iter()
-            .any(|(_, p)| matches!(p, Pending::Approval(_)))
-    }
-
-    /// The answer of a callout (Envoy's `on_http_call_response`). Tokens that are not this request's are
-    /// ignored (nothing is read for them).
+    /// The answer of an HTTP callout (Envoy's `on_http_call_response`). Tokens that are not this request's
+    /// approval callouts are ignored (nothing is read for them).
     pub fn on_http_callout_response<H: Host>(
         &mut self,
         host: &mut H,
         token: u32,
         body_size: usize,
     ) {
-        let Some(pos) = self.pending.iter().position(|(t, _)| *t == token) else {
+        let Some(Pending::Approval(index)) = self.take_pending(token, is_approval) else {
             return;
         };
-        let (_, pending) = self.pending.swap_remove(pos);
-        match pending {
-            Pending::Approval(index) => {
-                let (status, body) = host.callout_response(body_size);
-                let answer = read_answer(status, &body);
-                let now_nanos = match answer {
-                    Answer::Granted {
-                        remember_secs: Some(secs),
-                    } => self.remember(host, index, secs),
-                    _ => None,
-                };
-                if let Some(a) = self
-                    .approval
-                    .as_mut()
-                    .and_then(|a| a.answers.get_mut(index))
-                {
-                    *a = Some(answer);
-                }
-                if !self.asking() && self.conclude(host, now_nanos) == Action::Continue {
-                    if let Err(e) = host.resume_request() {
-                        host.log(
-                            Level::Warn,
-                            &format!(
-                                "mcp-policy: could not resume the request after approval ({e})"
-                            ),
-                        );
-                    }
-                }
-            }
+        let (status, body) = host.callout_response(body_size);
+        let answer = read_answer(status, &body);
+        let now_nanos = match answer {
+            Answer::Granted {
+                remember_secs: Some(secs),
+            } => self.remember(host, index, secs),
+            _ => None,
+        };
+        if let Some(a) = self
+            .approval
+            .as_mut()
+            .and_then(|a| a.answers.get_mut(index))
+        {
+            *a = Some(answer);
+        }
+        if !self.waiting_for(is_approval) {
+            let concluded = self.conclude(host, now_nanos);
+            resume_after(host, concluded, "approval");
         }
     }
 
@@ -228,12 +214,14 @@ impl Flow {
         }
     }
 
-    /// The stream is over (Envoy's `on_done`). If the client went away while approval was asked, the call
-    /// was never forwarded: its rate-limit units go back, and late answers are ignored.
+    /// The stream is over (Envoy's `on_done`). If the client went away while approval (or the rate limit
+    /// service) was asked, the call was never forwarded: the rate-limit units counted here go back (the service
+    /// has no refunds), and late answers are ignored.
     pub fn on_done<H: Host>(&mut self, host: &mut H) {
         if !self.pending.is_empty() {
             self.pending.clear();
             self.approval = None;
+            self.fleet = None;
             self.give_back(host);
         }
     }

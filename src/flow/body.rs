@@ -84,6 +84,13 @@ impl Flow {
                 let list = summary.tools_list_id;
                 self.ask_approval(host, &policy, asks, awaiting, list, now_nanos)
             }
+            Outcome::Count {
+                reservations,
+                counting,
+            } => {
+                self.reservations = reservations;
+                self.ask_rate_limit_service(host, &policy, counting, summary.tools_list_id)
+            }
         }
     }
 

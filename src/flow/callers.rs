@@ -360,3 +360,71 @@ fn audit_mode_lets_a_request_without_an_identity_through_but_not_an_unreadable_o
     assert_eq!(host.reply_json().0, 401);
     assert_eq!(host.labels(), ["unauthenticated"]);
 }
+
+/// Fleet-wide limits count per caller too: a caller-scoped limit (the default with `callers`) goes to the rate
+/// limit service with the caller's key hashed (`mcp_caller`), a session-scoped one with the session's, a
+/// profile's own limit under the profile's rule name; the service's refusal names the profile's limit.
+#[test]
+fn fleet_limits_count_per_caller_and_a_profiles_apart() {
+    use crate::limits::fleet::identity_hash;
+    use crate::limits::rls::{self, CurrentLimit, Response, Status};
+    const FLEET: &str = r#"{"version":"1","default":"deny",
+      "callers":{"jwt":{"metadata":"jwt_payload","subject":"sub","groups":"groups"}},
+      "rate_limit_service":{"cluster":"ratelimit"},
+      "tools":{"search_runs":{"rate_limit":["10/minute",{"max":100,"window":"hour","scope":"session"}]}},
+      "profiles":[{"name":"ml-admins","match":{"groups":["ml-admins"]},
+                   "tools":{"search_runs":{"rate_limit":"50/minute"}}}]}"#;
+    let body = tools_call(1, "search_runs");
+    let asked = |props: &[(&str, Vec<u8>)]| {
+        let mut host = from(props, &[("mcp-session-id", "s-1")], &body);
+        let mut flow = Flow::new(load(&host, FLEET));
+        assert_eq!(send(&mut flow, &mut host), (Action::Pause, Action::Pause));
+        assert_eq!(host.grpc_calls.len(), 1, "{:?}", host.calls);
+        let text = String::from_utf8_lossy(&host.grpc_calls[0].4).into_owned();
+        (flow, host, text)
+    };
+    let session = identity_hash("s-1");
+    // alice is an ML admin: the profile's own limit, per caller.
+    let (mut flow, mut host, alice) = asked(&alice_admin());
+    assert!(alice.contains(r#"profiles["ml-admins"].tools["search_runs"]"#));
+    assert!(alice.contains("0:50/minute") && !alice.contains("0:10/minute"));
+    assert!(alice.contains("mcp_caller") && alice.contains(&identity_hash("jwt:alice")));
+    assert!(!alice.contains("mcp_session") && !alice.contains(&session));
+    // bob has no profile: the top level's limits, per caller and per session.
+    let (_, _, bob) = asked(&[(SUB, b"bob".to_vec())]);
+    assert!(bob.contains(r#"tools["search_runs"]"#) && !bob.contains("profiles["));
+    assert!(bob.contains("0:10/minute") && bob.contains("1:100/hour"));
+    assert!(bob.contains("mcp_caller") && bob.contains(&identity_hash("jwt:bob")));
+    assert!(bob.contains("mcp_session") && bob.contains(&session));
+    // A caller without a verified identity is counted by its client address, as in this Envoy.
+    let (_, _, anonymous) = asked(&[]);
+    assert!(anonymous.contains(&identity_hash("ip:10.0.0.7")));
+    // The service refuses alice's call: the reply names the profile's limit.
+    host.grpc_answer = Response {
+        overall_code: rls::CODE_OVER_LIMIT,
+        statuses: vec![Status {
+            code: rls::CODE_OVER_LIMIT,
+            current_limit: Some(CurrentLimit {
+                requests_per_unit: 50,
+                unit: 2,
+            }),
+            limit_remaining: 0,
+            duration_until_reset: Some(rls::Duration {
+                seconds: 12,
+                nanos: 0,
+            }),
+        }],
+    }
+    .encode();
+    let token = host.grpc_calls[0].0;
+    let size = host.grpc_answer.len();
+    flow.on_grpc_callout_response(&mut host, token, 0, size);
+    assert_eq!(host.labels(), ["rate_limited"]);
+    let (_, v) = host.reply_json();
+    assert_eq!(v["error"]["data"]["retry_after_seconds"], 12);
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("rate limit of 50 calls per 60s (per caller) reached"),
+        "{message}"
+    );
+}

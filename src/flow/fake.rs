@@ -26,6 +26,12 @@ pub struct FakeHost {
     pub next_token: u32,
     /// What the reported callout answered: `:status` and body.
     pub callout_answer: (Option<u32>, Vec<u8>),
+    /// Make gRPC calls fail to start.
+    pub grpc_fails: bool,
+    /// The message of the reported gRPC answer.
+    pub grpc_answer: Vec<u8>,
+    /// gRPC calls: token, cluster, service/method, timeout in ms, message.
+    pub grpc_calls: Vec<(u32, String, String, u128, Vec<u8>)>,
     /// The response headers (updated by the filter's changes) and body.
     pub response_headers: Vec<(String, String)>,
     pub response_body: Vec<u8>,
@@ -57,6 +63,9 @@ impl Default for FakeHost {
             set_body_fails: false,
             next_token: 1,
             callout_answer: (Some(200), br#"{"approved": true}"#.to_vec()),
+            grpc_fails: false,
+            grpc_answer: vec![0x08, 0x01],
+            grpc_calls: Vec::new(),
             response_headers: Vec::new(),
             response_body: Vec::new(),
             now_nanos: 1_700_000_000_000_000_000,
@@ -267,6 +276,35 @@ impl Host for FakeHost {
     fn callout_response(&mut self, body_size: usize) -> (Option<u32>, Vec<u8>) {
         self.call(format!("callout_response {body_size}"));
         self.callout_answer.clone()
+    }
+
+    fn grpc_callout(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        self.call(format!("grpc_callout {cluster} {}ms", timeout.as_millis()));
+        if self.grpc_fails {
+            return Err("ParseFailure".into());
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.grpc_calls.push((
+            token,
+            cluster.to_owned(),
+            format!("{service}/{method}"),
+            timeout.as_millis(),
+            message.to_vec(),
+        ));
+        Ok(token)
+    }
+
+    fn grpc_response(&mut self, size: usize) -> Vec<u8> {
+        self.call(format!("grpc_response {size}"));
+        self.grpc_answer.clone()
     }
 
     fn response_header(&mut self, name: &str) -> Option<String> {

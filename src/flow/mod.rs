@@ -9,6 +9,8 @@
 //!   continue;
 //! - `body.rs`: the request body: the size limit, [`crate::request::check_body`], the metrics and audit lines,
 //!   the exported headers, then forward, reply, or ask for approval;
+//! - `fleet.rs`: the rate limit service (fleet-wide limits): one gRPC call per request of the body, their
+//!   answers in any order, then on to approval or upstream, or the refusal;
 //! - `approval.rs`: the approval callouts (but for calls a remembered approval answers), their answers in any
 //!   order, the client leaving while they are out;
 //! - `response.rs`: the upstream's answer: rate-limit units given back on a 5xx, tools/list answers filtered.
@@ -18,9 +20,9 @@
 //!
 //! Where the next things go: what Envoy verified about the caller (JWT metadata, the peer certificate) is
 //! read once in `headers.rs` through [`Host::property`] ([`crate::caller::read`]), only when the policy has
-//! `callers`, and kept in the [`Head`] for the body's decision; a step that waits
-//! for the network (a gRPC call to a rate limit service) gets a [`Host`] method to start it, a `Pending`
-//! variant for its token, and a `Flow::on_..._response` in its own file, which the filter's context calls;
+//! `callers`, and kept in the [`Head`] for the body's decision; a step that waits for the network gets a
+//! [`Host`] method to start it, a `Pending` variant for its token, and a `Flow::on_..._response` in its own
+//! file, which the filter's context calls (as `fleet.rs` does for the rate limit service's gRPC calls);
 //! state shared across requests and workers (remembered approvals, as `crate::remember` does; pins) is read
 //! and written through [`Host::store`].
 
@@ -30,6 +32,7 @@ mod body;
 mod callers;
 #[cfg(test)]
 mod fake;
+mod fleet;
 mod headers;
 mod response;
 
@@ -60,12 +63,16 @@ pub enum Action {
 pub enum Counter {
     /// A tools/list answer was rewritten (`mcp_policy.tools_list_filtered_total`).
     ToolsListFiltered,
+    /// A request to the rate limit service got no usable answer: timeout, unreachable, a gRPC error, garbage
+    /// (`mcp_policy.rate_limit_service_errors_total`), whatever `on_error` then did with the call.
+    RateLimitServiceErrors,
 }
 
 impl Counter {
     pub fn as_str(self) -> &'static str {
         match self {
             Counter::ToolsListFiltered => "tools_list_filtered",
+            Counter::RateLimitServiceErrors => "rate_limit_service_errors",
         }
     }
 }
@@ -110,6 +117,19 @@ pub trait Host {
     /// timeout, connection failure) and its body (`body_size` bytes; empty if unreadable).
     fn callout_response(&mut self, body_size: usize) -> (Option<u32>, Vec<u8>);
 
+    /// Starts a unary gRPC call (`service`/`method`, the serialized request `message`) to an Envoy cluster;
+    /// its answer comes to [`Flow::on_grpc_callout_response`] with the token returned here.
+    fn grpc_callout(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String>;
+    /// The message of the gRPC answer being reported (`size` bytes; empty if unreadable).
+    fn grpc_response(&mut self, size: usize) -> Vec<u8>;
+
     /// A response header's first value (bytes that are not UTF-8 become U+FFFD).
     fn response_header(&mut self, name: &str) -> Option<String>;
     /// Sets (`Some`) or removes (`None`) a response header. Only while the response headers are held.
@@ -140,6 +160,8 @@ pub trait Host {
 enum Pending {
     /// The approval callout of the ask at this index (in body order).
     Approval(usize),
+    /// The rate limit service request at this index (of [`crate::request::Counting::messages`]).
+    RateLimit(usize),
 }
 
 /// The state of one request between callbacks.
@@ -160,6 +182,8 @@ pub struct Flow {
     pending: Vec<(u32, Pending)>,
     /// Set while the approval answers are awaited.
     approval: Option<Approval>,
+    /// Set while the rate limit service's answers are awaited.
+    fleet: Option<fleet::Fleet>,
     /// Set when the request holds a tools/list whose answer is filtered.
     list: Option<ListAnswer>,
 }
@@ -174,6 +198,7 @@ impl Flow {
             reservations: Vec::new(),
             pending: Vec::new(),
             approval: None,
+            fleet: None,
             list: None,
         }
     }
@@ -215,6 +240,21 @@ impl Flow {
         self.respond(host, &reply::uninspectable(why))
     }
 
+    /// Takes the callout in flight with this token, if it is one `is` accepts (HTTP and gRPC tokens are
+    /// numbered apart, so a token alone does not say which callout it is).
+    fn take_pending(&mut self, token: u32, is: fn(&Pending) -> bool) -> Option<Pending> {
+        let pos = self
+            .pending
+            .iter()
+            .position(|(t, p)| *t == token && is(p))?;
+        Some(self.pending.swap_remove(pos).1)
+    }
+
+    /// True while callouts that `is` accepts are in flight.
+    fn waiting_for(&self, is: fn(&Pending) -> bool) -> bool {
+        self.pending.iter().any(|(_, p)| is(p))
+    }
+
     /// Gives the request's rate-limit units back.
     fn give_back<H: Host>(&mut self, host: &H) {
         if let Some(p) = &self.policy {
@@ -226,6 +266,19 @@ impl Flow {
             .release(&self.reservations);
         }
         self.reservations.clear();
+    }
+}
+
+/// After a wait (approval, the rate limit service) concluded from a callout's answer: lets the request go on
+/// if it is to go on (`after` says after what, for the log line if Envoy refuses).
+fn resume_after<H: Host>(host: &mut H, concluded: Action, after: &str) {
+    if concluded == Action::Continue {
+        if let Err(e) = host.resume_request() {
+            host.log(
+                Level::Warn,
+                &format!("mcp-policy: could not resume the request after {after} ({e})"),
+            );
+        }
     }
 }
 

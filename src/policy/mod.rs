@@ -12,6 +12,7 @@ pub use glob::{is_glob, Glob};
 pub use parse::{parse, ConfigError, ConfigErrors};
 pub use profile::{Callers, ClaimPath, Jwt, Match, Profile, View};
 
+use crate::limits::fleet::{FleetLimit, RateLimitService};
 use crate::limits::{LimitSpec, Scope};
 use std::collections::HashMap;
 
@@ -85,6 +86,8 @@ pub struct RateLimit {
     pub spec: LimitSpec,
     /// `cost`: the argument path whose value is consumed instead of 1 (segments after `args`).
     pub cost: Option<(String, Vec<String>)>,
+    /// Counted by the `rate_limit_service` (and what it is told), else by this Envoy (`None`).
+    pub fleet: Option<FleetLimit>,
 }
 
 impl RateLimit {
@@ -185,6 +188,8 @@ pub struct Policy {
     pub identity: Identity,
     /// Where `require_approval` calls are sent (required when any rule or the default requires approval).
     pub approval: Option<crate::approval::ApprovalConfig>,
+    /// The rate limit service that counts every limit without `"counted": "proxy"`, fleet-wide.
+    pub rate_limit_service: Option<RateLimitService>,
     /// `hide`: tools removed from tools/list and denied.
     pub hide: Vec<Glob>,
     /// `filter_tools_list`: also remove tools whose calls are always denied.
@@ -206,6 +211,9 @@ pub struct Policy {
     unforgeable: Vec<String>,
     /// See [`Policy::counts`] (set by [`Policy::seal`]): session, caller, global.
     scopes: [bool; 3],
+    /// See [`Policy::fleet_limit`] (set by [`Policy::seal`]). A list, not a map: a policy has a few limits, a
+    /// call looks one or two up, and another `HashMap` type would add its own code to the wasm.
+    fleet: Vec<(u64, FleetLimit)>,
 }
 
 /// The rules for one kind of target (tools, prompts or resources), compiled for lookup.
@@ -283,6 +291,7 @@ impl Policy {
             hold_headers: true,
             identity: Identity::default(),
             approval: None,
+            rate_limit_service: None,
             hide: Vec::new(),
             filter_tools_list: true,
             mode: Mode::Enforce,
@@ -295,6 +304,7 @@ impl Policy {
             hold: 1,
             unforgeable: Vec::new(),
             scopes: [false; 3],
+            fleet: Vec::new(),
         }
     }
 
@@ -330,24 +340,48 @@ impl Policy {
         self.all_rules().any(|r| !r.limits.is_empty())
     }
 
-    /// True when some rate limit (of the top level or of a profile) has this scope.
+    /// True when some rate limit (of the top level or of a profile, counted here or by the rate limit service)
+    /// has this scope.
     pub fn counts(&self, scope: Scope) -> bool {
         self.scopes.get(scope as usize).copied().unwrap_or(false)
     }
 
-    /// The longest session- or caller-scoped window: a rate-limit slot changes owner only after this much
-    /// silence.
+    /// The longest session- or caller-scoped window counted here: a rate-limit slot changes owner only after
+    /// this much silence.
     pub fn hold_secs(&self) -> u64 {
         self.hold
     }
 
-    /// Works out, once, what the per-request paths would otherwise recompute: the longest session window and
-    /// the header names to strip. Called when parsing is done.
+    /// What the rate limit service is told about the limit with this id (a charge's `limit.id`); `None` for a
+    /// limit this Envoy counts.
+    pub fn fleet_limit(&self, id: u64) -> Option<&FleetLimit> {
+        self.fleet.iter().find(|(i, _)| *i == id).map(|(_, f)| f)
+    }
+
+    /// Every limit the rate limit service counts, once each, in the policy's order (the top level's tools,
+    /// prompts, resources, then each profile's own; rules in the order of their set). A top-level limit a
+    /// profile inherits is one limit: its counts are shared, as in this Envoy.
+    pub fn fleet_limits(&self) -> impl Iterator<Item = &FleetLimit> {
+        self.fleet.iter().map(|(_, f)| f)
+    }
+
+    /// Works out, once, what the per-request paths would otherwise recompute: the longest session or caller
+    /// window counted here, which scopes are used, the header names to strip, the fleet limits by id. Called
+    /// when parsing is done.
     pub(crate) fn seal(&mut self) {
+        let mut fleet: Vec<(u64, FleetLimit)> = Vec::new();
+        for l in self.all_rules().flat_map(|r| &r.limits) {
+            if let Some(f) = &l.fleet {
+                if !fleet.iter().any(|(id, _)| *id == l.spec.id) {
+                    fleet.push((l.spec.id, f.clone()));
+                }
+            }
+        }
+        self.fleet = fleet;
         self.hold = self
             .all_rules()
             .flat_map(|r| &r.limits)
-            .filter(|l| l.spec.scope != Scope::Global)
+            .filter(|l| l.spec.scope != Scope::Global && l.fleet.is_none())
             .map(|l| l.spec.window_secs)
             .max()
             .unwrap_or(1);

@@ -1,7 +1,7 @@
 //! A request waiting for approval: what is kept of its body so that the answers can be applied without
 //! reading the body again.
 
-use super::{check_body, events, Env, Event, Head, Outcome};
+use super::{check_body, events, Env, Event, Head, Next, Outcome};
 use crate::approval::Answer;
 use crate::engine::Decision;
 use crate::limits::Store;
@@ -29,6 +29,8 @@ struct Kept {
     rule: Option<String>,
     /// The call waits for approval; otherwise it is allowed (or not a governed call).
     asked: bool,
+    /// See [`Record::note`].
+    note: Option<String>,
 }
 
 impl PartialEq for Kept {
@@ -44,6 +46,7 @@ impl PartialEq for Kept {
             && target(self) == target(other)
             && self.rule == other.rule
             && self.asked == other.asked
+            && self.note == other.note
     }
 }
 
@@ -66,9 +69,22 @@ impl Awaiting {
                 }),
                 rule: r.rule().map(str::to_owned),
                 asked: matches!(r.decision, Some(Decision::NeedsApproval { .. })),
+                note: r.note.clone(),
             })
             .collect();
         Awaiting { batch, messages }
+    }
+
+    /// Whether the body is a batch.
+    pub(super) fn batch(&self) -> bool {
+        self.batch
+    }
+
+    /// Sets the note of the message at `index` (see [`Record::note`]).
+    pub(super) fn note(&mut self, index: usize, note: String) {
+        if let Some(k) = self.messages.get_mut(index) {
+            k.note = Some(note);
+        }
     }
 
     /// The calls asked about, one per ask, in the order of [`Outcome::Approve`]'s asks: each one's method and
@@ -82,7 +98,7 @@ impl Awaiting {
     }
 
     /// The records again, as they were when the asks went out.
-    fn records(&self) -> Vec<Record<'_>> {
+    pub(super) fn records(&self) -> Vec<Record<'_>> {
         self.messages
             .iter()
             .map(|k| {
@@ -105,6 +121,7 @@ impl Awaiting {
                     target,
                     charges: Vec::new(),
                     granted: None,
+                    note: k.note.clone(),
                 }
             })
             .collect()
@@ -156,7 +173,8 @@ impl Awaiting {
 
 /// [`check_body`], then [`Awaiting::conclude`] with `answers` if the body asks for approval: the whole life
 /// of a request body for the native CLI (`explain`), which has nothing but the body. It takes rate-limit
-/// units in `env.store` as [`check_body`] does. The filter keeps the [`Awaiting`] instead and never reads a
+/// units in `env.store` as [`check_body`] does. The rate limit service, which the CLI cannot ask, is taken to
+/// answer that every fleet-counted limit has room. The filter keeps the [`Awaiting`] instead and never reads a
 /// body twice.
 pub fn conclude<S: Store>(
     policy: &Policy,
@@ -170,5 +188,15 @@ pub fn conclude<S: Store>(
         Outcome::Approve { awaiting, .. } => awaiting.conclude(head, answers, env),
         Outcome::Forward(_) => (Ok(()), checked.events),
         Outcome::Reply(r) => (Err(r), checked.events),
+        Outcome::Count { counting, .. } => {
+            // `RateLimitResponse { overall_code: OK }`, as Limitador answers when every limit has room.
+            let room = vec![Ok(vec![0x08, 0x01]); counting.messages().count()];
+            let counted = counting.conclude(policy, head, &room, env);
+            match counted.next {
+                Next::Forward => (Ok(()), counted.events),
+                Next::Reply(r) => (Err(r), counted.events),
+                Next::Approve { awaiting, .. } => awaiting.conclude(head, answers, env),
+            }
+        }
     }
 }

@@ -32,7 +32,7 @@ fn code(o: &Outcome) -> (u32, i64) {
             let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
             (r.status, v["error"]["code"].as_i64().unwrap_or(0))
         }
-        Outcome::Forward(_) | Outcome::Approve { .. } => (0, 0),
+        Outcome::Forward(_) | Outcome::Approve { .. } | Outcome::Count { .. } => (0, 0),
     }
 }
 

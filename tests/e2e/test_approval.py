@@ -20,7 +20,6 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import yaml
 
 import conftest
 from approvals import Webhook, deny
@@ -469,21 +468,8 @@ def test_streamed_headers_not_granted_body_never_sent(streamed, upstream, hook, 
 def example_bootstrap(upstream_port: int, approvals_port: int) -> dict:
     """envoy/examples/approval.yaml as shipped, with test ports and the built wasm: mlflow_mcp -> the recording
     upstream, approvals -> the example service."""
-    cfg = yaml.safe_load(EXAMPLE_BOOTSTRAP.read_text())
-    cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
-    (listener,) = cfg["static_resources"]["listeners"]
-    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
-    wasm["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(conftest.WASM)
-    ports = {"mlflow_mcp": upstream_port, "approvals": approvals_port}
-    clusters = cfg["static_resources"]["clusters"]
-    assert sorted(c["name"] for c in clusters) == sorted(ports)
-    for c in clusters:
-        addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        assert addr == {"address": "127.0.0.1", "port_value": {"mlflow_mcp": 8001, "approvals": 8002}[c["name"]]}
-        addr["port_value"] = ports[c["name"]]
-    return cfg
+    return conftest.shipped_bootstrap(
+        EXAMPLE_BOOTSTRAP, {"mlflow_mcp": (8001, upstream_port), "approvals": (8002, approvals_port)})
 
 
 @pytest.fixture

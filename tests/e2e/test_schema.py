@@ -2,7 +2,7 @@
 the built CLI: `make cli`):
 
 - every policy in the repository validates: JSON files, the policies inside Envoy YAML (the Wasm filter's
-  ``configuration.value``) and Istio manifests (``pluginConfig``), and the complete policies in README.md and
+  ``configuration.value``) and Istio manifests (``pluginConfig``), and the complete policies in README.md, docs/*.md and
   POLICY.md;
 - bad samples the filter rejects are rejected by the schema too, good samples are accepted by both;
 - what the schema cannot say (duplicate keys, regex syntax, 10.0 for 10, numbers past 64 bits) is listed as such:
@@ -100,9 +100,10 @@ def repository_policies() -> list[tuple[str, dict]]:
 
 
 def documented_policies() -> list[tuple[str, dict]]:
-    """The ```json blocks of README.md and POLICY.md that are whole policies (fragments are skipped)."""
+    """The ```json blocks of README.md, POLICY.md and docs/*.md that are whole policies (fragments are skipped)."""
     found = []
-    for name in ("README.md", "POLICY.md"):
+    names = ["README.md", "POLICY.md"] + sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))
+    for name in names:
         for i, block in enumerate(re.findall(r"```json\n(.*?)```", (REPO / name).read_text(), re.S)):
             try:
                 doc = json.loads(block)
@@ -236,6 +237,21 @@ BAD = {
     "invalid prompts_default": P(prompts_default="block"),
     "resources not an object": P(resources="file:///*"),
     "filter_tools_list as a number": P(filter_tools_list=1),
+    "rate_limit_service not an object": P(rate_limit_service="ratelimit"),
+    "rate_limit_service without cluster": P(rate_limit_service={"domain": "d"}),
+    "rate_limit_service empty domain": P(rate_limit_service={"cluster": "rl", "domain": ""}),
+    "rate_limit_service timeout 0": P(rate_limit_service={"cluster": "rl", "timeout_ms": 0}),
+    "rate_limit_service timeout over a minute": P(rate_limit_service={"cluster": "rl", "timeout_ms": 60001}),
+    "rate_limit_service unknown on_error": P(rate_limit_service={"cluster": "rl", "on_error": "fail"}),
+    "rate_limit_service unknown field": P(rate_limit_service={"cluster": "rl", "failure_mode_deny": True}),
+    "unknown counted": rule({"rate_limit": {"max": 1, "window": 60, "counted": "envoy"}}),
+    "counted service without a service": rule({"rate_limit": {"max": 1, "window": 60, "counted": "service"}}),
+    "a window the service cannot count": P(rate_limit_service={"cluster": "rl"},
+                                           tools={"x": {"rate_limit": {"max": 1, "window": 90}}}),
+    "a window the service cannot count, in a list": P(rate_limit_service={"cluster": "rl"},
+                                                      prompts={"p": {"rate_limit": ["1/minute", {"max": 1, "window": 7200}]}}),
+    "a max past 32 bits counted by the service": P(rate_limit_service={"cluster": "rl"},
+                                                   resources={"r": {"rate_limit": {"max": 4294967296, "window": 60}}}),
     "callers without a source": P(callers={}),
     "callers with peer_certificate false only": P(callers={"peer_certificate": False}),
     "callers.jwt without metadata": P(callers={"jwt": {"subject": "sub"}}),
@@ -252,6 +268,12 @@ BAD = {
     "a profile rule requiring approval without approval":
         P(callers=PEER, profiles=[{"name": "a", "match": {}, "tools": {"t": {"action": "require_approval"}}}]),
     "an unknown scope": rule({"rate_limit": {"max": 1, "window": 60, "scope": "team"}}),
+    "a window the service cannot count, in a profile": P(
+        rate_limit_service={"cluster": "rl"}, callers=PEER,
+        profiles=[{"name": "a", "match": {}, "tools": {"x": {"rate_limit": {"max": 1, "window": 90}}}}]),
+    "counted service in a profile without a service": P(
+        callers=PEER,
+        profiles=[{"name": "a", "match": {}, "tools": {"x": {"rate_limit": {"max": 1, "window": 60, "counted": "service"}}}}]),
 }
 
 GOOD = {
@@ -280,6 +302,12 @@ GOOD = {
         {"path": "args", "op": "exists", "value": True}, {"path": "args.f", "op": "exists", "value": False}]}),
     "glob keys": P(tools={"*": {"action": "deny"}, "get_?": {}, "*_run": {"action": "deny", "reason": "r"}}),
     "unicode and spaces in keys": P(tools={"überprüfen": {}, "two words": {}}),
+    "a rate limit service": P(rate_limit_service={"cluster": "ratelimit", "domain": "mcp-prod", "timeout_ms": 60000,
+                                                  "on_error": "allow"},
+                              tools={"a": {"rate_limit": ["5/second", {"max": 4294967295, "window": 86400},
+                                                          {"max": 1, "window": "hour", "counted": "service"},
+                                                          {"max": 9, "window": 90, "counted": "proxy"}]}}),
+    "counted proxy without a service": rule({"rate_limit": {"max": 1, "window": 7, "counted": "proxy"}}),
     "callers and every profile field": P(
         callers={**JWT, **PEER, "required": True}, approval={"cluster": "a"},
         export_headers={"profile": "x-caller-profile"},
@@ -292,6 +320,12 @@ GOOD = {
                   {"name": "anyone", "match": {}}]),
     "a claim path as a list": P(callers={"jwt": {"metadata": "https://issuer.example",
                                                  "groups": ["https://example.com/roles"]}}),
+    "per-caller limits counted by the service, in a profile too": P(
+        rate_limit_service={"cluster": "ratelimit"}, callers=JWT,
+        tools={"a": {"rate_limit": ["10/minute", {"max": 5, "window": "hour", "scope": "caller"},
+                                    {"max": 9, "window": 90, "counted": "proxy"}]}},
+        profiles=[{"name": "ml-admins", "match": {"groups": ["ml-admins"]},
+                   "tools": {"a": {"rate_limit": {"max": 50, "window": 60, "scope": "session"}}}}]),
 }
 
 # The filter rejects these; the schema cannot say why (README: "Beyond the schema").
@@ -301,6 +335,9 @@ BEYOND = {
     "an invalid regex": cond({"path": "args.a", "op": "regex", "value": "("}),
     "a whole number written 10.0": rule({"rate_limit": {"max": 10.0, "window": 60}}),
     "a count past 64 bits": rule({"rate_limit": "99999999999999999999/minute"}),
+    "a count past 32 bits in the N/unit form, counted by the service": P(
+        rate_limit_service={"cluster": "rl"}, tools={"x": {"rate_limit": "4294967296/minute"}}),
+    "a cluster name protobuf would read as a message": P(rate_limit_service={"cluster": "H0"}),
     "two profiles with one name": P(callers=PEER, profiles=[{"name": "a", "match": {}}, {"name": "a", "match": {}}]),
     "a match on a source callers does not read": P(callers=PEER, profiles=[{"name": "a", "match": {"subject": "x"}}]),
     "scope caller without callers": rule({"rate_limit": {"max": 1, "window": 60, "scope": "caller"}}),

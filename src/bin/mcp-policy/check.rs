@@ -43,6 +43,7 @@ pub struct Options {
     pub files: Vec<String>,
 }
 
+/// The bytes of `file` ('-': standard input), or why not.
 pub fn read(file: &str) -> Result<Vec<u8>, String> {
     let res = if file == "-" {
         let mut buf = Vec::new();

@@ -15,7 +15,7 @@ use mcp_policy::limits::memory::MemoryStore;
 use mcp_policy::limits::{init_store, Charge, Limiter, Scope};
 use mcp_policy::mcp::{inspect, Kind};
 use mcp_policy::policy::{self, is_glob, Action, Glob, Mode, Policy, RateLimit, Rule, RuleSet};
-use mcp_policy::request::{check_body, conclude, Env, Head, Outcome, ProfileRef};
+use mcp_policy::request::{check_body, conclude, Counting, Env, Head, Next, Outcome, ProfileRef};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -454,6 +454,8 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
             "reply",
             "none in audit mode: the call is forwarded to the MCP server without asking for approval",
         ),
+        // Said by `fleet_reply` below.
+        Outcome::Count { .. } => {}
         Outcome::Approve { asks, .. } => {
             let a = policy.approval.as_ref();
             let (cluster, path, authority, timeout) = a.map_or(
@@ -484,6 +486,10 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
                 }
             }
         }
+    }
+
+    if let Outcome::Count { counting, .. } = &checked.outcome {
+        fleet_reply(&mut r, &enforced, &head, counting, now_nanos);
     }
 
     // Rate limits that count the call.
@@ -539,6 +545,40 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     Ok((r.0, allowed))
 }
 
+/// The reply of a call whose fleet limits the rate limit service is asked about: where the request goes, and
+/// what the call gets when the service says yes or cannot say.
+fn fleet_reply(r: &mut Report, policy: &Policy, head: &Head, counting: &Counting, now_nanos: u64) {
+    let Some(s) = &policy.rate_limit_service else {
+        return;
+    };
+    let requests = counting.messages().count();
+    r.item(
+        "reply",
+        format!(
+            "held until the rate limit service answers: {} to Envoy cluster {} (domain {}, timeout {} ms)",
+            plural(requests, "ShouldRateLimit request", "ShouldRateLimit requests"),
+            quote(&s.cluster),
+            quote(&s.domain),
+            s.timeout_ms
+        ),
+    );
+    let room = counting.simulated(policy, None);
+    let down = vec![Err("<what went wrong>".to_owned()); requests];
+    for (what, answers) in [("room", room), ("no usable answer", down)] {
+        let counted = with_store(
+            |env| counting.clone().conclude(policy, head, &answers, env),
+            now_nanos,
+        );
+        let text = match counted.next {
+            Next::Forward if what == "room" => "the call is forwarded".to_owned(),
+            Next::Forward => "forwarded without counting (on_error allow)".to_owned(),
+            Next::Approve { .. } => "the approval service is asked next".to_owned(),
+            Next::Reply(reply) => reply_text(&reply.body, reply.status),
+        };
+        r.more(format!("{what}: {text}"));
+    }
+}
+
 fn profile_name(policy: &Policy, index: Option<usize>) -> &str {
     index
         .and_then(|i| policy.profiles.get(i))
@@ -565,6 +605,21 @@ fn spent_reply(policy: &Policy, head: &Head, body: &[u8], l: &RateLimit, now_nan
                 max_tracked: policy.identity.max_tracked,
                 hold_secs: policy.hold_secs(),
             };
+            if l.fleet.is_some() {
+                // Counted by the service: its answer says the limit is spent.
+                return match check_body(policy, head, body, env).outcome {
+                    Outcome::Count { counting, .. } => {
+                        let answers = counting.simulated(policy, Some(l.spec.id));
+                        match counting.conclude(policy, head, &answers, env).next {
+                            Next::Reply(reply) => reply_text(&reply.body, reply.status),
+                            _ => "this call takes no units of it, so it is never refused by it"
+                                .to_owned(),
+                        }
+                    }
+                    Outcome::Reply(reply) => reply_text(&reply.body, reply.status),
+                    _ => "this call takes no units of it, so it is never refused by it".to_owned(),
+                };
+            }
             let fill = [Charge {
                 limit: l.spec,
                 units: l.spec.max,
@@ -783,8 +838,15 @@ fn describe_limit(l: &RateLimit, identity: &str, policy: &Policy, caller: &Calle
                 .to_owned(),
         },
     };
+    let counted = if l.fleet.is_some() {
+        ", counted by the rate limit service (fleet-wide)"
+    } else if policy.rate_limit_service.is_some() {
+        ", counted by each Envoy (counted: proxy)"
+    } else {
+        ""
+    };
     format!(
-        "{} {what} per {}, {who}",
+        "{} {what} per {}, {who}{counted}",
         l.spec.max,
         window_text(l.spec.window_secs)
     )

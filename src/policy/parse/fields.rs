@@ -1,9 +1,9 @@
 //! The policy format at a glance: one table of fields per kind of object the policy has (the top level, a rule,
-//! a condition, a rate limit, `identity`, `approval`, `export_headers`, `callers` and its `jwt`, a profile and
-//! its `match`). A table is the one list of that
-//! object's field names: it drives the unknown-field check and its "did you mean" hints ([`open`]), and the
-//! tests in `drift.rs` hold it equal to the parser (every field is read), to `envoy/policy.schema.json` (at
-//! [`Fields::schema`]) and to POLICY.md (the field table under [`Fields::doc`]).
+//! a condition, a rate limit, `identity`, `approval`, `rate_limit_service`, `export_headers`, `callers` and its
+//! `jwt`, a profile and its `match`). A table is the one list of that object's field names: it drives the
+//! unknown-field check and its "did you mean" hints ([`open`]), and the tests in `drift.rs` hold it equal to the
+//! parser (every field is read), to `envoy/policy.schema.json` (at [`Fields::schema`]) and to POLICY.md (the
+//! field table under [`Fields::doc`]).
 //!
 //! To add a field to an object: add a row to its table here (in the order the "known fields" hint should
 //! list it), read it with `obj.get("name")` in the submodule that parses that object, and run `cargo test`:
@@ -100,6 +100,7 @@ pub(super) const TOP: Fields = Fields {
         optional("hold_headers",      "boolean: hold request headers while the body is read (true)"),
         optional("identity",          "object: who session-scoped limits count"),
         optional("approval",          "object: where require_approval calls are sent"),
+        optional("rate_limit_service", "object: Envoy's rate limit service counting limits fleet-wide"),
         optional("hide",              "list of tool names/globs removed from tools/list and denied"),
         optional("filter_tools_list", "boolean: also unlist always-denied tools (true)"),
         optional("mode",              "\"enforce\" | \"audit\" (enforce)"),
@@ -140,6 +141,7 @@ pub(super) const LIMIT: Fields = Fields {
         required("window", "seconds > 0 or second/minute/hour/day"),
         optional("scope",  "\"session\" | \"caller\" | \"global\" (caller with `callers`, else session)"),
         optional("cost",   "argument path whose number is consumed instead of 1"),
+        optional("counted", "\"proxy\" | \"service\": who counts it (service with rate_limit_service)"),
     ],
     outer: None,
 };
@@ -183,6 +185,21 @@ pub(super) const APPROVAL: Fields = Fields {
         optional("path",       "callout path starting with / (/approve)"),
         optional("timeout_ms", "integer 1…3600000 (30000)"),
         optional("headers",    "object header name → one-line value"),
+    ],
+    outer: None,
+};
+
+/// `rate_limit_service`.
+#[rustfmt::skip]
+pub(super) const RATE_LIMIT_SERVICE: Fields = Fields {
+    object: "rate_limit_service",
+    schema: "/$defs/rate_limit_service/properties",
+    doc: "## Rate limit service (`rate_limit_service`)",
+    fields: &[
+        required("cluster",    "Envoy cluster (HTTP/2) of the rate limit service"),
+        optional("domain",     "the domain of every request (mcp-policy)"),
+        optional("timeout_ms", "integer 1…60000 (100)"),
+        optional("on_error",   "\"deny\" | \"allow\": when the service cannot say (deny)"),
     ],
     outer: None,
 };
@@ -274,6 +291,7 @@ pub(super) const ALL: &[&Fields] = &[
     &LIMIT,
     &IDENTITY,
     &APPROVAL,
+    &RATE_LIMIT_SERVICE,
     &EXPORT_HEADERS,
     &CALLERS,
     &JWT,

@@ -15,6 +15,7 @@
 //! | `condition.rs` | a rule's `conditions` entries |
 //! | `limits.rs` | a rule's `rate_limit` |
 //! | `identity.rs`, `approval.rs`, `export.rs` | `identity`, `approval`, `export_headers` |
+//! | `service.rs` | `rate_limit_service` (which limits it counts is checked in `limits.rs`) |
 //! | `callers.rs`, `profiles.rs` | `callers`; `profiles`, each merged with the top level's rules |
 
 mod approval;
@@ -29,6 +30,7 @@ mod identity;
 mod limits;
 mod profiles;
 mod rules;
+mod service;
 mod top;
 
 pub use errors::{ConfigError, ConfigErrors};
@@ -54,6 +56,9 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     let approval = top
         .get("approval")
         .map(|v| approval::parse(&mut errs, &top.at("approval"), v));
+    let rate_limit_service = top
+        .get("rate_limit_service")
+        .and_then(|v| service::parse(&mut errs, &top.at("rate_limit_service"), v));
     let filter_tools_list = top::filter_tools_list(&mut errs, &top);
     let mode = top::mode(&mut errs, &top);
     let export = export::parse(
@@ -66,6 +71,9 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         None => Identity::default(),
         Some(v) => identity::parse(&mut errs, &top.at("identity"), v),
     };
+    // Limits are checked against the service's windows when there is one. A section with an error counts as
+    // present: its limits are still checked as the operator meant them, and the policy is invalid anyway.
+    sets.fleet = top.get("rate_limit_service").is_some();
     let callers_given = top.get("callers");
     let callers = callers_given.and_then(|v| callers::parse(&mut errs, &top.at("callers"), v));
     // A limit without `scope` counts per caller when `callers` is there (even if it has an error: the
@@ -100,6 +108,7 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     p.export = export;
     p.hold_headers = hold_headers;
     p.identity = identity;
+    p.rate_limit_service = rate_limit_service;
     p.prompts = sets.prompts.compile();
     p.resources = sets.resources.compile();
     p.callers = callers;
@@ -156,6 +165,44 @@ fn document(bytes: &[u8]) -> Result<Map<String, Value>, ConfigErrors> {
         ));
     };
     Ok(top)
+}
+
+/// The field `field` of `o` as a non-empty one-line string (`None` when absent or invalid; invalid is an error
+/// with `fix`).
+fn one_line(errs: &mut Errs, o: &fields::Obj, field: &str, fix: &str) -> Option<String> {
+    match o.get(field) {
+        None => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\r', '\n']) => {
+            Some(s.clone())
+        }
+        Some(x) => {
+            errs.push(
+                &o.at(field),
+                format!("expected a non-empty one-line string, got {x}"),
+                fix,
+            );
+            None
+        }
+    }
+}
+
+/// The required `cluster` field of a section that names an Envoy cluster (`approval`, `rate_limit_service`):
+/// `service` says whose cluster it is in the fixes, e.g. "approval service".
+fn cluster(errs: &mut Errs, o: &fields::Obj, service: &str) -> Option<String> {
+    let cluster = one_line(
+        errs,
+        o,
+        "cluster",
+        &format!("name the Envoy cluster of your {service}"),
+    );
+    if o.get("cluster").is_none() {
+        errs.push(
+            &o.at("cluster"),
+            "missing required field",
+            format!("add \"cluster\": \"<Envoy cluster of your {service}>\""),
+        );
+    }
+    cluster
 }
 
 /// A header name as the policy may spell one: letters, digits, `-` and `_` (so no pseudo-header).

@@ -100,7 +100,7 @@ fn profile(
     // Limit ids are hashed from the profile's name, not its place: reordering profiles keeps their counts.
     let ids = name.as_deref().map(|n| at_key("profiles", n));
     let scopes = Scopes::new(true);
-    let sets = Sets::parse(errs, &o, scopes, ids);
+    let sets = Sets::parse(errs, &o, scopes, ids, cx.top.fleet);
     if !cx.approval {
         sets.check_approval(errs);
     }

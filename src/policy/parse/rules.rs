@@ -78,6 +78,9 @@ pub(super) struct Sets {
     ids: Option<String>,
     /// What a rate limit's `scope` may be (set before [`Sets::parse_rules`]).
     pub(super) scopes: Scopes,
+    /// The policy has a `rate_limit_service`: limits are counted by it unless they say `"counted": "proxy"`, so
+    /// their windows and maximums must be ones it can count (set before [`Sets::parse_rules`]).
+    pub(super) fleet: bool,
 }
 
 impl Sets {
@@ -90,14 +93,23 @@ impl Sets {
             at: obj.path().to_owned(),
             ids: None,
             scopes: Scopes::new(false),
+            fleet: false,
         }
     }
 
-    /// Every rule-set field of `obj`, in the top level's order; rate-limit ids hashed from `ids` (when given).
-    pub(super) fn parse(errs: &mut Errs, obj: &Obj, scopes: Scopes, ids: Option<String>) -> Sets {
+    /// Every rule-set field of `obj`, in the top level's order; rate-limit ids hashed from `ids` (when given);
+    /// `fleet`: see [`Sets::fleet`].
+    pub(super) fn parse(
+        errs: &mut Errs,
+        obj: &Obj,
+        scopes: Scopes,
+        ids: Option<String>,
+        fleet: bool,
+    ) -> Sets {
         let mut sets = Sets::new(obj);
         sets.scopes = scopes;
         sets.ids = ids;
+        sets.fleet = fleet;
         sets.parse_default(errs, obj);
         sets.parse_hide(errs, obj);
         sets.parse_rules(errs, obj);
@@ -151,7 +163,7 @@ impl Sets {
             (&RESOURCES, &mut self.resources),
         ] {
             let ids = self.ids.as_deref().map(|i| join(i, spec.rules));
-            draft.rules = rule_set(errs, obj, spec, ids.as_deref(), self.scopes);
+            draft.rules = rule_set(errs, obj, spec, ids.as_deref(), self.scopes, self.fleet);
         }
         self.prompts.default = default_of(errs, obj, &PROMPTS);
         self.resources.default = default_of(errs, obj, &RESOURCES);
@@ -213,13 +225,15 @@ pub(super) fn action(errs: &mut Errs, path: &str, v: &Value) -> Option<Action> {
     }
 }
 
-/// The valid rules of one set (its field absent: none); rate-limit ids hashed from `ids`, else its path.
+/// The valid rules of one set (its field absent: none); rate-limit ids hashed from `ids`, else its path;
+/// `fleet`: see [`Sets::fleet`].
 fn rule_set(
     errs: &mut Errs,
     obj: &Obj,
     spec: &Spec,
     ids: Option<&str>,
     scopes: Scopes,
+    fleet: bool,
 ) -> Vec<(Rule, Option<Glob>)> {
     let section = obj.at(spec.rules);
     let mut rules = Vec::new();
@@ -231,6 +245,7 @@ fn rule_set(
                     section: ids.unwrap_or(&section),
                     key,
                     scopes,
+                    fleet,
                 };
                 if let Some(r) = parse_rule(errs, &section, &place, rule) {
                     rules.push(r);
@@ -371,7 +386,7 @@ mod tests {
         let mut errs = Errs(Vec::new());
         // TOP stands in for the table of such an object.
         let obj = open(&mut errs, "profiles[0]", &doc, &TOP);
-        let sets = Sets::parse(&mut errs, &obj, Scopes::new(false), None);
+        let sets = Sets::parse(&mut errs, &obj, Scopes::new(false), None, false);
         sets.check_approval(&mut errs);
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(

@@ -1,4 +1,4 @@
-//! The approval protocol, console side: the callout the filter POSTs (README, "Require approval"; the filter
+//! The approval protocol, console side: the callout the filter POSTs (docs/approvals.md, "Require approval"; the filter
 //! writes it in `mcp_policy::approval::Ask::to_json`) and the answer the console gives.
 //!
 //! Arguments and the JSON-RPC id are kept as the raw JSON text the filter spliced in (the agent's own bytes), so

@@ -2,7 +2,7 @@
 //! API (for the page and for scripts) and the live updates (Server-Sent Events).
 //!
 //! ```text
-//! POST <callout path>               the filter's callout (README "Require approval"); held until decided
+//! POST <callout path>               the filter's callout (docs/approvals.md "Require approval"); held until decided
 //! GET  /healthz                     200, no login
 //! GET  /login, POST /login          the login form (name, password)
 //! POST /logout

@@ -154,8 +154,7 @@ pub const APPROVAL_SERVICE: Service = Service {
     connect_timeout: "2s",
 };
 
-/// For `rate_limit_service.cluster` (issue 19), once the policy has it: see [`named_clusters`].
-#[cfg_attr(not(test), allow(dead_code))]
+/// For `rate_limit_service.cluster` (fleet-wide limits).
 pub const RATE_LIMIT_SERVICE: Service = Service {
     what: "the rate limit service (envoyproxy/ratelimit or Limitador, over gRPC)",
     grpc: true,
@@ -163,12 +162,18 @@ pub const RATE_LIMIT_SERVICE: Service = Service {
 };
 
 /// Each cluster the policy names, with the field that names it and what runs there. A policy section that names
-/// a cluster is one line here, e.g.
-/// `if let Some(r) = &p.rate_limit_service { v.push(("rate_limit_service.cluster", &r.cluster, RATE_LIMIT_SERVICE)); }`
+/// a cluster is one line here.
 pub fn named_clusters(p: &Policy) -> Vec<(&'static str, &str, Service)> {
     let mut v = Vec::new();
     if let Some(a) = &p.approval {
         v.push(("approval.cluster", a.cluster.as_str(), APPROVAL_SERVICE));
+    }
+    if let Some(r) = &p.rate_limit_service {
+        v.push((
+            "rate_limit_service.cluster",
+            r.cluster.as_str(),
+            RATE_LIMIT_SERVICE,
+        ));
     }
     v
 }

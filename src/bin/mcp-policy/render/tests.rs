@@ -514,3 +514,39 @@ fn writing_replaces_the_file_whole() {
     assert!(e.starts_with("cannot write"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// rate_limit_service.cluster is a named cluster like approval.cluster, spoken to over gRPC (HTTP/2); one cluster
+/// cannot serve both.
+#[test]
+fn the_rate_limit_service_cluster_speaks_grpc() {
+    let policy = r#"{"version":"1","rate_limit_service":{"cluster":"ratelimit","domain":"mcp-policy"},
+        "tools":{"t":{"rate_limit":"10/minute"}}}"#;
+    let r = rendered(
+        policy,
+        &["--format", "envoy", "--cluster", "ratelimit=127.0.0.1:8081"],
+    );
+    let doc = yaml(only(&r));
+    let c = &doc["static_resources"]["clusters"][1];
+    assert_eq!(c["name"], "ratelimit");
+    let http2 = &c["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+        ["http2_protocol_options"];
+    assert!(http2.is_mapping(), "{c:?}");
+    assert!(
+        only(&r).contains("#   rate_limit_service.cluster ──▶ 127.0.0.1:8081 (cluster ratelimit)")
+    );
+    let both = r#"{"version":"1","rate_limit_service":{"cluster":"svc","domain":"d"},"approval":{"cluster":"svc"},
+        "tools":{"t":{"action":"require_approval"}}}"#;
+    let e = render(
+        &opts(&["p.json", "--format", "envoy"]).unwrap(),
+        &input(both),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.starts_with(
+            r#"rate_limit_service.cluster names "svc", which another field names for a service spoken to over HTTP/1.1"#
+        ),
+        "{e}"
+    );
+}
