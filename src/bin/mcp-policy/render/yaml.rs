@@ -364,8 +364,8 @@ impl Comments {
     }
 
     /// `text` (block-style YAML) with the header first, then each comment before the line at its path, indented
-    /// like it; a blank line before each top-level key but the first. Also returns the paths of the comments
-    /// that found no line.
+    /// like it; a blank line before each top-level key but the first, unless both it and the key before it are
+    /// one line. Also returns the paths of the comments that found no line.
     pub fn apply(&self, text: &str) -> (String, Vec<String>) {
         let mut out = String::new();
         for l in &self.header {
@@ -375,15 +375,28 @@ impl Comments {
         let mut left: Vec<(&str, &Vec<String>)> =
             self.at.iter().map(|(p, l)| (p.as_str(), l)).collect();
         let mut t = Tracker::default();
-        let mut first = true;
-        for line in text.lines() {
+        // Lines since the last top-level key (`None` before the first).
+        let mut below: Option<usize> = None;
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            below = below.map(|n| n + 1);
             if let Line::Content(path) = t.line(line) {
                 let indent = line.len() - line.trim_start_matches(' ').len();
-                if indent == 0 {
-                    if !first || !self.header.is_empty() {
+                if indent == 0 && !line.starts_with('-') {
+                    // A blank line after the header and around blocks; one-line keys in a row stay together
+                    // (`apiVersion: ...` then `kind: WasmPlugin`).
+                    let block = lines
+                        .peek()
+                        .is_some_and(|next| next.starts_with([' ', '-']));
+                    let commented = left.iter().any(|(p, _)| *p == path);
+                    let blank = match below {
+                        None => !self.header.is_empty(),
+                        Some(n) => n > 1 || block || commented,
+                    };
+                    if blank {
                         out.push('\n');
                     }
-                    first = false;
+                    below = Some(0);
                 }
                 if let Some(i) = left.iter().position(|(p, _)| *p == path) {
                     let (_, lines) = left.swap_remove(i);
@@ -577,6 +590,19 @@ a:
                 "a.list".to_owned(),
                 vec!["# the first item".to_owned(), "# about value".to_owned()]
             )
+        );
+    }
+
+    #[test]
+    fn blank_lines_set_blocks_apart_not_one_line_keys() {
+        let c = Comments {
+            header: vec!["# h".into()],
+            at: vec![("d".into(), vec!["# about d".into()])],
+        };
+        let (out, _) = c.apply("a: 1\nb: 2\nc:\n  x: 1\nd: 3\ne: 4\nl:\n- 1\n");
+        assert_eq!(
+            out,
+            "# h\n\na: 1\nb: 2\n\nc:\n  x: 1\n\n# about d\nd: 3\ne: 4\n\nl:\n- 1\n"
         );
     }
 
