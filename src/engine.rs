@@ -3,7 +3,8 @@
 use crate::json;
 use crate::limits::Charge;
 use crate::mcp::{Body, Kind, ToolCall};
-use crate::policy::{lookup, Action, Policy, Rule};
+use crate::names;
+use crate::policy::{lookup, Action, Policy, Rule, ToolNames};
 use serde_json::Value;
 
 /// What happens to one call.
@@ -78,9 +79,21 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
         decision: Decision::Deny { rule, reason },
         charges: Vec::new(),
     };
+    if let Some(decision) = name_refusal(policy, call) {
+        return Verdict {
+            decision,
+            charges: Vec::new(),
+        };
+    }
     let tool: &str = &call.name;
     if call.kind == Kind::Tool && policy.is_hidden(tool) {
         return deny(None, "hidden by policy".into());
+    }
+    if call.kind == Kind::Tool && policy.is_unpinned_hidden(tool) {
+        return deny(
+            None,
+            "the tool has no pin and pins.unpinned is hide: a tool the server added since its tools were reviewed is not called".into(),
+        );
     }
     let set = policy.set(call.kind);
     // A policy that governs resources matches their URIs as written; a spelling that a server resolves to
@@ -162,6 +175,47 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
         Ok(charges) => Verdict { decision, charges },
         Err(reason) => deny(key, reason),
     }
+}
+
+/// The refusal of a call by its name alone ([`crate::names`]), before any rule is looked at: a malformed name
+/// (control or invisible characters, white space at an end; any kind), a tool name outside MCP's tool-name
+/// guidance under `tool_names: strict`, or a look-alike of a governed key of its kind (tools, prompts) that is
+/// not itself an exact key. `None`: the rules decide.
+pub fn name_refusal<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Option<Decision<'p>> {
+    let name: &str = &call.name;
+    let noun = call.kind.noun();
+    if let Some(m) = names::malformed(name) {
+        return Some(Decision::Deny {
+            rule: None,
+            reason: format!("{noun} name {m}"),
+        });
+    }
+    if call.kind == Kind::Tool
+        && policy.tool_names == ToolNames::Strict
+        && !names::in_guidance(name)
+    {
+        return Some(Decision::Deny {
+            rule: None,
+            reason: "tool name outside MCP's tool-name guidance (1 to 128 characters of A-Z a-z 0-9 _ - .), and the policy's tool_names is strict".into(),
+        });
+    }
+    if policy.set(call.kind).has_exact(name) {
+        return None;
+    }
+    let key = policy.look_alikes(call.kind)?.of(name)?;
+    // A hidden tool's key is not told to the agent (it may be a glob that names what is hidden).
+    let hidden = call.kind == Kind::Tool && policy.hide.iter().any(|g| g.pattern() == key);
+    let reason = if hidden {
+        format!("'{name}' is a look-alike of a {noun} hidden by policy")
+    } else {
+        format!(
+            "'{name}' is a look-alike of the policy key '{key}' (the same once letter case and compatibility forms are folded); refused so that a server that folds names cannot run '{key}' under another name"
+        )
+    };
+    Some(Decision::Deny {
+        rule: Some(key),
+        reason,
+    })
 }
 
 /// The values of the arguments `raw` (checked JSON: `ToolCall::arguments`) at `paths` (segments after
@@ -366,8 +420,14 @@ mod tests {
 
     #[test]
     fn default_posture_and_case_sensitivity() {
+        // No key matches `Get_Run` as written; folded, it matches the deny globs `*_run`, `g?t_ru?` and
+        // `get_r*` (the first in key order named): a look-alike.
         assert!(matches!(
             decide("Get_Run", "{}"),
+            Decision::Deny { rule: Some("*_run"), reason } if reason.contains("look-alike")
+        ));
+        assert!(matches!(
+            decide("Unknown", "{}"),
             Decision::Deny { rule: None, .. }
         ));
         assert!(matches!(
@@ -588,6 +648,251 @@ mod tests {
         let b = inspect(br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a/../b"}}"#)
             .unwrap();
         assert!(decide_call(&tools_only, b.messages[0].call().unwrap()).is_allow());
+    }
+
+    /// Each class of look-alike, against each kind of governed key, under each default: refused, and the reason
+    /// says why; the key itself and unrelated names are decided by the rules as before.
+    #[test]
+    fn look_alikes_of_governed_keys_are_refused() {
+        let doc = |default: &str| {
+            format!(
+                r#"{{"version":"1","default":"{default}","approval":{{"cluster":"a"}},"hide":["secret_tool","vault_*"],
+                "tools":{{"delete_run":{{"action":"deny"}},"approve_me":{{"action":"require_approval"}},
+                "limited":{{"rate_limit":"5/minute"}},"checked":{{"conditions":[{{"path":"args.n","op":"lt","value":5}}]}},
+                "drop_*":{{"action":"deny"}},"kill":{{"action":"deny"}},"file_read":{{"action":"deny"}},
+                "search":{{"action":"deny"}},"get_run":{{}}}},
+                "prompts":{{"admin":{{"action":"deny"}}}}}}"#
+            )
+        };
+        let variants = |key: &str| -> Vec<String> {
+            let upper = key.to_ascii_uppercase();
+            let mut first_upper = key.to_owned();
+            first_upper.replace_range(0..1, &key[0..1].to_ascii_uppercase());
+            // The letters (and `_`, where the block has one) moved to another block of Latin letters.
+            let moved = |a: u32, low_line: Option<char>| -> String {
+                key.chars()
+                    .map(|c| match (c, low_line) {
+                        ('a'..='z', _) => char::from_u32(u32::from(c) - 0x61 + a).unwrap(),
+                        ('_', Some(l)) => l,
+                        (c, _) => c,
+                    })
+                    .collect()
+            };
+            let fullwidth = moved(0xFF41, Some('\u{FF3F}'));
+            let bold = moved(0x1D41A, None);
+            let circled = moved(0x24D0, None);
+            vec![upper, first_upper, fullwidth, bold, circled]
+        };
+        let malformed = |key: &str| -> Vec<String> {
+            let mid = key.len() / 2;
+            let (a, b) = key.split_at(mid);
+            vec![
+                format!(" {key}"),
+                format!("{key} "),
+                format!("{key}\t"),
+                format!("{key}\u{a0}"),
+                format!("\u{3000}{key}"),
+                format!("{a}\u{1}{b}"),
+                format!("{key}\u{7f}"),
+                format!("{key}\u{85}"),
+                format!("{a}\u{200b}{b}"),
+                format!("{a}\u{200d}{b}"),
+                format!("\u{202e}{key}"),
+                format!("{key}\u{2066}"),
+                format!("{a}\u{ad}{b}"),
+                format!("{key}\u{feff}"),
+                format!("{key}\u{fe0f}"),
+                format!("{key}\u{e0041}"),
+                format!("{a}\u{2028}{b}"),
+            ]
+        };
+        for default in ["allow", "deny"] {
+            let p = parse(doc(default).as_bytes()).unwrap();
+            let judge_tool = |name: &str| {
+                let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                    "params":{"name": name, "arguments": {"n": 1}}})
+                .to_string();
+                let b = inspect(body.as_bytes()).unwrap();
+                decide_call(&p, b.messages[0].tool_call().unwrap())
+            };
+            for key in [
+                "delete_run",
+                "approve_me",
+                "limited",
+                "checked",
+                "secret_tool",
+                "drop_table",
+                "vault_key",
+            ] {
+                for name in variants(key) {
+                    match judge_tool(&name) {
+                        Decision::Deny { reason, .. } => {
+                            assert!(reason.contains("look-alike"), "{default} {name}: {reason}")
+                        }
+                        d => panic!("{default} {name}: {d:?}"),
+                    }
+                }
+                for name in malformed(key) {
+                    match judge_tool(&name) {
+                        Decision::Deny { rule: None, reason } => assert!(
+                            reason.starts_with("tool name has the")
+                                || reason == "tool name starts or ends with white space",
+                            "{default} {name:?}: {reason}"
+                        ),
+                        d => panic!("{default} {name:?}: {d:?}"),
+                    }
+                }
+            }
+            // The reason names the key, except a hidden one.
+            match judge_tool("DELETE_RUN") {
+                Decision::Deny { rule, reason } => {
+                    assert_eq!(rule, Some("delete_run"));
+                    assert!(reason.contains("the policy key 'delete_run'"), "{reason}");
+                }
+                d => panic!("{d:?}"),
+            }
+            match judge_tool("Vault_Key") {
+                Decision::Deny { rule, reason } => {
+                    assert_eq!(rule, Some("vault_*"));
+                    assert_eq!(
+                        reason,
+                        "'Vault_Key' is a look-alike of a tool hidden by policy"
+                    );
+                }
+                d => panic!("{d:?}"),
+            }
+            // Compatibility forms past the plain ones: Kelvin sign, long s, ligature.
+            for name in [
+                "\u{212A}ill",
+                "\u{17F}earch",
+                "\u{FB01}le_read",
+                "ｄｒｏｐ_ｘ",
+            ] {
+                assert!(
+                    matches!(judge_tool(name), Decision::Deny { ref reason, .. } if reason.contains("look-alike")),
+                    "{name}"
+                );
+            }
+            // The keys themselves, as before.
+            assert!(matches!(
+                judge_tool("delete_run"),
+                Decision::Deny {
+                    rule: Some("delete_run"),
+                    ..
+                }
+            ));
+            assert!(matches!(
+                judge_tool("approve_me"),
+                Decision::NeedsApproval { .. }
+            ));
+            assert!(judge_tool("limited").is_allow());
+            assert!(judge_tool("get_run").is_allow());
+            assert_eq!(
+                judge_tool("secret_tool"),
+                Decision::Deny {
+                    rule: None,
+                    reason: "hidden by policy".into()
+                }
+            );
+            // Look-alikes of a key that only allows are not governed: the default decides.
+            assert_eq!(judge_tool("GET_RUN").is_allow(), default == "allow");
+            assert_eq!(judge_tool("other").is_allow(), default == "allow");
+            // Prompts too.
+            let body =
+                r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"ＡＤＭＩＮ"}}"#;
+            let b = inspect(body.as_bytes()).unwrap();
+            assert!(matches!(
+                decide_call(&p, b.messages[0].call().unwrap()),
+                Decision::Deny {
+                    rule: Some("admin"),
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn strict_tool_names_and_unpinned_tools() {
+        let pin = format!("sha256:{}", "a".repeat(64));
+        let p = parse(
+            format!(
+                r#"{{"version":"1","default":"allow","tool_names":"strict",
+                "pins":{{"tools":{{"get_run":"{pin}","a.b-c_D9":"{pin}","x y":"{pin}"}},"unpinned":"hide"}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let d = |name: &str| {
+            let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name": name}})
+                .to_string();
+            let b = inspect(body.as_bytes()).unwrap();
+            decide_call(&p, b.messages[0].tool_call().unwrap())
+        };
+        assert!(d("get_run").is_allow());
+        assert!(d("a.b-c_D9").is_allow());
+        for name in [
+            "x y",
+            "get/run",
+            "café",
+            "ａ",
+            "get:run",
+            &"a".repeat(129),
+            "",
+        ] {
+            match d(name) {
+                Decision::Deny { reason, .. } => {
+                    assert!(reason.contains("tool-name guidance"), "{name}: {reason}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        match d("new_tool") {
+            Decision::Deny { reason, .. } => assert!(reason.contains("has no pin"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(p.is_listed("get_run") && !p.is_listed("new_tool"));
+        // A look-alike of a pinned name is refused even where unpinned tools are allowed.
+        let allow = parse(
+            format!(
+                r#"{{"version":"1","default":"allow","pins":{{"tools":{{"get_run":"{pin}"}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let b = inspect(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"Get_Run"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            decide_call(&allow, b.messages[0].tool_call().unwrap()),
+            Decision::Deny {
+                rule: Some("get_run"),
+                ..
+            }
+        ));
+        let b = inspect(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"new_tool"}}"#,
+        )
+        .unwrap();
+        assert!(decide_call(&allow, b.messages[0].tool_call().unwrap()).is_allow());
+        assert!(allow.is_listed("new_tool"));
+    }
+
+    #[test]
+    fn malformed_resource_uris_are_refused_whatever_the_policy() {
+        let p = parse(br#"{"version":"1","tools":{"x":{}}}"#).unwrap();
+        for uri in [r"file:///a\u0000", r"file:///a\u200b", " file:///a"] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#
+            );
+            let b = inspect(body.as_bytes()).unwrap();
+            match decide_call(&p, b.messages[0].call().unwrap()) {
+                Decision::Deny { reason, .. } => {
+                    assert!(reason.starts_with("resource name"), "{reason}")
+                }
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
     }
 
     #[test]

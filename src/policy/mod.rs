@@ -12,6 +12,7 @@ pub use parse::{parse, ConfigError, ConfigErrors};
 
 use crate::limits::LimitSpec;
 use crate::mcp::Kind;
+use crate::names::LookAlikes;
 use std::collections::HashMap;
 
 /// What a rule (or the default posture) does with a call.
@@ -54,6 +55,63 @@ impl Default for ExportHeaders {
             tool: "x-mcp-tool".into(),
         }
     }
+}
+
+/// `pins`: the tool definitions the operator reviewed, and what happens to tools without a pin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// (tool name (exact), `sha256:` and 64 lower-case hex digits ([`crate::pins`])), sorted by name. A sorted
+    /// list rather than a map: a few dozen entries, and no second hash map type in the wasm.
+    tools: Vec<(String, String)>,
+    pub unpinned: Unpinned,
+}
+
+impl Pins {
+    /// Adds or replaces the pin of `tool`.
+    pub fn insert(&mut self, tool: &str, pin: String) {
+        match self.tools.binary_search_by(|(t, _)| t.as_str().cmp(tool)) {
+            Ok(i) => {
+                if let Some(slot) = self.tools.get_mut(i) {
+                    slot.1 = pin;
+                }
+            }
+            Err(i) => self.tools.insert(i, (tool.to_owned(), pin)),
+        }
+    }
+
+    /// The pin of `tool`.
+    pub fn get(&self, tool: &str) -> Option<&str> {
+        let i = self
+            .tools
+            .binary_search_by(|(t, _)| t.as_str().cmp(tool))
+            .ok()?;
+        self.tools.get(i).map(|(_, pin)| pin.as_str())
+    }
+
+    /// Every (tool, pin), by tool name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tools.iter().map(|(t, p)| (t.as_str(), p.as_str()))
+    }
+}
+
+/// `pins.unpinned`: what becomes of a listed tool that has no pin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unpinned {
+    /// Listed and callable as the rules say.
+    #[default]
+    Allow,
+    /// Removed from tools/list answers and refused: a tool the server grew is not called unreviewed.
+    Hide,
+}
+
+/// `tool_names`: which tool names a call may carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ToolNames {
+    /// Any name that is not malformed ([`crate::names::malformed`]).
+    #[default]
+    Lenient,
+    /// Only names in MCP's tool-name guidance ([`crate::names::in_guidance`]).
+    Strict,
 }
 
 /// One entry of `tools`.
@@ -172,6 +230,11 @@ pub struct Policy {
     pub tools: RuleSet,
     pub prompts: RuleSet,
     pub resources: RuleSet,
+    /// `pins` (`None` when the policy has none).
+    pub pins: Option<Pins>,
+    pub tool_names: ToolNames,
+    /// See [`Policy::look_alikes`] (set by [`Policy::seal`]): tools, then prompts.
+    look_alikes: [LookAlikes; 2],
     /// See [`Policy::hold_secs`] (set by [`Policy::seal`]).
     hold: u64,
     /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
@@ -225,6 +288,11 @@ impl RuleSet {
         }
     }
 
+    /// True when `name` is one of the exact (not glob) keys.
+    pub fn has_exact(&self, name: &str) -> bool {
+        self.exact.contains_key(name)
+    }
+
     /// The rule that governs `name`: the exact key, else the most specific matching glob.
     pub fn rule_for(&self, name: &str) -> Option<&Rule> {
         if let Some(i) = self.exact.get(name) {
@@ -260,6 +328,9 @@ impl Policy {
             tools: RuleSet::new(default, rules),
             prompts: RuleSet::new(Action::Allow, Vec::new()),
             resources: RuleSet::new(Action::Allow, Vec::new()),
+            pins: None,
+            tool_names: ToolNames::default(),
+            look_alikes: Default::default(),
             hold: 1,
             unforgeable: Vec::new(),
         }
@@ -298,6 +369,24 @@ impl Policy {
         self.hide.iter().any(|g| g.matches(tool))
     }
 
+    /// True when the tool has no pin and `pins.unpinned` is `hide`.
+    pub fn is_unpinned_hidden(&self, tool: &str) -> bool {
+        self.pins
+            .as_ref()
+            .is_some_and(|p| p.unpinned == Unpinned::Hide && p.get(tool).is_none())
+    }
+
+    /// The governed keys of tools or prompts, for telling look-alike names ([`crate::names`]): every key whose
+    /// rule denies, requires approval, has conditions or a rate limit; for tools also `hide` and the pinned
+    /// names. `None` for resources (their URIs are checked by the engine instead).
+    pub fn look_alikes(&self, kind: Kind) -> Option<&LookAlikes> {
+        match kind {
+            Kind::Tool => self.look_alikes.first(),
+            Kind::Prompt => self.look_alikes.get(1),
+            Kind::Resource => None,
+        }
+    }
+
     /// Request headers removed from every client request, whatever its method: the exported names, or the
     /// default ones when `export_headers` is false. A client must never be able to set them, not even with
     /// export off (something downstream, such as a rate limit keyed on `x-mcp-tool`, may still read them).
@@ -305,11 +394,11 @@ impl Policy {
         &self.unforgeable
     }
 
-    /// True when the tool belongs in a tools/list answer: not hidden and, with `filter_tools_list`, not a
-    /// tool whose every call is denied (a deny rule, or no rule under `default: deny`). Tools with
-    /// conditions, limits or approval stay listed.
+    /// True when the tool belongs in a tools/list answer: not hidden, not unpinned under `pins.unpinned:
+    /// hide` and, with `filter_tools_list`, not a tool whose every call is denied (a deny rule, or no rule under
+    /// `default: deny`). Tools with conditions, limits or approval stay listed.
     pub fn is_listed(&self, tool: &str) -> bool {
-        if self.is_hidden(tool) {
+        if self.is_hidden(tool) || self.is_unpinned_hidden(tool) {
             return false;
         }
         if !self.filter_tools_list {
@@ -348,7 +437,26 @@ impl Policy {
             }
         }
         self.unforgeable = names;
+        let pinned = self
+            .pins
+            .iter()
+            .flat_map(|p| p.iter().map(|(tool, _)| tool));
+        let tools = LookAlikes::new(
+            governed(&self.tools)
+                .chain(self.hide.iter().map(Glob::pattern))
+                .chain(pinned),
+        );
+        let prompts = LookAlikes::new(governed(&self.prompts));
+        self.look_alikes = [tools, prompts];
     }
+}
+
+/// The keys of a rule set that do more than allow: deny, require approval, conditions, rate limits.
+fn governed(set: &RuleSet) -> impl Iterator<Item = &str> {
+    set.rules()
+        .iter()
+        .filter(|r| r.action != Action::Allow || !r.conditions.is_empty() || !r.limits.is_empty())
+        .map(|r| r.key.as_str())
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //! | `condition.rs` | a rule's `conditions` entries |
 //! | `limits.rs` | a rule's `rate_limit` |
 //! | `identity.rs`, `approval.rs`, `export.rs` | `identity`, `approval`, `export_headers` |
+//! | `pins.rs` | `pins`, `tool_names` |
+//! | `names.rs` | keys no call can match, and keys that are look-alikes of governed keys |
 
 mod approval;
 mod condition;
@@ -25,6 +27,8 @@ mod export;
 mod fields;
 mod identity;
 mod limits;
+mod names;
+mod pins;
 mod rules;
 mod top;
 
@@ -67,6 +71,10 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     if approval.is_none() {
         sets.check_approval(&mut errs);
     }
+    let pins = top
+        .get("pins")
+        .map(|v| pins::parse(&mut errs, &top.at("pins"), v));
+    let tool_names = pins::tool_names(&mut errs, &top);
 
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
@@ -81,7 +89,13 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     p.identity = identity;
     p.prompts = sets.prompts.compile();
     p.resources = sets.resources.compile();
+    p.pins = pins;
+    p.tool_names = tool_names;
     p.seal();
+    names::check(&mut errs, &p);
+    if !errs.0.is_empty() {
+        return Err(ConfigErrors(errs.0));
+    }
     Ok(p)
 }
 

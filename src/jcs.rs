@@ -1,0 +1,478 @@
+//! RFC 8785, the JSON Canonicalization Scheme (JCS): the one text a JSON value has whatever its spelling
+//! (white space, key order, escapes, number notation), so that a hash of it says "same value" across servers,
+//! SDKs and languages. Used for pinned tool definitions ([`crate::pins`]).
+//!
+//! The rules (RFC 8785 §3.2): no white space; object members sorted by their keys as arrays of UTF-16 code
+//! units; strings as ECMAScript's `JSON.stringify` writes them (only `"`, `\` and U+0000–U+001F escaped, the
+//! five with short forms `\b \t \n \f \r`, the others `\u00xx` in lower case; everything else as UTF-8, U+007F
+//! and U+2028 included); numbers as ECMAScript's `Number.prototype.toString` writes the IEEE 754 double the
+//! text denotes (the shortest digits that read back as that double, the closest of those, then ES's layout:
+//! `1e+21`, `0.000001`, `1e-7`, `-0` as `0`); `true`, `false`, `null`.
+//!
+//! Hand-written, over serde_json's `RawValue` (no new parser, no crate): the JCS crates take a
+//! `serde_json::Value`, whose numbers serde_json has already read with its fast float parser (not always the
+//! nearest double: one unit in the last place off for some long or extreme numbers) and whose objects sort
+//! keys by UTF-8 bytes (not UTF-16 code units). Here each number is read from its own text: integers of up to
+//! 15 digits exactly by hand (nearly every number in a tool definition), any other with Rust's correctly
+//! rounded `f64` parser, and written with `ryu` (shortest, closest; already linked by serde_json) in ES's
+//! layout. Rejected, as RFC 8785 says: duplicate keys, and numbers beyond the double range (`1e400`).
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::cmp::Ordering;
+use std::fmt;
+
+/// Why a text has no canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Not JSON (serde_json's message).
+    Syntax(String),
+    /// An object has the key twice.
+    DuplicateKey(String),
+    /// A number beyond the range of a double (RFC 8785 §3.2.2.3: an error, not `Infinity`).
+    NotFinite(String),
+    /// Nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Syntax(m) => write!(f, "not JSON: {m}"),
+            Error::DuplicateKey(k) => write!(f, "an object has the key {k:?} twice"),
+            Error::NotFinite(n) => write!(f, "the number {n} is beyond the range of a double"),
+            Error::TooDeep => write!(f, "nested deeper than {MAX_DEPTH} levels"),
+        }
+    }
+}
+
+/// The deepest nesting canonicalised (serde_json itself stops at 128).
+pub const MAX_DEPTH: usize = 100;
+
+/// The canonical form of the JSON text `text`.
+pub fn canonical(text: &str) -> Result<String, Error> {
+    let raw: &RawValue = serde_json::from_str(text).map_err(syntax)?;
+    let mut out = String::with_capacity(text.len());
+    value(&mut out, raw, 0)?;
+    Ok(out)
+}
+
+/// The canonical form of the JSON object `text` without its members named in `leave_out` (top level only).
+/// `Err` when `text` is not an object.
+pub fn canonical_object_without(text: &str, leave_out: &[&str]) -> Result<String, Error> {
+    let Members(members) = serde_json::from_str(text).map_err(syntax)?;
+    let mut out = String::with_capacity(text.len());
+    object(&mut out, members, leave_out, 0)?;
+    Ok(out)
+}
+
+fn syntax(e: serde_json::Error) -> Error {
+    Error::Syntax(e.to_string())
+}
+
+fn value(out: &mut String, raw: &RawValue, depth: usize) -> Result<(), Error> {
+    if depth > MAX_DEPTH {
+        return Err(Error::TooDeep);
+    }
+    let text = raw.get().trim_matches([' ', '\t', '\n', '\r']);
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let Members(members) = serde_json::from_str(text).map_err(syntax)?;
+            object(out, members, &[], depth)?;
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(syntax)?;
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                value(out, v, depth + 1)?;
+            }
+            out.push(']');
+        }
+        Some(b'"') => {
+            let s: String = serde_json::from_str(text).map_err(syntax)?;
+            string(out, &s);
+        }
+        Some(b't' | b'f' | b'n') => {
+            // Checked, not trusted: `trux` is not JSON.
+            let _: Option<bool> = serde_json::from_str(text).map_err(syntax)?;
+            out.push_str(text);
+        }
+        _ => {
+            let _: serde::de::IgnoredAny = serde_json::from_str(text).map_err(syntax)?;
+            number(out, text)?;
+        }
+    }
+    Ok(())
+}
+
+/// An object from its members (in any order), less those named in `leave_out`.
+fn object(
+    out: &mut String,
+    mut members: Vec<(String, &RawValue)>,
+    leave_out: &[&str],
+    depth: usize,
+) -> Result<(), Error> {
+    members.sort_by(|a, b| utf16_cmp(&a.0, &b.0));
+    if let Some(w) = members
+        .windows(2)
+        .find(|w| matches!(w, [a, b] if a.0 == b.0))
+    {
+        let key = w.first().map(|m| m.0.clone()).unwrap_or_default();
+        return Err(Error::DuplicateKey(key));
+    }
+    out.push('{');
+    let mut first = true;
+    for (k, v) in members
+        .iter()
+        .filter(|(k, _)| !leave_out.contains(&k.as_str()))
+    {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        string(out, k);
+        out.push(':');
+        value(out, v, depth + 1)?;
+    }
+    out.push('}');
+    Ok(())
+}
+
+/// An object's members in document order, values unparsed.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Orders strings as arrays of UTF-16 code units (RFC 8785 §3.2.3). This differs from byte (and code point)
+/// order only between characters above U+FFFF (surrogate pairs, D800–DFFF) and U+E000–U+FFFF.
+pub fn utf16_cmp(a: &str, b: &str) -> Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// A string as ECMAScript's `JSON.stringify` writes it (RFC 8785 §3.2.2.2).
+fn string(out: &mut String, s: &str) {
+    push_string(out, s, &[]);
+}
+
+/// Appends `s` as a JSON string the way ECMAScript's `JSON.stringify` writes one: `"`, `\\` and U+0000–U+001F
+/// escaped (`\b \t \n \f \r`, the others `\u00xx`), and also the characters of `extra` (as `\uxxxx`);
+/// everything else as it is. The audit log uses it with U+2028 and U+2029 as `extra`.
+pub fn push_string(out: &mut String, s: &str, extra: &[char]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if u32::from(c) < 0x20 || extra.contains(&c) => {
+                out.push_str("\\u");
+                let n = u32::from(c);
+                for shift in [12, 8, 4, 0] {
+                    let d = ((n >> shift) & 0xf) as usize;
+                    out.push(char::from(HEX.get(d).copied().unwrap_or(b'0')));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The number whose JSON text is `text`, as ECMAScript's `Number.prototype.toString` writes its double.
+fn number(out: &mut String, text: &str) -> Result<(), Error> {
+    // Integers of at most 15 digits are exact doubles, written as they are (less a minus on zero): no float
+    // parsing or printing at all for the numbers tool definitions mostly carry.
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.bytes().all(|b| b == b'0') {
+            out.push('0');
+        } else {
+            out.push_str(text);
+        }
+        return Ok(());
+    }
+    let x: f64 = text
+        .parse()
+        .map_err(|_| Error::Syntax(format!("invalid number {text}")))?;
+    if !x.is_finite() {
+        return Err(Error::NotFinite(text.to_owned()));
+    }
+    es_number(out, x);
+    Ok(())
+}
+
+/// ECMAScript's Number::toString(x) for a finite double (ECMA-262 §6.1.6.1.20): the shortest decimal digits
+/// `s` (k of them) with exponent `n` such that s × 10^(n−k) reads back as x, then
+/// - k ≤ n ≤ 21: the digits and n−k zeros (`100`);
+/// - 0 < n ≤ 21: a point after n digits (`1.5`);
+/// - −6 < n ≤ 0: `0.`, −n zeros, the digits (`0.000001`);
+/// - otherwise: one digit, the others after a point, `e`, the sign, |n−1| (`1e+21`, `1.5e-7`).
+pub fn es_number(out: &mut String, x: f64) {
+    if x == 0.0 {
+        // Both zeros.
+        out.push('0');
+        return;
+    }
+    if x < 0.0 {
+        out.push('-');
+    }
+    let mut buf = ryu::Buffer::new();
+    let (digits, n) = shortest(buf.format_finite(x.abs()));
+    let k = digits.len() as i32;
+    let zeros = |out: &mut String, count: i32| {
+        for _ in 0..count {
+            out.push('0');
+        }
+    };
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        zeros(out, n - k);
+    } else if 0 < n && n <= 21 {
+        let (int, frac) = digits.split_at(n as usize);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        zeros(out, -n);
+        out.push_str(&digits);
+    } else {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push('e');
+        out.push(if n > 0 { '+' } else { '-' });
+        out.push_str(&(n - 1).unsigned_abs().to_string());
+    }
+}
+
+/// The significant digits of a positive decimal (as ryu writes one: `123.0`, `0.001`, `1.5e-7`, `1e21`)
+/// without leading or trailing zeros, and its exponent n: the value is 0.d₁d₂… × 10^n.
+fn shortest(text: &str) -> (String, i32) {
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0').to_owned();
+    // The point sits after `int`; each leading zero moves the first significant digit one place right.
+    let n = int.len() as i32 - lead as i32 + exp;
+    (digits, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn es(x: f64) -> String {
+        let mut s = String::new();
+        es_number(&mut s, x);
+        s
+    }
+
+    /// RFC 8785 Appendix B: IEEE 754 doubles (hex) and their ECMAScript form.
+    #[test]
+    fn rfc8785_appendix_b_numbers() {
+        let vectors: &[(u64, &str)] = &[
+            (0x0000000000000000, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ];
+        for (bits, want) in vectors {
+            let x = f64::from_bits(*bits);
+            assert_eq!(es(x), *want, "{bits:016x}");
+            // The same through the text path: the expected text reads back as the same double.
+            assert_eq!(canonical(want).unwrap(), *want, "{want}");
+        }
+        // NaN and the infinities cannot be written in JSON; a number beyond the range is an error.
+        assert!(matches!(canonical("1e400"), Err(Error::NotFinite(_))));
+        assert!(matches!(canonical("-1e309"), Err(Error::NotFinite(_))));
+        assert_eq!(canonical("1e-400").unwrap(), "0");
+    }
+
+    /// The layout rules at each boundary, and spellings of one number.
+    #[test]
+    fn number_layout() {
+        for (text, want) in [
+            ("1e21", "1e+21"),
+            ("1e20", "100000000000000000000"),
+            ("123456789012345678901", "123456789012345680000"),
+            ("1.5e21", "1.5e+21"),
+            ("0.000001", "0.000001"),
+            ("1e-7", "1e-7"),
+            ("1.5e-7", "1.5e-7"),
+            ("0.1", "0.1"),
+            ("-0.0", "0"),
+            ("-0", "0"),
+            ("0e10", "0"),
+            ("4.50", "4.5"),
+            ("2e-3", "0.002"),
+            ("1E30", "1e+30"),
+            ("1E+2", "100"),
+            ("100.0", "100"),
+            ("12.34e1", "123.4"),
+            ("-12", "-12"),
+            ("999999999999999", "999999999999999"),
+            ("9999999999999999", "10000000000000000"),
+            ("9007199254740993", "9007199254740992"),
+            ("0.30000000000000004", "0.30000000000000004"),
+            ("5e-324", "5e-324"),
+            ("2.4703282292062328e-324", "5e-324"),
+            ("123456.789e-3", "123.456789"),
+        ] {
+            assert_eq!(canonical(text).unwrap(), want, "{text}");
+        }
+    }
+
+    /// RFC 8785 §3.2.2 and §3.2.3: the example of the whole scheme, and the sorting example.
+    #[test]
+    fn rfc8785_examples() {
+        let input = r#"{
+  "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+  "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+  "literals": [null, true, false]
+}"#;
+        assert_eq!(
+            canonical(input).unwrap(),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+        let sorting = r#"{
+  "\u20ac": "Euro Sign",
+  "\r": "Carriage Return",
+  "\ufb33": "Hebrew Letter Dalet With Dagesh",
+  "1": "One",
+  "\ud83d\ude00": "Emoji: Grinning Face",
+  "\u0080": "Control",
+  "\u00f6": "Latin Small Letter O With Diaeresis"
+}"#;
+        assert_eq!(
+            canonical(sorting).unwrap(),
+            "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\"ö\":\"Latin Small Letter O With Diaeresis\",\"€\":\"Euro Sign\",\"😀\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}"
+        );
+    }
+
+    #[test]
+    fn strings_escape_what_ecmascript_escapes() {
+        assert_eq!(
+            canonical(r#""\u0000\u0001\b\t\n\u000b\f\r\u001f \u007f\u2028\u00e9\/\"\\""#).unwrap(),
+            "\"\\u0000\\u0001\\b\\t\\n\\u000b\\f\\r\\u001f \u{7f}\u{2028}é/\\\"\\\\\""
+        );
+        // A lone surrogate is not a string JCS can write (nor serde_json read).
+        assert!(matches!(canonical(r#""\ud800""#), Err(Error::Syntax(_))));
+    }
+
+    #[test]
+    fn structure() {
+        assert_eq!(
+            canonical(" { \"b\" : [ 1 , { \"d\":true, \"c\" :null } ] , \"a\" : \"x\" } ").unwrap(),
+            r#"{"a":"x","b":[1,{"c":null,"d":true}]}"#
+        );
+        assert_eq!(canonical("[]").unwrap(), "[]");
+        assert_eq!(canonical("{}").unwrap(), "{}");
+        // Keys equal once their escapes are read.
+        assert_eq!(
+            canonical(r#"{"a":1,"\u0061":2}"#),
+            Err(Error::DuplicateKey("a".into()))
+        );
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "tru",
+            "nul",
+            "01",
+            "1.",
+            "{\"a\" 1}",
+            "1 2",
+        ] {
+            assert!(matches!(canonical(bad), Err(Error::Syntax(_))), "{bad:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(canonical(&deep).unwrap(), deep);
+        let deeper = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
+        assert_eq!(canonical(&deeper), Err(Error::TooDeep));
+    }
+
+    #[test]
+    fn utf16_order_differs_from_byte_order_above_the_bmp() {
+        let (emoji, private) = ("\u{1f600}", "\u{e000}");
+        assert!(emoji > private); // bytes (and code points)
+        assert_eq!(utf16_cmp(emoji, private), Ordering::Less);
+        assert_eq!(utf16_cmp("a", "ab"), Ordering::Less);
+    }
+
+    /// Doubles across the range: the text read back is the same double, and no shorter text is.
+    #[test]
+    fn shortest_round_trip() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = f64::from_bits(state);
+            if !x.is_finite() {
+                continue;
+            }
+            let text = es(x);
+            let back: f64 = text.parse().unwrap();
+            assert_eq!(
+                back.to_bits(),
+                if x == 0.0 { 0 } else { x.to_bits() },
+                "{text}"
+            );
+            assert_eq!(canonical(&text).unwrap(), text);
+        }
+    }
+}

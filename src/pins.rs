@@ -1,0 +1,161 @@
+//! Pinned tool definitions (rug-pull protection): what a tool's pin is a hash of, and how it is written.
+//!
+//! A pin is `sha256:` and 64 lower-case hex digits: SHA-256 of the RFC 8785 canonical form ([`crate::jcs`]) of
+//! the tool object exactly as the server lists it in `tools/list` (`name`, `title`, `description`,
+//! `inputSchema`, `outputSchema`, `annotations`, `icons`, `execution` and any field a later MCP version adds),
+//! less its top-level `_meta`. Left out, and why:
+//! - `_meta`: MCP reserves it for metadata about the message, not for the tool's contract: clients do not show
+//!   it to the model, and SDKs and gateways add or rewrite entries there in transit (FastMCP puts its tags
+//!   there, MCP Apps a UI resource, tracing a request id), so it changes without the tool changing. A pin over
+//!   it would flap; a change there is not what the model reads or what the tool does. Only the tool object's
+//!   own `_meta` is left out: a `_meta` key inside a schema is part of that schema.
+//!
+//! Nothing else is left out: a description is what the model reads (the usual place for injected
+//! instructions), a schema what it may send, annotations what clients trust to call without asking.
+//!
+//! Outside mcp-policy, with Python 3 (same hash for every tool without non-integer numbers or integers beyond
+//! 2^53, which JSON.dumps writes differently from RFC 8785; README "Pinned tool definitions"):
+//! `python3 -c 'import json,sys,hashlib; t=json.load(sys.stdin); t.pop("_meta",None); print("sha256:"+hashlib.sha256(json.dumps(t,sort_keys=True,separators=(",",":"),ensure_ascii=False).encode()).hexdigest())' < tool.json`
+
+use crate::jcs;
+use crate::sha256;
+
+/// How a pin starts.
+pub const PREFIX: &str = "sha256:";
+
+/// The top-level fields of a tool object its pin does not cover.
+pub const UNHASHED: &[&str] = &["_meta"];
+
+/// How many hex digits of a pin messages show (48 bits: enough to tell two definitions apart by eye).
+pub const SHORT: usize = 12;
+
+/// The pin of a tool: `raw` is the tool object's JSON text as the server sent it.
+pub fn tool_pin(raw: &str) -> Result<String, jcs::Error> {
+    let canonical = jcs::canonical_object_without(raw, UNHASHED)?;
+    Ok(format!(
+        "{PREFIX}{}",
+        sha256::hex_digest(canonical.as_bytes())
+    ))
+}
+
+/// `pin` as a pin: `sha256:` and 64 hex digits (upper case accepted, returned in lower case), else `None`.
+pub fn parse_pin(pin: &str) -> Option<String> {
+    let hex = pin.strip_prefix(PREFIX)?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{PREFIX}{}", hex.to_ascii_lowercase()))
+}
+
+/// The start of a pin for messages: `sha256:0123456789ab`.
+pub fn short(pin: &str) -> &str {
+    pin.get(..PREFIX.len() + SHORT).unwrap_or(pin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+    use serde_json::Value;
+
+    const MLFLOW: &str = include_str!("../tests/fixtures/mlflow-mcp-0.4.1.tools-list.json");
+
+    fn mlflow_tools() -> Vec<Box<RawValue>> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            result: Tools,
+        }
+        #[derive(serde::Deserialize)]
+        struct Tools {
+            tools: Vec<Box<RawValue>>,
+        }
+        let a: Answer = serde_json::from_str(MLFLOW).unwrap();
+        a.result.tools
+    }
+
+    #[test]
+    fn pins_of_the_real_mlflow_tools() {
+        let tools = mlflow_tools();
+        assert_eq!(tools.len(), 40);
+        // Computed outside mcp-policy with the Python line in this file's documentation (2026-12-05).
+        let first = tool_pin(tools[0].get()).unwrap();
+        assert_eq!(
+            first,
+            "sha256:d1c73cb84e72bb946b3740f9bf4dd804d6e310c6f1f960a5f5c1a8d27a6ab002"
+        );
+        // Pins do not depend on how the object is spelt: white space, key order, escapes.
+        for t in &tools {
+            let pin = tool_pin(t.get()).unwrap();
+            assert!(parse_pin(&pin).as_deref() == Some(pin.as_str()), "{pin}");
+            let v: Value = serde_json::from_str(t.get()).unwrap();
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            assert_eq!(tool_pin(&pretty).unwrap(), pin);
+            let escaped = t.get().replace("_", "\\u005f");
+            assert_eq!(tool_pin(&escaped).unwrap(), pin);
+        }
+        // Every tool has its own pin.
+        let mut pins: Vec<String> = tools.iter().map(|t| tool_pin(t.get()).unwrap()).collect();
+        pins.sort();
+        pins.dedup();
+        assert_eq!(pins.len(), 40);
+    }
+
+    #[test]
+    fn meta_is_left_out_and_nothing_else() {
+        let base = r#"{"name":"t","description":"d","inputSchema":{"type":"object"}}"#;
+        let pin = tool_pin(base).unwrap();
+        assert_eq!(
+            tool_pin(
+                r#"{"_meta":{"x":1},"name":"t","description":"d","inputSchema":{"type":"object"}}"#
+            )
+            .unwrap(),
+            pin
+        );
+        for changed in [
+            r#"{"name":"t","description":"d ","inputSchema":{"type":"object"}}"#,
+            r#"{"name":"t","description":"d","inputSchema":{"type":"object","_meta":{}}}"#,
+            r#"{"name":"t","description":"d","inputSchema":{"type":"object"},"annotations":{}}"#,
+            r#"{"name":"t","description":"d","inputSchema":{"type":"object"},"title":"T"}"#,
+            r#"{"name":"T","description":"d","inputSchema":{"type":"object"}}"#,
+            r#"{"name":"t","description":"d","inputSchema":{"type":"object"},"meta":{}}"#,
+        ] {
+            assert_ne!(tool_pin(changed).unwrap(), pin, "{changed}");
+        }
+        // The canonical text hashed is JCS of the object without `_meta`.
+        assert_eq!(
+            pin,
+            format!(
+                "sha256:{}",
+                sha256::hex_digest(
+                    br#"{"description":"d","inputSchema":{"type":"object"},"name":"t"}"#
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn not_a_tool_object() {
+        for bad in ["[]", "\"t\"", "1", "{\"a\":1,\"a\":2}", "{"] {
+            assert!(tool_pin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pin_spelling() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            parse_pin(&format!("sha256:{}", hex.to_uppercase())),
+            Some(format!("sha256:{hex}"))
+        );
+        for bad in [
+            hex.clone(),
+            format!("sha256:{}", &hex[1..]),
+            format!("sha256:{hex}0"),
+            format!("SHA256:{hex}"),
+            format!("sha256:{}g", &hex[1..]),
+            format!("sha512:{hex}"),
+        ] {
+            assert_eq!(parse_pin(&bad), None, "{bad}");
+        }
+        assert_eq!(short(&format!("sha256:{hex}")), "sha256:abababababab");
+        assert_eq!(short("sha256:ab"), "sha256:ab");
+    }
+}
