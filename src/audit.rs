@@ -13,6 +13,7 @@
 //! correlate one caller's lines, not a secret (an identity from a small, guessable set can be recovered by
 //! hashing candidates).
 
+use crate::label::Label;
 use crate::sha256;
 use serde_json::value::RawValue;
 
@@ -24,9 +25,8 @@ pub const IDENTITY_HEX_CHARS: usize = 12;
 pub struct AuditEvent<'a> {
     /// Wall-clock time of the decision, nanoseconds since the Unix epoch (proxy-wasm's current time).
     pub unix_nanos: u64,
-    /// `allow`, `deny`, `rate_limited`, `approval_granted`, `approval_denied`, `invalid`, or in audit mode
-    /// `would_deny`, `would_rate_limit`, ...
-    pub decision: &'a str,
+    /// What became of the message ([`Label::as_str`] is written).
+    pub decision: Label,
     /// The JSON-RPC method (`tools/call`, `tools/list`, ...).
     pub method: &'a str,
     pub tool: Option<&'a str>,
@@ -50,7 +50,7 @@ impl AuditEvent<'_> {
         s.push_str("{\"time\":");
         push_str(&mut s, &rfc3339_millis(self.unix_nanos));
         s.push_str(",\"decision\":");
-        push_str(&mut s, self.decision);
+        push_str(&mut s, self.decision.as_str());
         s.push_str(",\"method\":");
         push_str(&mut s, self.method);
         s.push_str(",\"tool\":");
@@ -151,7 +151,7 @@ mod tests {
     fn event<'a>() -> AuditEvent<'a> {
         AuditEvent {
             unix_nanos: 1_774_096_496_789_123_456,
-            decision: "deny",
+            decision: Label::Deny,
             method: "tools/call",
             tool: None,
             rule: None,
@@ -288,16 +288,7 @@ mod tests {
 
     #[test]
     fn decisions_are_written_as_given() {
-        for d in [
-            "allow",
-            "deny",
-            "rate_limited",
-            "approval_granted",
-            "approval_denied",
-            "invalid",
-            "would_deny",
-            "would_rate_limit",
-        ] {
+        for d in Label::ALL {
             let line = AuditEvent {
                 decision: d,
                 ..event()

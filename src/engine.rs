@@ -68,7 +68,7 @@ impl<'p> Decision<'p> {
     }
 }
 
-/// Decides one `tools/call` (without counting: see [`crate::request`] for the rate-limit step).
+/// Decides one call (without counting: see [`crate::request`] for the rate-limit step).
 pub fn decide_call<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Decision<'p> {
     judge(policy, call).decision
 }
@@ -329,14 +329,6 @@ pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decisi
     body.messages
         .iter()
         .map(|m| m.call().map(|c| decide_call(policy, c)))
-        .collect()
-}
-
-/// Like [`decide_body`], with each allowed call's rate-limit charges.
-pub fn judge_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Verdict<'p>>> {
-    body.messages
-        .iter()
-        .map(|m| m.call().map(|c| judge(policy, c)))
         .collect()
 }
 

@@ -1,5 +1,6 @@
 //! Envoy's serialised header map (the proxy-wasm ABI's `proxy_get_header_map_pairs`), read in place: one
-//! buffer, byte ranges into it, no copy per header. Pure, so it is tested natively; the glue fetches the bytes.
+//! buffer, byte ranges into it, no copy per header; and the same serialisation written ([`serialise`]). Pure,
+//! so it is tested natively; the glue fetches and sends the bytes.
 
 use std::ops::Range;
 
@@ -82,25 +83,32 @@ fn spans(raw: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
     Some(spans)
 }
 
+/// The host's serialisation of `pairs`, the format [`HeaderMap::parse`] reads: what the filter sends with a
+/// local reply, and what a test host serves.
+pub fn serialise(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let size = pairs
+        .iter()
+        .map(|(k, v)| 10 + k.len() + v.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(4 + size);
+    out.extend(len(pairs.len()));
+    for (k, v) in pairs {
+        out.extend(len(k.len()));
+        out.extend(len(v.len()));
+    }
+    for (k, v) in pairs {
+        out.extend(k.as_bytes());
+        out.push(0);
+        out.extend(*v);
+        out.push(0);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The host's serialisation of `pairs`.
-    fn serialise(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend((k.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend(k.as_bytes());
-            out.push(0);
-            out.extend(*v);
-            out.push(0);
-        }
-        out
-    }
 
     #[test]
     fn reads_values_in_order_ignoring_name_case() {

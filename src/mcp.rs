@@ -3,6 +3,9 @@
 //! [`inspect`] checks the whole body in one pass (well-formedness, duplicate keys: [`crate::json`]), which
 //! also records where each message's envelope and call fields are; it reads nothing else. Parameters and
 //! arguments stay borrowed raw JSON (`&RawValue`) until a rule actually needs them.
+//!
+//! Length: about 470 lines of code; the rest of the file is its tests (the differential against
+//! `fuzz/fuzz_targets/reference.rs` among them).
 
 use crate::json::{self, JsonError};
 use serde::Deserialize;
@@ -189,28 +192,9 @@ fn lead(raw: &RawValue) -> u8 {
         .unwrap_or(b' ')
 }
 
+/// The value of a JSON string (borrowed when it has no escapes), `None` for any other value.
 fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    if lead(raw) != b'"' {
-        return None;
-    }
-    // A string without escapes is its text between the quotes (the JSON is valid: no raw `"` or control
-    // characters inside).
-    if let Some(inner) = raw
-        .get()
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-    {
-        if !inner.contains('\\') {
-            return Some(Cow::Borrowed(inner));
-        }
-    }
-    // Borrow when the string has no escapes; decode into an owned string otherwise.
-    match serde_json::from_str::<&str>(raw.get()) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(raw.get())
-            .ok()
-            .map(Cow::Owned),
-    }
+    json::string_value(raw.get())
 }
 
 /// The JSON-RPC envelope fields: a message may not carry a case variant of any of them.
@@ -488,22 +472,10 @@ mod tests {
     use super::*;
     use crate::reference;
 
-    /// Both implementations' answers, as text (every field, id and raw value included).
+    /// Both implementations' answers (every field, id and raw value included; see `compare_inspect`).
     fn same_as_reference(body: &[u8]) {
-        let new = inspect(body);
-        let old = reference::inspect(body);
-        assert_eq!(
-            format!("{new:?}"),
-            format!("{old:?}"),
-            "{}",
-            String::from_utf8_lossy(body)
-        );
-        if let (Ok(new), Ok(old)) = (&new, &old) {
-            for (n, o) in new.messages.iter().zip(&old.messages) {
-                let borrowed =
-                    |c: Option<&ToolCall<'_>>| c.map(|c| matches!(c.name, Cow::Borrowed(_)));
-                assert_eq!(borrowed(n.call()), borrowed(o.call()));
-            }
+        if let Err(e) = reference::compare_inspect(body) {
+            panic!("{e}");
         }
     }
 
@@ -567,23 +539,9 @@ mod tests {
         assert!(n > 10);
     }
 
-    /// `MUTATIONS=2000000 cargo test --release matches_the_reference` for a longer run.
-    fn mutations() -> usize {
-        std::env::var("MUTATIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20_000)
-    }
-
     #[test]
     fn matches_the_reference_on_mutations() {
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = reference::xorshift(0x2545_f491_4f6c_dd1d);
         const PIECES: &[&str] = &[
             "{",
             "}",
@@ -621,7 +579,7 @@ mod tests {
             "\u{17f}",
             "\u{212a}",
         ];
-        for _ in 0..mutations() {
+        for _ in 0..reference::mutations() {
             let mut body = BODIES[(next() % BODIES.len() as u64) as usize]
                 .as_bytes()
                 .to_vec();

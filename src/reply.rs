@@ -1,7 +1,9 @@
 //! Every reply mcp-policy writes itself: JSON-RPC 2.0 errors and their HTTP status, in one place.
 
 use crate::engine::Decision;
-use crate::mcp::{Body, Kind, RequestError};
+use crate::label::Label;
+use crate::mcp::{Kind, RequestError};
+use crate::record::Record;
 use serde_json::{json, Value};
 
 /// A tool call was denied by the policy.
@@ -99,6 +101,15 @@ pub fn internal(why: &str) -> Reply {
     }
 }
 
+/// 500 when the filter cannot even read the request (no policy loaded, the body unreadable): fail closed.
+pub fn uninspectable(why: &str) -> Reply {
+    let msg = format!("mcp-policy could not inspect the request: {why}");
+    Reply {
+        status: 500,
+        body: error(None, INVALID_REQUEST, &msg, None),
+    }
+}
+
 /// 400 when an `Mcp-*` header disagrees with the body.
 pub fn header_mismatch(id: Option<&str>, message: &str) -> Reply {
     Reply {
@@ -126,22 +137,22 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
             ..
         } => {
             let (decision, msg) = if *unavailable {
-                ("approval_unavailable", format!("{what} '{}' not approved: the approval service could not be reached or gave no usable answer ({reason})", tool.unwrap_or("")))
+                (Label::ApprovalUnavailable, format!("{what} '{}' not approved: the approval service could not be reached or gave no usable answer ({reason})", tool.unwrap_or("")))
             } else {
                 (
-                    "approval_denied",
+                    Label::ApprovalDenied,
                     format!(
                         "{what} '{}' not approved: the approver said no: {reason}",
                         tool.unwrap_or("")
                     ),
                 )
             };
-            data.insert("decision".into(), json!(decision));
+            data.insert("decision".into(), json!(decision.as_str()));
             data.insert("reason".into(), json!(reason));
             (APPROVAL_NOT_GRANTED, msg)
         }
         Decision::Deny { reason, .. } => {
-            data.insert("decision".into(), json!("deny"));
+            data.insert("decision".into(), json!(Label::Deny.as_str()));
             data.insert("reason".into(), json!(reason));
             (
                 DENIED,
@@ -155,7 +166,7 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
             retry_after_secs,
             ..
         } => {
-            data.insert("decision".into(), json!("rate_limited"));
+            data.insert("decision".into(), json!(Label::RateLimited.as_str()));
             data.insert("reason".into(), json!(reason));
             data.insert("limit".into(), json!(limit));
             data.insert("window_seconds".into(), json!(window_secs));
@@ -174,23 +185,23 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
 const BATCH_REASON: &str =
     "not forwarded: the batch held a refused call, and a batch is forwarded whole or not at all";
 
-/// 200 with in-line JSON-RPC errors when any call of `body` is refused (denied or rate limited).
-/// `decisions` is parallel to `body.messages`. Returns `None` when nothing is refused.
-pub fn refused(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Reply> {
-    if !decisions.iter().flatten().any(Decision::is_refusal) {
+/// 200 with in-line JSON-RPC errors when any call of the body is refused (denied, rate limited, not
+/// approved): one error per request of a batch (`batch`), or the one error of a single message. `None` when
+/// nothing is refused.
+pub fn refused(batch: bool, records: &[Record<'_>]) -> Option<Reply> {
+    if !records.iter().any(Record::is_refusal) {
         return None;
     }
-    let one = |i: usize| -> Option<String> {
-        let m = body.messages.get(i)?;
-        let id = m.id()?.get();
-        let target = m.call().map(|c| (c.kind, c.name.as_ref()));
-        let tool = m.tool_call().map(|c| c.name.as_ref());
-        match decisions.get(i).and_then(Option::as_ref) {
-            Some(d) if d.is_refusal() => refusal(id, target, d),
-            _ if body.batch => {
+    let one = |r: &Record<'_>| -> Option<String> {
+        let id = r.id?.get();
+        match &r.decision {
+            Some(d) if d.is_refusal() => refusal(id, r.target.map(|t| (t.kind, t.name)), d),
+            _ if batch => {
+                let tool = r.tool();
+                let deny = Label::Deny.as_str();
                 let data = match tool {
-                    Some(t) => json!({"tool": t, "decision": "deny", "reason": BATCH_REASON}),
-                    None => json!({"decision": "deny", "reason": BATCH_REASON}),
+                    Some(t) => json!({"tool": t, "decision": deny, "reason": BATCH_REASON}),
+                    None => json!({"decision": deny, "reason": BATCH_REASON}),
                 };
                 let msg = match tool {
                     Some(t) => format!("Tool '{t}' denied by policy: {BATCH_REASON}"),
@@ -201,11 +212,11 @@ pub fn refused(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Re
             _ => None,
         }
     };
-    let text = if body.batch {
-        let parts: Vec<String> = (0..body.messages.len()).filter_map(one).collect();
+    let text = if batch {
+        let parts: Vec<String> = records.iter().filter_map(one).collect();
         format!("[{}]", parts.join(","))
     } else {
-        one(0)?
+        one(records.first()?)?
     };
     Some(Reply {
         status: 200,
@@ -217,11 +228,25 @@ pub fn refused(body: &Body<'_>, decisions: &[Option<Decision<'_>>]) -> Option<Re
 mod tests {
     use super::*;
     use crate::engine::decide_body;
-    use crate::mcp::inspect;
+    use crate::mcp::{inspect, Body};
     use crate::policy::parse;
 
     fn parse_json(s: &str) -> Value {
         serde_json::from_str(s).unwrap()
+    }
+
+    /// [`refused`] on the records of `b`, each with its decision.
+    fn refused_in<'a>(b: &'a Body<'a>, decisions: Vec<Option<Decision<'a>>>) -> Option<Reply> {
+        let records: Vec<Record<'_>> = b
+            .messages
+            .iter()
+            .zip(decisions)
+            .map(|(m, decision)| Record {
+                decision,
+                ..Record::new(m, None)
+            })
+            .collect();
+        refused(b.batch, &records)
     }
 
     #[test]
@@ -234,7 +259,7 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"name":"delete_run"}}"#,
         )
         .unwrap();
-        let r = refused(&b, &decide_body(&p, &b)).unwrap();
+        let r = refused_in(&b, decide_body(&p, &b)).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(
             parse_json(&r.body),
@@ -251,14 +276,14 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}}"#,
         )
         .unwrap();
-        assert!(refused(&b, &decide_body(&p, &b)).is_none());
+        assert!(refused_in(&b, decide_body(&p, &b)).is_none());
     }
 
     #[test]
     fn ids_are_echoed_verbatim() {
         let p = parse(br#"{"version":"1"}"#).unwrap();
         let b = inspect(br#"{"jsonrpc":"2.0","id":12345678901234567890123,"method":"tools/call","params":{"name":"x"}}"#).unwrap();
-        let r = refused(&b, &decide_body(&p, &b)).unwrap();
+        let r = refused_in(&b, decide_body(&p, &b)).unwrap();
         assert!(
             r.body.contains(r#""id":12345678901234567890123,"#),
             "{}",
@@ -276,7 +301,7 @@ mod tests {
             {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_run"}}]"#,
         )
         .unwrap();
-        let r = refused(&b, &decide_body(&p, &b)).unwrap();
+        let r = refused_in(&b, decide_body(&p, &b)).unwrap();
         let v = parse_json(&r.body);
         let arr = v.as_array().unwrap();
         assert_eq!(arr.len(), 3);
@@ -309,7 +334,7 @@ mod tests {
             window_secs: 60,
             retry_after_secs: 7,
         };
-        let r = refused(&b, &[Some(d)]).unwrap();
+        let r = refused_in(&b, vec![Some(d)]).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(
             parse_json(&r.body),
@@ -329,7 +354,7 @@ mod tests {
                 reason: "nope".into(),
                 unavailable,
             };
-            parse_json(&refused(&b, &[Some(d)]).unwrap().body)
+            parse_json(&refused_in(&b, vec![Some(d)]).unwrap().body)
         };
         let v = r(false);
         assert_eq!(v["error"]["code"], -31003);
@@ -347,6 +372,23 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("could not be reached"));
+    }
+
+    #[test]
+    fn fail_closed_replies_are_json_whatever_the_reason_says() {
+        let r = uninspectable(r#"a "quoted" \ reason"#);
+        assert_eq!(r.status, 500);
+        let v = parse_json(&r.body);
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","id":null,"error":{"code":-32600,
+                "message":"mcp-policy could not inspect the request: a \"quoted\" \\ reason"}})
+        );
+        // The same bytes as the filter always wrote for its fixed reasons.
+        assert_eq!(
+            uninspectable("no policy is loaded").body,
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"mcp-policy could not inspect the request: no policy is loaded"}}"#
+        );
     }
 
     #[test]

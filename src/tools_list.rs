@@ -7,19 +7,26 @@
 //!
 //! Two formats (MCP streamable HTTP):
 //! - `application/json`: one JSON-RPC message or a batch (array) of them.
-//! - `text/event-stream`: events parsed per the SSE specification (`\n`, `\r\n` or `\r` line ends, comment
-//!   lines, `event:`/`id:`/`retry:` fields, multi-line `data:` joined with `\n`). Events whose data is empty
-//!   (priming events) are left alone; every other event's data must be a JSON-RPC message or batch. Only events
-//!   holding a tools list that loses a tool are rewritten: their `data:` lines become one `data:` line at
-//!   the place of the first, ended like it; their other lines and every other event stay byte-identical. An
-//!   unterminated last event is treated like any other (SSE clients drop it, but it must not leak either).
+//! - `text/event-stream`: events read by [`crate::sse`] (the SSE specification's line ends, comments, fields,
+//!   multi-line `data:` joined with `\n`). Events whose data is empty (priming events) are left alone; every
+//!   other event's data must be a JSON-RPC message or batch. Only events holding a tools list that loses a
+//!   tool are rewritten: their `data:` lines become one `data:` line at the place of the first, ended like it;
+//!   their other lines and every other event stay byte-identical. An unterminated last event is treated like
+//!   any other (SSE clients drop it, but it must not leak either).
+//!
+//! The JSON is validated by serde_json (which, unlike [`crate::json::check_strict`], lets repeated keys through;
+//! the keys this module reads are checked below), then walked once with the crate's JSON cursor
+//! (`json/cursor.rs`) to find `result.tools`, its elements and their names.
 //!
 //! Strict by design: the caller turns an error into a JSON-RPC error instead of forwarding the list, so
 //! anything that cannot be read with certainty is an error: invalid UTF-8 or JSON, a `tools` that is not an
 //! array, an entry that is not an object with a string `name`, and a `result`, `tools` or `name` key repeated
 //! or present in another letter case (a lenient client could read the copy this module did not filter).
+//!
+//! Length: about 440 lines of code; the rest of the file is its tests, against real server captures.
 
-use crate::json::keys_collide;
+use crate::json::{keys_collide, Cursor, Lost};
+use crate::sse::{Event, Events};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -104,6 +111,13 @@ impl fmt::Display for RewriteError {
 
 impl std::error::Error for RewriteError {}
 
+/// A walk over text serde_json has validated cannot lose its place; if it does, the answer is not forwarded.
+impl From<Lost> for RewriteError {
+    fn from(_: Lost) -> RewriteError {
+        RewriteError::NotJson("internal: the walk lost its place".into())
+    }
+}
+
 /// Removes from every tools list in `body` the tools whose name `keep` rejects.
 pub fn rewrite<'a>(
     body: &'a [u8],
@@ -150,18 +164,6 @@ impl Edits {
     }
 }
 
-/// Where `inner`, a sub-slice of `outer` (as every borrowed `RawValue` of a document is), starts in it.
-fn offset_in(outer: &str, inner: &str) -> Result<usize, RewriteError> {
-    let start = (inner.as_ptr() as usize).wrapping_sub(outer.as_ptr() as usize);
-    if start <= outer.len() && inner.len() <= outer.len() - start {
-        Ok(start)
-    } else {
-        Err(RewriteError::NotJson(
-            "internal: a raw value outside its document".into(),
-        ))
-    }
-}
-
 fn not_json(e: serde_json::Error) -> RewriteError {
     RewriteError::NotJson(e.to_string())
 }
@@ -176,20 +178,21 @@ fn document(
     keep: &dyn Fn(&str) -> bool,
     edits: &mut Edits,
 ) -> Result<(), RewriteError> {
-    let root: &RawValue = serde_json::from_str(doc).map_err(not_json)?;
-    let b = doc.as_bytes();
-    let start = offset_in(doc, root.get())?;
-    match b.get(start) {
-        Some(b'{') => message(doc, base, start, keep, edits).map(|_| ()),
-        Some(b'[') => items(b, start, |at, _| {
-            if b.get(at) != Some(&b'{') {
-                return Err(RewriteError::NotJsonRpc(
-                    "a batch element is not an object".into(),
-                ));
-            }
-            message(doc, base, at, keep, edits)
-        })
-        .map(|_| ()),
+    serde_json::from_str::<&RawValue>(doc).map_err(not_json)?;
+    let c = Cursor::new(doc);
+    let start = c.skip_ws(0);
+    match c.byte(start) {
+        Some(b'{') => message(c, base, start, keep, edits).map(|_| ()),
+        Some(b'[') => c
+            .items::<RewriteError>(start, |at, _| {
+                if c.byte(at) != Some(b'{') {
+                    return Err(RewriteError::NotJsonRpc(
+                        "a batch element is not an object".into(),
+                    ));
+                }
+                message(c, base, at, keep, edits)
+            })
+            .map(|_| ()),
         _ => Err(RewriteError::NotJsonRpc(
             "a JSON-RPC message must be an object or a batch (array)".into(),
         )),
@@ -198,32 +201,31 @@ fn document(
 
 /// The message (an object) at `at`: filters its `result.tools`, if it has one. Returns the message's end.
 fn message(
-    doc: &str,
+    c: Cursor<'_>,
     base: usize,
     at: usize,
     keep: &dyn Fn(&str) -> bool,
     edits: &mut Edits,
 ) -> Result<usize, RewriteError> {
-    let b = doc.as_bytes();
     let mut list: Option<Tools> = None;
     // An error of the tools list waits until the message is read: a repeated `result` or `tools` key is
     // reported first (the list read may not be the one a client reads).
     let mut pending: Option<RewriteError> = None;
     let mut result_seen = false;
-    let end = entries(b, at, |key, value| {
-        if !claim(doc, key, "result", &mut result_seen)? {
-            return value_end(b, value);
+    let end = c.entries::<RewriteError>(at, |key, value| {
+        if !claim(c, key, "result", &mut result_seen)? {
+            return Ok(c.value_end(value)?);
         }
-        if b.get(value) != Some(&b'{') {
+        if c.byte(value) != Some(b'{') {
             // Requests, notifications and errors have no `result`; a result that is not an object lists no tools.
-            return value_end(b, value);
+            return Ok(c.value_end(value)?);
         }
         let mut tools_seen = false;
-        entries(b, value, |key, value| {
-            if !claim(doc, key, "tools", &mut tools_seen)? {
-                return value_end(b, value);
+        c.entries::<RewriteError>(value, |key, value| {
+            if !claim(c, key, "tools", &mut tools_seen)? {
+                return Ok(c.value_end(value)?);
             }
-            let (tools, end) = tools_list(doc, value);
+            let (tools, end) = tools_list(c, value);
             match tools {
                 Ok(t) => list = Some(t),
                 Err(e) => pending = pending.take().or(Some(e)),
@@ -248,7 +250,7 @@ fn message(
     edits.list.push((
         base + start,
         base + stop,
-        filtered_array(doc, tools.array, &tools.spans, &keeps),
+        filtered_array(c, tools.array, &tools.spans, &keeps),
     ));
     Ok(end)
 }
@@ -261,14 +263,12 @@ struct Tools<'a> {
 }
 
 /// The `tools` value at `at`, and where it ends (known even when the list is unreadable, so the walk goes on).
-fn tools_list(doc: &str, at: usize) -> (Result<Tools<'_>, RewriteError>, usize) {
-    let b = doc.as_bytes();
-    if b.get(at) != Some(&b'[') {
-        let end = value_end(b, at);
+fn tools_list(c: Cursor<'_>, at: usize) -> (Result<Tools<'_>, RewriteError>, usize) {
+    if c.byte(at) != Some(b'[') {
         let e = RewriteError::BadTools("\"result.tools\" is not an array".into());
-        return match end {
+        return match c.value_end(at) {
             Ok(end) => (Err(e), end),
-            Err(internal) => (Err(internal), at),
+            Err(lost) => (Err(lost.into()), at),
         };
     }
     let mut tools = Tools {
@@ -277,14 +277,14 @@ fn tools_list(doc: &str, at: usize) -> (Result<Tools<'_>, RewriteError>, usize) 
         names: Vec::new(),
     };
     let mut first_error: Option<RewriteError> = None;
-    let walked = items(b, at, |item, i| {
-        let end = if b.get(item) == Some(&b'{') {
+    let walked = c.items::<RewriteError>(at, |item, i| {
+        let end = if c.byte(item) == Some(b'{') {
             let mut name: Option<(usize, usize)> = None;
             let mut seen = false;
             let mut ambiguous: Option<RewriteError> = None;
-            let end = entries(b, item, |key, value| {
-                let end = value_end(b, value)?;
-                match claim(doc, key, "name", &mut seen) {
+            let end = c.entries::<RewriteError>(item, |key, value| {
+                let end = c.value_end(value)?;
+                match claim(c, key, "name", &mut seen) {
                     Ok(true) => name = Some((value, end)),
                     Ok(false) => {}
                     Err(e) => ambiguous = ambiguous.take().or(Some(e)),
@@ -296,9 +296,8 @@ fn tools_list(doc: &str, at: usize) -> (Result<Tools<'_>, RewriteError>, usize) 
                 let read = match (ambiguous, name) {
                     (Some(e), _) => Err(e),
                     (None, None) => Err(bad("has no \"name\"")),
-                    (None, Some((s, e))) => doc
-                        .get(s..e)
-                        .and_then(json_str)
+                    (None, Some(span)) => c
+                        .string(span)
                         .ok_or_else(|| bad("has a \"name\" that is not a string")),
                 };
                 match read {
@@ -313,7 +312,7 @@ fn tools_list(doc: &str, at: usize) -> (Result<Tools<'_>, RewriteError>, usize) 
                     "tools[{i}] is not an object"
                 )));
             }
-            value_end(b, item)?
+            c.value_end(item)?
         };
         tools.spans.push((item, end));
         Ok(end)
@@ -332,14 +331,14 @@ fn tools_list(doc: &str, at: usize) -> (Result<Tools<'_>, RewriteError>, usize) 
 /// Whether the object key `key` (its raw text, quotes included) is `name`. A repeated `name`, or a key that is
 /// `name` in another letter case, is an error: a lenient client could read the copy this module did not filter.
 fn claim(
-    doc: &str,
+    c: Cursor<'_>,
     key: (usize, usize),
     name: &str,
     seen: &mut bool,
 ) -> Result<bool, RewriteError> {
-    let raw = doc.get(key.0..key.1).unwrap_or("\"\"");
-    let k =
-        json_str(raw).ok_or_else(|| RewriteError::NotJson("internal: an unreadable key".into()))?;
+    let k = c
+        .string(key)
+        .ok_or_else(|| RewriteError::NotJson("internal: an unreadable key".into()))?;
     if !keys_collide(&k, name) {
         return Ok(false);
     }
@@ -357,18 +356,17 @@ fn claim(
     Ok(true)
 }
 
-/// The text of the array at `array` in `doc` with only the elements marked in `keeps` (`spans`: each element's
-/// span in `doc`), keeping the original text around and between elements (so a pretty-printed list stays
-/// pretty-printed).
+/// The text of the array at `array` with only the elements marked in `keeps` (`spans`: each element's span),
+/// keeping the original text around and between elements (so a pretty-printed list stays pretty-printed).
 fn filtered_array(
-    doc: &str,
+    c: Cursor<'_>,
     array: (usize, usize),
     spans: &[(usize, usize)],
     keeps: &[bool],
 ) -> String {
     let (start, stop) = array;
     let (Some(&(first, _)), Some(&(_, last))) = (spans.first(), spans.last()) else {
-        return doc.get(start..stop).unwrap_or("[]").to_owned();
+        return c.get(array).unwrap_or("[]").to_owned();
     };
     let mut out = String::with_capacity(stop.saturating_sub(start));
     let mut prev_end: Option<usize> = None;
@@ -378,11 +376,11 @@ fn filtered_array(
             // Before the first kept element: the text before the first element ("[", indentation);
             // before the others: the separator that preceded this element (",", line break, indentation).
             let before = match (wrote_any, prev_end) {
-                (true, Some(p)) => doc.get(p..*s),
-                _ => doc.get(start..first),
+                (true, Some(p)) => c.get((p, *s)),
+                _ => c.get((start, first)),
             };
             out.push_str(before.unwrap_or("["));
-            out.push_str(doc.get(*s..*e).unwrap_or(""));
+            out.push_str(c.get((*s, *e)).unwrap_or(""));
             wrote_any = true;
         }
         prev_end = Some(*e);
@@ -390,240 +388,33 @@ fn filtered_array(
     if !wrote_any {
         return "[]".to_owned();
     }
-    out.push_str(doc.get(last..stop).unwrap_or("]"));
+    out.push_str(c.get((last, stop)).unwrap_or("]"));
     out
 }
 
-/// A JSON string's value (`raw`: its text, quotes included): borrowed when it has no escapes.
-fn json_str(raw: &str) -> Option<Cow<'_, str>> {
-    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.contains('\\') {
-        return Some(Cow::Borrowed(inner));
-    }
-    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
-}
-
-// Walking JSON text that serde_json has validated: positions only, no values built. A malformed text (which
-// validation rules out) ends the walk with an internal error rather than a wrong answer.
-
-fn internal() -> RewriteError {
-    RewriteError::NotJson("internal: the walk lost its place".into())
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// The end of the string whose opening quote is at `at`.
-fn string_end(b: &[u8], at: usize) -> Result<usize, RewriteError> {
-    let mut i = at + 1;
-    loop {
-        let rest = b.get(i..).ok_or_else(internal)?;
-        let n = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\')
-            .ok_or_else(internal)?;
-        i += n;
-        if b.get(i) == Some(&b'"') {
-            return Ok(i + 1);
-        }
-        i += 2; // a backslash and the character it escapes
-    }
-}
-
-/// The end of the value at `at`.
-fn value_end(b: &[u8], at: usize) -> Result<usize, RewriteError> {
-    match b.get(at).ok_or_else(internal)? {
-        b'"' => string_end(b, at),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut i = at;
-            loop {
-                match b.get(i).ok_or_else(internal)? {
-                    b'"' => {
-                        i = string_end(b, i)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth = depth.saturating_sub(1);
-                        if depth == 0 {
-                            return Ok(i + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-        }
-        _ => {
-            let mut i = at;
-            while !matches!(
-                b.get(i),
-                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-            ) {
-                i += 1;
-            }
-            Ok(i)
-        }
-    }
-}
-
-/// Walks the object at `at` (its `{`): `each(key span, value start)` returns the value's end. Returns the
-/// object's end.
-fn entries(
-    b: &[u8],
-    at: usize,
-    mut each: impl FnMut((usize, usize), usize) -> Result<usize, RewriteError>,
-) -> Result<usize, RewriteError> {
-    let mut i = skip_ws(b, at + 1);
-    if b.get(i) == Some(&b'}') {
-        return Ok(i + 1);
-    }
-    loop {
-        let key_end = string_end(b, i)?;
-        let colon = skip_ws(b, key_end);
-        if b.get(colon) != Some(&b':') {
-            return Err(internal());
-        }
-        let value = skip_ws(b, colon + 1);
-        let end = each((i, key_end), value)?;
-        let next = skip_ws(b, end);
-        match b.get(next) {
-            Some(b',') => i = skip_ws(b, next + 1),
-            Some(b'}') => return Ok(next + 1),
-            _ => return Err(internal()),
-        }
-    }
-}
-
-/// Walks the array at `at` (its `[`): `each(element start, index)` returns the element's end. Returns the
-/// array's end.
-fn items(
-    b: &[u8],
-    at: usize,
-    mut each: impl FnMut(usize, usize) -> Result<usize, RewriteError>,
-) -> Result<usize, RewriteError> {
-    let mut i = skip_ws(b, at + 1);
-    if b.get(i) == Some(&b']') {
-        return Ok(i + 1);
-    }
-    let mut n = 0;
-    loop {
-        let end = each(i, n)?;
-        n += 1;
-        let next = skip_ws(b, end);
-        match b.get(next) {
-            Some(b',') => i = skip_ws(b, next + 1),
-            Some(b']') => return Ok(next + 1),
-            _ => return Err(internal()),
-        }
-    }
-}
-
 const AMBIGUOUS: &str = "key ";
-
-/// One line of an event stream: `text` starts at byte `start` and is followed by `eol` ("" at the end).
-#[derive(Debug, Clone, Copy)]
-struct Line<'a> {
-    start: usize,
-    text: &'a str,
-    eol: &'a str,
-}
-
-impl Line<'_> {
-    fn end(&self) -> usize {
-        self.start + self.text.len() + self.eol.len()
-    }
-    /// The value of a `data` field line (one leading space removed), `None` for any other line.
-    fn data(&self) -> Option<&str> {
-        let (field, value) = self.text.split_once(':').unwrap_or((self.text, ""));
-        (field == "data").then(|| value.strip_prefix(' ').unwrap_or(value))
-    }
-}
-
-struct Lines<'a> {
-    text: &'a str,
-    pos: usize,
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = Line<'a>;
-    fn next(&mut self) -> Option<Line<'a>> {
-        let rest = self.text.get(self.pos..).filter(|r| !r.is_empty())?;
-        let (text, eol) = match rest.find(['\r', '\n']) {
-            None => (rest, ""),
-            Some(i) => {
-                let after = rest.get(i..).unwrap_or("");
-                let eol = if after.starts_with("\r\n") {
-                    "\r\n"
-                } else if after.starts_with('\r') {
-                    "\r"
-                } else {
-                    "\n"
-                };
-                (rest.get(..i).unwrap_or(""), eol)
-            }
-        };
-        let line = Line {
-            start: self.pos,
-            text,
-            eol,
-        };
-        self.pos = line.end();
-        Some(line)
-    }
-}
 
 fn event_stream(
     text: &str,
     keep: &dyn Fn(&str) -> bool,
     edits: &mut Edits,
 ) -> Result<(), RewriteError> {
-    // A UTF-8 byte order mark may open the stream (and is not part of the first field name).
-    let pos = if text.starts_with('\u{feff}') {
-        '\u{feff}'.len_utf8()
-    } else {
-        0
-    };
-    let mut data_lines: Vec<Line<'_>> = Vec::new();
-    let mut event = 0;
-    let mut lines = Lines { text, pos }.peekable();
-    while let Some(line) = lines.next() {
-        if line.data().is_some() {
-            data_lines.push(line);
-        }
-        // A blank line dispatches the event; so does the end of the stream, for safety.
-        if (line.text.is_empty() || lines.peek().is_none()) && !data_lines.is_empty() {
-            sse_event(&data_lines, keep, edits).map_err(|e| RewriteError::InEvent {
-                event,
-                error: Box::new(e),
-            })?;
-            event += 1;
-            data_lines.clear();
-        }
+    for (event, e) in Events::new(text).enumerate() {
+        sse_event(&e, keep, edits).map_err(|error| RewriteError::InEvent {
+            event,
+            error: Box::new(error),
+        })?;
     }
     Ok(())
 }
 
-/// One event, given its `data:` lines.
+/// One event (it has `data:` lines).
 fn sse_event(
-    data_lines: &[Line<'_>],
+    event: &Event<'_>,
     keep: &dyn Fn(&str) -> bool,
     edits: &mut Edits,
 ) -> Result<(), RewriteError> {
-    let data: Cow<'_, str> = match data_lines {
-        [one] => Cow::Borrowed(one.data().unwrap_or("")),
-        many => Cow::Owned(
-            many.iter()
-                .map(|l| l.data().unwrap_or(""))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-    };
+    let data = event.data();
     if data.trim_matches([' ', '\t', '\n']).is_empty() {
         // A priming event (an `id:` and an empty `data:`): no message.
         return Ok(());
@@ -638,7 +429,7 @@ fn sse_event(
     // Line breaks in JSON can only be whitespace between tokens: a space keeps the value on one line.
     let new = inner.apply(&data).replace('\n', " ");
     let mut first = true;
-    for l in data_lines {
+    for l in &event.data_lines {
         let with = if first {
             format!("data: {new}{}", l.eol)
         } else {

@@ -1,11 +1,12 @@
 //! The implementations `json::check_strict` and `mcp::inspect` had before the one-pass scanner: a serde
 //! visitor over serde_json's own deserializer, then serde reads of the envelope and params. The fuzz targets
-//! and the crate's unit tests (included there with `#[path]`) hold the current ones to exactly these answers
-//! (verdict, error kind and message, every field read). Later
-//! changes of the contract are made here too (the near-miss method check).
+//! and the crate's unit tests (included there with `#[path]`) hold the current ones to these answers:
+//! [`compare_strict`] (the verdict, and for a refusal its kind: each side words and places its errors its own
+//! way) and [`compare_inspect`] (every field read, every message of an invalid request). Later changes of the
+//! contract are made here too (the near-miss method check).
 #![allow(dead_code)]
 
-use mcp_policy::json::{keys_collide, JsonError};
+use mcp_policy::json::{keys_collide, ErrorKind};
 use mcp_policy::mcp::{Body, Kind, Message, RequestError, ToolCall};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -15,19 +16,133 @@ use std::fmt;
 
 const DUP_PREFIX: &str = "duplicate key ";
 
-pub fn check_strict(bytes: &[u8]) -> Result<(), JsonError> {
+/// serde_json's verdict on `bytes`, with duplicate keys refused: `Err` with the kind of the first error.
+pub fn check_strict(bytes: &[u8]) -> Result<(), ErrorKind> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let res = Checked::deserialize(&mut de).and_then(|_| de.end());
-    match res {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let text = e.to_string();
-            if e.is_data() && text.starts_with(DUP_PREFIX) {
-                Err(JsonError::DuplicateKey(text))
-            } else {
-                Err(JsonError::Syntax(text))
+    res.map_err(|e| kind_of(&e))
+}
+
+/// The kind of a serde_json error, from its message (without the position serde_json appends).
+fn kind_of(e: &serde_json::Error) -> ErrorKind {
+    use ErrorKind::*;
+    let text = e.to_string();
+    if e.is_data() && text.starts_with(DUP_PREFIX) {
+        return DuplicateKey;
+    }
+    let message = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    match message {
+        "EOF while parsing a value" => EofInValue,
+        "EOF while parsing a string" => EofInString,
+        "EOF while parsing a list" => EofInArray,
+        "EOF while parsing an object" => EofInObject,
+        "expected value" => ExpectedValue,
+        "expected ident" => ExpectedLiteral,
+        "expected `:`" => ExpectedColon,
+        "expected `,` or `]`" => ExpectedCommaOrArrayEnd,
+        "expected `,` or `}`" => ExpectedCommaOrObjectEnd,
+        "key must be a string" => KeyNotString,
+        "trailing comma" => TrailingComma,
+        "trailing characters" => TrailingCharacters,
+        "invalid number" => InvalidNumber,
+        "number out of range" => NumberOutOfRange,
+        "invalid escape" => InvalidEscape,
+        // A trailing surrogate first, a leading one without `\u` after it, or followed by no trailing one.
+        "lone leading surrogate in hex escape" | "unexpected end of hex escape" => LoneSurrogate,
+        "control character (\\u0000-\\u001F) found while parsing a string" => ControlCharacter,
+        "invalid unicode code point" => InvalidUtf8,
+        "recursion limit exceeded" => TooDeep,
+        other => panic!("a serde_json error the oracle has no kind for: {other:?}"),
+    }
+}
+
+/// `json::check_strict` against [`check_strict`]: the same verdict and, for a refusal, the same kind, at a
+/// place inside the text.
+pub fn compare_strict(doc: &[u8]) -> Result<(), String> {
+    let new = mcp_policy::json::check_strict(doc);
+    let old = check_strict(doc);
+    if new.as_ref().map(|_| ()).map_err(|e| e.kind()) != old {
+        return Err(format!(
+            "check_strict says {new:?}, the reference {old:?}, on {:?}",
+            String::from_utf8_lossy(doc)
+        ));
+    }
+    if let Err(e) = &new {
+        let at = e.position();
+        if at.offset > doc.len() || at.line == 0 || at.column == 0 {
+            return Err(format!("{e:?}: a place outside the text"));
+        }
+    }
+    Ok(())
+}
+
+/// `mcp::inspect` against [`inspect`]: the same answer, every field, id and raw value included (borrowed names
+/// too). For a body that is not strict JSON, the same refusal: the error kind ([`compare_strict`]) and the
+/// JSON-RPC error it becomes, whose message names the kind.
+pub fn compare_inspect(body: &[u8]) -> Result<(), String> {
+    let new = mcp_policy::mcp::inspect(body);
+    let old = inspect(body);
+    let shown = || String::from_utf8_lossy(body);
+    if let Err(kind) = check_strict(body) {
+        compare_strict(body)?;
+        let names_kind = |m: &str| match kind {
+            ErrorKind::DuplicateKey => m.contains("duplicate key"),
+            kind => m.contains(kind.message()),
+        };
+        return match (&new, &old) {
+            (Err(RequestError::Parse(m)), Err(RequestError::Parse(_)))
+            | (
+                Err(RequestError::InvalidRequest {
+                    id: None,
+                    message: m,
+                }),
+                Err(RequestError::InvalidRequest { id: None, .. }),
+            ) if names_kind(m) => Ok(()),
+            _ => Err(format!(
+                "inspect says {new:?}, the reference {old:?}, on {:?}",
+                shown()
+            )),
+        };
+    }
+    if format!("{new:?}") != format!("{old:?}") {
+        return Err(format!(
+            "inspect says {new:?}, the reference {old:?}, on {:?}",
+            shown()
+        ));
+    }
+    if let (Ok(new), Ok(old)) = (&new, &old) {
+        for (n, o) in new.messages.iter().zip(&old.messages) {
+            let borrowed = |c: Option<&ToolCall<'_>>| c.map(|c| matches!(c.name, Cow::Borrowed(_)));
+            if borrowed(n.call()) != borrowed(o.call()) {
+                return Err(format!(
+                    "a name borrowed on one side only, on {:?}",
+                    shown()
+                ));
             }
         }
+    }
+    Ok(())
+}
+
+/// How many mutated inputs the unit tests' differentials try (`MUTATIONS=2000000 cargo test --release
+/// matches_the_reference` for a longer run).
+pub fn mutations() -> usize {
+    std::env::var("MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+/// A small deterministic generator (xorshift64) for those mutations.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
     }
 }
 
@@ -210,12 +325,12 @@ fn variant_message(key: &str, field: &str) -> String {
 
 /// Parses and validates a request body.
 pub fn inspect(bytes: &[u8]) -> Result<Body<'_>, RequestError> {
-    check_strict(bytes).map_err(|e| match e {
-        JsonError::Syntax(m) => RequestError::Parse(format!("Parse error: body is not valid JSON ({m})")),
-        JsonError::DuplicateKey(m) => invalid(
+    check_strict(bytes).map_err(|kind| match kind {
+        ErrorKind::DuplicateKey => invalid(
             None,
-            format!("Invalid Request: {m}; duplicate or case-variant object keys are ambiguous and refused"),
+            format!("Invalid Request: {kind}; duplicate or case-variant object keys are ambiguous and refused"),
         ),
+        kind => RequestError::Parse(format!("Parse error: body is not valid JSON ({kind})")),
     })?;
     let first = bytes
         .iter()

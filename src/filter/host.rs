@@ -1,120 +1,197 @@
-//! Host adapters: the [`Store`] over proxy-wasm shared data, Envoy stats, the clock, header access. Every
-//! host call returns a `Result` here; none may trap the worker.
+//! The core's [`Host`] over Envoy: each method is one status-returning host call of [`super::abi`] (or none,
+//! when a per-worker cache answers), and the [`Store`] over proxy-wasm shared data.
 
-use crate::header_map::HeaderMap;
+use super::abi::{self, Status};
+use crate::flow::{Counter, Host};
+use crate::header_map::{self, HeaderMap};
+use crate::label::Label;
 use crate::limits::{SetError, Store, StoreError};
 use crate::request::Event;
-use log::info;
+use log::Level;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MapType, MetricType, Status};
-use std::cell::RefCell;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, StreamType};
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::time::UNIX_EPOCH;
+use std::time::Duration;
 
 /// [`Store`] over proxy-wasm shared data: one map per VM id, shared by every worker of the Envoy process.
 pub struct SharedData;
 
 impl Store for SharedData {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(v), Some(cas))) => Ok(Some((v, cas))),
-            Ok((None, Some(cas))) => Ok(Some((Vec::new(), cas))),
-            Ok((_, None)) => Ok(None),
-            Err(e) => Err(StoreError(format!("get_shared_data({key}): {e:?}"))),
-        }
+        abi::shared_data(key).map_err(|e| StoreError(format!("get_shared_data({key}): {e:?}")))
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match abi::set_shared_data(key, value, cas) {
             Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(Status::CAS_MISMATCH) => Err(SetError::CasMismatch),
             Err(e) => Err(SetError::Other(format!("set_shared_data({key}): {e:?}"))),
         }
     }
 }
 
-pub fn now_nanos() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
+/// The host of one request: Envoy, through the current context (proxy-wasm host calls act on the context
+/// whose callback is running).
+pub struct Envoy;
 
-/// True when Envoy's log level lets `info` through, i.e. audit lines would be written. Asked of Envoy at most
-/// once a second (`now_nanos`: the request's clock): a host call per request costs more than the rest of the
-/// check, and an operator who turns the level up or down sees the change within a second.
-pub fn audit_enabled(now_nanos: u64) -> bool {
-    thread_local! {
-        /// (when last asked, the answer)
-        static LEVEL: std::cell::Cell<Option<(u64, bool)>> = const { std::cell::Cell::new(None) };
+impl Host for Envoy {
+    type Store = SharedData;
+
+    /// One host call for the whole map: under load a host call that returns data costs about as much as the
+    /// rest of a header callback, and reading the map once replaces a call per header.
+    fn request_headers(&mut self) -> Option<HeaderMap> {
+        HeaderMap::parse(abi::header_map_pairs(MapType::HttpRequestHeaders).ok()?)
     }
-    LEVEL.with(|cached| match cached.get() {
-        Some((asked, on))
-            if now_nanos.saturating_sub(asked) < 1_000_000_000 && now_nanos >= asked =>
-        {
-            on
-        }
-        _ => {
-            let on =
-                hostcalls::get_log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32));
-            cached.set(Some((now_nanos, on)));
-            on
-        }
-    })
-}
 
-/// Every request header, read with one host call (one copy, one allocation). Under load a host call that
-/// returns data costs about as much as the rest of a header callback; reading the map once replaces a call per
-/// header. `None` if the host refuses or sends something that does not parse (the caller fails closed).
-pub fn request_headers() -> Option<HeaderMap> {
-    HeaderMap::parse(read_map_pairs(MapType::HttpRequestHeaders)?)
-}
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_pairs(
-        map_type: u32,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> u32;
-}
-
-/// The raw serialised header map. The SDK's `get_map_bytes` would copy every name and value into its own
-/// allocation and unwrap each name's UTF-8 conversion; this takes the host's one buffer as it is.
-fn read_map_pairs(map: MapType) -> Option<Vec<u8>> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a pointer to `size` bytes it allocated in this VM's memory through the SDK's
-    // `proxy_on_memory_allocate` (a `Vec<u8>` with capacity `size`, forgotten); we take that allocation back
-    // exactly as the SDK's own `get_map_bytes` does.
-    unsafe {
-        if proxy_get_header_map_pairs(map as u32, &mut data, &mut size) != Status::Ok as u32 {
-            return None;
-        }
-        if data.is_null() {
-            return Some(Vec::new());
-        }
-        Some(Vec::from_raw_parts(data, size, size))
+    fn property(&mut self, path: &[&str]) -> Option<Vec<u8>> {
+        abi::property(path).ok().flatten()
     }
-}
 
-pub fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
-}
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        let _ = abi::set_header(MapType::HttpRequestHeaders, name, value);
+    }
 
-/// A response header's value (the first line's), read as bytes: the SDK's `get_map_value` unwraps a UTF-8
-/// conversion, so a byte like 0xFF in a header would trap the VM. Bytes that are not UTF-8 become U+FFFD.
-pub fn response_header(name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()?;
-    Some(match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
-}
+    fn request_body(&mut self, size: usize) -> Result<Option<Vec<u8>>, String> {
+        abi::buffer(BufferType::HttpRequestBody, 0, size).map_err(|e| format!("{e:?}"))
+    }
 
-pub fn set_response_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    fn send_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), String> {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        abi::send_local_response(status, &header_map::serialise(&headers), body)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn reset_request(&mut self) {
+        let _ = abi::reset(StreamType::HttpRequest);
+    }
+
+    fn resume_request(&mut self) -> Result<(), String> {
+        abi::resume(StreamType::HttpRequest).map_err(|e| format!("{e:?}"))
+    }
+
+    /// Through the SDK, which registers the token so that the answer reaches this context (see the module
+    /// documentation of `src/filter/`). It panics on a status other than Ok, BadArgument (Envoy: no such
+    /// cluster, a missing pseudo-header) and InternalFailure (the request could not start), which Envoy does
+    /// not return for valid memory.
+    fn http_callout(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), Some(body), vec![], timeout)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn callout_response(&mut self, body_size: usize) -> (Option<u32>, Vec<u8>) {
+        let status = abi::header(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u32>().ok());
+        let body = abi::buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn response_header(&mut self, name: &str) -> Option<String> {
+        let bytes = abi::header(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()?;
+        Some(match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        let _ = abi::set_header(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn response_body(&mut self, size: usize) -> Vec<u8> {
+        abi::buffer(BufferType::HttpResponseBody, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), String> {
+        abi::set_buffer(BufferType::HttpResponseBody, 0, size, body).map_err(|e| format!("{e:?}"))
+    }
+
+    fn reset_response(&mut self) {
+        let _ = abi::reset(StreamType::HttpResponse);
+    }
+
+    fn now_nanos(&mut self) -> u64 {
+        abi::now_nanos().unwrap_or(0)
+    }
+
+    /// Asked of Envoy at most once a second (`now_nanos`: the request's clock): a host call per request costs
+    /// more than the rest of the check, and an operator who turns the level up or down sees the change
+    /// within a second.
+    fn audit_enabled(&mut self, now_nanos: u64) -> bool {
+        thread_local! {
+            /// (when last asked, the answer)
+            static LEVEL: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
+        }
+        LEVEL.with(|cached| match cached.get() {
+            Some((asked, on))
+                if now_nanos.saturating_sub(asked) < 1_000_000_000 && now_nanos >= asked =>
+            {
+                on
+            }
+            _ => {
+                let on = abi::log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32));
+                cached.set(Some((now_nanos, on)));
+                on
+            }
+        })
+    }
+
+    fn store(&self) -> &SharedData {
+        &SharedData
+    }
+
+    /// Counts the decision (its total, and the tool's counter for a tool call) and writes the audit line.
+    fn record(&mut self, e: &Event) {
+        let ids = [
+            decision_id(e.decision),
+            e.tool
+                .as_deref()
+                .and_then(|tool| tool_decision_id(tool, e.decision)),
+        ];
+        for id in ids.into_iter().flatten() {
+            let _ = abi::increment(id, 1);
+        }
+        if !e.audit.is_empty() {
+            let _ = abi::log(LogLevel::Info, &e.audit);
+        }
+    }
+
+    fn count(&mut self, counter: Counter) {
+        if let Some(id) = metric_id(&format!("mcp_policy.{}_total", counter.as_str())) {
+            let _ = abi::increment(id, 1);
+        }
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        let level = match level {
+            Level::Error => LogLevel::Error,
+            Level::Warn => LogLevel::Warn,
+            Level::Info => LogLevel::Info,
+            Level::Debug => LogLevel::Debug,
+            Level::Trace => LogLevel::Trace,
+        };
+        let _ = abi::log(level, message);
+    }
 }
 
 /// Distinct tool names that get their own per-tool counters; past this, tools count as `_other` (a client
@@ -124,15 +201,18 @@ pub const MAX_TOOL_METRICS: usize = 256;
 /// Raw tool names whose counter ids are cached (a client can send made-up names at will: bounded).
 const MAX_CACHED_TOOLS: usize = 4 * MAX_TOOL_METRICS;
 
+/// Counter ids per label of one tool (or of the totals).
+type LabelIds = [Option<u32>; Label::ALL.len()];
+
 thread_local! {
     /// Metric name → id, for every metric defined so far.
     static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
     /// Stats-safe tool names that have their own counters.
     static TOOLS: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    /// The ids a decision counts into, so that a decision costs no string formatting: per decision, its total;
-    /// per (raw tool name, decision), the tool's counter.
-    static DECISION_IDS: RefCell<Vec<(&'static str, u32)>> = const { RefCell::new(Vec::new()) };
-    static TOOL_IDS: RefCell<HashMap<String, Vec<(&'static str, u32)>>> = RefCell::new(HashMap::new());
+    /// The ids a decision counts into, so that a decision costs no string formatting: per label, its total;
+    /// per (raw tool name, label), the tool's counter.
+    static DECISION_IDS: Cell<LabelIds> = const { Cell::new([None; Label::ALL.len()]) };
+    static TOOL_IDS: RefCell<HashMap<String, LabelIds>> = RefCell::new(HashMap::new());
 }
 
 /// The id of a counter, defined on first use.
@@ -142,51 +222,41 @@ fn metric_id(name: &str) -> Option<u32> {
         if let Some(id) = m.get(name) {
             return Some(*id);
         }
-        let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
+        let id = abi::define_counter(name).ok()?;
         m.insert(name.to_owned(), id);
         Some(id)
     })
 }
 
-fn bump(name: &str) {
-    if let Some(id) = metric_id(name) {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
-}
-
-fn decision_id(decision: &'static str) -> Option<u32> {
-    let cached = DECISION_IDS.with(|d| {
-        d.borrow()
-            .iter()
-            .find(|(k, _)| *k == decision)
-            .map(|(_, id)| *id)
-    });
+fn decision_id(label: Label) -> Option<u32> {
+    let cached = DECISION_IDS.with(|d| d.get().get(label.index()).copied().flatten());
     cached.or_else(|| {
-        let id = metric_id(&format!("mcp_policy.decisions_total.decision.{decision}"))?;
-        DECISION_IDS.with(|d| d.borrow_mut().push((decision, id)));
+        let id = metric_id(&format!("mcp_policy.decisions_total.decision.{label}"))?;
+        DECISION_IDS.with(|d| {
+            let mut ids = d.get();
+            if let Some(slot) = ids.get_mut(label.index()) {
+                *slot = Some(id);
+            }
+            d.set(ids);
+        });
         Some(id)
     })
 }
 
-fn tool_decision_id(tool: &str, decision: &'static str) -> Option<u32> {
-    let cached = TOOL_IDS.with(|t| {
-        t.borrow()
-            .get(tool)?
-            .iter()
-            .find(|(k, _)| *k == decision)
-            .map(|(_, id)| *id)
-    });
+fn tool_decision_id(tool: &str, label: Label) -> Option<u32> {
+    let cached = TOOL_IDS.with(|t| t.borrow().get(tool)?.get(label.index()).copied().flatten());
     cached.or_else(|| {
         let id = metric_id(&format!(
-            "mcp_policy.tool_calls_total.tool.{}.decision.{decision}",
+            "mcp_policy.tool_calls_total.tool.{}.decision.{label}",
             stat_tool(tool)
         ))?;
         TOOL_IDS.with(|t| {
             let mut t = t.borrow_mut();
-            if let Some(ids) = t.get_mut(tool) {
-                ids.push((decision, id));
-            } else if t.len() < MAX_CACHED_TOOLS {
-                t.insert(tool.to_owned(), vec![(decision, id)]);
+            if !t.contains_key(tool) && t.len() < MAX_CACHED_TOOLS {
+                t.insert(tool.to_owned(), [None; Label::ALL.len()]);
+            }
+            if let Some(slot) = t.get_mut(tool).and_then(|ids| ids.get_mut(label.index())) {
+                *slot = Some(id);
             }
         });
         Some(id)
@@ -216,25 +286,4 @@ fn stat_tool(tool: &str) -> String {
         }
         "_other".into()
     })
-}
-
-/// Counts a decision and writes its audit line.
-pub fn record(e: &Event) {
-    let ids = [
-        decision_id(e.decision),
-        e.tool
-            .as_deref()
-            .and_then(|tool| tool_decision_id(tool, e.decision)),
-    ];
-    for id in ids.into_iter().flatten() {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
-    if !e.audit.is_empty() {
-        info!("{}", e.audit);
-    }
-}
-
-/// Counts one event of the filter itself (e.g. `tools_list_filtered`).
-pub fn count(name: &str) {
-    bump(&format!("mcp_policy.{name}_total"));
 }

@@ -6,9 +6,9 @@
 //! `tools/list` following `nextCursor`, and a closing `DELETE` of the session.
 
 use crate::Out;
-use mcp_policy::policy;
+use mcp_policy::{policy, sse};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -505,39 +505,35 @@ fn find_response(v: Value, id: u64) -> Option<Value> {
     }
 }
 
-/// Reads an SSE stream until the event carrying the response to `id`; other events (notifications, server
-/// requests, priming events without data) are skipped.
-fn read_sse(reader: impl Read, id: u64) -> Result<Option<Value>, String> {
-    let mut lines = BufReader::new(reader);
-    let mut data = String::new();
-    let mut line = String::new();
+/// Reads an SSE stream (`mcp_policy::sse`: every line end, comments, multi-line data) until the event carrying
+/// the response to `id`, as its bytes arrive (the server may keep the stream open after it); other events
+/// (notifications, server requests, priming events without data) are skipped.
+fn read_sse(mut reader: impl Read, id: u64) -> Result<Option<Value>, String> {
+    let mut events = sse::Decoder::default();
+    let mut buf = [0u8; 8192];
     loop {
-        line.clear();
-        let n = lines
-            .read_line(&mut line)
-            .map_err(|e| format!("reading the event stream: {e}"))?;
-        let l = line.trim_end_matches(['\n', '\r']);
-        if n == 0 || l.is_empty() {
-            if !data.is_empty() {
-                if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                    if let Some(found) = find_response(v, id) {
-                        return Ok(Some(found));
-                    }
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the event stream: {e}")),
+        };
+        match buf.get(..n) {
+            Some(chunk) if n > 0 => events.push(chunk),
+            _ => events.finish(),
+        }
+        while let Some(data) = events.event() {
+            if data.is_empty() {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                if let Some(found) = find_response(v, id) {
+                    return Ok(Some(found));
                 }
-                data.clear();
             }
-            if n == 0 {
-                return Err("the event stream ended without the answer".into());
-            }
-            continue;
         }
-        if let Some(d) = l.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
-            }
-            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        if n == 0 {
+            return Err("the event stream ended without the answer".into());
         }
-        // `event:`, `id:`, `retry:` and comments do not matter here.
     }
 }
 
@@ -895,6 +891,54 @@ mod tests {
         assert!(got.is_some());
         let batch = json!([{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}},{"jsonrpc":"2.0","id":2,"result":{}}]);
         assert_eq!(find_response(batch, 2).unwrap()["result"], json!({}));
+    }
+
+    /// A reader that hands out its bytes `size` at a time, as a network stream may.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn sse_with_bare_cr_line_ends() {
+        // The standard's third line end: a bare `\r`. Before the shared reader, scan saw one long line here and
+        // never found the answer.
+        let stream = "id: a\rdata: \r\revent: message\rdata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\r\r\
+                      event: message\rdata: {\"jsonrpc\":\"2.0\",\rdata: \"id\":2,\"result\":{\"ok\":true}}\r\r";
+        for size in [1, 2, 5, stream.len()] {
+            let got = read_sse(Trickle(stream.as_bytes(), size), 2)
+                .unwrap()
+                .unwrap();
+            assert_eq!(got["result"]["ok"], true, "in chunks of {size}");
+        }
+        assert!(read_sse(stream.as_bytes(), 3)
+            .unwrap_err()
+            .contains("ended without"));
+    }
+
+    #[test]
+    fn sse_answers_are_found_before_the_stream_ends() {
+        // The answer, then a stream that would block: read_sse must not read past the event it waits for.
+        struct Answer<'a>(Trickle<'a>);
+        impl Read for Answer<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.read(buf)? {
+                    0 => panic!("read past the answer"),
+                    n => Ok(n),
+                }
+            }
+        }
+        let stream =
+            b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\r\n\r\n";
+        assert!(read_sse(Answer(Trickle(stream, 3)), 7).unwrap().is_some());
+        let cr = b"data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\r\r";
+        assert!(read_sse(Answer(Trickle(cr, 1)), 7).unwrap().is_some());
     }
 
     #[test]

@@ -1,0 +1,347 @@
+//! The request body: held until it is whole, then decided once.
+
+use super::response::ListAnswer;
+use super::{env, Action, Flow, Host};
+use crate::policy::{Mode, Policy};
+use crate::reply;
+use crate::request::{self, Checked, Outcome, Summary};
+use std::borrow::Cow;
+
+impl Flow {
+    /// A part of the body arrived (`body_size`: the total so far). Refuses a body over `max_body_bytes` as
+    /// soon as it is; decides once the body is whole.
+    pub fn on_request_body<H: Host>(
+        &mut self,
+        host: &mut H,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if self.decided {
+            return Action::Continue;
+        }
+        self.body_size = body_size;
+        if let Some(p) = &self.policy {
+            if body_size > p.max_body_bytes {
+                let r = reply::too_large(p.max_body_bytes);
+                return self.respond(host, &r);
+            }
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.decide(host)
+    }
+
+    /// Trailers end a body that did not end with its last data.
+    pub fn on_request_trailers<H: Host>(&mut self, host: &mut H) -> Action {
+        if self.decided {
+            return Action::Continue;
+        }
+        self.decide(host)
+    }
+
+    /// The whole body is in: decide, record the decisions, export the MCP facts, then forward, answer, or
+    /// ask for approval.
+    fn decide<H: Host>(&mut self, host: &mut H) -> Action {
+        self.decided = true;
+        let Some(policy) = self.policy.clone() else {
+            return self.fail_closed(host, "no policy is loaded");
+        };
+        if self.body_size == 0 {
+            return Action::Continue;
+        }
+        let bytes = match host.request_body(self.body_size) {
+            Ok(Some(b)) => b,
+            Ok(None) => return self.fail_closed(host, "the request body could not be read"),
+            Err(e) => {
+                return self.fail_closed(host, &format!("reading the request body failed ({e})"))
+            }
+        };
+        let Checked {
+            outcome,
+            events,
+            summary,
+        } = request::check_body(&policy, &self.head, &bytes, &env(host));
+        for e in &events {
+            host.record(e);
+        }
+        self.export(host, &policy, &summary);
+        match outcome {
+            Outcome::Forward(reservations) => {
+                self.reservations = reservations;
+                self.forward(host, &policy, summary.tools_list_id);
+                Action::Continue
+            }
+            Outcome::Reply(r) => self.respond(host, &r),
+            Outcome::Approve {
+                reservations,
+                asks,
+                awaiting,
+            } => {
+                self.reservations = reservations;
+                self.ask_approval(host, &policy, asks, awaiting, summary.tools_list_id)
+            }
+        }
+    }
+
+    /// Sets the exported `x-mcp-*` headers (when the headers are still held), for the upstream and for the
+    /// access log, which sees them on refused requests too.
+    fn export<H: Host>(&self, host: &mut H, policy: &Policy, summary: &Summary) {
+        if !policy.hold_headers {
+            return;
+        }
+        if let Some(names) = &policy.export {
+            let (method, tool) = (export_value(&summary.methods), export_value(&summary.tools));
+            // Any copy the client sent was removed with the headers: only values are set (a host call each).
+            for (name, value) in [(&names.method, method), (&names.tool, tool)] {
+                if let Some(v) = value {
+                    host.set_request_header(name, Some(&v));
+                }
+            }
+        }
+    }
+
+    /// Just before the request goes upstream: a tools/list answer will be filtered, so ask for it
+    /// uncompressed (when the headers are still held).
+    pub(super) fn forward<H: Host>(
+        &mut self,
+        host: &mut H,
+        policy: &Policy,
+        tools_list_id: Option<String>,
+    ) {
+        if let Some(id) = tools_list_id.filter(|_| policy.mode == Mode::Enforce) {
+            if policy.hold_headers {
+                host.set_request_header("accept-encoding", None);
+            }
+            self.list = Some(ListAnswer { id, plan: None });
+        }
+    }
+}
+
+/// The longest exported header value, in bytes: a batch of many calls, or one absurdly long tool name, would
+/// otherwise make a header line the upstream refuses (Python's http.server stops at 64 KiB, many servers sooner).
+const EXPORT_MAX: usize = 1024;
+
+/// An exported header value: none when empty; NUL, CR and LF, which Envoy refuses in a header value (it would
+/// fail an allowed request with a 503), become `?`; cut to [`EXPORT_MAX`] bytes at a character boundary, ending
+/// in `...`. The header is for access logs and rate-limit keys: the body, not the header, is what is forwarded.
+fn export_value(v: &str) -> Option<Cow<'_, str>> {
+    let bad = |c: char| matches!(c, '\0' | '\r' | '\n');
+    if v.is_empty() {
+        return None;
+    }
+    if v.len() <= EXPORT_MAX && !v.contains(bad) {
+        return Some(v.into());
+    }
+    let mut out: String = v.chars().map(|c| if bad(c) { '?' } else { c }).collect();
+    if out.len() > EXPORT_MAX {
+        let mut end = EXPORT_MAX - 3;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str("...");
+    }
+    Some(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{load, send, tools_call, FakeHost};
+    use super::*;
+
+    const POLICY: &str = r#"{"version":"1","default":"deny","max_body_bytes":200,
+        "tools":{"get_run":{},"search_runs":{"rate_limit":"1/minute"}}}"#;
+
+    /// The common case, and what it costs: issue 8 made these host calls the minimum; a change here is a
+    /// change in the filter's speed.
+    #[test]
+    fn an_allowed_small_call_costs_exactly_these_host_calls() {
+        let body = tools_call(7, "get_run");
+        let mut host = FakeHost::request(&[("mcp-session-id", "s-1")], &body);
+        let mut flow = Flow::new(load(&host, POLICY));
+        let store_ops = host.store.ops.get();
+        assert_eq!(
+            send(&mut flow, &mut host),
+            (Action::Pause, Action::Continue)
+        );
+        assert_eq!(
+            host.calls,
+            [
+                "request_headers",
+                &format!("request_body {}", body.len()),
+                "now",
+                "record allow",
+                "request_header x-mcp-method=tools/call",
+                "request_header x-mcp-tool=get_run",
+            ]
+        );
+        assert_eq!(
+            host.store.ops.get(),
+            store_ops,
+            "no rate limit, no shared data"
+        );
+        let e = &host.events[0];
+        assert_eq!(
+            (e.decision.as_str(), e.method.as_str(), e.tool.as_deref()),
+            ("allow", "tools/call", Some("get_run"))
+        );
+        assert!(e.audit.contains(r#""decision":"allow""#), "{}", e.audit);
+        // The answer streams through: not even its status is read.
+        host.clear_calls();
+        host.respond_with(200, &[("content-type", "application/json")], "{}");
+        assert_eq!(flow.on_response_headers(&mut host), Action::Continue);
+        assert_eq!(flow.on_response_body(&mut host, 2, true), Action::Continue);
+        flow.on_done(&mut host);
+        assert!(host.calls.is_empty(), "{:?}", host.calls);
+        // With audit lines off, none is built.
+        let mut host = FakeHost {
+            audit: false,
+            ..FakeHost::request(&[("mcp-session-id", "s-1")], &body)
+        };
+        let mut flow = Flow::new(load(&host, POLICY));
+        send(&mut flow, &mut host);
+        assert_eq!(host.events[0].audit, "");
+    }
+
+    #[test]
+    fn a_refused_call_is_answered_and_still_exported() {
+        let mut host =
+            FakeHost::request(&[("mcp-session-id", "s-1")], &tools_call(3, "delete_run"));
+        let mut flow = Flow::new(load(&host, POLICY));
+        assert_eq!(send(&mut flow, &mut host), (Action::Pause, Action::Pause));
+        assert_eq!(
+            host.calls[3..],
+            [
+                "record deny",
+                "request_header x-mcp-method=tools/call",
+                "request_header x-mcp-tool=delete_run",
+                "send_reply 200",
+            ]
+        );
+        let (_, v) = host.reply_json();
+        assert_eq!(
+            (v["id"].as_i64(), v["error"]["code"].as_i64()),
+            (Some(3), Some(-31001))
+        );
+        // Decided: what Envoy may still call lets it be.
+        assert_eq!(flow.on_request_body(&mut host, 10, true), Action::Continue);
+        assert_eq!(flow.on_request_trailers(&mut host), Action::Continue);
+        // A local reply that cannot be sent resets the request.
+        let mut host = FakeHost {
+            reply_fails: true,
+            ..FakeHost::request(&[], &tools_call(3, "delete_run"))
+        };
+        let mut flow = Flow::new(load(&host, POLICY));
+        assert_eq!(send(&mut flow, &mut host).1, Action::Pause);
+        assert_eq!(
+            host.calls[host.calls.len() - 3..],
+            ["send_reply 200", "log WARN", "reset_request"]
+        );
+        assert!(host.logs[0]
+            .1
+            .contains("could not send the local reply (BadArgument)"));
+    }
+
+    #[test]
+    fn the_body_is_held_until_whole_and_refused_once_too_large() {
+        let body = tools_call(1, "get_run");
+        let mut host = FakeHost::request(&[], &body);
+        let mut flow = Flow::new(load(&host, POLICY));
+        assert_eq!(flow.on_request_headers(&mut host, false), Action::Pause);
+        host.clear_calls();
+        assert_eq!(flow.on_request_body(&mut host, 10, false), Action::Pause);
+        assert!(host.calls.is_empty());
+        // Trailers end a body that did not end with its data.
+        assert_eq!(
+            flow.on_request_body(&mut host, body.len(), false),
+            Action::Pause
+        );
+        assert_eq!(flow.on_request_trailers(&mut host), Action::Continue);
+        assert_eq!(host.labels(), ["allow"]);
+        // Over max_body_bytes: refused as soon as Envoy reports the size, without reading it.
+        let mut host = FakeHost::request(&[], &body);
+        let mut flow = Flow::new(load(&host, POLICY));
+        flow.on_request_headers(&mut host, false);
+        host.clear_calls();
+        assert_eq!(flow.on_request_body(&mut host, 201, false), Action::Pause);
+        assert_eq!(host.calls, ["send_reply 413"]);
+        assert_eq!(host.reply_json().1["error"]["data"]["max_body_bytes"], 200);
+        assert_eq!(flow.on_request_body(&mut host, 300, true), Action::Continue);
+    }
+
+    #[test]
+    fn an_empty_or_unreadable_body() {
+        let mut host = FakeHost::request(&[], "");
+        let mut flow = Flow::new(load(&host, POLICY));
+        flow.on_request_headers(&mut host, false);
+        host.clear_calls();
+        assert_eq!(flow.on_request_body(&mut host, 0, true), Action::Continue);
+        assert!(host.calls.is_empty(), "nothing to read, nothing decided");
+        for (answer, why) in [
+            (Ok(None), "the request body could not be read"),
+            (
+                Err("BadArgument".to_owned()),
+                "reading the request body failed (BadArgument)",
+            ),
+        ] {
+            let mut host = FakeHost {
+                request_body: answer,
+                ..FakeHost::request(&[], "")
+            };
+            let mut flow = Flow::new(load(&host, POLICY));
+            flow.on_request_headers(&mut host, false);
+            assert_eq!(flow.on_request_body(&mut host, 12, true), Action::Pause);
+            let (status, v) = host.reply_json();
+            assert_eq!(status, 500);
+            assert_eq!(
+                v["error"]["message"],
+                format!("mcp-policy could not inspect the request: {why}")
+            );
+            assert!(host.events.is_empty());
+        }
+    }
+
+    #[test]
+    fn audit_mode_forwards_what_it_would_refuse() {
+        let p = r#"{"version":"1","mode":"audit","tools":{"get_run":{}}}"#;
+        let mut host = FakeHost::request(&[], &tools_call(1, "delete_run"));
+        let mut flow = Flow::new(load(&host, p));
+        assert_eq!(
+            send(&mut flow, &mut host),
+            (Action::Pause, Action::Continue)
+        );
+        assert_eq!(host.labels(), ["would_deny"]);
+        assert!(host.replies.is_empty());
+    }
+
+    #[test]
+    fn exported_values_are_safe_header_values() {
+        assert_eq!(export_value(""), None);
+        assert_eq!(export_value("get_run").as_deref(), Some("get_run"));
+        assert_eq!(export_value("a\0b\r\nc").as_deref(), Some("a?b??c"));
+        let long = "é".repeat(600); // 1200 bytes
+        let v = export_value(&long).unwrap();
+        assert!(v.len() <= EXPORT_MAX && v.ends_with("...") && v.starts_with('é'));
+        assert_eq!(v.len(), 1021 + 3 - 1, "cut at a character boundary");
+        let many: String = (0..300).map(|i| format!("t{i},")).collect();
+        assert_eq!(export_value(&many).unwrap().len(), EXPORT_MAX);
+    }
+
+    #[test]
+    fn a_batch_exports_each_method_once_and_every_tool_called() {
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_run"}},
+            {"jsonrpc":"2.0","method":"notifications/initialized"},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_run"}}]"#;
+        let mut host = FakeHost::request(&[], body);
+        let mut flow = Flow::new(load(&host, r#"{"version":"1","tools":{"get_run":{}}}"#));
+        send(&mut flow, &mut host);
+        assert!(host
+            .calls
+            .contains(&"request_header x-mcp-method=tools/call,notifications/initialized".into()));
+        assert!(host
+            .calls
+            .contains(&"request_header x-mcp-tool=get_run,get_run".into()));
+        assert_eq!(host.labels(), ["allow", "allow", "allow"]);
+    }
+}

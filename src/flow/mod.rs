@@ -1,0 +1,273 @@
+//! The life of one HTTP request through the filter: a state machine over a [`Host`], driven by the
+//! proxy-wasm callbacks. Everything the filter decides or remembers between two callbacks is here, in
+//! [`Flow`]; `src/filter/` only implements [`Host`] with proxy-wasm host calls and forwards each callback.
+//! Every transition is unit-tested natively with a fake host (`fake.rs`) that records each host call.
+//!
+//! One file per step, in the order Envoy calls them:
+//! - `headers.rs`: the request headers: forged exported headers removed, the rate-limit identity,
+//!   [`crate::request::check_head`], hold or continue;
+//! - `body.rs`: the request body: the size limit, [`crate::request::check_body`], the metrics and audit lines,
+//!   the exported headers, then forward, reply, or ask for approval;
+//! - `approval.rs`: the approval callouts, their answers in any order, the client leaving while they are out;
+//! - `response.rs`: the upstream's answer: rate-limit units given back on a 5xx, tools/list answers filtered.
+//!
+//! A host call costs about as much as the rest of a small request's check (measured in Envoy, issue 8):
+//! each step makes the fewest it can, and the tests pin the exact host calls of the common paths.
+//!
+//! Where the next things go: what Envoy verified about the caller (JWT metadata, the peer certificate) is
+//! read once in `headers.rs` through [`Host::property`], only when the policy asks for it; a step that waits
+//! for the network (a gRPC call to a rate limit service) gets a [`Host`] method to start it, a `Pending`
+//! variant for its token, and a `Flow::on_..._response` in its own file, which the filter's context calls;
+//! state shared across requests and workers (remembered approvals, pins) is read and written through
+//! [`Host::store`].
+
+mod approval;
+mod body;
+#[cfg(test)]
+mod fake;
+mod headers;
+mod response;
+
+pub use response::{filter_list_answer, plan_list_answer, ListPlan};
+
+use crate::header_map::HeaderMap;
+use crate::limits::{self, Limiter, Reservation, Store};
+use crate::policy::{self, Policy};
+use crate::reply::{self, Reply};
+use crate::request::{Env, Event, Head};
+use approval::Approval;
+use log::Level;
+use response::ListAnswer;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// What Envoy does next with the stream, after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Let the headers or data go on.
+    Continue,
+    /// Hold them (buffering a body) until the filter resumes the stream or answers it.
+    Pause,
+}
+
+/// A counter of something the filter did (not a decision: those are [`crate::label::Label`]s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// A tools/list answer was rewritten (`mcp_policy.tools_list_filtered_total`).
+    ToolsListFiltered,
+}
+
+impl Counter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counter::ToolsListFiltered => "tools_list_filtered",
+        }
+    }
+}
+
+/// What the core asks of Envoy. The filter's adapter makes one proxy-wasm host call per method (never one
+/// that can trap the worker: see `src/filter/`); tests use a fake that records every call. Errors are the
+/// host's status, as text for the logs.
+pub trait Host {
+    /// Shared data, where rate-limit counts live (across Envoy's workers).
+    type Store: Store;
+
+    /// Every request header, read at once; `None` if the host refused or sent something unreadable.
+    fn request_headers(&mut self) -> Option<HeaderMap>;
+    /// A property of the stream (`["source", "address"]`), as the host serialises it; `None` if absent.
+    fn property(&mut self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Sets (`Some`) or removes (`None`) a request header. Only while the request headers are held.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// The first `size` bytes of the buffered request body; `Ok(None)` when the host has none.
+    fn request_body(&mut self, size: usize) -> Result<Option<Vec<u8>>, String>;
+    /// Answers the request with a local reply instead of forwarding it.
+    fn send_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), String>;
+    /// Resets the request stream (when even a local reply cannot be sent).
+    fn reset_request(&mut self);
+    /// Lets a paused request go on upstream.
+    fn resume_request(&mut self) -> Result<(), String>;
+
+    /// Starts an HTTP call to an Envoy cluster; its answer comes to [`Flow::on_http_callout_response`]
+    /// with the token returned here.
+    fn http_callout(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String>;
+    /// The answer of the callout being reported: its `:status` (`None` when there was no HTTP answer:
+    /// timeout, connection failure) and its body (`body_size` bytes; empty if unreadable).
+    fn callout_response(&mut self, body_size: usize) -> (Option<u32>, Vec<u8>);
+
+    /// A response header's first value (bytes that are not UTF-8 become U+FFFD).
+    fn response_header(&mut self, name: &str) -> Option<String>;
+    /// Sets (`Some`) or removes (`None`) a response header. Only while the response headers are held.
+    fn set_response_header(&mut self, name: &str, value: Option<&str>);
+    /// The first `size` bytes of the buffered response body (empty if unreadable).
+    fn response_body(&mut self, size: usize) -> Vec<u8>;
+    /// Replaces the first `size` bytes of the buffered response body with `body`.
+    fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), String>;
+    /// Resets the response stream (when a response that must not go out cannot be rewritten).
+    fn reset_response(&mut self);
+
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    fn now_nanos(&mut self) -> u64;
+    /// Whether audit lines would be written (Envoy's log level lets `info` through) at `now_nanos`.
+    fn audit_enabled(&mut self, now_nanos: u64) -> bool;
+    /// The rate-limit store.
+    fn store(&self) -> &Self::Store;
+    /// Counts a decision in the metrics and writes its audit line (if it has one).
+    fn record(&mut self, event: &Event);
+    /// Counts something the filter did.
+    fn count(&mut self, counter: Counter);
+    /// A diagnostic line in Envoy's log.
+    fn log(&mut self, level: Level, message: &str);
+}
+
+/// A callout in flight. Envoy reports each answer with the token it gave the callout, in any order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// The approval callout of the ask at this index (in body order).
+    Approval(usize),
+}
+
+/// The state of one request between callbacks.
+pub struct Flow {
+    /// `None` only if Envoy ran the filter without an accepted configuration: every body is then refused.
+    policy: Option<Rc<Policy>>,
+    /// What the request headers said (set at headers time).
+    head: Head,
+    /// Bytes buffered so far (Envoy reports the running total while the body is held).
+    body_size: usize,
+    /// The request has been decided (forwarded, answered, or waiting for approval): later request
+    /// callbacks let it go on.
+    decided: bool,
+    /// Rate-limit units the request took: given back if the upstream answers 5xx, if approval is not
+    /// granted, or if the client leaves while approval is asked.
+    reservations: Vec<Reservation>,
+    /// Callouts in flight, by token.
+    pending: Vec<(u32, Pending)>,
+    /// Set while the approval answers are awaited.
+    approval: Option<Approval>,
+    /// Set when the request holds a tools/list whose answer is filtered.
+    list: Option<ListAnswer>,
+}
+
+impl Flow {
+    pub fn new(policy: Option<Rc<Policy>>) -> Self {
+        Flow {
+            policy,
+            head: Head::default(),
+            body_size: 0,
+            decided: false,
+            reservations: Vec::new(),
+            pending: Vec::new(),
+            approval: None,
+            list: None,
+        }
+    }
+
+    /// Answers the request with `r` (or resets it if even that fails).
+    fn respond<H: Host>(&mut self, host: &mut H, r: &Reply) -> Action {
+        self.decided = true;
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-mcp-policy", "rejected"),
+        ];
+        if let Err(e) = host.send_reply(r.status, &headers, r.body.as_bytes()) {
+            host.log(
+                Level::Warn,
+                &format!("mcp-policy: could not send the local reply ({e}); resetting the request"),
+            );
+            host.reset_request();
+        }
+        Action::Pause
+    }
+
+    /// Refuses a request the filter cannot inspect (fail closed).
+    fn fail_closed<H: Host>(&mut self, host: &mut H, why: &str) -> Action {
+        host.log(
+            Level::Error,
+            &format!("mcp-policy: {why}; refusing the request"),
+        );
+        self.respond(host, &reply::uninspectable(why))
+    }
+
+    /// Gives the request's rate-limit units back.
+    fn give_back<H: Host>(&mut self, host: &H) {
+        if let Some(p) = &self.policy {
+            Limiter {
+                store: host.store(),
+                max_tracked: p.identity.max_tracked,
+                hold_secs: p.hold_secs(),
+            }
+            .release(&self.reservations);
+        }
+        self.reservations.clear();
+    }
+}
+
+/// The world as the core sees it for one decision: the store, the clock now (one host call), and whether
+/// audit lines are on.
+fn env<H: Host>(host: &mut H) -> Env<'_, H::Store> {
+    let now_nanos = host.now_nanos();
+    let audit = host.audit_enabled(now_nanos);
+    Env {
+        store: host.store(),
+        now_nanos,
+        audit,
+    }
+}
+
+/// Reads the plugin configuration: the policy, with the rate-limit state set up in `store` when the policy
+/// has limits. `Ok` carries the line to log; `Err` the reason the configuration is refused.
+pub fn configure<S: Store>(bytes: &[u8], store: &S) -> Result<(Policy, String), String> {
+    let p = policy::parse(bytes).map_err(|errs| format!("mcp-policy: {errs}"))?;
+    if p.has_limits() {
+        limits::init_store(store).map_err(|e| {
+            format!("mcp-policy: cannot initialise rate-limit state in shared data: {e}")
+        })?;
+    }
+    let loaded = format!(
+        "mcp-policy: policy loaded ({} rules, default {})",
+        p.rules().len(),
+        p.default.as_str()
+    );
+    Ok((p, loaded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::memory::MemoryStore;
+
+    #[test]
+    fn configuration() {
+        let store = MemoryStore::default();
+        let (p, line) = configure(br#"{"version":"1","tools":{"a":{},"b":{}}}"#, &store).unwrap();
+        assert_eq!(line, "mcp-policy: policy loaded (2 rules, default deny)");
+        assert!(!p.has_limits());
+        assert!(store.map.borrow().is_empty(), "no limits, no state");
+        let (p, _) = configure(
+            br#"{"version":"1","tools":{"a":{"rate_limit":"1/minute"}}}"#,
+            &store,
+        )
+        .unwrap();
+        assert!(p.has_limits());
+        assert!(store.map.borrow().contains_key(&limits::lock_key()));
+        let err = configure(
+            br#"{"version":"1","tools":{"a":{"action":"nope"}}}"#,
+            &store,
+        )
+        .err()
+        .unwrap();
+        assert!(err.starts_with("mcp-policy: "), "{err}");
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,380 @@
+//! The upstream's answer: rate-limit units given back when it failed (5xx), and the answer to a tools/list
+//! request filtered so the agent never sees the tools the policy hides or always denies.
+
+use super::{Action, Counter, Flow, Host};
+use crate::policy::Policy;
+use crate::reply;
+use crate::tools_list::{self, format_of, Format};
+use log::Level;
+use std::borrow::Cow;
+
+/// The answer to a tools/list request of this request's body, to be filtered.
+pub(super) struct ListAnswer {
+    /// The request's JSON-RPC id (raw), for the error that replaces an answer that cannot be filtered.
+    pub(super) id: String,
+    /// How, once the response headers are seen.
+    pub(super) plan: Option<ListPlan>,
+}
+
+impl Flow {
+    /// The response headers: give the rate-limit units back on a 5xx; plan the tools/list answer's
+    /// filtering (and hold the headers, whose length changes, when `hold_headers`).
+    pub fn on_response_headers<H: Host>(&mut self, host: &mut H) -> Action {
+        if self.reservations.is_empty() && self.list.is_none() {
+            // Nothing to give back and no tools/list to filter: not even the status is needed.
+            return Action::Continue;
+        }
+        let status = host
+            .response_header(":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        if !self.reservations.is_empty() {
+            if status >= 500 {
+                self.give_back(host);
+            }
+            self.reservations.clear();
+        }
+        let Some(ListAnswer { id, .. }) = self.list.take() else {
+            return Action::Continue;
+        };
+        if !(200..300).contains(&status) {
+            return Action::Continue;
+        }
+        let plan = plan_list_answer(
+            host.response_header("content-type").as_deref(),
+            host.response_header("content-encoding").as_deref(),
+        );
+        // The body will change size; a replaced answer is plain JSON.
+        host.set_response_header("content-length", None);
+        if let ListPlan::Replace(_) = &plan {
+            host.set_response_header("content-encoding", None);
+            host.set_response_header("content-type", Some("application/json"));
+        }
+        self.list = Some(ListAnswer {
+            id,
+            plan: Some(plan),
+        });
+        if self.policy.as_ref().is_some_and(|p| p.hold_headers) {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    /// The response body: every answer but a tools/list one streams through untouched; that one is held
+    /// whole, then filtered.
+    pub fn on_response_body<H: Host>(
+        &mut self,
+        host: &mut H,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if self.list.is_none() {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let (Some(list), Some(policy)) = (self.list.take(), self.policy.clone()) else {
+            return Action::Continue;
+        };
+        let plan = list.plan.unwrap_or(ListPlan::Rewrite(Format::Json));
+        let body = host.response_body(body_size);
+        let out = filter_list_answer(&policy, &list.id, &plan, &body);
+        if out.as_ref() != body.as_slice() {
+            if host.set_response_body(body_size, &out).is_err() {
+                host.log(
+                    Level::Warn,
+                    "mcp-policy: could not rewrite the tools/list answer; resetting the response",
+                );
+                host.reset_response();
+                return Action::Pause;
+            }
+            host.count(Counter::ToolsListFiltered);
+        }
+        if policy.hold_headers {
+            host.set_response_header("content-length", Some(&out.len().to_string()));
+        }
+        Action::Continue
+    }
+}
+
+/// How a `tools/list` answer will be handled, decided from its response headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListPlan {
+    /// Filter it in its own format.
+    Rewrite(Format),
+    /// It cannot be filtered with certainty (compressed, unknown type): replace it with a JSON-RPC error
+    /// (as `application/json`) rather than leak the tools the policy hides.
+    Replace(String),
+}
+
+/// Plans the handling of a `tools/list` answer from its `content-type` and `content-encoding`.
+pub fn plan_list_answer(content_type: Option<&str>, content_encoding: Option<&str>) -> ListPlan {
+    if let Some(enc) = content_encoding
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        return ListPlan::Replace(format!(
+            "the answer came compressed ({enc}) and cannot be filtered"
+        ));
+    }
+    match format_of(content_type.unwrap_or("")) {
+        Ok(f) => ListPlan::Rewrite(f),
+        Err(e) => ListPlan::Replace(e.to_string()),
+    }
+}
+
+/// The body to send instead of a `tools/list` answer: filtered by [`Policy::is_listed`], or an error
+/// (JSON-RPC -32603 with the request's id, in the answer's format) when it cannot be filtered.
+pub fn filter_list_answer<'b>(
+    policy: &Policy,
+    list_id: &str,
+    plan: &ListPlan,
+    body: &'b [u8],
+) -> Cow<'b, [u8]> {
+    let keep = |tool: &str| policy.is_listed(tool);
+    let why = match plan {
+        ListPlan::Replace(why) => why.clone(),
+        ListPlan::Rewrite(format) => match tools_list::rewrite(body, *format, &keep) {
+            Ok(r) => return r.body,
+            Err(e) => {
+                let err = reply::list_unfilterable(list_id, &e.to_string());
+                return Cow::Owned(match format {
+                    Format::Json => err.into_bytes(),
+                    Format::Sse => format!("event: message\ndata: {err}\n\n").into_bytes(),
+                });
+            }
+        },
+    };
+    Cow::Owned(reply::list_unfilterable(list_id, &why).into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{load, send, tools_call, FakeHost};
+    use super::*;
+    use crate::policy::parse;
+
+    const LIST: &str = r#"{"jsonrpc":"2.0","id":"L","method":"tools/list"}"#;
+    const POLICY: &str =
+        r#"{"version":"1","hide":["secret"],"tools":{"get_run":{},"q":{"rate_limit":"1/minute"}}}"#;
+    const ANSWER: &str = r#"{"jsonrpc":"2.0","id":"L","result":{"tools":[{"name":"get_run"},{"name":"secret"},{"name":"other"}]}}"#;
+
+    /// A tools/list request sent, its answer's headers about to come.
+    fn listed(policy: &str) -> (Flow, FakeHost) {
+        let mut host = FakeHost::request(&[("accept-encoding", "gzip")], LIST);
+        let mut flow = Flow::new(load(&host, policy));
+        send(&mut flow, &mut host);
+        (flow, host)
+    }
+
+    /// The `result.tools` of an answer.
+    fn tools(body: &[u8]) -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(body).unwrap()["result"]["tools"].take()
+    }
+
+    #[test]
+    fn a_tools_list_answer_is_held_and_filtered() {
+        let (mut flow, mut host) = listed(POLICY);
+        // Asked uncompressed, so that it can be filtered.
+        assert_eq!(
+            host.calls.last().unwrap(),
+            "request_header -accept-encoding"
+        );
+        host.clear_calls();
+        host.respond_with(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-length", "120"),
+            ],
+            ANSWER,
+        );
+        assert_eq!(flow.on_response_headers(&mut host), Action::Pause);
+        assert_eq!(
+            host.calls,
+            [
+                "response_header :status",
+                "response_header content-type",
+                "response_header content-encoding",
+                "response_header -content-length",
+            ]
+        );
+        host.clear_calls();
+        assert_eq!(flow.on_response_body(&mut host, 10, false), Action::Pause);
+        assert!(host.calls.is_empty());
+        assert_eq!(
+            flow.on_response_body(&mut host, ANSWER.len(), true),
+            Action::Continue
+        );
+        assert_eq!(
+            tools(&host.response_body),
+            serde_json::json!([{"name": "get_run"}])
+        );
+        let len = host.response_body.len();
+        assert_eq!(
+            host.calls,
+            [
+                format!("response_body {}", ANSWER.len()),
+                format!("set_response_body {}", ANSWER.len()),
+                "count tools_list_filtered".into(),
+                format!("response_header content-length={len}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_filtered_is_replaced() {
+        let (mut flow, mut host) = listed(POLICY);
+        host.respond_with(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            "\x1f compressed",
+        );
+        assert_eq!(flow.on_response_headers(&mut host), Action::Pause);
+        assert_eq!(
+            host.response_headers,
+            [
+                (":status".to_owned(), "200".to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned())
+            ]
+        );
+        assert_eq!(flow.on_response_body(&mut host, 8, true), Action::Continue);
+        let v: serde_json::Value = serde_json::from_slice(&host.response_body).unwrap();
+        assert_eq!(
+            (v["id"].as_str(), v["error"]["code"].as_i64()),
+            (Some("L"), Some(-32603))
+        );
+        // A rewrite the host refuses: the answer must not go out as it is.
+        let (mut flow, mut host) = listed(POLICY);
+        host.set_body_fails = true;
+        host.respond_with(200, &[("content-type", "application/json")], ANSWER);
+        flow.on_response_headers(&mut host);
+        host.clear_calls();
+        assert_eq!(
+            flow.on_response_body(&mut host, ANSWER.len(), true),
+            Action::Pause
+        );
+        assert_eq!(
+            host.calls[1..],
+            [
+                format!("set_response_body {}", ANSWER.len()),
+                "log WARN".into(),
+                "reset_response".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn other_answers_are_untouched() {
+        // An error status: the answer is not a tools/list result.
+        let (mut flow, mut host) = listed(POLICY);
+        host.respond_with(500, &[("content-type", "application/json")], "oops");
+        assert_eq!(flow.on_response_headers(&mut host), Action::Continue);
+        host.clear_calls();
+        assert_eq!(flow.on_response_body(&mut host, 4, true), Action::Continue);
+        assert!(host.calls.is_empty());
+        // Audit mode leaves tools/list answers as they are.
+        let (mut flow, mut host) = listed(r#"{"version":"1","mode":"audit","hide":["secret"]}"#);
+        assert!(!host
+            .calls
+            .contains(&"request_header -accept-encoding".to_owned()));
+        host.clear_calls();
+        assert_eq!(flow.on_response_headers(&mut host), Action::Continue);
+        assert!(host.calls.is_empty());
+        // Without held headers the answer is still filtered; its length is not set (the headers left).
+        let (mut flow, mut host) =
+            listed(r#"{"version":"1","default":"allow","hold_headers":false,"hide":["secret"]}"#);
+        host.respond_with(200, &[("content-type", "application/json")], ANSWER);
+        assert_eq!(flow.on_response_headers(&mut host), Action::Continue);
+        host.clear_calls();
+        assert_eq!(
+            flow.on_response_body(&mut host, ANSWER.len(), true),
+            Action::Continue
+        );
+        assert_eq!(
+            tools(&host.response_body),
+            serde_json::json!([{"name": "get_run"}, {"name": "other"}])
+        );
+        assert_eq!(host.calls.last().unwrap(), "count tools_list_filtered");
+    }
+
+    #[test]
+    fn rate_limit_units_come_back_on_a_5xx_only() {
+        for (status, next) in [
+            (503, Action::Continue),
+            (200, Action::Pause),
+            (404, Action::Pause),
+        ] {
+            let mut host = FakeHost::request(&[("mcp-session-id", "s")], &tools_call(1, "q"));
+            let mut flow = Flow::new(load(&host, POLICY));
+            assert_eq!(send(&mut flow, &mut host).1, Action::Continue);
+            host.respond_with(status, &[], "");
+            host.clear_calls();
+            assert_eq!(flow.on_response_headers(&mut host), Action::Continue);
+            assert_eq!(host.calls, ["response_header :status"]);
+            // The next call in the window: allowed if the unit came back, rate limited if not.
+            let mut again = FakeHost {
+                store: std::mem::take(&mut host.store),
+                ..FakeHost::request(&[("mcp-session-id", "s")], &tools_call(2, "q"))
+            };
+            let mut flow = Flow::new(load(&again, POLICY));
+            assert_eq!(send(&mut flow, &mut again).1, next, "after {status}");
+        }
+    }
+
+    #[test]
+    fn tools_list_answers() {
+        let p =
+            parse(br#"{"version":"1","hide":["get_run"],"tools":{"get_*":{},"query_runs":{}}}"#)
+                .unwrap();
+        let json = include_bytes!("../../tests/fixtures/mlflow-mcp-0.4.1.tools-list.json");
+        let plan = plan_list_answer(Some("application/json"), None);
+        assert_eq!(plan, ListPlan::Rewrite(Format::Json));
+        let out = filter_list_answer(&p, "1", &plan, json);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let names: Vec<&str> = v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"query_runs") && names.contains(&"get_experiments"));
+        assert!(!names.contains(&"get_run") && !names.contains(&"delete_run"));
+        assert_eq!(names.len(), 21, "{names:?}");
+        let sse = include_bytes!("../../tests/fixtures/mlflow-mcp-0.4.1.tools-list.sse");
+        let out = filter_list_answer(
+            &p,
+            "1",
+            &plan_list_answer(Some("text/event-stream"), Some("identity")),
+            sse,
+        );
+        assert!(out.len() < sse.len() && out.starts_with(b"event: message"));
+        for plan in [
+            plan_list_answer(Some("application/json"), Some("gzip")),
+            plan_list_answer(Some("text/html"), None),
+        ] {
+            let out = filter_list_answer(&p, "\"x\"", &plan, json);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                (v["id"].as_str(), v["error"]["code"].as_i64()),
+                (Some("x"), Some(-32603))
+            );
+        }
+        let out = filter_list_answer(
+            &p,
+            "2",
+            &ListPlan::Rewrite(Format::Sse),
+            b"event: message\ndata: {not json\n\n",
+        );
+        assert!(
+            out.starts_with(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\""),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The name of every outcome mcp-policy reports, in one place: the same word is written in a reply's
+//! `error.data.decision`, in an audit line's `decision`, and in the Envoy stats
+//! (`mcp_policy.decisions_total.decision.<label>`, `mcp_policy.tool_calls_total.tool.<tool>.decision.<label>`).
+//! Operators build dashboards and alerts on these words: [`Label::as_str`] must never change a spelling.
+
+/// What became of one message (or, for [`Label::Invalid`], of a request that could not be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Label {
+    /// Forwarded.
+    Allow,
+    /// Refused by a rule or the default posture, or not forwarded because its batch held a refused call.
+    Deny,
+    /// Refused: over a rate limit (or the rate-limit state could not be kept: fail closed).
+    RateLimited,
+    /// The approval service said yes: forwarded.
+    ApprovalGranted,
+    /// The approval service said no.
+    ApprovalDenied,
+    /// The approval service could not be asked or gave no usable answer: refused (fail closed).
+    ApprovalUnavailable,
+    /// The body is not a valid (or not an unambiguous) JSON-RPC request, or mcp-policy could not decide it.
+    Invalid,
+    /// Audit mode: would have been denied, forwarded.
+    WouldDeny,
+    /// Audit mode: would have been rate limited, forwarded.
+    WouldRateLimit,
+    /// Audit mode: would have waited for approval, forwarded without asking.
+    WouldRequireApproval,
+}
+
+impl Label {
+    /// Every label, in declaration order ([`Label::index`] is the position here).
+    pub const ALL: [Label; 10] = [
+        Label::Allow,
+        Label::Deny,
+        Label::RateLimited,
+        Label::ApprovalGranted,
+        Label::ApprovalDenied,
+        Label::ApprovalUnavailable,
+        Label::Invalid,
+        Label::WouldDeny,
+        Label::WouldRateLimit,
+        Label::WouldRequireApproval,
+    ];
+
+    /// The label as written in replies, audit lines and stat names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Allow => "allow",
+            Label::Deny => "deny",
+            Label::RateLimited => "rate_limited",
+            Label::ApprovalGranted => "approval_granted",
+            Label::ApprovalDenied => "approval_denied",
+            Label::ApprovalUnavailable => "approval_unavailable",
+            Label::Invalid => "invalid",
+            Label::WouldDeny => "would_deny",
+            Label::WouldRateLimit => "would_rate_limit",
+            Label::WouldRequireApproval => "would_require_approval",
+        }
+    }
+
+    /// A small dense number per label, for tables indexed by label (the filter's stat ids).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lets tests (and callers) compare a label with its spelling: `assert_eq!(event.decision, "allow")`.
+impl PartialEq<&str> for Label {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_are_the_documented_ones() {
+        let words: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "allow",
+                "deny",
+                "rate_limited",
+                "approval_granted",
+                "approval_denied",
+                "approval_unavailable",
+                "invalid",
+                "would_deny",
+                "would_rate_limit",
+                "would_require_approval"
+            ]
+        );
+        for (i, l) in Label::ALL.iter().enumerate() {
+            assert_eq!(l.index(), i);
+            assert_eq!(l.to_string(), l.as_str());
+            // Stat names are split on dots by Envoy: a label is one segment.
+            assert!(l
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+    }
+}
