@@ -9,23 +9,25 @@
 //! text denotes (the shortest digits that read back as that double, the closest of those, then ES's layout:
 //! `1e+21`, `0.000001`, `1e-7`, `-0` as `0`); `true`, `false`, `null`.
 //!
-//! Hand-written, over serde_json's `RawValue` (no new parser, no crate): the JCS crates take a
+//! Hand-written, on the crate's JSON cursor ([`crate::json`]), no crate: the JCS crates take a
 //! `serde_json::Value`, whose numbers serde_json has already read with its fast float parser (not always the
 //! nearest double: one unit in the last place off for some long or extreme numbers) and whose objects sort
-//! keys by UTF-8 bytes (not UTF-16 code units). Here each number is read from its own text: integers of up to
-//! 15 digits exactly by hand (nearly every number in a tool definition), any other with Rust's correctly
-//! rounded `f64` parser, and written with `ryu` (shortest, closest; already linked by serde_json) in ES's
-//! layout. Rejected, as RFC 8785 says: duplicate keys, and numbers beyond the double range (`1e400`).
+//! keys by UTF-8 bytes (not UTF-16 code units). Here the text is first checked by serde_json (syntax, UTF-8,
+//! nesting), then walked once: each number is read from its own text (integers of up to 15 digits exactly by
+//! hand, nearly every number in a tool definition; any other with Rust's correctly rounded `f64` parser) and
+//! written with `ryu` (shortest, closest; already linked by serde_json) in ES's layout; each object's members
+//! are written to their own buffers, then sorted. Rejected, as RFC 8785 says: duplicate keys (equal once
+//! escapes are decoded; keys that differ in letter case are distinct here, unlike in request bodies), lone
+//! surrogates, and numbers beyond the double range (`1e400`).
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use crate::json::{Cursor, Lost};
 use std::cmp::Ordering;
 use std::fmt;
 
 /// Why a text has no canonical form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// Not JSON (serde_json's message).
+    /// Not JSON (serde_json's message), or a string that is not Unicode text (a lone surrogate).
     Syntax(String),
     /// An object has the key twice.
     DuplicateKey(String),
@@ -33,6 +35,8 @@ pub enum Error {
     NotFinite(String),
     /// Nested deeper than [`MAX_DEPTH`].
     TooDeep,
+    /// Not an object, where one is wanted ([`canonical_object_without`]).
+    NotAnObject,
 }
 
 impl fmt::Display for Error {
@@ -42,7 +46,14 @@ impl fmt::Display for Error {
             Error::DuplicateKey(k) => write!(f, "an object has the key {k:?} twice"),
             Error::NotFinite(n) => write!(f, "the number {n} is beyond the range of a double"),
             Error::TooDeep => write!(f, "nested deeper than {MAX_DEPTH} levels"),
+            Error::NotAnObject => write!(f, "not a JSON object"),
         }
+    }
+}
+
+impl From<Lost> for Error {
+    fn from(_: Lost) -> Error {
+        Error::Syntax("lost in text that was checked (a bug)".into())
     }
 }
 
@@ -51,117 +62,100 @@ pub const MAX_DEPTH: usize = 100;
 
 /// The canonical form of the JSON text `text`.
 pub fn canonical(text: &str) -> Result<String, Error> {
-    let raw: &RawValue = serde_json::from_str(text).map_err(syntax)?;
-    let mut out = String::with_capacity(text.len());
-    value(&mut out, raw, 0)?;
-    Ok(out)
+    walk(text, None)
 }
 
-/// The canonical form of the JSON object `text` without its members named in `leave_out` (top level only).
-/// `Err` when `text` is not an object.
+/// The canonical form of the JSON object `text` less its members named in `leave_out` (its own members only,
+/// not those of objects inside it); [`Error::NotAnObject`] for any other value.
 pub fn canonical_object_without(text: &str, leave_out: &[&str]) -> Result<String, Error> {
-    let Members(members) = serde_json::from_str(text).map_err(syntax)?;
+    walk(text, Some(leave_out))
+}
+
+/// `text` checked by serde_json, then canonicalised; `object`: it must be an object, less those members.
+fn walk(text: &str, object: Option<&[&str]>) -> Result<String, Error> {
+    let _: serde::de::IgnoredAny =
+        serde_json::from_str(text).map_err(|e| Error::Syntax(e.to_string()))?;
+    let c = Cursor::new(text);
+    let at = c.skip_ws(0);
+    if object.is_some() && c.byte(at) != Some(b'{') {
+        return Err(Error::NotAnObject);
+    }
     let mut out = String::with_capacity(text.len());
-    object(&mut out, members, leave_out, 0)?;
+    value(&c, &mut out, at, 0, object.unwrap_or(&[]))?;
     Ok(out)
 }
 
-fn syntax(e: serde_json::Error) -> Error {
-    Error::Syntax(e.to_string())
-}
-
-fn value(out: &mut String, raw: &RawValue, depth: usize) -> Result<(), Error> {
+/// Writes the canonical form of the value at `at` to `out`; returns where the value ends.
+fn value(
+    c: &Cursor<'_>,
+    out: &mut String,
+    at: usize,
+    depth: usize,
+    leave_out: &[&str],
+) -> Result<usize, Error> {
     if depth > MAX_DEPTH {
         return Err(Error::TooDeep);
     }
-    let text = raw.get().trim_matches([' ', '\t', '\n', '\r']);
-    match text.as_bytes().first() {
+    match c.byte(at) {
         Some(b'{') => {
-            let Members(members) = serde_json::from_str(text).map_err(syntax)?;
-            object(out, members, &[], depth)?;
-        }
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(syntax)?;
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
+            let mut members: Vec<(String, String)> = Vec::new();
+            let end = c.entries(at, |key, v| {
+                let name = c.string(key).ok_or_else(not_text)?.into_owned();
+                let mut text = String::new();
+                let end = value(c, &mut text, v, depth + 1, &[])?;
+                if !leave_out.contains(&name.as_str()) {
+                    members.push((name, text));
+                }
+                Ok::<usize, Error>(end)
+            })?;
+            members.sort_unstable_by(|a, b| utf16_cmp(&a.0, &b.0));
+            if let Some(w) = members.windows(2).find(|w| matches!(w, [a, b] if a.0 == b.0)) {
+                let key = w.first().map(|m| m.0.clone()).unwrap_or_default();
+                return Err(Error::DuplicateKey(key));
+            }
+            out.push('{');
+            for (i, (k, v)) in members.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                value(out, v, depth + 1)?;
+                string(out, k);
+                out.push(':');
+                out.push_str(v);
             }
+            out.push('}');
+            Ok(end)
+        }
+        Some(b'[') => {
+            out.push('[');
+            let end = c.items(at, |i, n| {
+                if n > 0 {
+                    out.push(',');
+                }
+                value(c, out, i, depth + 1, &[])
+            })?;
             out.push(']');
+            Ok(end)
         }
         Some(b'"') => {
-            let s: String = serde_json::from_str(text).map_err(syntax)?;
-            string(out, &s);
-        }
-        Some(b't' | b'f' | b'n') => {
-            // Checked, not trusted: `trux` is not JSON.
-            let _: Option<bool> = serde_json::from_str(text).map_err(syntax)?;
-            out.push_str(text);
+            let end = c.string_end(at)?;
+            string(out, &c.string((at, end)).ok_or_else(not_text)?);
+            Ok(end)
         }
         _ => {
-            let _: serde::de::IgnoredAny = serde_json::from_str(text).map_err(syntax)?;
-            number(out, text)?;
+            let end = c.value_end(at)?;
+            let text = c.get((at, end)).ok_or(Lost)?;
+            if matches!(text, "true" | "false" | "null") {
+                out.push_str(text);
+            } else {
+                number(out, text)?;
+            }
+            Ok(end)
         }
     }
-    Ok(())
 }
 
-/// An object from its members (in any order), less those named in `leave_out`.
-fn object(
-    out: &mut String,
-    mut members: Vec<(String, &RawValue)>,
-    leave_out: &[&str],
-    depth: usize,
-) -> Result<(), Error> {
-    members.sort_by(|a, b| utf16_cmp(&a.0, &b.0));
-    if let Some(w) = members
-        .windows(2)
-        .find(|w| matches!(w, [a, b] if a.0 == b.0))
-    {
-        let key = w.first().map(|m| m.0.clone()).unwrap_or_default();
-        return Err(Error::DuplicateKey(key));
-    }
-    out.push('{');
-    let mut first = true;
-    for (k, v) in members
-        .iter()
-        .filter(|(k, _)| !leave_out.contains(&k.as_str()))
-    {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        string(out, k);
-        out.push(':');
-        value(out, v, depth + 1)?;
-    }
-    out.push('}');
-    Ok(())
-}
-
-/// An object's members in document order, values unparsed.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Members<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
-                let mut members = Vec::new();
-                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(entry);
-                }
-                Ok(Members(members))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
+fn not_text() -> Error {
+    Error::Syntax("a string holds half of a surrogate pair".into())
 }
 
 /// Orders strings as arrays of UTF-16 code units (RFC 8785 §3.2.3). This differs from byte (and code point)
@@ -421,6 +415,8 @@ mod tests {
         );
         assert_eq!(canonical("[]").unwrap(), "[]");
         assert_eq!(canonical("{}").unwrap(), "{}");
+        // Keys in other letter case are other keys (unlike in request bodies, where they are refused).
+        assert_eq!(canonical(r#"{"a":1,"A":2}"#).unwrap(), r#"{"A":2,"a":1}"#);
         // Keys equal once their escapes are read.
         assert_eq!(
             canonical(r#"{"a":1,"\u0061":2}"#),
