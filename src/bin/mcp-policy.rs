@@ -10,6 +10,9 @@
 #[path = "mcp-policy/check.rs"]
 mod check;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/client.rs"]
+mod client;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/explain.rs"]
 mod explain;
 #[cfg(not(target_arch = "wasm32"))]
