@@ -109,7 +109,10 @@ fn value(
                 Ok::<usize, Error>(end)
             })?;
             members.sort_unstable_by(|a, b| utf16_cmp(&a.0, &b.0));
-            if let Some(w) = members.windows(2).find(|w| matches!(w, [a, b] if a.0 == b.0)) {
+            if let Some(w) = members
+                .windows(2)
+                .find(|w| matches!(w, [a, b] if a.0 == b.0))
+            {
                 let key = w.first().map(|m| m.0.clone()).unwrap_or_default();
                 return Err(Error::DuplicateKey(key));
             }

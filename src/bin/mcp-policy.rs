@@ -19,6 +19,9 @@ mod explain;
 #[path = "mcp-policy/extract.rs"]
 mod extract;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/pin.rs"]
+mod pin;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/scan.rs"]
 mod scan;
 
@@ -27,7 +30,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{check, explain, scan};
+    use crate::{check, explain, pin, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -39,8 +42,11 @@ examples:
                                                   Envoy YAML, Istio manifests)
   mcp-policy explain FILE --tool NAME --args '{\"max_results\": 500}'
                                                   what the policy does with that call, and why
-  mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
-                                                  a starting policy for a live MCP server
+  mcp-policy scan http://127.0.0.1:8001/mcp --pin --out policy.json
+                                                  a starting policy for a live MCP server, its
+                                                  tools' definitions pinned
+  mcp-policy pin http://127.0.0.1:8001/mcp policy.json
+                                                  refresh the pins, showing what changed
 
 `mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
 Exit status 2 means a usage error.";
@@ -59,6 +65,7 @@ Exit status 2 means a usage error.";
         Check(check::Options),
         Explain(explain::Options),
         Scan(scan::Options),
+        Pin(pin::Options),
     }
 
     /// Standard output that never panics: once a write fails (e.g. a closed pipe), the rest is dropped.
@@ -85,7 +92,7 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
-            Command::Check(_) | Command::Scan(_) => None,
+            Command::Check(_) | Command::Scan(_) | Command::Pin(_) => None,
         };
         match invalid {
             Some((name, message)) => Err(usage_error(name, &message)),
@@ -110,6 +117,7 @@ Exit status 2 means a usage error.";
             Command::Check(o) => check::run(o, out),
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
+            Command::Pin(o) => pin::run(o, out),
         }
     }
 

@@ -4,8 +4,8 @@
 //! The server is asked with the streamable HTTP client of `client.rs` (shared with `pin`).
 
 use crate::client::{excerpt, fetch, Endpoint};
-use crate::Out;
-use mcp_policy::policy;
+use crate::{pin, Out};
+use mcp_policy::policy::{self, Unpinned};
 use serde_json::{json, Value};
 use std::process::ExitCode;
 
@@ -23,6 +23,11 @@ Hints a tool does not give take MCP's defaults: not read-only, destructive, not 
 has a short reason starting with `scan:` (it doubles as a comment), and tools no rule names are
 denied (default deny). With --approve-destructive the policy gets an `approval` section naming the
 Envoy cluster `approvals`: a placeholder for your approval service.
+
+With --pin the policy also pins each tool's definition (`pins`, with unpinned tools hidden): a tool
+that changes later is unlisted and refused until you review it (`mcp-policy pin URL POLICY`). With
+--out, the pinned definitions go to a file beside it (FILE with .tools.json for .json), which
+`mcp-policy pin` diffs against.
 
 Annotations are hints from the server, not guarantees: review the policy before using it
 (`mcp-policy explain` shows what it does with a call). The policy is written to FILE (--out) or
@@ -46,6 +51,9 @@ pub struct Options {
     /// The limit for idempotent, non-destructive writes
     #[arg(long, value_name = "LIMIT", default_value = DEFAULT_RATE_LIMIT, value_parser = parse_rate_limit)]
     pub rate_limit: String,
+    /// Pin each tool's definition (pins), so a tool that changes is refused until reviewed
+    #[arg(long)]
+    pub pin: bool,
     /// Write the policy to FILE instead of standard output
     #[arg(short, long, value_name = "FILE")]
     pub out: Option<String>,
@@ -273,15 +281,44 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
              (README, \"Require approval\"; examples/approval_service.py is an example service)."
         );
     }
+    let mut text = scanned.policy;
+    let mut definitions = None;
+    if o.pin {
+        let (pinned, skipped) = pin::pin_tools(&server.tools);
+        for s in &skipped {
+            eprintln!("scan: not pinned: {s}");
+        }
+        let value = pin::pins_value(&pinned, Unpinned::Hide, "");
+        text = match pin::with_pins(&text, &value) {
+            Ok(t) if policy::parse(t.as_bytes()).is_ok() => t,
+            _ => {
+                eprintln!("scan: the policy with pins does not validate (a bug in scan)");
+                return ExitCode::from(1);
+            }
+        };
+        eprintln!(
+            "scan: pinned the definitions of {}; tools without a pin are unlisted and refused (\"unpinned\": \"hide\")",
+            pin::tools(pinned.len())
+        );
+        definitions = Some(pin::definitions_text(&pinned));
+    }
     match &o.out {
         Some(path) => {
-            if let Err(e) = std::fs::write(path, &scanned.policy) {
+            if let Err(e) = std::fs::write(path, &text) {
                 eprintln!("scan: cannot write {path}: {e}");
                 return ExitCode::from(1);
             }
             eprintln!("scan: wrote {path}");
+            if let Some(defs) = definitions {
+                let defs_path = pin::definitions_path(path);
+                if let Err(e) = std::fs::write(&defs_path, defs) {
+                    eprintln!("scan: cannot write {defs_path}: {e}");
+                    return ExitCode::from(1);
+                }
+                eprintln!("scan: wrote the pinned definitions to {defs_path}");
+            }
         }
-        None => out.line(format_args!("{}", scanned.policy.trim_end())),
+        None => out.line(format_args!("{}", text.trim_end())),
     }
     ExitCode::SUCCESS
 }
