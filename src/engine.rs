@@ -725,7 +725,27 @@ mod tests {
                     }
                 }
                 for name in malformed(key) {
-                    match judge_tool(&name) {
+                    // Refused by inspect (-32602) before any rule; the engine refuses them too, for its other
+                    // callers (explain).
+                    let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                        "params":{"name": name}})
+                    .to_string();
+                    match inspect(body.as_bytes()) {
+                        Err(crate::mcp::RequestError::InvalidParams { id, message }) => {
+                            assert_eq!(id.as_deref(), Some("1"));
+                            assert!(
+                                message.starts_with("Invalid params: the tool name "),
+                                "{message}"
+                            );
+                        }
+                        other => panic!("{name:?}: {other:?}"),
+                    }
+                    let call = ToolCall {
+                        kind: Kind::Tool,
+                        name: name.clone().into(),
+                        arguments: None,
+                    };
+                    match decide_call(&p, &call) {
                         Decision::Deny { rule: None, reason } => assert!(
                             reason.starts_with("tool name has the")
                                 || reason == "tool name starts or ends with white space",
@@ -873,12 +893,13 @@ mod tests {
     #[test]
     fn malformed_resource_uris_are_refused_whatever_the_policy() {
         let p = parse(br#"{"version":"1","tools":{"x":{}}}"#).unwrap();
-        for uri in [r"file:///a\u0000", r"file:///a\u200b", " file:///a"] {
-            let body = format!(
-                r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#
-            );
-            let b = inspect(body.as_bytes()).unwrap();
-            match decide_call(&p, b.messages[0].call().unwrap()) {
+        for uri in ["file:///a\u{0}", "file:///a\u{200b}", " file:///a"] {
+            let call = ToolCall {
+                kind: Kind::Resource,
+                name: uri.into(),
+                arguments: None,
+            };
+            match decide_call(&p, &call) {
                 Decision::Deny { reason, .. } => {
                     assert!(reason.starts_with("resource name"), "{reason}")
                 }

@@ -122,11 +122,16 @@ impl Flow {
 /// otherwise make a header line the upstream refuses (Python's http.server stops at 64 KiB, many servers sooner).
 const EXPORT_MAX: usize = 1024;
 
-/// An exported header value: none when empty; NUL, CR and LF, which Envoy refuses in a header value (it would
-/// fail an allowed request with a 503), become `?`; cut to [`EXPORT_MAX`] bytes at a character boundary, ending
-/// in `...`. The header is for access logs and rate-limit keys: the body, not the header, is what is forwarded.
+/// An exported header value: none when empty; cut to [`EXPORT_MAX`] bytes at a character boundary, ending in
+/// `...`. The header is for access logs and rate-limit keys: the body, not the header, is what is forwarded.
+///
+/// A header value Envoy accepts is visible ASCII, space, tab and obs-text (bytes 0x80-0xFF, so any UTF-8 beyond
+/// ASCII); anything else (the other control characters, DEL) makes Envoy refuse the request with a plain-text
+/// 503 (issue 17). No method or name with one reaches this point: `mcp::inspect` refuses them with a JSON-RPC
+/// error first (-32600, -32602), and a refused body exports nothing. Should one come anyway, it is written `?`:
+/// the header never breaks the request.
 fn export_value(v: &str) -> Option<Cow<'_, str>> {
-    let bad = |c: char| matches!(c, '\0' | '\r' | '\n');
+    let bad = |c: char| c != '\t' && (c < ' ' || c == '\u{7f}');
     if v.is_empty() {
         return None;
     }
@@ -320,6 +325,20 @@ mod tests {
         assert_eq!(export_value(""), None);
         assert_eq!(export_value("get_run").as_deref(), Some("get_run"));
         assert_eq!(export_value("a\0b\r\nc").as_deref(), Some("a?b??c"));
+        // Every byte value: what comes out is a header value Envoy accepts (RFC 9110 field-value: VCHAR, SP,
+        // HTAB, obs-text), and only the bytes Envoy refuses are changed.
+        let accepted = |b: u8| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80;
+        for b in 0..=0xffu32 {
+            let c = char::from_u32(b).unwrap();
+            let v = format!("x{c}y");
+            let out = export_value(&v).unwrap();
+            assert!(out.bytes().all(accepted), "U+{b:04X}: {out:?}");
+            if v.bytes().all(accepted) {
+                assert_eq!(out, v);
+            } else {
+                assert_eq!(out, "x?y");
+            }
+        }
         let long = "é".repeat(600); // 1200 bytes
         let v = export_value(&long).unwrap();
         assert!(v.len() <= EXPORT_MAX && v.ends_with("...") && v.starts_with('é'));
