@@ -198,6 +198,7 @@ fn main() {
                 "1",
                 &plan,
                 black_box(&answer),
+                &mut Vec::new(),
             ));
         });
     }

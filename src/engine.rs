@@ -30,6 +30,12 @@ pub enum Decision<'p> {
         rule: Option<&'p str>,
         reason: Option<&'p str>,
     },
+    /// The tool's definition, as a tools/list answer last showed it, is not the pinned one ([`crate::pins`]):
+    /// refused until a list shows the pinned definition again or the policy pins the new one.
+    ToolChanged {
+        rule: Option<&'p str>,
+        reason: String,
+    },
     /// The approval service said no (`unavailable: false`) or could not be asked (`unavailable: true`).
     NotApproved {
         rule: Option<&'p str>,
@@ -49,11 +55,15 @@ impl<'p> Decision<'p> {
     pub fn is_allow(&self) -> bool {
         matches!(self, Decision::Allow { .. })
     }
-    /// Denied, rate limited or not approved: the call must not be forwarded and gets an error.
+    /// Denied, rate limited, its tool changed, or not approved: the call must not be forwarded and gets an
+    /// error.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Decision::Deny { .. } | Decision::RateLimited { .. } | Decision::NotApproved { .. }
+            Decision::Deny { .. }
+                | Decision::RateLimited { .. }
+                | Decision::ToolChanged { .. }
+                | Decision::NotApproved { .. }
         )
     }
     /// The policy key that decided, `None` when the default posture did.
@@ -63,6 +73,7 @@ impl<'p> Decision<'p> {
             | Decision::Deny { rule, .. }
             | Decision::RateLimited { rule, .. }
             | Decision::NeedsApproval { rule, .. }
+            | Decision::ToolChanged { rule, .. }
             | Decision::NotApproved { rule, .. } => *rule,
         }
     }

@@ -91,6 +91,10 @@ impl<'a> Record<'a> {
                 (Label::WouldRateLimit, Some(reason))
             }
             Some(Decision::RateLimited { reason, .. }) => (Label::RateLimited, Some(reason)),
+            Some(Decision::ToolChanged { reason, .. }) if audit_mode => {
+                (Label::WouldDeny, Some(reason))
+            }
+            Some(Decision::ToolChanged { reason, .. }) => (Label::ToolChanged, Some(reason)),
             Some(Decision::NeedsApproval { .. }) if refused => (Label::Deny, Some(BATCH_REFUSED)),
             Some(Decision::NeedsApproval { reason, .. }) => (Label::WouldRequireApproval, *reason),
             Some(Decision::NotApproved {

@@ -55,12 +55,16 @@ pub enum Action {
 pub enum Counter {
     /// A tools/list answer was rewritten (`mcp_policy.tools_list_filtered_total`).
     ToolsListFiltered,
+    /// A tools/list answer showed a pinned tool with another definition than its pin, where the last one
+    /// seen was the pinned one (`mcp_policy.tool_changed_total`): once per change, not per answer.
+    ToolChanged,
 }
 
 impl Counter {
     pub fn as_str(self) -> &'static str {
         match self {
             Counter::ToolsListFiltered => "tools_list_filtered",
+            Counter::ToolChanged => "tool_changed",
         }
     }
 }
