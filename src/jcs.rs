@@ -13,14 +13,16 @@
 //! `serde_json::Value`, whose numbers serde_json has already read with its fast float parser (not always the
 //! nearest double: one unit in the last place off for some long or extreme numbers) and whose objects sort
 //! keys by UTF-8 bytes (not UTF-16 code units). Here the text is first checked by serde_json (syntax, UTF-8,
-//! nesting), then walked once: each number is read from its own text (integers of up to 15 digits exactly by
-//! hand, nearly every number in a tool definition; any other with Rust's correctly rounded `f64` parser) and
-//! written with `ryu` (shortest, closest; already linked by serde_json) in ES's layout; each object's members
-//! are written to their own buffers, then sorted. Rejected, as RFC 8785 says: duplicate keys (equal once
-//! escapes are decoded; keys that differ in letter case are distinct here, unlike in request bodies), lone
+//! nesting), then walked once: each number is written from its own decimal digits, exactly, without float
+//! parsing or printing when it has at most 15 significant digits or is an integer up to 2^53 (every number seen
+//! in tool definitions; [`Numbers::Short`], all the filter does); any other, in native builds
+//! ([`Numbers::All`]), through Rust's correctly rounded `f64` parser and `ryu` (shortest, closest). Each object's
+//! members are written to their own buffers, then sorted. Rejected, as RFC 8785 says: duplicate keys (equal
+//! once escapes are decoded; keys that differ in letter case are distinct here, unlike in request bodies), lone
 //! surrogates, and numbers beyond the double range (`1e400`).
 
 use crate::json::{Cursor, Lost};
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -37,6 +39,9 @@ pub enum Error {
     TooDeep,
     /// Not an object, where one is wanted ([`canonical_object_without`]).
     NotAnObject,
+    /// A number this implementation does not write (16 or more significant digits, or beyond 1e±300, except
+    /// integers up to 2^53): see `number`.
+    Unsupported(String),
 }
 
 impl fmt::Display for Error {
@@ -47,6 +52,10 @@ impl fmt::Display for Error {
             Error::NotFinite(n) => write!(f, "the number {n} is beyond the range of a double"),
             Error::TooDeep => write!(f, "nested deeper than {MAX_DEPTH} levels"),
             Error::NotAnObject => write!(f, "not a JSON object"),
+            Error::Unsupported(n) => write!(
+                f,
+                "the number {n} has more than 15 significant digits or an extreme exponent, which mcp-policy does not canonicalise"
+            ),
         }
     }
 }
@@ -60,19 +69,36 @@ impl From<Lost> for Error {
 /// The deepest nesting canonicalised (serde_json itself stops at 128).
 pub const MAX_DEPTH: usize = 100;
 
-/// The canonical form of the JSON text `text`.
+/// Which numbers a canonicalisation writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbers {
+    /// Those written exactly from their decimal digits alone: at most 15 significant digits between 1e-300 and
+    /// 1e300, and integers up to 2^53 (see `number`); any other is [`Error::Unsupported`]. What the filter
+    /// does (float parsing and shortest printing would add about 40 KB to it), and so what pins use everywhere:
+    /// a pin the CLI writes is one the filter recomputes.
+    Short,
+    /// Every number (its double, then the shortest digits that read it back): native builds only; in the
+    /// filter the same as `Short`.
+    All,
+}
+
+/// The canonical form of the JSON text `text` (every number, where the build can: [`Numbers::All`]).
 pub fn canonical(text: &str) -> Result<String, Error> {
-    walk(text, None)
+    walk(text, None, Numbers::All)
 }
 
 /// The canonical form of the JSON object `text` less its members named in `leave_out` (its own members only,
 /// not those of objects inside it); [`Error::NotAnObject`] for any other value.
-pub fn canonical_object_without(text: &str, leave_out: &[&str]) -> Result<String, Error> {
-    walk(text, Some(leave_out))
+pub fn canonical_object_without(
+    text: &str,
+    leave_out: &[&str],
+    numbers: Numbers,
+) -> Result<String, Error> {
+    walk(text, Some(leave_out), numbers)
 }
 
 /// `text` checked by serde_json, then canonicalised; `object`: it must be an object, less those members.
-fn walk(text: &str, object: Option<&[&str]>) -> Result<String, Error> {
+fn walk(text: &str, object: Option<&[&str]>, numbers: Numbers) -> Result<String, Error> {
     let _: serde::de::IgnoredAny =
         serde_json::from_str(text).map_err(|e| Error::Syntax(e.to_string()))?;
     let c = Cursor::new(text);
@@ -81,79 +107,120 @@ fn walk(text: &str, object: Option<&[&str]>) -> Result<String, Error> {
         return Err(Error::NotAnObject);
     }
     let mut out = String::with_capacity(text.len());
-    value(&c, &mut out, at, 0, object.unwrap_or(&[]))?;
+    let w = Walk { c, numbers };
+    w.value(&mut out, at, 0, object.unwrap_or(&[]))?;
     Ok(out)
 }
 
-/// Writes the canonical form of the value at `at` to `out`; returns where the value ends.
-fn value(
-    c: &Cursor<'_>,
-    out: &mut String,
-    at: usize,
-    depth: usize,
-    leave_out: &[&str],
-) -> Result<usize, Error> {
-    if depth > MAX_DEPTH {
-        return Err(Error::TooDeep);
+/// One canonicalisation: the text and which numbers it writes.
+struct Walk<'a> {
+    c: Cursor<'a>,
+    numbers: Numbers,
+}
+
+impl Walk<'_> {
+    /// Writes the canonical form of the value at `at` to `out`; returns where the value ends.
+    fn value(
+        &self,
+        out: &mut String,
+        at: usize,
+        depth: usize,
+        leave_out: &[&str],
+    ) -> Result<usize, Error> {
+        if depth > MAX_DEPTH {
+            return Err(Error::TooDeep);
+        }
+        let c = &self.c;
+        match c.byte(at) {
+            Some(b'{') => {
+                let mut members: Vec<(Cow<'_, str>, String)> = Vec::new();
+                let end = c.entries(at, |key, v| {
+                    let name = c.string(key).ok_or_else(not_text)?;
+                    let mut text = String::new();
+                    let end = self.value(&mut text, v, depth + 1, &[])?;
+                    if !leave_out.contains(&name.as_ref()) {
+                        members.push((name, text));
+                    }
+                    Ok::<usize, Error>(end)
+                })?;
+                sort_by_key_utf16(&mut members);
+                if let Some(w) = members
+                    .windows(2)
+                    .find(|w| matches!(w, [a, b] if a.0 == b.0))
+                {
+                    let key = w.first().map(|m| m.0.to_string()).unwrap_or_default();
+                    return Err(Error::DuplicateKey(key));
+                }
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    string(out, k);
+                    out.push(':');
+                    out.push_str(v);
+                }
+                out.push('}');
+                Ok(end)
+            }
+            Some(b'[') => {
+                out.push('[');
+                let end = c.items(at, |i, n| {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    self.value(out, i, depth + 1, &[])
+                })?;
+                out.push(']');
+                Ok(end)
+            }
+            Some(b'"') => {
+                let end = c.string_end(at)?;
+                string(out, &c.string((at, end)).ok_or_else(not_text)?);
+                Ok(end)
+            }
+            _ => {
+                let end = c.value_end(at)?;
+                let text = c.get((at, end)).ok_or(Lost)?;
+                if matches!(text, "true" | "false" | "null") {
+                    out.push_str(text);
+                } else {
+                    number(out, text, self.numbers)?;
+                }
+                Ok(end)
+            }
+        }
     }
-    match c.byte(at) {
-        Some(b'{') => {
-            let mut members: Vec<(String, String)> = Vec::new();
-            let end = c.entries(at, |key, v| {
-                let name = c.string(key).ok_or_else(not_text)?.into_owned();
-                let mut text = String::new();
-                let end = value(c, &mut text, v, depth + 1, &[])?;
-                if !leave_out.contains(&name.as_str()) {
-                    members.push((name, text));
-                }
-                Ok::<usize, Error>(end)
-            })?;
-            members.sort_unstable_by(|a, b| utf16_cmp(&a.0, &b.0));
-            if let Some(w) = members
-                .windows(2)
-                .find(|w| matches!(w, [a, b] if a.0 == b.0))
-            {
-                let key = w.first().map(|m| m.0.clone()).unwrap_or_default();
-                return Err(Error::DuplicateKey(key));
-            }
-            out.push('{');
-            for (i, (k, v)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                string(out, k);
-                out.push(':');
-                out.push_str(v);
-            }
-            out.push('}');
-            Ok(end)
+}
+
+/// Sorts an object's members by their keys as UTF-16 code units: a heapsort (in place, O(n log n) whatever a
+/// server sends; core's sorts would add about 8 KB to the filter for this one element type).
+fn sort_by_key_utf16(m: &mut [(Cow<'_, str>, String)]) {
+    let less = |m: &[(Cow<'_, str>, String)], a: usize, b: usize| match (m.get(a), m.get(b)) {
+        (Some(x), Some(y)) => utf16_cmp(&x.0, &y.0) == Ordering::Less,
+        _ => false,
+    };
+    let sift = |m: &mut [(Cow<'_, str>, String)], mut root: usize, end: usize| loop {
+        let mut child = 2 * root + 1;
+        if child >= end {
+            return;
         }
-        Some(b'[') => {
-            out.push('[');
-            let end = c.items(at, |i, n| {
-                if n > 0 {
-                    out.push(',');
-                }
-                value(c, out, i, depth + 1, &[])
-            })?;
-            out.push(']');
-            Ok(end)
+        if child + 1 < end && less(m, child, child + 1) {
+            child += 1;
         }
-        Some(b'"') => {
-            let end = c.string_end(at)?;
-            string(out, &c.string((at, end)).ok_or_else(not_text)?);
-            Ok(end)
+        if !less(m, root, child) {
+            return;
         }
-        _ => {
-            let end = c.value_end(at)?;
-            let text = c.get((at, end)).ok_or(Lost)?;
-            if matches!(text, "true" | "false" | "null") {
-                out.push_str(text);
-            } else {
-                number(out, text)?;
-            }
-            Ok(end)
-        }
+        m.swap(root, child);
+        root = child;
+    };
+    let n = m.len();
+    for i in (0..n / 2).rev() {
+        sift(m, i, n);
+    }
+    for end in (1..n).rev() {
+        m.swap(0, end);
+        sift(m, 0, end);
     }
 }
 
@@ -176,71 +243,129 @@ fn string(out: &mut String, s: &str) {
 /// escaped (`\b \t \n \f \r`, the others `\u00xx`), and also the characters of `extra` (as `\uxxxx`);
 /// everything else as it is. The audit log uses it with U+2028 and U+2029 as `extra`.
 pub fn push_string(out: &mut String, s: &str, extra: &[char]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if u32::from(c) < 0x20 || extra.contains(&c) => {
-                out.push_str("\\u");
-                let n = u32::from(c);
-                for shift in [12, 8, 4, 0] {
-                    let d = ((n >> shift) & 0xf) as usize;
-                    out.push(char::from(HEX.get(d).copied().unwrap_or(b'0')));
-                }
-            }
-            c => out.push(c),
+    // Runs of characters that need no escape are copied whole (most strings are one run).
+    let mut run = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' | '\\' => true,
+            c if u32::from(c) < 0x20 => true,
+            c if !c.is_ascii() => extra.contains(&c),
+            _ => false,
+        };
+        if escape {
+            out.push_str(s.get(run..i).unwrap_or(""));
+            escaped(out, c);
+            run = i + c.len_utf8();
         }
     }
+    out.push_str(s.get(run..).unwrap_or(""));
     out.push('"');
 }
 
-/// The number whose JSON text is `text`, as ECMAScript's `Number.prototype.toString` writes its double.
-fn number(out: &mut String, text: &str) -> Result<(), Error> {
-    // Integers of at most 15 digits are exact doubles, written as they are (less a minus on zero): no float
-    // parsing or printing at all for the numbers tool definitions mostly carry.
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if !digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if digits.bytes().all(|b| b == b'0') {
-            out.push('0');
-        } else {
-            out.push_str(text);
+/// The escape of one character.
+fn escaped(out: &mut String, c: char) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\u{8}' => out.push_str("\\b"),
+        '\t' => out.push_str("\\t"),
+        '\n' => out.push_str("\\n"),
+        '\u{c}' => out.push_str("\\f"),
+        '\r' => out.push_str("\\r"),
+        c => {
+            out.push_str("\\u");
+            let n = u32::from(c);
+            for shift in [12, 8, 4, 0] {
+                let d = ((n >> shift) & 0xf) as usize;
+                out.push(char::from(HEX.get(d).copied().unwrap_or(b'0')));
+            }
         }
+    }
+}
+
+/// The number whose JSON text is `text`, as ECMAScript's `Number.prototype.toString` writes its double, for
+/// the numbers that can be written exactly from their decimal digits alone (no float parsing or printing, whose
+/// tables would add about 40 KB to the filter):
+/// - at most 15 significant digits, between 1e-300 and 1e300: every such decimal is the shortest decimal of its
+///   double (a double tells apart any two decimals of 15 digits, DBL_DIG), so the double's ECMAScript form is
+///   these digits in ECMAScript's layout;
+/// - integers up to 2^53 (more digits, as `9007199254740991`): exact doubles, written as integers.
+///
+/// Any other number (16 or more significant digits, or extreme exponents; not seen in tool definitions) is
+/// [`Error::Unsupported`]: mcp-policy does not pin such a tool (its pin could not be recomputed here).
+fn number(out: &mut String, text: &str, numbers: Numbers) -> Result<(), Error> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(i32::MAX)),
+        None => (unsigned, 0),
+    };
+    let (digits, n) = significant(mantissa, exp);
+    if digits.is_empty() {
+        out.push('0');
         return Ok(());
     }
-    let x: f64 = text
-        .parse()
-        .map_err(|_| Error::Syntax(format!("invalid number {text}")))?;
-    if !x.is_finite() {
-        return Err(Error::NotFinite(text.to_owned()));
+    let k = digits.len() as i64;
+    let n = i64::from(n);
+    let short = k <= 15 && (-300..=300).contains(&n);
+    let safe_integer = n >= k
+        && n <= 16
+        && digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|d| d.checked_mul(10u64.checked_pow(u32::try_from(n - k).ok()?)?))
+            .is_some_and(|v| v <= 1 << 53);
+    if !(short || safe_integer) {
+        return every_number(out, text, numbers);
     }
-    es_number(out, x);
+    if negative {
+        out.push('-');
+    }
+    layout(out, &digits, n as i32);
     Ok(())
 }
 
-/// ECMAScript's Number::toString(x) for a finite double (ECMA-262 §6.1.6.1.20): the shortest decimal digits
-/// `s` (k of them) with exponent `n` such that s × 10^(n−k) reads back as x, then
+/// A number [`Numbers::Short`] does not write: with [`Numbers::All`] in a native build, its double (Rust's
+/// correctly rounded parser) in ECMAScript's form; else [`Error::Unsupported`].
+fn every_number(out: &mut String, text: &str, numbers: Numbers) -> Result<(), Error> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if numbers == Numbers::All {
+        let x: f64 = text
+            .parse()
+            .map_err(|_| Error::Syntax(format!("invalid number {text}")))?;
+        if !x.is_finite() {
+            return Err(Error::NotFinite(text.to_owned()));
+        }
+        es_number(out, x);
+        return Ok(());
+    }
+    let _ = (out, numbers);
+    Err(Error::Unsupported(text.to_owned()))
+}
+
+/// The significant digits of a decimal `mantissa` × 10^`exp` (no sign), without leading or trailing zeros, and
+/// its exponent n: the value is 0.d₁d₂… × 10^n. No digits for zero.
+fn significant(mantissa: &str, exp: i32) -> (String, i32) {
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0').to_owned();
+    // The point sits after `int`; each leading zero moves the first significant digit one place right.
+    let n = (int.len() as i32 - lead as i32).saturating_add(exp);
+    (digits, n)
+}
+
+/// ECMAScript's layout (ECMA-262 §6.1.6.1.20) of the digits `digits` (k of them, no leading or trailing zero)
+/// with exponent `n` (the value is 0.digits × 10^n):
 /// - k ≤ n ≤ 21: the digits and n−k zeros (`100`);
 /// - 0 < n ≤ 21: a point after n digits (`1.5`);
 /// - −6 < n ≤ 0: `0.`, −n zeros, the digits (`0.000001`);
 /// - otherwise: one digit, the others after a point, `e`, the sign, |n−1| (`1e+21`, `1.5e-7`).
-pub fn es_number(out: &mut String, x: f64) {
-    if x == 0.0 {
-        // Both zeros.
-        out.push('0');
-        return;
-    }
-    if x < 0.0 {
-        out.push('-');
-    }
-    let mut buf = ryu::Buffer::new();
-    let (digits, n) = shortest(buf.format_finite(x.abs()));
+fn layout(out: &mut String, digits: &str, n: i32) {
     let k = digits.len() as i32;
     let zeros = |out: &mut String, count: i32| {
         for _ in 0..count {
@@ -248,7 +373,7 @@ pub fn es_number(out: &mut String, x: f64) {
         }
     };
     if k <= n && n <= 21 {
-        out.push_str(&digits);
+        out.push_str(digits);
         zeros(out, n - k);
     } else if 0 < n && n <= 21 {
         let (int, frac) = digits.split_at(n as usize);
@@ -258,7 +383,7 @@ pub fn es_number(out: &mut String, x: f64) {
     } else if -6 < n && n <= 0 {
         out.push_str("0.");
         zeros(out, -n);
-        out.push_str(&digits);
+        out.push_str(digits);
     } else {
         let (first, rest) = digits.split_at(1);
         out.push_str(first);
@@ -272,20 +397,27 @@ pub fn es_number(out: &mut String, x: f64) {
     }
 }
 
-/// The significant digits of a positive decimal (as ryu writes one: `123.0`, `0.001`, `1.5e-7`, `1e21`)
-/// without leading or trailing zeros, and its exponent n: the value is 0.d₁d₂… × 10^n.
-fn shortest(text: &str) -> (String, i32) {
+/// ECMAScript's Number::toString(x) for any finite double: the shortest digits that read back as x (ryu), in
+/// ECMAScript's layout. Not used by [`canonical`] (see [`number`]): the oracle of its tests and fuzz target,
+/// native only (ryu's tables stay out of the filter).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn es_number(out: &mut String, x: f64) {
+    if x == 0.0 {
+        // Both zeros.
+        out.push('0');
+        return;
+    }
+    if x < 0.0 {
+        out.push('-');
+    }
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(x.abs());
     let (mantissa, exp) = match text.split_once(['e', 'E']) {
         Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
         None => (text, 0),
     };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all: String = int.chars().chain(frac.chars()).collect();
-    let lead = all.len() - all.trim_start_matches('0').len();
-    let digits = all.trim_start_matches('0').trim_end_matches('0').to_owned();
-    // The point sits after `int`; each leading zero moves the first significant digit one place right.
-    let n = int.len() as i32 - lead as i32 + exp;
-    (digits, n)
+    let (digits, n) = significant(mantissa, exp);
+    layout(out, &digits, n);
 }
 
 #[cfg(test)]
@@ -335,6 +467,10 @@ mod tests {
         }
         // NaN and the infinities cannot be written in JSON; a number beyond the range is an error.
         assert!(matches!(canonical("1e400"), Err(Error::NotFinite(_))));
+        assert!(matches!(
+            canonical("[1,{\"a\":-1e400}]"),
+            Err(Error::NotFinite(_))
+        ));
         assert!(matches!(canonical("-1e309"), Err(Error::NotFinite(_))));
         assert_eq!(canonical("1e-400").unwrap(), "0");
     }
@@ -442,6 +578,92 @@ mod tests {
         assert_eq!(canonical(&deep).unwrap(), deep);
         let deeper = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
         assert_eq!(canonical(&deeper), Err(Error::TooDeep));
+    }
+
+    /// What the filter writes ([`Numbers::Short`]): exactly what the general path writes, for every number it
+    /// accepts; the others are refused, not approximated.
+    #[test]
+    fn short_numbers_are_exact_and_the_others_refused() {
+        let short = |text: &str| {
+            let doc = format!("{{\"n\":{text}}}");
+            canonical_object_without(&doc, &[], Numbers::Short)
+                .map(|c| c[5..c.len() - 1].to_owned())
+        };
+        for text in [
+            "0",
+            "-0",
+            "1",
+            "-12",
+            "4.50",
+            "2e-3",
+            "1E30",
+            "1e21",
+            "1e20",
+            "1e-7",
+            "0.000001",
+            "1.5e-7",
+            "123.456789",
+            "999999999999999",
+            "9007199254740991",
+            "-9007199254740992",
+            "1e299",
+            "1e-299",
+            "0.1",
+            "100.0",
+            "12.34e1",
+            "1E+2",
+            "0e10",
+            "123456789012345e5",
+            "0.000000000000000000000000001",
+            "1234567890123456",
+        ] {
+            assert_eq!(short(text), canonical(text), "{text}");
+        }
+        for text in [
+            "9007199254740993",
+            "9999999999999999",
+            "0.30000000000000004",
+            "333333333.33333329",
+            "1.7976931348623157e308",
+            "5e-324",
+            "1e400",
+            "1e-400",
+            "18446744073709551615",
+            "12345678901234567",
+        ] {
+            assert_eq!(short(text), Err(Error::Unsupported(text.into())), "{text}");
+        }
+        // Random decimals of at most 15 significant digits against the general path (the double, then ryu).
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..50_000 {
+            let digits = 1 + next() % 15;
+            let mantissa = next() % 10u64.pow(digits as u32);
+            let point = next() % (digits + 1);
+            let exp = (next() % 601) as i64 - 300;
+            let m = mantissa.to_string();
+            let (int, frac) = m.split_at((point as usize).min(m.len()));
+            let text = format!(
+                "{}{}{}e{exp}",
+                if int.is_empty() { "0" } else { int },
+                if frac.is_empty() { "" } else { "." },
+                frac
+            );
+            match short(&text) {
+                Ok(got) => {
+                    let mut want = String::new();
+                    es_number(&mut want, text.parse().unwrap());
+                    assert_eq!(got, want, "{text}");
+                }
+                // Only beyond 1e±300 (the exponent of the first significant digit).
+                Err(e) => assert!(matches!(e, Error::Unsupported(_)), "{text}: {e}"),
+            }
+        }
     }
 
     #[test]

@@ -38,9 +38,16 @@ pub const UNHASHED: &[&str] = &["_meta"];
 /// How many hex digits of a pin messages show (48 bits: enough to tell two definitions apart by eye).
 pub const SHORT: usize = 12;
 
+/// What the pin of a tool hashes: the RFC 8785 form of the tool object (`raw`: its JSON text as the server
+/// sent it) less [`UNHASHED`], with the numbers the filter writes ([`jcs::Numbers::Short`]: a tool with a
+/// number of 16 or more significant digits has no pin, anywhere).
+pub fn canonical_tool(raw: &str) -> Result<String, jcs::Error> {
+    jcs::canonical_object_without(raw, UNHASHED, jcs::Numbers::Short)
+}
+
 /// The pin of a tool: `raw` is the tool object's JSON text as the server sent it.
 pub fn tool_pin(raw: &str) -> Result<String, jcs::Error> {
-    let canonical = jcs::canonical_object_without(raw, UNHASHED)?;
+    let canonical = canonical_tool(raw)?;
     Ok(format!(
         "{PREFIX}{}",
         sha256::hex_digest(canonical.as_bytes())

@@ -3,7 +3,8 @@
 //!   beyond the double range, which RFC 8785 refuses), refused where serde_json refuses it; canonicalising it
 //!   again changes nothing; it reads back (serde_json) as the same value; writing the value back out another
 //!   way (serde_json's own spelling: other key order, other escapes, pretty) has the same canonical form;
-//!   a tool's pin is that of the same object spelt another way;
+//!   a tool's pin (the filter's numbers) is that of the same object spelt another way, and its canonical form
+//!   the general one when the filter's numbers can write it (else refused as unsupported, never approximated);
 //! - numbers (first byte 0, then 8 bytes of a double): ECMAScript's form reads back as the same double, no
 //!   shorter decimal does, and the text path gives the same form from Rust's own two spellings of the double
 //!   (`{}` and `{:e}`, core's float formatting, a different algorithm from ryu's).
@@ -46,9 +47,23 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(jcs::canonical(&other).as_ref(), Ok(c), "{other:?}");
         }
         if original.is_object() {
-            let pin = pins::tool_pin(text).expect("an object has a pin");
+            // A pin is of the form with the filter's numbers: the same as the general one when it exists.
             let pretty = serde_json::to_string_pretty(original).unwrap();
-            assert_eq!(pins::tool_pin(&pretty).unwrap(), pin);
+            match pins::canonical_tool(text) {
+                Ok(short) => {
+                    let without: serde_json::Map<String, Value> = original
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "_meta")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let general = jcs::canonical(&Value::Object(without).to_string()).unwrap();
+                    assert_eq!(short, general);
+                    assert_eq!(pins::tool_pin(&pretty), pins::tool_pin(text));
+                }
+                Err(e) => assert!(matches!(e, jcs::Error::Unsupported(_)), "{e}"),
+            }
         }
     }
 });
@@ -117,5 +132,11 @@ fn number(x: f64) {
     }
     for text in [format!("{x}"), format!("{x:e}"), format!("{x:?}")] {
         assert_eq!(jcs::canonical(&text).unwrap(), es, "{text}");
+        // The filter's numbers: the same text, or refused.
+        let doc = format!("{{\"n\":{text}}}");
+        match jcs::canonical_object_without(&doc, &[], jcs::Numbers::Short) {
+            Ok(c) => assert_eq!(c, format!("{{\"n\":{es}}}"), "{text}"),
+            Err(e) => assert!(matches!(e, jcs::Error::Unsupported(_)), "{text}: {e}"),
+        }
     }
 }

@@ -12,9 +12,9 @@
 
 use crate::client::{excerpt, fetch, Endpoint};
 use crate::Out;
-use mcp_policy::pins::{short, tool_pin, UNHASHED};
+use mcp_policy::names;
+use mcp_policy::pins::{canonical_tool, short, tool_pin};
 use mcp_policy::policy::{self, Unpinned};
-use mcp_policy::{jcs, names};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -100,7 +100,7 @@ pub fn pin_tools(tools: &[Box<RawValue>]) -> (Vec<Pinned>, Vec<String>) {
             skipped.push(format!("{shown}: {why}"));
             continue;
         }
-        let canonical = jcs::canonical_object_without(raw.get(), UNHASHED);
+        let canonical = canonical_tool(raw.get());
         match (tool_pin(raw.get()), canonical) {
             (Ok(pin), Ok(canonical)) => {
                 pinned.insert(
@@ -336,7 +336,7 @@ fn report(
         let pinned_before = before
             .and_then(|b| b.get(name))
             .filter(|raw| tool_pin(raw.get()).as_deref() == Ok(old.as_str()))
-            .and_then(|raw| jcs::canonical_object_without(raw.get(), UNHASHED).ok());
+            .and_then(|raw| canonical_tool(raw.get()).ok());
         match pinned_before {
             Some(canonical) => {
                 let (a, b) = (pretty(&canonical) + "\n", def_now(name) + "\n");
@@ -504,7 +504,7 @@ mod tests {
             p,
             "{\n  \"a\": [],\n  \"b\": {},\n  \"c\": [\n    1,\n    {\n      \"d\": \"x,{y}:\\\"z\\\\\"\n    }\n  ],\n  \"e\": \"é\"\n}"
         );
-        assert_eq!(jcs::canonical(&p).unwrap(), c);
+        assert_eq!(mcp_policy::jcs::canonical(&p).unwrap(), c);
     }
 
     #[test]
