@@ -20,8 +20,9 @@
 //! another). One key per pin of the policy: bounded by the policy, whatever servers list. The memory is Envoy's
 //! shared data: per Envoy process (all its workers), not across Envoys.
 //!
-//! Outside mcp-policy, with Python 3 (same hash for every tool without non-integer numbers or integers beyond
-//! 2^53, which JSON.dumps writes differently from RFC 8785; README "Pinned tool definitions"):
+//! Outside mcp-policy, with Python 3 (same hash for every tool whose numbers are integers below 2^53 written
+//! without a point or an exponent: `json.dumps` writes others differently from RFC 8785; README "Pinned tool
+//! definitions" has an exact recipe):
 //! `python3 -c 'import json,sys,hashlib; t=json.load(sys.stdin); t.pop("_meta",None); print("sha256:"+hashlib.sha256(json.dumps(t,sort_keys=True,separators=(",",":"),ensure_ascii=False).encode()).hexdigest())' < tool.json`
 
 use crate::jcs;
