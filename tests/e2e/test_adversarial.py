@@ -640,29 +640,33 @@ def test_mcp_name_header_is_compared_with_the_decoded_name(proxy, upstream):
 
 # ============================================================================================ 4. tool-name tricks
 
-# Tool names are compared exactly: no case folding, trimming, Unicode normalisation. Under default deny every
-# variant of an allowed or denied name is refused (by the default, or by a glob that still matches). An upstream
-# that normalised names (case-folding, trimming, NFKC, stripping NUL or zero-width characters) would run a tool
-# the policy never saw; under a default of allow such a variant of a denied tool would be forwarded, and the
-# policy cannot see that. (name as written in JSON, decoded name, reason)
+# Tool names are compared exactly: no case folding, trimming, Unicode normalisation. But an upstream that
+# normalised names (case-folding, trimming, NFKC, stripping NUL or zero-width characters) would run a tool the
+# policy never saw, so (issue 14): a name with a control or invisible character or white space at an end is
+# refused outright (-32602, HTTP 400); a name that folds to a governed key it is not (here `delete_*`) is refused
+# as a look-alike (-31001), whatever the default; any other variant is decided by the rules as written (here the
+# default deny, or a glob that still matches). (name as written in JSON, decoded name, expected: a reason, None
+# for the default's, LOOK for a look-alike of `delete_*`, INVALID for -32602)
+LOOK = "'{name}' is a look-alike of the policy key 'delete_*'"
+INVALID = "invalid"
 NAME_TRICKS = {
-    "Delete_Run": ("Delete_Run", "Delete_Run", None),
-    "DELETE_RUN": ("DELETE_RUN", "DELETE_RUN", None),
-    "trailing_space": ("delete_run ", "delete_run ", DELETE_REASON),
-    "leading_space": (" delete_run", " delete_run", None),
-    "trailing_tab": ("delete_run\\t", "delete_run\t", DELETE_REASON),
-    "trailing_nul": ("delete_run\\u0000", "delete_run\x00", DELETE_REASON),
-    "inner_zero_width": ("delete\\u200b_run", "delete\u200b_run", None),
-    "trailing_zero_width": ("delete_run\u200b", "delete_run\u200b", DELETE_REASON),
-    "leading_bom": ("\\ufeffdelete_run", "\ufeffdelete_run", None),
+    "Delete_Run": ("Delete_Run", "Delete_Run", LOOK),
+    "DELETE_RUN": ("DELETE_RUN", "DELETE_RUN", LOOK),
+    "trailing_space": ("delete_run ", "delete_run ", INVALID),
+    "leading_space": (" delete_run", " delete_run", INVALID),
+    "trailing_tab": ("delete_run\\t", "delete_run\t", INVALID),
+    "trailing_nul": ("delete_run\\u0000", "delete_run\x00", INVALID),
+    "inner_zero_width": ("delete\\u200b_run", "delete\u200b_run", INVALID),
+    "trailing_zero_width": ("delete_run\u200b", "delete_run\u200b", INVALID),
+    "leading_bom": ("\\ufeffdelete_run", "\ufeffdelete_run", INVALID),
     "fullwidth": ("\uff44\uff45\uff4c\uff45\uff54\uff45_\uff52\uff55\uff4e",
-                  "\uff44\uff45\uff4c\uff45\uff54\uff45_\uff52\uff55\uff4e", None),
+                  "\uff44\uff45\uff4c\uff45\uff54\uff45_\uff52\uff55\uff4e", LOOK),
     "fullwidth_escaped_letter": ("delete_\\uff52un", "delete_\uff52un", DELETE_REASON),
     "combining_mark": ("dele\\u0301te_run", "dele\u0301te_run", None),
     "exact_allowed_Log_Metric": ("Log_Metric", "Log_Metric", None),
-    "exact_allowed_trailing_space": ("log_metric ", "log_metric ", None),
-    "exact_allowed_trailing_nul": ("log_metric\\u0000", "log_metric\x00", None),
-    "exact_allowed_zero_width": ("log_metric\\u200d", "log_metric\u200d", None),
+    "exact_allowed_trailing_space": ("log_metric ", "log_metric ", INVALID),
+    "exact_allowed_trailing_nul": ("log_metric\\u0000", "log_metric\x00", INVALID),
+    "exact_allowed_zero_width": ("log_metric\\u200d", "log_metric\u200d", INVALID),
     "kelvin_sign": ("\\u212aill_run", "\u212aill_run", None),
 }
 
@@ -670,6 +674,14 @@ NAME_TRICKS = {
 @pytest.mark.parametrize("raw,name,reason", NAME_TRICKS.values(), ids=NAME_TRICKS.keys())
 def test_tool_name_tricks_are_decided_by_exact_name(proxy, upstream, raw, name, reason):
     body = tool(raw, '{"run_id":"r"}', id='"nt"')
+    if reason == INVALID:
+        msg = assert_refused(send(proxy.url, body), upstream, 400, INVALID_PARAMS, "nt")
+        assert msg["error"]["message"].startswith("Invalid params: the tool name "), msg
+        return
+    if reason == LOOK:
+        msg = assert_denied(send(proxy.url, body), upstream, "nt", name, None)
+        assert msg["error"]["data"]["reason"].startswith(LOOK.format(name=name)), msg
+        return
     assert_denied(send(proxy.url, body), upstream, "nt", name, reason or default_deny(name))
 
 
@@ -1129,12 +1141,10 @@ def test_tools_list_answer_with_a_content_type_that_is_not_utf8(proxy, upstream,
     assert_alive(proxy, upstream)
 
 
-# Allowed bodies whose method or tool names would make a bad exported x-mcp-* header (NUL/CR/LF, which Envoy
-# refuses in a header value, or hundreds of KiB): the body is what is forwarded, exactly; the header is cleaned
-# (a `?` per NUL/CR/LF) and cut to 1 KiB ending in "...". Without held headers nothing is exported.
+# Allowed bodies whose method or tool names would make a long exported x-mcp-* header (hundreds of KiB): the
+# body is what is forwarded, exactly; the header is cut to 1 KiB ending in "...". Without held headers nothing is
+# exported.
 ODD_EXPORTS = {
-    "nul_in_tool": (tool("get_run\\u0000x", id="103"), "tools/call", "get_run?x"),
-    "newline_in_method": (rpc("notifications/x\\r\\ny", id=None), "notifications/x??y", None),
     "long_tool": (tool("get_" + "x" * 200_000, id="104"), "tools/call", "get_" + "x" * 1017 + "..."),
     "batch_of_10k_calls": (b"[" + b",".join(tool("get_run", id=str(i)) for i in range(10_000)) + b"]",
                            "tools/call", ",".join(["get_run"] * 128)[:1021] + "..."),
@@ -1150,6 +1160,19 @@ def test_odd_names_are_forwarded_with_clean_exported_headers(proxy, upstream, he
         assert rec.header_values("x-mcp-tool") == ([tool_header] if tool_header else []), rec.header_list
     else:
         assert "x-mcp-method" not in rec.headers and "x-mcp-tool" not in rec.headers, rec.header_list
+
+
+# Bodies whose method or tool name holds a control character (NUL, CR, LF: a header value Envoy refuses, issue
+# 17) are refused with a JSON-RPC error before anything is exported: -32602 for a tool name, -32600 for a method.
+ODD_REFUSED = {
+    "nul_in_tool": (tool("get_run\\u0000x", id="103"), INVALID_PARAMS, 103),
+    "newline_in_method": (rpc("notifications/x\\r\\ny", id=None), INVALID_REQUEST, None),
+}
+
+
+@pytest.mark.parametrize("body,code,id", ODD_REFUSED.values(), ids=ODD_REFUSED.keys())
+def test_control_characters_in_names_are_refused_before_export(proxy, upstream, body, code, id):
+    assert_refused(send(proxy.url, body), upstream, 400, code, id)
 
 
 # ============================================================================== 10. response-shaped client frames
