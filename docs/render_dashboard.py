@@ -84,7 +84,8 @@ def draw_bargauge(ax, panel: dict) -> None:
 
 def draw_piechart(ax, panel: dict, colors: dict) -> None:
     values = instant_values(panel)
-    fixed = {"approval_granted": "#73bf69", "approval_denied": "#f2495c", "approval_unavailable": "#ff9830"}
+    fixed = {"approval_granted": "#73bf69", "approval_remembered": "#37872d", "approval_denied": "#f2495c",
+             "approval_unavailable": "#ff9830"}
     ax.pie([v for _, v in values], colors=[fixed.get(k, PALETTE[i]) for i, (k, _) in enumerate(values)],
            wedgeprops={"width": 0.38, "edgecolor": PANEL}, startangle=90)
     ax.legend([f"{k}  {v:.0f}" for k, v in values], loc="upper center", bbox_to_anchor=(0.5, 0.02), fontsize=7,

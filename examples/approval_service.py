@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Example approval service for mcp-policy's ``require_approval`` — Python standard library only.
 
+The minimal example of the approval protocol, to adapt. The service to run is the approvals console,
+``mcp-policy approvals`` (a web page where people decide; README, "The approvals console").
+
 mcp-policy (the Envoy filter) holds every tool call whose rule says ``"action": "require_approval"`` and asks
 this service first, through the Envoy cluster named in the policy's ``approval`` section. Adapt ``decide()``
 below (a Slack message, a ticket, a web page...) to make it yours.
@@ -21,8 +24,11 @@ Protocol (README, "Require approval"):
   request   POST <path> (default /approve), content-type: application/json, plus the policy's approval.headers
             {"method": "tools/call", "tool": "set_run_tag", "arguments": {...as the agent sent them...},
              "identity": "<session id or client IP>", "jsonrpc_id": 7, "request_id": "<x-request-id>",
-             "reason": "<the rule's reason, or null>"}
+             "reason": "<the rule's reason, or null>", "timeout_ms": <how long the filter waits>}
   answer    HTTP 200 {"approved": true}                       -> the call is forwarded
+            HTTP 200 {"approved": true, "remember_seconds": N} -> forwarded, and the same caller's calls of the
+                                                                 same tool for N seconds too, without asking
+                                                                 (this example never says it)
             HTTP 200 {"approved": false, "reason": "..."}     -> JSON-RPC error -31003 "approval_denied"
             anything else (an error status, a body that is not JSON, no boolean "approved", no answer in
             time)                                             -> -31003 "approval_unavailable" (fail closed)

@@ -1,11 +1,13 @@
 //! Native microbenchmark of the pure core on the `make bench` payloads: inspect + decide (+ rate-limit
 //! counting over the in-memory store), the same work the filter does per request minus the host calls; then
-//! the filter's whole request path (`flow::Flow`'s callbacks) over a host that answers from memory.
+//! the filter's whole request path (`flow::Flow`'s callbacks) over a host that answers from memory; then what
+//! caller-aware rules add at the request headers (reading the caller, choosing its profile).
 //!
 //!     cargo run --release --example microbench
 //!
 //! Prints ns per call and MB/s (median of several timed batches).
 
+use mcp_policy::caller;
 use mcp_policy::flow::{self, Counter, Flow, Host};
 use mcp_policy::header_map::{self, HeaderMap};
 use mcp_policy::limits::{init_store, memory::MemoryStore};
@@ -57,6 +59,19 @@ impl Host for MemoryHost {
     }
     fn callout_response(&mut self, _: usize) -> (Option<u32>, Vec<u8>) {
         (None, Vec::new())
+    }
+    fn grpc_callout(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &[u8],
+        _: Duration,
+    ) -> Result<u32, String> {
+        Err("no callouts here".into())
+    }
+    fn grpc_response(&mut self, _: usize) -> Vec<u8> {
+        Vec::new()
     }
     fn response_header(&mut self, _: &str) -> Option<String> {
         Some("200".into())
@@ -275,6 +290,7 @@ fn main() {
             f.on_done(&mut host);
         });
     }
+    callers();
     // The parse step alone: mcp::inspect (the strict JSON check and the envelope), without the decision.
     println!("\nmcp::inspect alone");
     header();
@@ -283,6 +299,66 @@ fn main() {
             let _ = black_box(mcp::inspect(black_box(body)));
         });
     }
+}
+
+/// What a policy with `callers` and three profiles adds at the request headers, without the host calls: the
+/// caller read from properties answered from memory (subject, a two-item groups list in Envoy's pair
+/// serialization, no certificate), and the profile chosen (the caller matches the third).
+fn callers() {
+    let text = std::env::var("BENCH_POLICY_PROFILES")
+        .ok()
+        .and_then(|f| std::fs::read(f).ok())
+        .unwrap_or_else(|| {
+            br#"{"version":"1","tools":{"get_*":{}},
+              "callers":{"jwt":{"metadata":"jwt_payload","subject":"sub","groups":"groups"},"peer_certificate":true},
+              "profiles":[{"name":"ml-admins","match":{"groups":["ml-admins","ml-owners"]},"tools":{"delete_run":{}}},
+                          {"name":"ci","match":{"principal":"spiffe://cluster.local/ns/ci/sa/*"}},
+                          {"name":"agents","match":{"groups":["bench-agents"],"subject":"bench-*"},"tools":{"compare_runs":{}}}]}"#
+                .to_vec()
+        });
+    let Ok(p) = policy::parse(&text) else {
+        println!(
+            "
+(caller profiles: the policy did not parse)"
+        );
+        return;
+    };
+    let Some(callers) = p.callers.as_ref() else {
+        println!(
+            "
+(caller profiles: the policy has no callers)"
+        );
+        return;
+    };
+    let groups: &[u8] = b"\x02\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00readers\x00\x00bench-agents\x00\x00";
+    let read = |path: &[&str]| -> Option<Vec<u8>> {
+        match path.last().copied() {
+            Some("sub") => Some(b"bench-agent".to_vec()),
+            Some("groups") => Some(groups.to_vec()),
+            _ => None,
+        }
+    };
+    println!(
+        "
+caller profiles (what the request headers step adds for a policy with callers, host calls aside)"
+    );
+    header();
+    row("caller::read (sub, groups)", 0, || {
+        black_box(caller::read(callers, read).ok());
+    });
+    let Ok(c) = caller::read(callers, read) else {
+        return;
+    };
+    row("profile lookup (3rd of 3)", 0, || {
+        let v = black_box(&p).for_caller(black_box(&c));
+        black_box(v.profile);
+    });
+    row("read + lookup + view", 0, || {
+        if let Ok(c) = caller::read(callers, read) {
+            let v = p.for_caller(&c);
+            black_box(v.rule_for("get_run"));
+        }
+    });
 }
 
 fn header() {

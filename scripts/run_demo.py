@@ -7,15 +7,19 @@ prints each error with its field and fix, and nothing is started.
 
   .demo/mlruns              MLflow file store, seeded once (demo experiments, one large run)
   127.0.0.1:8001/mcp        MLflow MCP server (scripts/serve_mlflow_mcp.py)       log: .demo/mlflow-mcp.log
-  127.0.0.1:8002            approval service (examples/approval_service.py,       log: .demo/approvals.log
-                            approves set_run_tag, refuses everything else)
+  127.0.0.1:8002            approvals console (mcp-policy approvals)              log: .demo/approvals.log
+                            login `demo`, password made once in .demo/console-password; decisions in
+                            .demo/approvals.jsonl
   127.0.0.1:10000/mcp       Envoy with the wasm filter (envoy/demo.yaml)          log: .demo/envoy.log
                             (at --component-log-level wasm:info: one audit line per decision)
   127.0.0.1:9901            Envoy admin
 
 The demo goes through the proxy with the official MCP Python SDK client: tools/list, an allowed call, a denied
-call, a rate-limited call, an approval granted and one refused (the policy is envoy/demo.yaml's: envoy/envoy.yaml's
-plus a rate limit and two require_approval rules). tests/e2e/test_demo.py runs the same demo.
+call, a rate-limited call, an approval granted (for 5 minutes), the same call again let through without asking,
+and an approval refused (the policy is envoy/demo.yaml's: envoy/envoy.yaml's plus a rate limit and two
+require_approval rules). The calls that need approval wait in the approvals console like any other; the demo
+decides them itself through the console's JSON API, as an approver's script would. Afterwards they wait for you:
+open the console and log in with the password printed at the end. tests/e2e/test_demo.py runs the same demo.
 
 Envoy is started with `func-e run` when func-e is on PATH (ENVOY_PATH points it at the venv's Envoy 1.40),
 else the venv's envoy directly. Run from the repository root.
@@ -24,9 +28,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import dataclasses
 import json
 import os
 import pathlib
+import secrets
 import shutil
 import signal
 import socket
@@ -44,9 +51,57 @@ CONFIG = "envoy/demo.yaml"
 CLI = "target/release/mcp-policy"
 # Envoy's own messages at warning, the filter's (Envoy's `wasm` component) at info: the audit lines.
 ENVOY_LOG_LEVELS = ["-l", "warning", "--component-log-level", "wasm:info"]
-# What the demo's approval service approves (the policy asks it about set_run_tag and
-# transition_model_version_stage): one yes, one no.
-APPROVED = "set_run_tag"
+# The approver the demo makes for its console (its password: CONSOLE_PASSWORD, made on the first run), and how the
+# demo decides the two calls that wait there: one yes for a while, one no with a reason.
+APPROVER = "demo"
+CONSOLE_PASSWORD = DEMO / "console-password"
+APPROVE_FOR_MINUTES = 5
+DENY_REASON = "stage changes go through the release review"
+
+
+@dataclasses.dataclass
+class ConsoleLogin:
+    """Where the approvals console is and an approver's login for its JSON API (HTTP Basic authentication)."""
+    base: str
+    user: str
+    password: str
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        headers = {"Authorization": f"Basic {token}"}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (loopback)
+            return json.loads(r.read())
+
+    async def decide(self, name: str, identity: str, decision: dict, timeout: float = 20.0) -> None:
+        """Waits until the call to ``name`` of the session ``identity`` waits in the console, then decides it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = await asyncio.to_thread(self.api, "GET", "/api/pending")
+            for p in pending["pending"]:
+                if p["name"] == name and p["identity"] == identity:
+                    await asyncio.to_thread(self.api, "POST", f"/api/pending/{p['id']}", decision)
+                    return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"no call to {name} waited in the approvals console")
+
+
+def console_login(cli: str, workdir: pathlib.Path) -> tuple[pathlib.Path, str]:
+    """The demo's approvers file and its one approver's password: made on the first run (a random password, kept
+    in workdir/console-password, readable by you only), the same afterwards. Demo only: for your own console,
+    make approvers with `mcp-policy approvals --hash-password NAME` (README, "The approvals console")."""
+    approvers, password_file = workdir / "approvers.txt", workdir / CONSOLE_PASSWORD.name
+    if not (approvers.exists() and password_file.exists()):
+        password = secrets.token_urlsafe(12)
+        line = subprocess.run([cli, "approvals", "--hash-password", APPROVER], input=password + "\n",
+                              capture_output=True, text=True, check=True).stdout.strip()
+        approvers.write_text(line + "\n")
+        password_file.touch(mode=0o600)
+        password_file.write_text(password + "\n")
+    return approvers, password_file.read_text().strip()
 
 
 def here(path: str) -> str:
@@ -126,8 +181,9 @@ def stop(p: subprocess.Popen) -> None:
         pass
 
 
-async def demo(proxy_url: str, direct_url: str, ids: dict) -> list[str]:
-    """The scripted demo through the proxy, with the MCP Python SDK client. Returns the lines to print."""
+async def demo(proxy_url: str, direct_url: str, ids: dict, console: ConsoleLogin) -> list[str]:
+    """The scripted demo through the proxy, with the MCP Python SDK client; the calls that need approval are decided
+    in the approvals console through its JSON API. Returns the lines to print."""
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
     from mcp.shared.exceptions import McpError
@@ -140,11 +196,25 @@ async def demo(proxy_url: str, direct_url: str, ids: dict) -> list[str]:
     def error(e: McpError) -> str:
         return f"JSON-RPC error {e.error.code}: {e.error.message}"
 
+    session_id = None
+
     async def session(url: str, steps):
-        async with streamablehttp_client(url, timeout=30) as (r, w, _):
+        nonlocal session_id
+        async with streamablehttp_client(url, timeout=30) as (r, w, get_session_id):
             async with ClientSession(r, w) as s:
                 await s.initialize()
+                session_id = get_session_id()
                 return await steps(s)
+
+    async def call_decided(s, tool: str, args: dict, decision: dict):
+        """Calls ``tool`` while the approver (the console's API) decides it: the result, or the McpError."""
+        decided = asyncio.create_task(console.decide(tool, session_id, decision))
+        try:
+            return await s.call_tool(tool, args)
+        except McpError as e:
+            return e
+        finally:
+            await decided
 
     async def count_tools(s) -> int:
         return len((await s.list_tools()).tools)
@@ -188,19 +258,32 @@ async def demo(proxy_url: str, direct_url: str, ids: dict) -> list[str]:
                                 f"call {answered + 1} -> {error(limited)}")
 
         tagged = ids["runs"]["agent-evals/gpt-small"]
-        try:
-            res = await s.call_tool("set_run_tag", {"run_id": tagged, "key": "reviewed_by", "value": "mcp-policy demo"})
+        for_a_while = {"approve": True, "remember_minutes": APPROVE_FOR_MINUTES}
+        res = await call_decided(s, "set_run_tag", {"run_id": tagged, "key": "reviewed_by", "value": "mcp-policy demo"},
+                                 for_a_while)
+        if isinstance(res, McpError):
+            say("approval granted", f"set_run_tag was NOT approved ({error(res)}): is the approvals console up?")
+        else:
             outcome = "the server answered an error" if res.isError else "the run is tagged reviewed_by=mcp-policy demo"
-            say("approval granted", f"set_run_tag -> the approval service said yes, the call was forwarded: {outcome}")
-        except McpError as e:
-            say("approval granted", f"set_run_tag was NOT approved ({error(e)}): is the approval service up?")
+            say("approval granted", f"set_run_tag -> waited in the approvals console, approved there for "
+                                    f"{APPROVE_FOR_MINUTES} minutes (by the demo, through the API), forwarded: "
+                                    f"{outcome}")
 
         try:
-            await s.call_tool("transition_model_version_stage",
-                              {"name": "churn-model", "version": "1", "stage": "Production"})
-            say("approval refused", "transition_model_version_stage was forwarded: check the policy!")
+            res = await s.call_tool("set_run_tag", {"run_id": tagged, "key": "reviewed_at", "value": "once"})
+            outcome = "the server answered an error" if res.isError else "the run is tagged reviewed_at=once"
+            say("remembered", f"set_run_tag again -> forwarded without asking (approved for this session and "
+                              f"tool for {APPROVE_FOR_MINUTES} minutes): {outcome}")
         except McpError as e:
-            say("approval refused", f"transition_model_version_stage -> {error(e)}")
+            say("remembered", f"set_run_tag again was NOT let through ({error(e)})")
+
+        res = await call_decided(s, "transition_model_version_stage",
+                                 {"name": "churn-model", "version": "1", "stage": "Production"},
+                                 {"approve": False, "reason": DENY_REASON})
+        if isinstance(res, McpError):
+            say("approval refused", f"transition_model_version_stage -> {error(res)}")
+        else:
+            say("approval refused", "transition_model_version_stage was forwarded: check the policy!")
 
     everything = await session(direct_url, count_tools)
     await session(proxy_url, through_the_proxy)
@@ -265,9 +348,12 @@ def main() -> int:
         if args.json_response:
             mcp_args.append("--json-response")
         procs.append(start(mcp_args, DEMO / "mlflow-mcp.log"))
-        procs.append(start([sys.executable, "examples/approval_service.py", "--port", str(APPROVAL_PORT),
-                            "--allow", APPROVED], DEMO / "approvals.log"))
-        wait(lambda: port_busy(MCP_PORT) and port_busy(APPROVAL_PORT), "MLflow MCP server and approval service", procs)
+        approvers, password = console_login(args.cli, DEMO)
+        console = ConsoleLogin(f"http://127.0.0.1:{APPROVAL_PORT}", APPROVER, password)
+        procs.append(start([args.cli, "approvals", "--listen", f"127.0.0.1:{APPROVAL_PORT}", "--approvers",
+                            str(approvers), "--decisions", str(DEMO / "approvals.jsonl")], DEMO / "approvals.log"))
+        wait(lambda: port_busy(MCP_PORT) and port_busy(APPROVAL_PORT), "MLflow MCP server and approvals console",
+             procs)
 
         envoy_args = ["-c", args.config, "--concurrency", "2", *ENVOY_LOG_LEVELS]
         func_e = shutil.which("func-e")
@@ -289,7 +375,7 @@ def main() -> int:
             print(f"\nmcp-policy demo: the MCP Python SDK client -> Envoy + mcp-policy ({args.config}) -> MLflow MCP server",
                   flush=True)
             try:
-                for line in asyncio.run(demo(PROXY_URL, DIRECT_URL, ids)):
+                for line in asyncio.run(demo(PROXY_URL, DIRECT_URL, ids, console)):
                     print(line, flush=True)
             except Exception as e:  # the services still run; the logs say more
                 print(f"  the demo failed: {e!r} (see the logs in .demo/)", flush=True)
@@ -298,12 +384,13 @@ def main() -> int:
         print(f"""
 mcp-policy demo is running (Ctrl-C to stop)
   MLflow MCP server   {DIRECT_URL}   store {store}
-  approval service    http://127.0.0.1:{APPROVAL_PORT}/approve   approves {APPROVED}, refuses the rest
+  approvals console   {console.base}/   log in as {APPROVER}, password {password}   (demo only; kept in {here(str(CONSOLE_PASSWORD))})
+                      set_run_tag and transition_model_version_stage wait there up to 2 minutes for your decision
   Envoy + mcp-policy  {PROXY_URL}   via {how}
   Envoy admin         http://127.0.0.1:{ADMIN_PORT}/   (mcp_policy_* in /stats/prometheus)
   policy              {args.config}   (ask it: {args.cli} explain {args.config} --tool query_runs)
   audit log           .demo/envoy.log, one JSON line per decision:  tail -f .demo/envoy.log | grep --line-buffered '"decision"'
-  logs                .demo/mlflow-mcp.log  .demo/approvals.log  .demo/envoy.log
+  logs                .demo/mlflow-mcp.log  .demo/approvals.log  .demo/envoy.log   (approvals decided: .demo/approvals.jsonl)
   run ids             .demo/ids.json  (large run: {ids['large_run']})
 
 Point an MCP client at {PROXY_URL} (transport: Streamable HTTP), for example:

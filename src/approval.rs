@@ -4,7 +4,12 @@
 //! Envoy cluster; only HTTP 200 with `{"approved": true}` grants. `{"approved": false, "reason": "..."}` is
 //! a human (or bot) saying no; anything else (timeout, refused connection, non-200, not JSON, no boolean
 //! `approved`) means the service could not decide, and the call is refused as well: fail closed.
+//!
+//! An approval may say how long it holds (`"remember_seconds": N`): the filter then lets the same caller make
+//! the same call without asking again for that long (`crate::remember` keeps it; at most
+//! [`MAX_REMEMBER_SECONDS`]).
 
+use crate::caller::Identified;
 use crate::mcp::Kind;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
@@ -28,10 +33,17 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Default `approval.path`.
 pub const DEFAULT_PATH: &str = "/approve";
 
+/// The longest `remember_seconds` the filter honours (7 days); a longer one is cut to it.
+pub const MAX_REMEMBER_SECONDS: u64 = 7 * 24 * 3600;
+
 /// What the approval service said about one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    Granted,
+    /// Yes; with `remember_secs`, also to the same caller's same call for that long (at most
+    /// [`MAX_REMEMBER_SECONDS`]).
+    Granted { remember_secs: Option<u64> },
+    /// Not asked: an approval given earlier for a while still holds (see `crate::remember`).
+    Remembered,
     /// A human (or bot) said no.
     Denied(String),
     /// The service could not be asked or did not answer usefully.
@@ -53,14 +65,23 @@ pub struct Ask<'a> {
     pub request_id: Option<&'a str>,
     /// The rule's `reason`, if any.
     pub reason: Option<&'a str>,
+    /// The verified caller and its profile (policies with `callers`: the body then has `caller`).
+    pub caller: Option<Identified<'a>>,
+    /// How long the filter waits for the answer (the policy's `approval.timeout_ms`), so that the service can
+    /// tell the approver how long is left.
+    pub timeout_ms: u64,
 }
 
 impl Ask<'_> {
     /// The callout body. Arguments and id are spliced in as the client sent them.
     pub fn to_json(&self) -> String {
         let args = self.arguments.map_or("{}", |a| a.get());
+        let caller = match &self.caller {
+            Some(c) => format!(r#","caller":{}"#, c.to_json()),
+            None => String::new(),
+        };
         format!(
-            r#"{{"method":"{}","{}":{},"arguments":{},"identity":{},"jsonrpc_id":{},"request_id":{},"reason":{}}}"#,
+            r#"{{"method":"{}","{}":{},"arguments":{},"identity":{},"jsonrpc_id":{},"request_id":{},"reason":{},"timeout_ms":{}{caller}}}"#,
             self.kind.method(),
             self.kind.noun(),
             json!(self.tool),
@@ -69,6 +90,7 @@ impl Ask<'_> {
             self.jsonrpc_id.get(),
             self.request_id.map_or(Value::Null, |r| json!(r)),
             self.reason.map_or(Value::Null, |r| json!(r)),
+            self.timeout_ms,
         )
     }
 }
@@ -92,6 +114,7 @@ impl ApprovalConfig {
 struct Verdict {
     approved: Option<Value>,
     reason: Option<Value>,
+    remember_seconds: Option<Value>,
 }
 
 /// Reads the service's answer. `status` is `None` when there was no HTTP answer (timeout, connection
@@ -122,7 +145,10 @@ pub fn read_answer(status: Option<u32>, body: &[u8]) -> Answer {
         return Answer::Unavailable("the approval service's answer is not a JSON object".into());
     };
     match v.approved {
-        Some(Value::Bool(true)) => Answer::Granted,
+        Some(Value::Bool(true)) => match remember_secs(v.remember_seconds.as_ref()) {
+            Ok(remember_secs) => Answer::Granted { remember_secs },
+            Err(why) => Answer::Unavailable(why.into()),
+        },
         Some(Value::Bool(false)) => {
             let reason = match v.reason {
                 Some(Value::String(r)) if !r.trim().is_empty() => r,
@@ -133,6 +159,23 @@ pub fn read_answer(status: Option<u32>, body: &[u8]) -> Answer {
         _ => {
             Answer::Unavailable("the approval service's answer has no boolean \"approved\"".into())
         }
+    }
+}
+
+/// An approval's `remember_seconds`: absent, `null` or 0 is "this call only"; a positive integer is cut to
+/// [`MAX_REMEMBER_SECONDS`]. Anything else is an error: a service that means something the filter cannot read
+/// gets no approval at all (fail closed), rather than one remembered for a length it did not say.
+fn remember_secs(v: Option<&Value>) -> Result<Option<u64>, &'static str> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) => Ok(None),
+            Some(s) => Ok(Some(s.min(MAX_REMEMBER_SECONDS))),
+            None => {
+                Err("the approval service's \"remember_seconds\" is not a whole number of seconds")
+            }
+        },
+        Some(_) => Err("the approval service's \"remember_seconds\" is not a number"),
     }
 }
 
@@ -152,6 +195,8 @@ mod tests {
             jsonrpc_id: &id,
             request_id: Some("req-9"),
             reason: Some("needs a human"),
+            caller: None,
+            timeout_ms: 300_000,
         };
         let body = ask.to_json();
         assert!(
@@ -162,7 +207,8 @@ mod tests {
         assert_eq!(
             v,
             json!({"method":"tools/call","tool":"create_experiment","arguments":{"name":"exp","n":1.50},
-                   "identity":"sess-1","jsonrpc_id":7,"request_id":"req-9","reason":"needs a human"})
+                   "identity":"sess-1","jsonrpc_id":7,"request_id":"req-9","reason":"needs a human",
+                   "timeout_ms":300000})
         );
         let bare = Ask {
             arguments: None,
@@ -192,17 +238,69 @@ mod tests {
             (v["method"].as_str(), v["prompt"].as_str()),
             (Some("prompts/get"), Some("p"))
         );
+        // With `callers`: who asks, so the approver can judge.
+        let bob = crate::caller::Caller {
+            subject: Some("bob".into()),
+            groups: vec!["ml-admins".into(), "readers".into()],
+            principal: Some("spiffe://cluster.local/ns/ml/sa/agent".into()),
+        };
+        let asked = Ask {
+            caller: Some(Identified {
+                caller: &bob,
+                profile: Some("ml-admins"),
+            }),
+            ..ask
+        };
+        let v: Value = serde_json::from_str(&asked.to_json()).unwrap();
+        assert_eq!(
+            v["caller"],
+            json!({"subject": "bob", "groups": ["ml-admins", "readers"],
+                   "principal": "spiffe://cluster.local/ns/ml/sa/agent", "profile": "ml-admins"})
+        );
     }
 
     #[test]
     fn answers() {
-        assert_eq!(
-            read_answer(Some(200), br#"{"approved": true}"#),
-            Answer::Granted
-        );
+        let yes = Answer::Granted {
+            remember_secs: None,
+        };
+        assert_eq!(read_answer(Some(200), br#"{"approved": true}"#), yes);
         assert_eq!(
             read_answer(Some(200), br#"{"approved": true, "by": "ana"}"#),
-            Answer::Granted
+            yes
+        );
+        // Remembered for a while: a whole number of seconds, cut to 7 days; 0 or null is this call only.
+        for (body, remember_secs) in [
+            (
+                &br#"{"approved": true, "remember_seconds": 900}"#[..],
+                Some(900),
+            ),
+            (
+                br#"{"approved": true, "remember_seconds": 604800}"#,
+                Some(604_800),
+            ),
+            (
+                br#"{"approved": true, "remember_seconds": 604801}"#,
+                Some(604_800),
+            ),
+            (
+                br#"{"approved": true, "remember_seconds": 18446744073709551615}"#,
+                Some(MAX_REMEMBER_SECONDS),
+            ),
+            (br#"{"approved": true, "remember_seconds": 0}"#, None),
+            (br#"{"approved": true, "remember_seconds": null}"#, None),
+        ] {
+            assert_eq!(
+                read_answer(Some(200), body),
+                Answer::Granted { remember_secs },
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // A denial is never remembered.
+        assert_eq!(
+            read_answer(Some(200), br#"{"approved": false, "remember_seconds": 60}"#),
+            Answer::Denied("the approver declined".into())
         );
         assert_eq!(
             read_answer(Some(200), br#"{"approved": false, "reason": "not today"}"#),
@@ -223,6 +321,25 @@ mod tests {
             (Some(200), br#"{}"#),
             (Some(200), br#"[true]"#),
             (Some(200), br#"{"approved": false, "approved": true}"#),
+            (Some(200), br#"{"approved": true, "remember_seconds": -1}"#),
+            (Some(200), br#"{"approved": true, "remember_seconds": 1.5}"#),
+            (Some(200), br#"{"approved": true, "remember_seconds": 1e3}"#),
+            (
+                Some(200),
+                br#"{"approved": true, "remember_seconds": 18446744073709551616}"#,
+            ),
+            (
+                Some(200),
+                br#"{"approved": true, "remember_seconds": "60"}"#,
+            ),
+            (
+                Some(200),
+                br#"{"approved": true, "remember_seconds": true}"#,
+            ),
+            (
+                Some(200),
+                br#"{"approved": true, "remember_seconds": 1, "remember_seconds": 2}"#,
+            ),
         ] {
             assert!(
                 matches!(read_answer(status, body), Answer::Unavailable(_)),

@@ -12,7 +12,12 @@
 //! raw bytes as the client sent them. The identity is the first 12 hex digits of its SHA-256: enough to
 //! correlate one caller's lines, not a secret (an identity from a small, guessable set can be recovered by
 //! hashing candidates).
+//!
+//! A policy with `callers` adds three keys after `identity`, in clear (an audit trail must say who, and what
+//! Envoy verified is no client secret): `subject` (the JWT subject), `principal` (the client certificate's URI
+//! SAN) and `profile` (the caller's profile; `null` when the top-level rules applied).
 
+use crate::caller::Identified;
 use crate::label::Label;
 use crate::sha256;
 use serde_json::value::RawValue;
@@ -35,6 +40,8 @@ pub struct AuditEvent<'a> {
     pub reason: Option<&'a str>,
     /// The caller's identity in clear; only its short hash is written.
     pub identity: Option<&'a str>,
+    /// The verified caller and its profile, for a policy with `callers` (written in clear).
+    pub caller: Option<Identified<'a>>,
     /// `x-request-id`.
     pub request_id: Option<&'a str>,
     /// The JSON-RPC id, echoed as the JSON the client wrote.
@@ -61,6 +68,14 @@ impl AuditEvent<'_> {
         push_opt(&mut s, self.reason);
         s.push_str(",\"identity\":");
         push_opt(&mut s, self.identity.map(identity_hash).as_deref());
+        if let Some(c) = &self.caller {
+            s.push_str(",\"subject\":");
+            push_opt(&mut s, c.caller.subject.as_deref());
+            s.push_str(",\"principal\":");
+            push_opt(&mut s, c.caller.principal.as_deref());
+            s.push_str(",\"profile\":");
+            push_opt(&mut s, c.profile);
+        }
         s.push_str(",\"request_id\":");
         push_opt(&mut s, self.request_id);
         s.push_str(",\"jsonrpc_id\":");
@@ -157,6 +172,7 @@ mod tests {
             rule: None,
             reason: None,
             identity: None,
+            caller: None,
             request_id: None,
             jsonrpc_id: None,
             arguments: None,
@@ -201,6 +217,69 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v.as_object().unwrap().len(), 10);
+    }
+
+    /// With `callers`, who called is written in clear (never the groups, never the arguments).
+    #[test]
+    fn callers_add_subject_principal_and_profile() {
+        use crate::caller::Caller;
+        let alice = Caller {
+            subject: Some("alice@example.com".into()),
+            groups: vec!["ml-admins".into()],
+            principal: None,
+        };
+        let line = AuditEvent {
+            identity: Some("s-1"),
+            caller: Some(Identified {
+                caller: &alice,
+                profile: Some("ml-admins"),
+            }),
+            ..event()
+        }
+        .to_json_line();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let keys = [
+            "time",
+            "decision",
+            "method",
+            "tool",
+            "rule",
+            "reason",
+            "identity",
+            "subject",
+            "principal",
+            "profile",
+            "request_id",
+            "jsonrpc_id",
+            "args_sha256",
+        ];
+        assert_eq!(v.as_object().unwrap().len(), keys.len());
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{line}");
+        assert_eq!(
+            (&v["subject"], &v["principal"], &v["profile"]),
+            (
+                &json!("alice@example.com"),
+                &Value::Null,
+                &json!("ml-admins")
+            )
+        );
+        let anonymous = Caller::ANONYMOUS;
+        let line = AuditEvent {
+            caller: Some(Identified {
+                caller: &anonymous,
+                profile: None,
+            }),
+            ..event()
+        }
+        .to_json_line();
+        assert!(
+            line.contains(r#""subject":null,"principal":null,"profile":null,"#),
+            "{line}"
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The decision engine: which rule governs a call, and what it decides. Pure: no host calls.
+//!
+//! A call is judged by a [`View`]: the rules of the caller's profile (`Policy::for_caller`), or the top
+//! level's. A `&Policy` is accepted wherever a view is (it is the top level's view).
 
 use crate::json;
 use crate::limits::Charge;
 use crate::mcp::{Body, Kind, ToolCall};
 use crate::names;
-use crate::policy::{lookup, Action, Policy, Rule, ToolNames};
+use crate::policy::{lookup, Action, Rule, ToolNames, View};
 use serde_json::Value;
 
 /// What happens to one call.
@@ -24,6 +27,12 @@ pub enum Decision<'p> {
         limit: u64,
         window_secs: u64,
         retry_after_secs: u64,
+    },
+    /// The rate limit service could not say whether a fleet-counted limit has room (timeout, unreachable, an
+    /// error, garbage), and the policy's `on_error` is `deny`.
+    RateLimitUnavailable {
+        rule: Option<&'p str>,
+        reason: String,
     },
     /// Allowed so far (conditions hold, limits have room), but the approval service must say yes first.
     NeedsApproval {
@@ -63,6 +72,7 @@ impl<'p> Decision<'p> {
             Decision::Deny { .. }
                 | Decision::RateLimited { .. }
                 | Decision::ToolChanged { .. }
+                | Decision::RateLimitUnavailable { .. }
                 | Decision::NotApproved { .. }
         )
     }
@@ -72,6 +82,7 @@ impl<'p> Decision<'p> {
             Decision::Allow { rule }
             | Decision::Deny { rule, .. }
             | Decision::RateLimited { rule, .. }
+            | Decision::RateLimitUnavailable { rule, .. }
             | Decision::NeedsApproval { rule, .. }
             | Decision::ToolChanged { rule, .. }
             | Decision::NotApproved { rule, .. } => *rule,
@@ -80,33 +91,37 @@ impl<'p> Decision<'p> {
 }
 
 /// Decides one call (without counting: see [`crate::request`] for the rate-limit step).
-pub fn decide_call<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Decision<'p> {
-    judge(policy, call).decision
+pub fn decide_call<'p>(view: impl Into<View<'p>>, call: &ToolCall<'_>) -> Decision<'p> {
+    judge(view, call).decision
 }
 
 /// Decides one `tools/call` and works out what it would take from its rule's rate limits.
-pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
+pub fn judge<'p>(view: impl Into<View<'p>>, call: &ToolCall<'_>) -> Verdict<'p> {
+    judge_in(view.into(), call)
+}
+
+fn judge_in<'p>(view: View<'p>, call: &ToolCall<'_>) -> Verdict<'p> {
     let deny = |rule: Option<&'p str>, reason: String| Verdict {
         decision: Decision::Deny { rule, reason },
         charges: Vec::new(),
     };
-    if let Some(decision) = name_refusal(policy, call) {
+    if let Some(decision) = name_refusal(view, call) {
         return Verdict {
             decision,
             charges: Vec::new(),
         };
     }
     let tool: &str = &call.name;
-    if call.kind == Kind::Tool && policy.is_hidden(tool) {
+    if call.kind == Kind::Tool && view.is_hidden(tool) {
         return deny(None, "hidden by policy".into());
     }
-    if call.kind == Kind::Tool && policy.is_unpinned_hidden(tool) {
+    if call.kind == Kind::Tool && view.is_unpinned_hidden(tool) {
         return deny(
             None,
             "the tool has no pin and pins.unpinned is hide: a tool the server added since its tools were reviewed is not called".into(),
         );
     }
-    let set = policy.set(call.kind);
+    let set = view.set(call.kind);
     // A policy that governs resources matches their URIs as written; a spelling that a server resolves to
     // another path would slip past its globs (`file:///public/../etc/passwd` matches `file:///public/*`).
     let governed = !set.rules().is_empty() || set.default != Action::Allow;
@@ -192,7 +207,7 @@ pub fn judge<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Verdict<'p> {
 /// (control or invisible characters, white space at an end; any kind), a tool name outside MCP's tool-name
 /// guidance under `tool_names: strict`, or a look-alike of a governed key of its kind (tools, prompts) that is
 /// not itself an exact key. `None`: the rules decide.
-pub fn name_refusal<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Option<Decision<'p>> {
+pub fn name_refusal<'p>(view: View<'p>, call: &ToolCall<'_>) -> Option<Decision<'p>> {
     let name: &str = &call.name;
     let noun = call.kind.noun();
     if let Some(m) = names::malformed(name) {
@@ -201,21 +216,19 @@ pub fn name_refusal<'p>(policy: &'p Policy, call: &ToolCall<'_>) -> Option<Decis
             reason: format!("{noun} name {m}"),
         });
     }
-    if call.kind == Kind::Tool
-        && policy.tool_names == ToolNames::Strict
-        && !names::in_guidance(name)
+    if call.kind == Kind::Tool && view.tool_names == ToolNames::Strict && !names::in_guidance(name)
     {
         return Some(Decision::Deny {
             rule: None,
             reason: "tool name outside MCP's tool-name guidance (1 to 128 characters of A-Z a-z 0-9 _ - .), and the policy's tool_names is strict".into(),
         });
     }
-    if policy.set(call.kind).has_exact(name) {
+    if view.set(call.kind).has_exact(name) {
         return None;
     }
-    let key = policy.look_alikes(call.kind)?.of(name)?;
+    let key = view.look_alikes(call.kind)?.of(name)?;
     // A hidden tool's key is not told to the agent (it may be a glob that names what is hidden).
-    let hidden = call.kind == Kind::Tool && policy.hide.iter().any(|g| g.pattern() == key);
+    let hidden = call.kind == Kind::Tool && view.hide.iter().any(|g| g.pattern() == key);
     let reason = if hidden {
         format!("'{name}' is a look-alike of a {noun} hidden by policy")
     } else {
@@ -336,10 +349,11 @@ pub fn unnormalised_uri(uri: &str) -> Option<&'static str> {
 }
 
 /// Decides every message of a body: `None` for messages that are not tool calls (always allowed here).
-pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decision<'p>>> {
+pub fn decide_body<'p>(view: impl Into<View<'p>>, body: &Body<'_>) -> Vec<Option<Decision<'p>>> {
+    let view = view.into();
     body.messages
         .iter()
-        .map(|m| m.call().map(|c| decide_call(policy, c)))
+        .map(|m| m.call().map(|c| judge_in(view, c).decision))
         .collect()
 }
 
@@ -347,7 +361,7 @@ pub fn decide_body<'p>(policy: &'p Policy, body: &Body<'_>) -> Vec<Option<Decisi
 mod tests {
     use super::*;
     use crate::mcp::inspect;
-    use crate::policy::parse;
+    use crate::policy::{parse, Policy};
 
     const POLICY: &str = r#"{
       "version": "1", "default": "deny",
@@ -550,15 +564,15 @@ mod tests {
                 reason: "hidden by policy".into()
             }
         );
-        assert!(!p.is_listed("secret_x"));
-        assert!(!p.is_listed("d"));
-        assert!(p.is_listed("c"));
-        assert!(p.is_listed("anything"));
+        assert!(!p.view().is_listed("secret_x"));
+        assert!(!p.view().is_listed("d"));
+        assert!(p.view().is_listed("c"));
+        assert!(p.view().is_listed("anything"));
         let strict = parse(br#"{"version":"1","tools":{"get_*":{}}}"#).unwrap();
-        assert!(strict.is_listed("get_run") && !strict.is_listed("delete_run"));
+        assert!(strict.view().is_listed("get_run") && !strict.view().is_listed("delete_run"));
         let unfiltered =
             parse(br#"{"version":"1","filter_tools_list":false,"hide":["h"]}"#).unwrap();
-        assert!(unfiltered.is_listed("delete_run") && !unfiltered.is_listed("h"));
+        assert!(unfiltered.view().is_listed("delete_run") && !unfiltered.view().is_listed("h"));
     }
 
     #[test]
@@ -758,7 +772,8 @@ mod tests {
                     };
                     match decide_call(&p, &call) {
                         Decision::Deny { rule: None, reason } => assert!(
-                            reason.starts_with("tool name has the")
+                            reason.starts_with("tool name has a control character (U+")
+                                || reason.starts_with("tool name has an invisible character (U+")
                                 || reason == "tool name starts or ends with white space",
                             "{default} {name:?}: {reason}"
                         ),
@@ -873,7 +888,7 @@ mod tests {
             Decision::Deny { reason, .. } => assert!(reason.contains("has no pin"), "{reason}"),
             other => panic!("{other:?}"),
         }
-        assert!(p.is_listed("get_run") && !p.is_listed("new_tool"));
+        assert!(p.view().is_listed("get_run") && !p.view().is_listed("new_tool"));
         // A look-alike of a pinned name is refused even where unpinned tools are allowed.
         let allow = parse(
             format!(
@@ -898,7 +913,7 @@ mod tests {
         )
         .unwrap();
         assert!(decide_call(&allow, b.messages[0].tool_call().unwrap()).is_allow());
-        assert!(allow.is_listed("new_tool"));
+        assert!(allow.view().is_listed("new_tool"));
     }
 
     #[test]
@@ -932,6 +947,149 @@ mod tests {
         assert!(d[0].as_ref().unwrap().is_allow());
         assert!(d[1].is_none());
         assert!(!d[2].as_ref().unwrap().is_allow());
+    }
+
+    /// The same call, three callers, three decisions: each is judged by its profile's view.
+    #[test]
+    fn each_caller_is_judged_by_its_profile() {
+        use crate::caller::Caller;
+        let p = parse(
+            br#"{"version":"1","default":"deny","approval":{"cluster":"a"},
+            "callers":{"jwt":{"metadata":"jwt_payload","groups":"groups"}},
+            "tools":{"get_*":{},"delete_run":{"action":"deny","reason":"no deletes"},
+                     "search_runs":{"conditions":[{"path":"args.n","op":"lte","value":10}]}},
+            "profiles":[
+              {"name":"admins","match":{"groups":["admins"]},
+               "tools":{"delete_run":{"action":"require_approval","reason":"a human checks"},
+                        "search_runs":{"rate_limit":"5/minute"}}},
+              {"name":"readers","match":{"authenticated":true},"inherit":false,
+               "tools":{"get_run":{}}}]}"#,
+        )
+        .unwrap();
+        let admin = Caller {
+            subject: Some("bob".into()),
+            groups: vec!["admins".into()],
+            principal: None,
+        };
+        let reader = Caller {
+            subject: Some("rita".into()),
+            ..Caller::default()
+        };
+        let call = |name: &str, args: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{args}}}}}"#
+            )
+        };
+        let judged = |c: &Caller, name: &str, args: &str| {
+            let b = call(name, args);
+            let body = inspect(b.as_bytes()).unwrap();
+            let v = judge(p.for_caller(c), body.messages[0].tool_call().unwrap());
+            (v.decision, v.charges.len())
+        };
+        let d = |c: &Caller, name: &str| judged(c, name, "{}").0;
+        assert_eq!(
+            d(&admin, "delete_run"),
+            Decision::NeedsApproval {
+                rule: Some("delete_run"),
+                reason: Some("a human checks")
+            }
+        );
+        assert!(matches!(
+            d(&Caller::ANONYMOUS, "delete_run"),
+            Decision::Deny { reason, .. } if reason == "no deletes"
+        ));
+        assert!(matches!(
+            d(&reader, "delete_run"),
+            Decision::Deny { rule: None, .. }
+        ));
+        assert!(d(&reader, "get_run").is_allow());
+        assert!(!d(&reader, "get_experiment").is_allow(), "inherit false");
+        assert!(d(&Caller::ANONYMOUS, "get_experiment").is_allow());
+        // The profile's search_runs replaced the top level's whole rule: no condition, a limit.
+        let (decision, charges) = judged(&admin, "search_runs", r#"{"n":50}"#);
+        assert!(decision.is_allow() && charges == 1);
+        let (decision, charges) = judged(&Caller::ANONYMOUS, "search_runs", r#"{"n":50}"#);
+        assert!(!decision.is_allow() && charges == 0);
+        // A &Policy is the top level's view.
+        let b = call("delete_run", "{}");
+        let body = inspect(b.as_bytes()).unwrap();
+        assert_eq!(decide_body(&p, &body), decide_body(p.view(), &body),);
+        assert_ne!(
+            decide_body(&p, &body),
+            decide_body(p.for_caller(&admin), &body)
+        );
+    }
+
+    /// Look-alikes are judged against the caller's rules (issues 13 and 14): a key a profile governs (deny,
+    /// approval, a limit, `hide`) has look-alikes for that profile's callers only; a key the top level governs,
+    /// for every caller that inherits it; a profile with `inherit: false` governs only its own keys. Pins are
+    /// the same for every caller.
+    #[test]
+    fn look_alikes_follow_the_callers_profile() {
+        use crate::caller::Caller;
+        let pin = format!("sha256:{}", "a".repeat(64));
+        let p = parse(
+            format!(
+                r#"{{"version":"1","default":"allow","approval":{{"cluster":"a"}},
+            "callers":{{"jwt":{{"metadata":"jwt_payload","groups":"groups"}}}},
+            "pins":{{"tools":{{"get_run":"{pin}"}}}},
+            "tools":{{"delete_run":{{"action":"deny"}}}},
+            "profiles":[
+              {{"name":"ops","match":{{"groups":["ops"]}},"hide":["vault_*"],
+               "tools":{{"drop_table":{{"action":"deny"}},"tag_run":{{"action":"require_approval"}},
+                        "search":{{"rate_limit":"5/minute"}}}}}},
+              {{"name":"solo","match":{{"groups":["solo"]}},"inherit":false,"default":"allow",
+               "tools":{{"own_key":{{"action":"deny"}}}}}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let ops = Caller {
+            subject: Some("o".into()),
+            groups: vec!["ops".into()],
+            principal: None,
+        };
+        let solo = Caller {
+            subject: Some("s".into()),
+            groups: vec!["solo".into()],
+            principal: None,
+        };
+        let d = |c: &Caller, name: &str| {
+            let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name": name}})
+                .to_string();
+            let b = inspect(body.as_bytes()).unwrap();
+            decide_call(p.for_caller(c), b.messages[0].tool_call().unwrap())
+        };
+        let look_alike = |d: Decision<'_>, key: Option<&str>| match d {
+            Decision::Deny { rule, reason } => {
+                assert!(reason.contains("look-alike"), "{reason}");
+                assert_eq!(rule, key);
+            }
+            other => panic!("{other:?}"),
+        };
+        // The profile's own governed keys, its hide, the inherited top-level key and the pinned name.
+        look_alike(d(&ops, "DROP_TABLE"), Some("drop_table"));
+        look_alike(d(&ops, "ｔａｇ_ｒｕｎ"), Some("tag_run"));
+        look_alike(d(&ops, "Search"), Some("search"));
+        look_alike(d(&ops, "Vault_Key"), Some("vault_*"));
+        look_alike(d(&ops, "Delete_Run"), Some("delete_run"));
+        look_alike(d(&ops, "GET_RUN"), Some("get_run"));
+        // The same names for a caller without the profile: only what the top level governs.
+        for name in ["DROP_TABLE", "ｔａｇ_ｒｕｎ", "Search", "Vault_Key"] {
+            assert!(d(&Caller::ANONYMOUS, name).is_allow(), "{name}");
+        }
+        look_alike(d(&Caller::ANONYMOUS, "Delete_Run"), Some("delete_run"));
+        look_alike(d(&Caller::ANONYMOUS, "GET_RUN"), Some("get_run"));
+        // inherit: false: its own key, not the top level's; pins still apply.
+        look_alike(d(&solo, "OWN_KEY"), Some("own_key"));
+        assert!(d(&solo, "Delete_Run").is_allow());
+        assert!(d(&Caller::ANONYMOUS, "OWN_KEY").is_allow());
+        look_alike(d(&solo, "GET_RUN"), Some("get_run"));
+        // The keys themselves are decided by the rules.
+        assert!(
+            matches!(d(&ops, "drop_table"), Decision::Deny { rule: Some("drop_table"), ref reason } if !reason.contains("look-alike"))
+        );
+        assert!(d(&Caller::ANONYMOUS, "drop_table").is_allow());
     }
 
     /// Conditions see in the partial arguments exactly what they would see in the whole: every path of a

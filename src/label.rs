@@ -12,8 +12,14 @@ pub enum Label {
     Deny,
     /// Refused: over a rate limit (or the rate-limit state could not be kept: fail closed).
     RateLimited,
+    /// Refused: the rate limit service could not say whether a fleet-counted limit has room, and the policy's
+    /// `rate_limit_service.on_error` is `deny`.
+    RateLimitUnavailable,
     /// The approval service said yes: forwarded.
     ApprovalGranted,
+    /// Forwarded without asking: the approval service said yes earlier to the same caller's same call, for a
+    /// while that has not ended (`remember_seconds`).
+    ApprovalRemembered,
     /// The approval service said no.
     ApprovalDenied,
     /// The approval service could not be asked or gave no usable answer: refused (fail closed).
@@ -32,15 +38,22 @@ pub enum Label {
     WouldRateLimit,
     /// Audit mode: would have waited for approval, forwarded without asking.
     WouldRequireApproval,
+    /// Audit mode: would have been refused because the rate limit service could not say, forwarded.
+    WouldRateLimitUnavailable,
+    /// Refused at the request headers: no verified caller identity under `callers.required`, or one that
+    /// cannot be read exactly (HTTP 401).
+    Unauthenticated,
 }
 
 impl Label {
     /// Every label, in declaration order ([`Label::index`] is the position here).
-    pub const ALL: [Label; 12] = [
+    pub const ALL: [Label; 16] = [
         Label::Allow,
         Label::Deny,
         Label::RateLimited,
+        Label::RateLimitUnavailable,
         Label::ApprovalGranted,
+        Label::ApprovalRemembered,
         Label::ApprovalDenied,
         Label::ApprovalUnavailable,
         Label::ToolChanged,
@@ -49,6 +62,8 @@ impl Label {
         Label::WouldDeny,
         Label::WouldRateLimit,
         Label::WouldRequireApproval,
+        Label::WouldRateLimitUnavailable,
+        Label::Unauthenticated,
     ];
 
     /// The label as written in replies, audit lines and stat names.
@@ -57,7 +72,9 @@ impl Label {
             Label::Allow => "allow",
             Label::Deny => "deny",
             Label::RateLimited => "rate_limited",
+            Label::RateLimitUnavailable => "rate_limit_unavailable",
             Label::ApprovalGranted => "approval_granted",
+            Label::ApprovalRemembered => "approval_remembered",
             Label::ApprovalDenied => "approval_denied",
             Label::ApprovalUnavailable => "approval_unavailable",
             Label::ToolChanged => "tool_changed",
@@ -66,6 +83,8 @@ impl Label {
             Label::WouldDeny => "would_deny",
             Label::WouldRateLimit => "would_rate_limit",
             Label::WouldRequireApproval => "would_require_approval",
+            Label::WouldRateLimitUnavailable => "would_rate_limit_unavailable",
+            Label::Unauthenticated => "unauthenticated",
         }
     }
 
@@ -101,7 +120,9 @@ mod tests {
                 "allow",
                 "deny",
                 "rate_limited",
+                "rate_limit_unavailable",
                 "approval_granted",
+                "approval_remembered",
                 "approval_denied",
                 "approval_unavailable",
                 "tool_changed",
@@ -109,7 +130,9 @@ mod tests {
                 "invalid",
                 "would_deny",
                 "would_rate_limit",
-                "would_require_approval"
+                "would_require_approval",
+                "would_rate_limit_unavailable",
+                "unauthenticated"
             ]
         );
         for (i, l) in Label::ALL.iter().enumerate() {

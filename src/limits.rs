@@ -13,11 +13,21 @@
 //!   from its overflow bucket's counts: it may have been counted there earlier in the same window, and a
 //!   bucket's count is never below any of its members', so moving from the bucket to the slot never resets
 //!   an identity's count.
+//! - Caller-scoped limits (`scope: caller`): the same slots and overflow buckets, keyed by the caller instead
+//!   of the session identity (hashed apart: a session header can never name a caller's slot).
 //! - Global limits: one key per limit (`rl/g/<limit id>`).
 //!
 //! ## Creating keys
 //! Envoy's shared data cannot create a key atomically (a `set` on a missing key ignores the CAS), so keys
 //! are created only while holding a creation lock (`rl/lock`, itself created when the policy loads).
+//!
+//! ## Fleet-wide limits
+//! With a `rate_limit_service` in the policy, limits are counted by Envoy's rate limit service instead (one
+//! count for every Envoy of the fleet): [`fleet`] shapes what is asked and reads the answer, [`rls`] is the wire
+//! format. Limits marked `"counted": "proxy"` stay here.
+
+pub mod fleet;
+pub mod rls;
 
 use std::fmt;
 
@@ -52,6 +62,28 @@ pub enum SetError {
     Other(String),
 }
 
+/// Whom a limit counts: each session identity, each caller, or everyone together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Per session identity (`identity.headers`, else the caller, else the client IP).
+    Session,
+    /// Per verified caller (JWT subject, else certificate principal, else the client IP).
+    Caller,
+    /// One count for all callers.
+    Global,
+}
+
+impl Scope {
+    /// As the policy spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Session => "session",
+            Scope::Caller => "caller",
+            Scope::Global => "global",
+        }
+    }
+}
+
 /// One limit as the counter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitSpec {
@@ -59,7 +91,15 @@ pub struct LimitSpec {
     pub id: u64,
     pub max: u64,
     pub window_secs: u64,
-    pub global: bool,
+    pub scope: Scope,
+}
+
+/// Who the charges of one request count for: `session` for session-scoped limits, `caller` for caller-scoped
+/// ones (see [`Scope`]; both already resolved to their fallbacks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Who<'a> {
+    pub session: &'a str,
+    pub caller: &'a str,
 }
 
 /// Units to take from one limit.
@@ -210,9 +250,17 @@ enum Target {
     Shared(String),
 }
 
-/// The charges counted in one key, with their indexes: the key is the global limit's id, or `None` for the
-/// identity's session slot. Groups are kept in the order of their first charge.
-type Group<'c> = (Option<u64>, Vec<(usize, &'c Charge)>);
+/// Where a group of charges is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// The slot of this identity hash (session or caller), else its overflow bucket.
+    Slot(u64),
+    /// The key of the global limit with this id.
+    Global(u64),
+}
+
+/// The charges counted in one key, with their indexes. Groups are kept in the order of their first charge.
+type Group<'c> = (Key, Vec<(usize, &'c Charge)>);
 
 enum Step {
     Reserved(Vec<Reservation>),
@@ -233,22 +281,44 @@ impl<S: Store> Limiter<'_, S> {
         format!("{PREFIX}o/{}", (identity >> 32) % OVERFLOW_BUCKETS)
     }
 
-    /// Takes every charge (in order) for `identity`, all or nothing.
-    ///
-    /// Charges that count in the same key (every session-scoped charge shares the identity's slot; a global
-    /// limit has its own key) are read and written together: one get and one compare-and-swap per key, however
-    /// many limits a call carries. Keys are independent, so the charge refused is the one that charging one by
-    /// one, in order, would refuse first.
+    /// Takes every charge (in order) for `identity`, all or nothing; caller-scoped charges count for
+    /// `identity` too (in the caller slots: see [`Limiter::reserve_for`], which names the caller apart).
     pub fn reserve(
         &self,
         identity: &str,
         charges: &[Charge],
         now: u64,
     ) -> Result<Vec<Reservation>, Refusal> {
-        let who = fnv1a(&[identity.as_bytes()]);
+        let who = Who {
+            session: identity,
+            caller: identity,
+        };
+        self.reserve_for(who, charges, now)
+    }
+
+    /// Takes every charge (in order), all or nothing: session-scoped ones for `who.session`, caller-scoped
+    /// ones for `who.caller`.
+    ///
+    /// Charges that count in the same key (every session-scoped charge shares the identity's slot, every
+    /// caller-scoped one the caller's; a global limit has its own key) are read and written together: one get
+    /// and one compare-and-swap per key, however many limits a call carries. Keys are independent, so the
+    /// charge refused is the one that charging one by one, in order, would refuse first.
+    pub fn reserve_for(
+        &self,
+        who: Who<'_>,
+        charges: &[Charge],
+        now: u64,
+    ) -> Result<Vec<Reservation>, Refusal> {
+        let session = fnv1a(&[who.session.as_bytes()]);
+        // A distinct first part: no session identity (UTF-8, so never a 0xff byte) hashes like a caller.
+        let caller = fnv1a(&[b"caller", who.caller.as_bytes()]);
         let mut groups: Vec<Group> = Vec::new();
         for (index, c) in charges.iter().enumerate() {
-            let key = c.limit.global.then_some(c.limit.id);
+            let key = match c.limit.scope {
+                Scope::Session => Key::Slot(session),
+                Scope::Caller => Key::Slot(caller),
+                Scope::Global => Key::Global(c.limit.id),
+            };
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, g)) => g.push((index, c)),
                 None => groups.push((key, vec![(index, c)])),
@@ -261,19 +331,21 @@ impl<S: Store> Limiter<'_, S> {
             if refused.is_some_and(|r| r < first) {
                 break; // no later group can hold an earlier refusal
             }
-            let step = match key {
-                Some(id) => self.take(
+            let step = match *key {
+                Key::Global(id) => self.take(
                     &Target::Shared(format!("{PREFIX}g/{id:016x}")),
-                    who,
+                    session,
                     group,
                     now,
                 ),
-                None => match self.take(&Target::Slot(self.slot_key(who)), who, group, now) {
-                    Ok(Step::Taken) => {
-                        self.take(&Target::Shared(Self::overflow_key(who)), who, group, now)
+                Key::Slot(who) => {
+                    match self.take(&Target::Slot(self.slot_key(who)), who, group, now) {
+                        Ok(Step::Taken) => {
+                            self.take(&Target::Shared(Self::overflow_key(who)), who, group, now)
+                        }
+                        s => s,
                     }
-                    s => s,
-                },
+                }
             };
             match step {
                 Ok(Step::Reserved(r)) => taken.extend(r),
@@ -512,7 +584,7 @@ mod tests {
             id,
             max,
             window_secs,
-            global: false,
+            scope: Scope::Session,
         }
     }
 
@@ -520,7 +592,7 @@ mod tests {
         id: 99,
         max: 100,
         window_secs: 60,
-        global: true,
+        scope: Scope::Global,
     };
 
     fn store() -> MemoryStore {
@@ -581,11 +653,76 @@ mod tests {
         one(&l, "b", limit, 0).unwrap();
         assert!(one(&l, "a", limit, 0).is_err());
         let g = LimitSpec {
-            global: true,
+            scope: Scope::Global,
             ..spec(2, 1, 60)
         };
         one(&l, "a", g, 0).unwrap();
         assert!(one(&l, "b", g, 0).is_err());
+    }
+
+    /// A caller-scoped limit counts per caller whatever the session, and a session identity spelled like a
+    /// caller never shares its count.
+    #[test]
+    fn callers_count_apart_from_sessions() {
+        let s = store();
+        let l = lim(&s, 1024);
+        let per_caller = LimitSpec {
+            scope: Scope::Caller,
+            ..spec(1, 2, 60)
+        };
+        let per_session = spec(2, 1, 60);
+        let take = |session: &str, caller: &str, limit: LimitSpec| {
+            l.reserve_for(Who { session, caller }, &[Charge { limit, units: 1 }], 0)
+        };
+        take("s1", "jwt:alice", per_caller).unwrap();
+        // A new session is no new budget for alice.
+        take("s2", "jwt:alice", per_caller).unwrap();
+        assert!(take("s3", "jwt:alice", per_caller).is_err());
+        take("s3", "jwt:bob", per_caller).unwrap();
+        // Session-scoped limits still count per session, for the same caller.
+        take("s1", "jwt:alice", per_session).unwrap();
+        take("s2", "jwt:alice", per_session).unwrap();
+        assert!(take("s2", "jwt:alice", per_session).is_err());
+        // A session identity equal to a caller's key is another slot.
+        let same = LimitSpec {
+            scope: Scope::Caller,
+            ..spec(3, 1, 60)
+        };
+        let session_same = LimitSpec {
+            id: 3,
+            ..per_session
+        };
+        take("x", "jwt:carol", same).unwrap();
+        take("jwt:carol", "y", session_same).unwrap();
+        assert!(take("z", "jwt:carol", same).is_err());
+        // Both scopes in one call: two slots, all or nothing.
+        let both = [
+            Charge {
+                limit: LimitSpec {
+                    scope: Scope::Caller,
+                    ..spec(4, 5, 60)
+                },
+                units: 1,
+            },
+            Charge {
+                limit: spec(5, 1, 60),
+                units: 1,
+            },
+        ];
+        let who = Who {
+            session: "s9",
+            caller: "jwt:dave",
+        };
+        l.reserve_for(who, &both, 0).unwrap();
+        assert!(matches!(
+            l.reserve_for(who, &both, 0),
+            Err(Refusal::Limited { index: 1, .. })
+        ));
+        // The refused call took nothing from the caller's budget: 4 more fit.
+        for _ in 0..4 {
+            take("other", "jwt:dave", both[0].limit).unwrap();
+        }
+        assert!(take("other", "jwt:dave", both[0].limit).is_err());
     }
 
     #[test]

@@ -526,6 +526,10 @@ mod tests {
         r#"{"jsonrpc":"2.0","method":"notifications/initialized","params":{}}"#,
         r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"}}"#,
         r#"{"jsonrpc":"2.0","id":1,"result":{"method":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"x\u007fy","params":{}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"get\x7frun\"}}",
+        r#"{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"a\u0085"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///\u0000"}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":1},"result":{}}"#,
         r#"{"jsonrpc":"2.0","id":1,"error":{"code":1},"params":{}}"#,
         r#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","PARAMS":{},"iD":2,"JsonRpc":1,"Error":0,"Result":0}"#,
@@ -739,12 +743,12 @@ mod tests {
     #[test]
     fn control_and_invisible_characters_in_methods_and_names_are_refused() {
         for (body, want) in [
-            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tool\x7f/call\",\"params\":{\"name\":\"search_runs\",\"arguments\":{}}}", "method name has the control character U+007F"),
-            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x\x7fy\",\"params\":{}}", "method name has the control character U+007F"),
-            (r#"{"jsonrpc":"2.0","id":3,"method":"x\u0001y"}"#, "method name has the control character U+0001"),
-            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/list\u200b"}"#, "method name has the invisible character U+200B"),
+            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tool\x7f/call\",\"params\":{\"name\":\"search_runs\",\"arguments\":{}}}", "method name has a control character (U+007F)"),
+            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x\x7fy\",\"params\":{}}", "method name has a control character (U+007F)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"x\u0001y"}"#, "method name has a control character (U+0001)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/list\u200b"}"#, "method name has an invisible character (U+200B)"),
             (r#"{"jsonrpc":"2.0","id":3,"method":" tools/list"}"#, "method name starts or ends with white space"),
-            (r#"{"jsonrpc":"2.0","method":"notifications/initialized\u0000"}"#, "method name has the control character U+0000"),
+            (r#"{"jsonrpc":"2.0","method":"notifications/initialized\u0000"}"#, "method name has a control character (U+0000)"),
         ] {
             match inspect(body.as_bytes()).unwrap_err() {
                 RequestError::InvalidRequest { id, message } => {
@@ -756,12 +760,12 @@ mod tests {
             same_as_reference(body.as_bytes());
         }
         for (body, want) in [
-            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"get\x7frun\",\"arguments\":{}}}", "tool name has the control character U+007F"),
-            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get\u0001run","arguments":{}}}"#, "tool name has the control character U+0001"),
-            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_run\u200d"}}"#, "tool name has the invisible character U+200D"),
+            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"get\x7frun\",\"arguments\":{}}}", "tool name has a control character (U+007F)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get\u0001run","arguments":{}}}"#, "tool name has a control character (U+0001)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_run\u200d"}}"#, "tool name has an invisible character (U+200D)"),
             (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_run "}}"#, "tool name starts or ends with white space"),
-            (r#"{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"\u202eadmin"}}"#, "prompt name has the invisible character U+202E"),
-            (r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///a\nb"}}"#, "resource URI has the control character U+000A"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"\u202eadmin"}}"#, "prompt name has an invisible character (U+202E)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///a\nb"}}"#, "resource URI has a control character (U+000A)"),
         ] {
             match inspect(body.as_bytes()).unwrap_err() {
                 RequestError::InvalidParams { id, message } => {

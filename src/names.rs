@@ -48,9 +48,9 @@ pub enum Malformed {
 impl fmt::Display for Malformed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Malformed::Control(c) => write!(f, "has the control character U+{:04X}", u32::from(*c)),
+            Malformed::Control(c) => write!(f, "has a control character (U+{:04X})", u32::from(*c)),
             Malformed::Invisible(c) => {
-                write!(f, "has the invisible character U+{:04X}", u32::from(*c))
+                write!(f, "has an invisible character (U+{:04X})", u32::from(*c))
             }
             Malformed::Padded => f.write_str("starts or ends with white space"),
         }
@@ -471,11 +471,11 @@ mod tests {
         }
         assert_eq!(
             Malformed::Invisible('\u{200b}').to_string(),
-            "has the invisible character U+200B"
+            "has an invisible character (U+200B)"
         );
         assert_eq!(
             Malformed::Control('\u{1}').to_string(),
-            "has the control character U+0001"
+            "has a control character (U+0001)"
         );
     }
 

@@ -1,5 +1,5 @@
 //! One record per message of a request body: what the message is (method, id, the call it makes) and
-//! everything decided about it (the decision, the rate-limit units it takes, whether approval was granted).
+//! everything decided about it (the decision, the rate-limit units it takes, how approval was granted).
 //! The reply ([`crate::reply::refused`]), the approval asks, the audit lines and the metrics are all read from
 //! the same records, in body order, so no two of them can disagree about which message got what.
 
@@ -33,8 +33,20 @@ pub struct Record<'a> {
     pub decision: Option<Decision<'a>>,
     /// Units the call takes from its rule's rate limits, in the rule's order.
     pub charges: Vec<Charge>,
+    /// The call needed approval and has it (`None`: it did not need it, or was not approved).
+    pub granted: Option<Granted>,
+    /// Why an allowed call went uncounted (the rate limit service could not be asked, `on_error: allow`): the
+    /// reason of its audit line.
+    pub note: Option<String>,
+}
+
+/// How a call that needed approval got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granted {
     /// The approval service said yes to this call.
-    pub granted: bool,
+    Asked,
+    /// Not asked: the service said yes to the same caller's same call earlier, for a while that still runs.
+    Remembered,
 }
 
 /// The audit reason of an allowed message that was not forwarded because another call of its batch was
@@ -58,7 +70,8 @@ impl<'a> Record<'a> {
             }),
             decision,
             charges,
-            granted: false,
+            granted: None,
+            note: None,
         }
     }
 
@@ -83,8 +96,11 @@ impl<'a> Record<'a> {
     pub fn label(&self, refused: bool, audit_mode: bool) -> (Label, Option<&str>) {
         match &self.decision {
             None | Some(Decision::Allow { .. }) if refused => (Label::Deny, Some(BATCH_REFUSED)),
-            None | Some(Decision::Allow { .. }) if self.granted => (Label::ApprovalGranted, None),
-            None | Some(Decision::Allow { .. }) => (Label::Allow, None),
+            None | Some(Decision::Allow { .. }) => match self.granted {
+                None => (Label::Allow, self.note.as_deref()),
+                Some(Granted::Asked) => (Label::ApprovalGranted, None),
+                Some(Granted::Remembered) => (Label::ApprovalRemembered, None),
+            },
             Some(Decision::Deny { reason, .. }) if audit_mode => (Label::WouldDeny, Some(reason)),
             Some(Decision::Deny { reason, .. }) => (Label::Deny, Some(reason)),
             Some(Decision::RateLimited { reason, .. }) if audit_mode => {
@@ -95,6 +111,12 @@ impl<'a> Record<'a> {
                 (Label::WouldDeny, Some(reason))
             }
             Some(Decision::ToolChanged { reason, .. }) => (Label::ToolChanged, Some(reason)),
+            Some(Decision::RateLimitUnavailable { reason, .. }) if audit_mode => {
+                (Label::WouldRateLimitUnavailable, Some(reason))
+            }
+            Some(Decision::RateLimitUnavailable { reason, .. }) => {
+                (Label::RateLimitUnavailable, Some(reason))
+            }
             Some(Decision::NeedsApproval { .. }) if refused => (Label::Deny, Some(BATCH_REFUSED)),
             Some(Decision::NeedsApproval { reason, .. }) => (Label::WouldRequireApproval, *reason),
             Some(Decision::NotApproved {
@@ -151,10 +173,22 @@ mod tests {
             (Label::Deny, Some(BATCH_REFUSED))
         );
         let granted = Record {
-            granted: true,
+            granted: Some(Granted::Asked),
             ..allow()
         };
         assert_eq!(granted.label(false, false), (Label::ApprovalGranted, None));
+        let remembered = Record {
+            granted: Some(Granted::Remembered),
+            ..allow()
+        };
+        assert_eq!(
+            remembered.label(false, false),
+            (Label::ApprovalRemembered, None)
+        );
+        assert_eq!(
+            remembered.label(true, false),
+            (Label::Deny, Some(BATCH_REFUSED))
+        );
         let deny = with(Decision::Deny {
             rule: Some("t"),
             reason: "no".into(),

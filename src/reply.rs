@@ -12,6 +12,8 @@ pub const DENIED: i64 = -31001;
 pub const RATE_LIMITED: i64 = -31002;
 /// Reserved: a tool call was not approved.
 pub const APPROVAL_NOT_GRANTED: i64 = -31003;
+/// The request has no verified caller identity (`callers.required`), or one that cannot be read.
+pub const UNAUTHENTICATED: i64 = -31004;
 /// An MCP header (`Mcp-Method`, `Mcp-Name`) disagrees with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 pub const PARSE_ERROR: i64 = -32700;
@@ -110,6 +112,21 @@ pub fn uninspectable(why: &str) -> Reply {
     }
 }
 
+/// 401 for a request without a verified caller identity under `callers.required`, or with one that cannot
+/// be read exactly (`why` says which). Decided from the headers, before the body and its id are known.
+pub fn unauthenticated(why: &str) -> Reply {
+    let msg = format!("mcp-policy refused the request: {why}");
+    Reply {
+        status: 401,
+        body: error(
+            None,
+            UNAUTHENTICATED,
+            &msg,
+            Some(json!({"decision": "unauthenticated"})),
+        ),
+    }
+}
+
 /// 400 when an `Mcp-*` header disagrees with the body.
 pub fn header_mismatch(id: Option<&str>, message: &str) -> Reply {
     Reply {
@@ -184,6 +201,18 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
             data.insert("retry_after_seconds".into(), json!(retry_after_secs));
             let msg = format!(
                 "{what} '{}' rate limited: {reason}; retry in {retry_after_secs}s",
+                tool.unwrap_or("")
+            );
+            (RATE_LIMITED, msg)
+        }
+        Decision::RateLimitUnavailable { reason, .. } => {
+            data.insert(
+                "decision".into(),
+                json!(Label::RateLimitUnavailable.as_str()),
+            );
+            data.insert("reason".into(), json!(reason));
+            let msg = format!(
+                "{what} '{}' not forwarded: its rate limits could not be checked ({reason})",
                 tool.unwrap_or("")
             );
             (RATE_LIMITED, msg)
@@ -429,5 +458,13 @@ mod tests {
         let r = header_mismatch(Some("7"), "Mcp-Method says x");
         assert_eq!(parse_json(&r.body)["error"]["code"], -32020);
         assert_eq!(parse_json(&r.body)["id"], 7);
+        let r = unauthenticated("the JWT claim `sub` is not \"valid\"");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            parse_json(&r.body),
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -31004,
+                "message": "mcp-policy refused the request: the JWT claim `sub` is not \"valid\"",
+                "data": {"decision": "unauthenticated"}}})
+        );
     }
 }

@@ -599,7 +599,12 @@ const EXPLAINED: &str = r#"{
 }"#;
 
 fn explain(args: &[&str]) -> Run {
-    let p = file("explain.json", EXPLAINED);
+    explain_policy(EXPLAINED, args)
+}
+
+/// `explain` on `policy` (written to a file) with `args`.
+fn explain_policy(policy: &str, args: &[&str]) -> Run {
+    let p = file("explain.json", policy);
     let mut all = vec!["explain", s(&p)];
     all.extend_from_slice(args);
     let r = run(&all, None);
@@ -820,7 +825,7 @@ fn explain_require_approval() {
     let reply = item(&r.stdout, "reply");
     let lines: Vec<&str> = reply.lines().collect();
     assert_eq!(lines[0], "held until the approval service answers: POST /v1/approve to Envoy cluster \"approvals\" (authority approvals, timeout 5000 ms), body:");
-    assert_eq!(lines[1], "  {\"method\":\"tools/call\",\"tool\":\"stage\",\"arguments\":{\"version\": 3},\"identity\":\"s-1\",\"jsonrpc_id\":1,\"request_id\":null,\"reason\":\"Stage changes need a human\"}");
+    assert_eq!(lines[1], "  {\"method\":\"tools/call\",\"tool\":\"stage\",\"arguments\":{\"version\": 3},\"identity\":\"s-1\",\"jsonrpc_id\":1,\"request_id\":null,\"reason\":\"Stage changes need a human\",\"timeout_ms\":5000}");
     assert_eq!(
         lines[2],
         "approved ({\"approved\": true}): the call is forwarded"
@@ -944,6 +949,220 @@ fn explain_every_policy_in_a_file() {
     );
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert!(r.stdout.starts_with("envoy/istio/trafficextension.yaml: TrafficExtension mcp-policy: spec.wasm.pluginConfig\n"), "{}", r.stdout);
+}
+
+// Callers and profiles: explain for one caller, check's warnings.
+
+const CALLERS: &str = r#"{
+  "version": "1", "default": "deny",
+  "callers": {"jwt": {"metadata": "jwt_payload", "groups": "groups"}, "peer_certificate": true},
+  "approval": {"cluster": "approvals"},
+  "tools": {"get_*": {"rate_limit": "10/minute"}, "delete_run": {"action": "deny", "reason": "no deletes"},
+            "set_tag": {"action": "deny"}},
+  "profiles": [
+    {"name": "ci", "match": {"principal": "spiffe://cluster.local/ns/ci/sa/*"}, "inherit": false,
+     "tools": {"get_run": {"rate_limit": "600/minute"}}},
+    {"name": "ml-admins", "match": {"groups": ["ml-admins"]},
+     "tools": {"delete_run": {"action": "require_approval", "reason": "a human checks"}, "set_*": {}}},
+    {"name": "ops", "match": {"groups": ["ml-admins"], "subject": "o*"}}
+  ]
+}"#;
+
+fn explain_callers(args: &[&str]) -> Run {
+    explain_policy(CALLERS, args)
+}
+
+#[test]
+fn explain_shows_which_profile_a_caller_gets_and_why() {
+    let r = explain_callers(&[
+        "--tool",
+        "delete_run",
+        "--subject",
+        "alice",
+        "--groups",
+        "ml-admins,readers",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "caller"),
+        "subject \"alice\", groups \"ml-admins\", \"readers\", no principal (authenticated)"
+    );
+    assert_eq!(
+        item(&r.stdout, "profile"),
+        "\"ml-admins\" (profiles[1]): its rules are added to the top level's (a profile key replaces the same top-level key)\n\
+         profiles[0] \"ci\": no match: NOT: principal \"spiffe://cluster.local/ns/ci/sa/*\": the caller has no principal\n\
+         profiles[1] \"ml-admins\": matches: groups any of \"ml-admins\": the caller is in \"ml-admins\"\n\
+         later profiles are not tried: the first match applies"
+    );
+    assert_eq!(item(&r.stdout, "decision"), "require approval");
+    assert_eq!(
+        item(&r.stdout, "rule"),
+        "\"delete_run\" (exact key, from profile \"ml-admins\")"
+    );
+    // The callout says who asks.
+    let reply = item(&r.stdout, "reply");
+    assert!(
+        reply.contains(r#""caller":{"groups":["ml-admins","readers"],"principal":null,"profile":"ml-admins","subject":"alice"}"#),
+        "{reply}"
+    );
+    // A top-level exact key beats the profile's glob; inherited keys say so.
+    let r = explain_callers(&[
+        "--tool",
+        "set_tag",
+        "--subject",
+        "a",
+        "--groups",
+        "ml-admins",
+    ]);
+    assert_eq!(
+        item(&r.stdout, "rule"),
+        "\"set_tag\" (exact key, from the top level)"
+    );
+    assert_eq!(item(&r.stdout, "decision"), "deny");
+    let r = explain_callers(&["--tool", "set_x", "--subject", "a", "--groups", "ml-admins"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "rule"),
+        "\"set_*\" (glob, from profile \"ml-admins\")"
+    );
+    // The same call from another caller: the top level's rules.
+    let r = explain_callers(&["--tool", "delete_run", "--subject", "bob"]);
+    assert_eq!(
+        item(&r.stdout, "profile").lines().next().unwrap(),
+        "none: no profile matches; the top-level rules apply"
+    );
+    assert_eq!(item(&r.stdout, "decision"), "deny");
+    assert_eq!(item(&r.stdout, "rule"), "\"delete_run\" (exact key)");
+    // A certificate principal, inherit false: only the profile's keys, its own limit, per caller.
+    let ci = ["--principal", "spiffe://cluster.local/ns/ci/sa/builder"];
+    let r = explain_callers(&[&["--tool", "get_run"][..], &ci].concat());
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        item(&r.stdout, "profile").starts_with(
+            "\"ci\" (profiles[0]): its rules are the caller's whole policy (inherit false)"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        item(&r.stdout, "limits").starts_with(
+            "600 calls per minute, per caller (scope caller; caller \"peer:spiffe://cluster.local/ns/ci/sa/builder\"); this call takes 1 unit"
+        ),
+        "{}",
+        r.stdout
+    );
+    let r = explain_callers(&[&["--tool", "get_experiment"][..], &ci].concat());
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        item(&r.stdout, "rule"),
+        "default (default deny, from profile \"ci\")"
+    );
+    assert_eq!(
+        item(&r.stdout, "tools/list"),
+        "removed from tools/list answers (its calls are always denied; filter_tools_list)"
+    );
+    // Anonymous: no profile; the caller-scoped limit counts it by its address.
+    let r = explain_callers(&["--tool", "get_experiment"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "caller"),
+        "no subject, no principal (anonymous: nothing verified)"
+    );
+    assert!(item(&r.stdout, "limits").starts_with(
+        "10 calls per minute, per caller (scope caller; an anonymous caller is counted by its client IP)"
+    ));
+}
+
+#[test]
+fn explain_callers_required_and_ignored() {
+    let required = CALLERS.replace(
+        r#""peer_certificate": true}"#,
+        r#""peer_certificate": true, "required": true}"#,
+    );
+    let r = explain_policy(&required, &["--tool", "get_run"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(
+        item(&r.stdout, "decision"),
+        "unauthenticated (callers.required: a request without a verified identity is refused)"
+    );
+    assert!(
+        item(&r.stdout, "reply").starts_with(
+            "JSON-RPC error -31004 (HTTP 401, unauthenticated): mcp-policy refused the request: no verified caller identity"
+        ),
+        "{}",
+        r.stdout
+    );
+    // Audit mode lets it through as anonymous, and says what enforcement would answer.
+    let audit = required.replace(
+        r#""default": "deny","#,
+        r#""default": "deny", "mode": "audit","#,
+    );
+    let r = explain_policy(&audit, &["--tool", "get_run"]);
+    assert!(
+        item(&r.stdout, "required")
+            .starts_with("no verified identity: mode audit logs it as would_deny"),
+        "{}",
+        r.stdout
+    );
+    assert!(item(&r.stdout, "required")
+        .contains("enforced, it would get JSON-RPC error -31004 (HTTP 401"));
+    assert!(
+        item(&r.stdout, "decision").starts_with("allow"),
+        "{}",
+        r.stdout
+    );
+    // Caller options on a policy that reads no identity: said, and the same rules for everyone.
+    let r = explain(&["--tool", "get_run", "--subject", "alice"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        item(&r.stdout, "caller").starts_with("ignored: the policy has no `callers` section"),
+        "{}",
+        r.stdout
+    );
+    // --groups alone describes a caller the filter never sees.
+    let r = run(&["explain", "p.json", "--tool", "x", "--groups", "a"], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains(
+            "--groups needs --subject (the filter reads the groups only from a token with a subject)"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_warns_about_profiles_that_never_match_and_renewable_budgets() {
+    let p = file("callers.json", CALLERS);
+    let r = run(&["check", s(&p)], None);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("{}: ok (3 rules, default deny, 3 profiles)", s(&p))
+    );
+    assert_eq!(
+        lines[1],
+        "  warning: profiles[2] (\"ops\") can never match: every caller it matches is matched first by profiles[1] (\"ml-admins\"); fix: move it before profiles[1], or narrow profiles[1]'s match"
+    );
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    // A session-scoped limit without callers: the client renews its budget with a new session.
+    let r = run(
+        &["check", "-"],
+        Some(r#"{"version":"1","tools":{"get_run":{"rate_limit":"3/minute"}}}"#),
+    );
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("  warning: session-scoped rate limits (\"get_run\") count per MCP session (mcp-session-id), which the client picks: a client that opens a new session gets a fresh budget; fix: add `callers`"), "{}", r.stdout);
+    // A profile error names its path and the fix.
+    let r = run(
+        &["check", "-"],
+        Some(
+            r#"{"version":"1","callers":{"peer_certificate":true},"profiles":[{"name":"a","match":{"groups":["g"]},"mode":"audit"}]}"#,
+        ),
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("profiles[0].match.groups: `groups` needs the claim that holds them: `callers.jwt.groups` is not set; fix: add \"jwt\""), "{}", r.stdout);
+    assert!(r.stdout.contains("profiles[0].mode: `mode` is a top-level setting: it applies to every caller and cannot be set in a profile; fix: move it to the top-level object"), "{}", r.stdout);
 }
 
 #[test]
@@ -1672,4 +1891,203 @@ fn pin_needs_a_policy_json_file() {
     let r = run(&["pin", &server.url], None);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("<POLICY>"), "{}", r.stderr);
+}
+
+#[test]
+fn approvals_hash_password_prints_an_approvers_line() {
+    let r = run(&["approvals", "--hash-password", "ana"], Some("s3cret\n"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = r.stdout.trim();
+    assert!(line.starts_with("ana:$argon2id$v=19$"), "{line}");
+    assert!(!line.contains("s3cret"));
+    let empty = run(&["approvals", "--hash-password", "ana"], Some("\n"));
+    assert_eq!(empty.code, 1);
+    assert!(empty.stderr.contains("empty password"), "{}", empty.stderr);
+}
+
+#[test]
+fn approvals_refuses_to_start_without_proper_approvers() {
+    let r = run(&["approvals"], None);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--approvers"), "{}", r.stderr);
+    let plain = file("approvers.txt", "ana:password\n");
+    let log = file("decisions.jsonl", "");
+    let r = run(
+        &[
+            "approvals",
+            "--approvers",
+            s(&plain),
+            "--decisions",
+            s(&log),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("not an Argon2 hash") && r.stderr.contains("--hash-password ana"),
+        "{}",
+        r.stderr
+    );
+    let missing = run(
+        &["approvals", "--approvers", "/nonexistent/approvers.txt"],
+        None,
+    );
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("/nonexistent/approvers.txt"),
+        "{}",
+        missing.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// export-limits
+// ---------------------------------------------------------------------------------------------------------
+
+const FLEET: &str = r#"{"version":"1","default":"deny","rate_limit_service":{"cluster":"ratelimit","domain":"mcp-prod"},
+  "tools":{"search_runs":{"rate_limit":"10/minute"},
+           "create_run":{"rate_limit":[{"max":50,"window":"hour","scope":"global"},{"max":2,"window":1,"counted":"proxy"}]}}}"#;
+
+#[test]
+fn export_limits_for_each_engine() {
+    let p = file("fleet.json", FLEET);
+    let r = run(
+        &["export-limits", "--format", "envoy-ratelimit", s(&p)],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stderr, "");
+    assert!(
+        r.stdout.starts_with(&format!(
+            "# envoyproxy/ratelimit config file: the 2 rate limits that the rate_limit_service counts for the policy in {}\n",
+            s(&p)
+        )),
+        "{}",
+        r.stdout
+    );
+    let want = r#"domain: mcp-prod
+descriptors:
+- key: mcp_rule
+  value: tools["create_run"]
+  descriptors:
+  - key: mcp_limit
+    value: 0:50/hour
+    rate_limit:
+      unit: hour
+      requests_per_unit: 50
+- key: mcp_rule
+  value: tools["search_runs"]
+  descriptors:
+  - key: mcp_limit
+    value: 0:10/minute
+    descriptors:
+    - key: mcp_session
+      rate_limit:
+        unit: minute
+        requests_per_unit: 10
+"#;
+    assert!(r.stdout.ends_with(want), "{}", r.stdout);
+
+    // The same policy inside an Envoy YAML, read from standard input.
+    let r = run(
+        &["export-limits", "--format", "limitador", "-"],
+        Some(&envoy_yaml(&FLEET.replace('\n', " "))),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains(r#"for the policy in (stdin): listener "mcp" > filter"#),
+        "{}",
+        r.stdout
+    );
+    let want = r#"- namespace: mcp-prod
+  name: tools["create_run"].rate_limit[0]
+  max_value: 50
+  seconds: 3600
+  conditions:
+  - size(descriptors) > 0 && descriptors[0].mcp_rule == 'tools["create_run"]' && descriptors[0].mcp_limit == '0:50/hour'
+  variables: []
+- namespace: mcp-prod
+  name: tools["search_runs"].rate_limit
+  max_value: 10
+  seconds: 60
+  conditions:
+  - size(descriptors) > 0 && descriptors[0].mcp_rule == 'tools["search_runs"]' && descriptors[0].mcp_limit == '0:10/minute'
+  variables:
+  - descriptors[0].mcp_session
+"#;
+    assert!(r.stdout.ends_with(want), "{}", r.stdout);
+}
+
+#[test]
+fn export_limits_trouble_goes_to_standard_error() {
+    // No rate_limit_service: nothing to export.
+    let p = file("local.json", GOOD);
+    let r = run(&["export-limits", "--format", "limitador", s(&p)], None);
+    assert_eq!((r.code, r.stdout.as_str()), (1, ""));
+    assert!(
+        r.stderr.contains("the policy has no rate_limit_service"),
+        "{}",
+        r.stderr
+    );
+    // An invalid policy: every error, with its path and fix.
+    let p = file("bad.json", BAD);
+    let r = run(&["export-limits", "--format", "limitador", s(&p)], None);
+    assert_eq!((r.code, r.stdout.as_str()), (1, ""));
+    assert!(
+        r.stderr
+            .contains("invalid mcp-policy configuration (2 errors)"),
+        "{}",
+        r.stderr
+    );
+    // A window the service cannot count is an error of the policy.
+    let p = file(
+        "window.json",
+        r#"{"version":"1","rate_limit_service":{"cluster":"rl"},"tools":{"t":{"rate_limit":{"max":5,"window":90}}}}"#,
+    );
+    let r = run(
+        &["export-limits", "--format", "envoy-ratelimit", s(&p)],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(r#"tools["t"].rate_limit.window: a window of 90 seconds cannot be counted by the rate limit service"#),
+        "{}",
+        r.stderr
+    );
+    // Several policies in one file: which one is meant is not guessed.
+    let two = format!("{}---\n{}", envoy_yaml(GOOD), envoy_yaml(GOOD));
+    let p = file("two.yaml", &two);
+    let r = run(&["export-limits", "--format", "limitador", s(&p)], None);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("2 policies found"), "{}", r.stderr);
+    // Unreadable, and usage errors (status 2).
+    let r = run(
+        &[
+            "export-limits",
+            "--format",
+            "limitador",
+            "/nonexistent/p.json",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("/nonexistent/p.json: cannot read"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["export-limits", "--format", "istio", "p.json"], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("invalid value 'istio' for '--format <FORMAT>'"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["export-limits", "p.json"], None);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("Usage:"), "{}", r.stderr);
 }

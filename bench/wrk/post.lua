@@ -3,6 +3,7 @@
 -- as one JSON line that bench/measure.py reads.
 --   BENCH_BODY   file holding the request body (required)
 --   BENCH_SESSION  Mcp-Session-Id to send (default bench-session-1)
+--   BENCH_AUTH   file holding a bearer token to send as Authorization (configurations J and P)
 local path = os.getenv("BENCH_BODY")
 local f = assert(io.open(path, "rb"), "cannot open BENCH_BODY " .. tostring(path))
 local body = f:read("*a")
@@ -14,6 +15,12 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["Mcp-Session-Id"] = os.getenv("BENCH_SESSION") or "bench-session-1"
 wrk.headers["Mcp-Protocol-Version"] = "2025-06-18"
+local auth = os.getenv("BENCH_AUTH")
+if auth and auth ~= "" then
+  local t = assert(io.open(auth, "rb"), "cannot open BENCH_AUTH " .. auth)
+  wrk.headers["Authorization"] = "Bearer " .. t:read("*a"):gsub("%s+$", "")
+  t:close()
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

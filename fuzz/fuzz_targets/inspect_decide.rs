@@ -116,7 +116,7 @@ fn check_partial_arguments(p: &Policy, raw: &str) {
         Ok(v) => v,
         Err(e) => panic!("inspect let through arguments serde_json cannot read ({e}): {raw}"),
     };
-    let rules = p.set(Kind::Tool).rules();
+    let rules = p.view().set(Kind::Tool).rules();
     let paths: Vec<&[String]> = rules
         .iter()
         .flat_map(|r| {

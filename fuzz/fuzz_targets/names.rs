@@ -88,6 +88,7 @@ fuzz_target!(|data: &[u8]| {
     let d = mcp_policy::engine::decide_call(&policy, call);
     let look_alike = !policy.tools.has_exact(name)
         && policy
+            .view()
             .look_alikes(call.kind)
             .and_then(|l| l.of(name))
             .is_some();

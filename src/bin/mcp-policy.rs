@@ -2,10 +2,13 @@
 //!
 //! Arguments are parsed by clap (derive). Each subcommand is one file, `src/bin/mcp-policy/<name>.rs`, holding
 //! its `Options` (a `clap::Args` struct: its flags, `about`, `long_about` and `after_help`) and
-//! `run(&Options, &mut Out) -> ExitCode`. To add a command: add the file, a `mod` line below, a [`Command`]
+//! `run(&Options, &mut Out) -> ExitCode` (a larger one is a folder, `src/bin/mcp-policy/<name>/mod.rs`). To add a command: add the file, a `mod` line below, a [`Command`]
 //! variant and an arm in [`run`]. Checks across several options (what clap's attributes cannot say) go in an
 //! `Options::validate` that returns the message of a usage error.
 
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/approvals/mod.rs"]
+mod approvals;
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/check.rs"]
 mod check;
@@ -16,21 +19,30 @@ mod client;
 #[path = "mcp-policy/explain.rs"]
 mod explain;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/export_limits.rs"]
+mod export_limits;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/extract.rs"]
 mod extract;
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/pin.rs"]
 mod pin;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/pretty.rs"]
+mod pretty;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/scan.rs"]
 mod scan;
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/who.rs"]
+mod who;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{check, explain, pin, scan};
+    use crate::{approvals, check, explain, export_limits, pin, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -42,11 +54,17 @@ examples:
                                                   Envoy YAML, Istio manifests)
   mcp-policy explain FILE --tool NAME --args '{\"max_results\": 500}'
                                                   what the policy does with that call, and why
+  mcp-policy explain FILE --tool NAME --subject alice --groups ml-admins,readers
+                                                  the same, for that caller (its profile, and why)
   mcp-policy scan http://127.0.0.1:8001/mcp --pin --out policy.json
                                                   a starting policy for a live MCP server, its
                                                   tools' definitions pinned
   mcp-policy pin http://127.0.0.1:8001/mcp policy.json
                                                   refresh the pins, showing what changed
+  mcp-policy export-limits --format limitador policy.json > limits.yaml
+                                                  the rate limit service's configuration for
+                                                  the limits it counts (or envoy-ratelimit)
+  mcp-policy approvals --approvers approvers.txt  the approvals console on http://127.0.0.1:8002/
 
 `mcp-policy help COMMAND` (or `mcp-policy COMMAND --help`) describes each command.
 Exit status 2 means a usage error.";
@@ -66,6 +84,8 @@ Exit status 2 means a usage error.";
         Explain(explain::Options),
         Scan(scan::Options),
         Pin(pin::Options),
+        ExportLimits(export_limits::Options),
+        Approvals(approvals::Options),
     }
 
     /// Standard output that never panics: once a write fails (e.g. a closed pipe), the rest is dropped.
@@ -92,7 +112,11 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
-            Command::Check(_) | Command::Scan(_) | Command::Pin(_) => None,
+            Command::Check(_)
+            | Command::Scan(_)
+            | Command::Pin(_)
+            | Command::ExportLimits(_)
+            | Command::Approvals(_) => None,
         };
         match invalid {
             Some((name, message)) => Err(usage_error(name, &message)),
@@ -118,6 +142,8 @@ Exit status 2 means a usage error.";
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
             Command::Pin(o) => pin::run(o, out),
+            Command::ExportLimits(o) => export_limits::run(o, out),
+            Command::Approvals(o) => approvals::run(o, out),
         }
     }
 

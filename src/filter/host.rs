@@ -101,6 +101,30 @@ impl Host for Envoy {
         (status, body)
     }
 
+    /// Through the SDK, for the token registration (as `http_callout`). `cluster` is the cluster's name, never
+    /// a serialized `GrpcService` (policy validation refuses names that would parse as one): for a name, Envoy
+    /// answers ParseFailure when the cluster does not exist, InternalFailure when the call cannot start, both
+    /// of which the SDK lists; BadArgument (a trap in the SDK) only when it cannot make a client for a cluster
+    /// it found, which it does not do for a plain cluster.
+    fn grpc_callout(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        hostcalls::dispatch_grpc_call(cluster, service, method, vec![], Some(message), timeout)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn grpc_response(&mut self, size: usize) -> Vec<u8> {
+        abi::buffer(BufferType::GrpcReceiveBuffer, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
     fn response_header(&mut self, name: &str) -> Option<String> {
         let bytes = abi::header(MapType::HttpResponseHeaders, name)
             .ok()
@@ -163,7 +187,7 @@ impl Host for Envoy {
     /// Counts the decision (its total, and the tool's counter for a tool call) and writes the audit line.
     fn record(&mut self, e: &Event) {
         let ids = [
-            decision_id(e.decision),
+            decision_id(e.decision, e.profile.as_deref()),
             e.tool
                 .as_deref()
                 .and_then(|tool| tool_decision_id(tool, e.decision)),
@@ -212,6 +236,8 @@ thread_local! {
     /// The ids a decision counts into, so that a decision costs no string formatting: per label, its total;
     /// per (raw tool name, label), the tool's counter.
     static DECISION_IDS: Cell<LabelIds> = const { Cell::new([None; Label::ALL.len()]) };
+    /// Per caller profile, its decision counters' ids (profiles are named by the policy: a bounded set).
+    static PROFILE_IDS: RefCell<HashMap<String, LabelIds>> = RefCell::new(HashMap::new());
     static TOOL_IDS: RefCell<HashMap<String, LabelIds>> = RefCell::new(HashMap::new());
 }
 
@@ -228,7 +254,38 @@ fn metric_id(name: &str) -> Option<u32> {
     })
 }
 
-fn decision_id(label: Label) -> Option<u32> {
+/// The id of the decision counter of `label`; with a caller profile, the profile's own counter
+/// (`mcp_policy.decisions_total.profile.<name>.decision.<label>`: profile names are letters, digits, `-` and
+/// `_`, so one stat segment).
+fn decision_id(label: Label, profile: Option<&str>) -> Option<u32> {
+    let Some(profile) = profile else {
+        return total_id(label);
+    };
+    let cached = PROFILE_IDS.with(|t| {
+        t.borrow()
+            .get(profile)?
+            .get(label.index())
+            .copied()
+            .flatten()
+    });
+    cached.or_else(|| {
+        let id = metric_id(&format!(
+            "mcp_policy.decisions_total.profile.{profile}.decision.{label}"
+        ))?;
+        PROFILE_IDS.with(|t| {
+            let mut t = t.borrow_mut();
+            let ids = t
+                .entry(profile.to_owned())
+                .or_insert([None; Label::ALL.len()]);
+            if let Some(slot) = ids.get_mut(label.index()) {
+                *slot = Some(id);
+            }
+        });
+        Some(id)
+    })
+}
+
+fn total_id(label: Label) -> Option<u32> {
     let cached = DECISION_IDS.with(|d| d.get().get(label.index()).copied().flatten());
     cached.or_else(|| {
         let id = metric_id(&format!("mcp_policy.decisions_total.decision.{label}"))?;

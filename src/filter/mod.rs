@@ -43,9 +43,11 @@
 //! return a plain `u32` and whose wrappers return `Err` for any status but Ok; the core fails the request
 //! closed (or, for best-effort calls such as a metric, goes on). The one SDK call left on a request path is
 //! `hostcalls::dispatch_http_call` (approval callouts), for the token registration: Envoy returns it only
-//! Ok, BadArgument or InternalFailure for valid memory, all three listed. Issue 19's `dispatch_grpc_call`
-//! will have the same constraint and the BadArgument gap above: check the cluster at configuration time and
-//! keep its arguments valid. `proxy_wasm::set_log_level` runs once at VM start (it installs the panic hook);
+//! Ok, BadArgument or InternalFailure for valid memory, all three listed. The same holds for
+//! `hostcalls::dispatch_grpc_call` (the rate limit service), with the BadArgument gap above closed by what it
+//! is given: the cluster's plain name, which policy validation refuses when it would parse as a serialized
+//! `GrpcService` (Envoy then answers a missing cluster with ParseFailure, listed; see `host.rs`). Its answers
+//! come with their gRPC status as an argument, so `get_grpc_status` (which unwraps UTF-8) is never called. `proxy_wasm::set_log_level` runs once at VM start (it installs the panic hook);
 //! nothing here logs through the `log` macros. The contexts always return `Some` from
 //! `create_http_context`.
 
@@ -122,6 +124,11 @@ impl Context for Http {
     ) {
         self.0
             .on_http_callout_response(&mut Envoy, token_id, body_size);
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        self.0
+            .on_grpc_callout_response(&mut Envoy, token_id, status_code, response_size);
     }
 
     fn on_done(&mut self) -> bool {

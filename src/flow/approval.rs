@@ -1,12 +1,18 @@
-//! Require approval: one callout per call that needs it; the request waits (other requests carry on) until
+//! Require approval: one callout per call that needs it, unless the same caller's same call was approved
+//! earlier for a while that still runs (`crate::remember`); the request waits (other requests carry on) until
 //! every answer is in, in whatever order Envoy delivers them.
 
-use super::{env, Action, Flow, Host, Pending};
+use super::{env, env_at, resume_after, Action, Flow, Host, Pending};
 use crate::approval::{read_answer, Answer};
 use crate::policy::Policy;
-use crate::request::Awaiting;
+use crate::remember::{self, For, Key};
+use crate::request::{Awaiting, Head};
 use log::Level;
 use std::time::Duration;
+
+fn is_approval(p: &Pending) -> bool {
+    matches!(p, Pending::Approval(_))
+}
 
 /// A request waiting for its approval answers.
 pub(super) struct Approval {
@@ -14,12 +20,40 @@ pub(super) struct Approval {
     awaiting: Awaiting,
     /// One per ask, in body order; `None` until answered.
     answers: Vec<Option<Answer>>,
+    /// One per ask: what an approval of it is remembered as (`None` without an approval service).
+    keys: Vec<Option<Key>>,
     /// The id of a tools/list request in the body (its answer is filtered once the request goes on).
     tools_list_id: Option<String>,
 }
 
+/// The verified caller whose approvals a request's remembered approvals are: `jwt:<subject>` or
+/// `peer:<principal>` for a policy with `callers`, so that a verified caller's approvals hold across its sessions
+/// (`None`: anonymous, or no `callers`; they are then its rate-limit identity's, a session id or the client
+/// address). A caller key and a session id never name the same slot.
+fn verified_caller(head: &Head) -> Option<String> {
+    head.caller
+        .as_ref()
+        .and_then(crate::caller::Caller::limit_key)
+}
+
+/// Whether a remembered approval answers the ask of `key` at `now_nanos`. A store that cannot say is logged,
+/// and the call is asked about (fail closed: asking is what the policy says).
+fn remembered<H: Host>(host: &mut H, key: &Key, now_nanos: u64) -> bool {
+    match remember::holds(host.store(), key, now_nanos / 1_000_000_000) {
+        Ok(held) => held,
+        Err(e) => {
+            host.log(
+                Level::Warn,
+                &format!("mcp-policy: cannot read remembered approvals ({e}); asking the approval service"),
+            );
+            false
+        }
+    }
+}
+
 impl Flow {
-    /// Sends one callout per ask and waits; concludes at once if none could be sent.
+    /// Sends one callout per ask (but for those a remembered approval answers) and waits; concludes at once
+    /// if none was sent. `now_nanos`: the clock of the request's decision.
     pub(super) fn ask_approval<H: Host>(
         &mut self,
         host: &mut H,
@@ -27,8 +61,10 @@ impl Flow {
         asks: Vec<String>,
         awaiting: Awaiting,
         tools_list_id: Option<String>,
+        now_nanos: u64,
     ) -> Action {
         let mut answers = vec![None; asks.len()];
+        let mut keys = vec![None; asks.len()];
         match &policy.approval {
             None => {
                 for a in &mut answers {
@@ -39,7 +75,21 @@ impl Flow {
             }
             Some(cfg) => {
                 let timeout = Duration::from_millis(cfg.timeout_ms);
+                let verified = verified_caller(&self.head);
+                let who = verified
+                    .as_deref()
+                    .map_or(For::Session(&self.head.identity), For::Caller);
+                for (k, call) in keys.iter_mut().zip(awaiting.asked()) {
+                    *k = call.map(|(method, name)| Key::new(cfg, who, method, name));
+                }
                 for (i, body) in asks.iter().enumerate() {
+                    let key = keys.get(i).and_then(Option::as_ref);
+                    if key.is_some_and(|k| remembered(host, k, now_nanos)) {
+                        if let Some(a) = answers.get_mut(i) {
+                            *a = Some(Answer::Remembered);
+                        }
+                        continue;
+                    }
                     let headers = cfg.headers(body.len());
                     let headers: Vec<(&str, &str)> = headers
                         .iter()
@@ -69,61 +119,70 @@ impl Flow {
         self.approval = Some(Approval {
             awaiting,
             answers,
+            keys,
             tools_list_id,
         });
-        if self.asking() {
+        if self.waiting_for(is_approval) {
             Action::Pause
         } else {
-            self.conclude(host)
+            self.conclude(host, Some(now_nanos))
         }
     }
 
-    /// True while approval callouts are out.
-    fn asking(&self) -> bool {
-        self.pending
-            .iter()
-            .any(|(_, p)| matches!(p, Pending::Approval(_)))
-    }
-
-    /// The answer of a callout (Envoy's `on_http_call_response`). Tokens that are not this request's are
-    /// ignored (nothing is read for them).
+    /// The answer of an HTTP callout (Envoy's `on_http_call_response`). Tokens that are not this request's
+    /// approval callouts are ignored (nothing is read for them).
     pub fn on_http_callout_response<H: Host>(
         &mut self,
         host: &mut H,
         token: u32,
         body_size: usize,
     ) {
-        let Some(pos) = self.pending.iter().position(|(t, _)| *t == token) else {
+        let Some(Pending::Approval(index)) = self.take_pending(token, is_approval) else {
             return;
         };
-        let (_, pending) = self.pending.swap_remove(pos);
-        match pending {
-            Pending::Approval(index) => {
-                let (status, body) = host.callout_response(body_size);
-                let answer = read_answer(status, &body);
-                if let Some(a) = self
-                    .approval
-                    .as_mut()
-                    .and_then(|a| a.answers.get_mut(index))
-                {
-                    *a = Some(answer);
-                }
-                if !self.asking() && self.conclude(host) == Action::Continue {
-                    if let Err(e) = host.resume_request() {
-                        host.log(
-                            Level::Warn,
-                            &format!(
-                                "mcp-policy: could not resume the request after approval ({e})"
-                            ),
-                        );
-                    }
-                }
-            }
+        let (status, body) = host.callout_response(body_size);
+        let answer = read_answer(status, &body);
+        let now_nanos = match answer {
+            Answer::Granted {
+                remember_secs: Some(secs),
+            } => self.remember(host, index, secs),
+            _ => None,
+        };
+        if let Some(a) = self
+            .approval
+            .as_mut()
+            .and_then(|a| a.answers.get_mut(index))
+        {
+            *a = Some(answer);
+        }
+        if !self.waiting_for(is_approval) {
+            let concluded = self.conclude(host, now_nanos);
+            resume_after(host, concluded, "approval");
         }
     }
 
-    /// Every answer is in: forward, or reply and give the rate-limit units back.
-    fn conclude<H: Host>(&mut self, host: &mut H) -> Action {
+    /// The approval of the ask at `index` holds for `secs`: later calls of the same caller's same call are not
+    /// asked about until then, whatever happens to this request (a batch is refused whole if another call is).
+    /// Returns the clock it read.
+    fn remember<H: Host>(&self, host: &mut H, index: usize, secs: u64) -> Option<u64> {
+        let key = self
+            .approval
+            .as_ref()
+            .and_then(|a| a.keys.get(index))
+            .and_then(Option::as_ref)?;
+        let now_nanos = host.now_nanos();
+        if let Err(e) = remember::remember(host.store(), key, now_nanos / 1_000_000_000, secs) {
+            host.log(
+                Level::Warn,
+                &format!("mcp-policy: cannot remember an approval for {secs}s ({e}); the next call is asked about"),
+            );
+        }
+        Some(now_nanos)
+    }
+
+    /// Every answer is in: forward, or reply and give the rate-limit units back. `now_nanos`: the clock, if
+    /// read already in this callback.
+    fn conclude<H: Host>(&mut self, host: &mut H, now_nanos: Option<u64>) -> Action {
         let Some(policy) = self.policy.clone() else {
             return self.fail_closed(host, "no policy is loaded");
         };
@@ -135,7 +194,11 @@ impl Flow {
             .into_iter()
             .map(|a| a.unwrap_or_else(|| Answer::Unavailable("no answer".into())))
             .collect();
-        let (result, events) = approval.awaiting.conclude(&self.head, &answers, &env(host));
+        let env = match now_nanos {
+            Some(now) => env_at(host, now),
+            None => env(host),
+        };
+        let (result, events) = approval.awaiting.conclude(&self.head, &answers, &env);
         for e in &events {
             host.record(e);
         }
@@ -151,12 +214,14 @@ impl Flow {
         }
     }
 
-    /// The stream is over (Envoy's `on_done`). If the client went away while approval was asked, the call
-    /// was never forwarded: its rate-limit units go back, and late answers are ignored.
+    /// The stream is over (Envoy's `on_done`). If the client went away while approval (or the rate limit
+    /// service) was asked, the call was never forwarded: the rate-limit units counted here go back (the service
+    /// has no refunds), and late answers are ignored.
     pub fn on_done<H: Host>(&mut self, host: &mut H) {
         if !self.pending.is_empty() {
             self.pending.clear();
             self.approval = None;
+            self.fleet = None;
             self.give_back(host);
         }
     }
@@ -164,8 +229,9 @@ impl Flow {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::{load, send, tools_call, FakeHost};
+    use super::super::fake::{load, send, tools_call, FakeHost, FakeStore};
     use super::*;
+    use crate::limits::Store;
 
     const POLICY: &str = r#"{"version":"1","approval":{"cluster":"approvals","timeout_ms":5000},
         "tools":{"get_run":{},"tag":{"action":"require_approval","reason":"human","rate_limit":"1/minute"},
@@ -362,5 +428,284 @@ mod tests {
         assert!(host.logs[0]
             .1
             .contains("could not resume the request after approval (BadArgument)"));
+    }
+
+    // ------------------------------------------------------------------------------------ remembered approvals
+
+    const REMEMBERING: &str = r#"{"version":"1","approval":{"cluster":"approvals","timeout_ms":5000},
+        "tools":{"tag":{"action":"require_approval","rate_limit":"2/minute"},"stage":{"action":"require_approval"},
+                 "alias":{"action":"require_approval","conditions":[{"path":"args.alias","op":"eq","value":"staging"}]}}}"#;
+
+    const T0: u64 = 1_700_000_000_000_000_000; // FakeHost's clock: a minute boundary
+    const SECOND: u64 = 1_000_000_000;
+
+    /// One request of session `session` calling `body`, at `now`, over `store` (the shared data of earlier
+    /// requests), sent up to the end of its body.
+    fn request(store: FakeStore, session: &str, body: &str, now: u64) -> (Flow, FakeHost, Action) {
+        let mut host = FakeHost {
+            store,
+            now_nanos: now,
+            ..FakeHost::request(&[("mcp-session-id", session)], body)
+        };
+        let mut flow = Flow::new(load(&host, REMEMBERING));
+        let (_, action) = send(&mut flow, &mut host);
+        (flow, host, action)
+    }
+
+    /// The approval service answers the callout `token` with `body` (HTTP 200).
+    fn answer(flow: &mut Flow, host: &mut FakeHost, token: u32, body: &[u8]) {
+        host.callout_answer = (Some(200), body.to_vec());
+        flow.on_http_callout_response(host, token, 0);
+    }
+
+    /// `tag` called by session s-1 at T0, approved for `remember`.
+    fn approved_for(remember: &str) -> FakeStore {
+        let (mut flow, mut host, action) =
+            request(FakeStore::default(), "s-1", &tools_call(1, "tag"), T0);
+        assert_eq!((action, host.callouts.len()), (Action::Pause, 1));
+        host.callout_answer = (Some(200), remember.as_bytes().to_vec());
+        host.clear_calls();
+        flow.on_http_callout_response(&mut host, 1, 0);
+        assert_eq!(
+            host.calls,
+            [
+                "callout_response 0",
+                "now",
+                "record approval_granted",
+                "resume_request"
+            ]
+        );
+        host.store
+    }
+
+    #[test]
+    fn a_remembered_approval_answers_without_a_callout() {
+        let store = approved_for(r#"{"approved": true, "remember_seconds": 600}"#);
+        // The same caller and tool a minute later (a new rate-limit window): forwarded at once, not asked.
+        let (_, host, action) = request(store, "s-1", &tools_call(2, "tag"), T0 + 60 * SECOND);
+        assert_eq!(action, Action::Continue);
+        assert!(host.callouts.is_empty() && host.replies.is_empty());
+        assert_eq!(host.labels(), ["approval_remembered"]);
+        let line: serde_json::Value = serde_json::from_str(&host.events[0].audit).unwrap();
+        assert_eq!(
+            (
+                &line["decision"],
+                &line["tool"],
+                &line["identity"].is_string()
+            ),
+            (&"approval_remembered".into(), &"tag".into(), &true)
+        );
+        assert_eq!(
+            host.calls[2..],
+            [
+                "now",
+                "request_header x-mcp-method=tools/call",
+                "request_header x-mcp-tool=tag",
+                "record approval_remembered",
+            ]
+        );
+    }
+
+    #[test]
+    fn rate_limits_and_conditions_still_apply_to_a_remembered_call() {
+        let store = approved_for(r#"{"approved": true, "remember_seconds": 600}"#);
+        // `tag` allows 2 a minute: the approved call took one, the remembered one the other, the third is refused
+        // without asking.
+        let (_, host, _) = request(store, "s-1", &tools_call(2, "tag"), T0 + SECOND);
+        assert_eq!(host.labels(), ["approval_remembered"]);
+        let (_, host, action) = request(host.store, "s-1", &tools_call(3, "tag"), T0 + 2 * SECOND);
+        assert_eq!(
+            (action, host.labels()),
+            (Action::Pause, vec!["rate_limited"])
+        );
+        assert!(host.callouts.is_empty());
+        // A call whose conditions fail is denied, remembered or not.
+        let alias = |id: u32, value: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"alias","arguments":{{"alias":"{value}"}}}}}}"#
+            )
+        };
+        let (mut flow, mut host, _) = request(host.store, "s-1", &alias(4, "staging"), T0);
+        answer(
+            &mut flow,
+            &mut host,
+            1,
+            br#"{"approved": true, "remember_seconds": 600}"#,
+        );
+        assert_eq!(host.labels(), ["approval_granted"]);
+        let (_, host, _) = request(host.store, "s-1", &alias(5, "production"), T0 + SECOND);
+        assert_eq!(host.labels(), ["deny"]);
+        assert!(host.callouts.is_empty());
+        let (_, host, _) = request(host.store, "s-1", &alias(6, "staging"), T0 + SECOND);
+        assert_eq!(host.labels(), ["approval_remembered"]);
+    }
+
+    #[test]
+    fn an_ended_approval_is_asked_about_again() {
+        let store = approved_for(r#"{"approved": true, "remember_seconds": 90}"#);
+        let (_, host, _) = request(store, "s-1", &tools_call(2, "tag"), T0 + 89 * SECOND);
+        assert_eq!(host.labels(), ["approval_remembered"]);
+        let (_, host, action) = request(host.store, "s-1", &tools_call(3, "tag"), T0 + 90 * SECOND);
+        assert_eq!((action, host.callouts.len()), (Action::Pause, 1));
+        assert!(host.events.is_empty(), "waits for the answer");
+        // An approval without remember_seconds (or 0) is for its call only.
+        for answer in [
+            r#"{"approved": true}"#,
+            r#"{"approved": true, "remember_seconds": 0}"#,
+        ] {
+            let store = approved_for(answer);
+            let (_, host, _) = request(store, "s-1", &tools_call(2, "tag"), T0 + SECOND);
+            assert_eq!(host.callouts.len(), 1, "{answer}");
+        }
+    }
+
+    #[test]
+    fn another_caller_or_another_call_is_asked_about() {
+        let store = approved_for(r#"{"approved": true, "remember_seconds": 600}"#);
+        let (_, host, _) = request(store, "s-2", &tools_call(2, "tag"), T0 + SECOND);
+        assert_eq!(host.callouts.len(), 1, "another session");
+        let (_, host, _) = request(host.store, "s-1", &tools_call(3, "stage"), T0 + SECOND);
+        assert_eq!(host.callouts.len(), 1, "another tool");
+        let prompt = r#"{"jsonrpc":"2.0","id":4,"method":"prompts/get","params":{"name":"tag"}}"#;
+        let mut host = FakeHost {
+            store: host.store,
+            now_nanos: T0 + SECOND,
+            ..FakeHost::request(&[("mcp-session-id", "s-1")], prompt)
+        };
+        let p = r#"{"version":"1","approval":{"cluster":"approvals"},"prompts_default":"require_approval",
+            "tools":{"tag":{"action":"require_approval"}}}"#;
+        let mut flow = Flow::new(load(&host, p));
+        send(&mut flow, &mut host);
+        assert_eq!(host.callouts.len(), 1, "a prompt of the same name");
+        // The same caller and tool: remembered (the store still holds it).
+        let (_, host, _) = request(host.store, "s-1", &tools_call(5, "tag"), T0 + SECOND);
+        assert_eq!(host.labels(), ["approval_remembered"]);
+    }
+
+    #[test]
+    fn a_batch_asks_only_about_what_is_not_remembered() {
+        let store = approved_for(r#"{"approved": true, "remember_seconds": 600}"#);
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"stage"}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"tag"}}]"#;
+        let (mut flow, mut host, action) = request(store, "s-1", batch, T0 + SECOND);
+        assert_eq!((action, host.callouts.len()), (Action::Pause, 1));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&host.callouts[0].2).unwrap()["tool"],
+            "stage"
+        );
+        answer(
+            &mut flow,
+            &mut host,
+            1,
+            br#"{"approved": false, "reason": "no"}"#,
+        );
+        // Refused whole: the remembered call is not forwarded either.
+        assert_eq!(host.labels(), ["approval_denied", "deny"]);
+        // Every call remembered: forwarded without a callout.
+        let approve_stage = {
+            let (mut flow, mut host, _) = request(host.store, "s-1", &tools_call(3, "stage"), T0);
+            answer(
+                &mut flow,
+                &mut host,
+                1,
+                br#"{"approved": true, "remember_seconds": 600}"#,
+            );
+            host.store
+        };
+        let (_, host, action) = request(approve_stage, "s-1", batch, T0 + 61 * SECOND);
+        assert_eq!(action, Action::Continue);
+        assert!(host.callouts.is_empty());
+        assert_eq!(
+            host.labels(),
+            ["approval_remembered", "approval_remembered"]
+        );
+    }
+
+    #[test]
+    fn a_remembered_approval_granted_within_a_refused_batch_still_holds() {
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"stage"}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"tag"}}]"#;
+        let (mut flow, mut host, _) = request(FakeStore::default(), "s-1", batch, T0);
+        answer(&mut flow, &mut host, 1, br#"{"approved": false}"#);
+        answer(
+            &mut flow,
+            &mut host,
+            2,
+            br#"{"approved": true, "remember_seconds": 600}"#,
+        );
+        assert_eq!(host.labels(), ["approval_denied", "deny"]);
+        let (_, host, _) = request(host.store, "s-1", &tools_call(3, "tag"), T0 + SECOND);
+        assert_eq!(host.labels(), ["approval_remembered"]);
+    }
+
+    #[test]
+    fn a_failing_store_asks_the_approval_service() {
+        // Reading fails: a normal callout, never an approval.
+        let mut store = approved_for(r#"{"approved": true, "remember_seconds": 600}"#);
+        store.failing = Some(crate::remember::PREFIX);
+        let (mut flow, mut host, action) =
+            request(store, "s-1", &tools_call(2, "tag"), T0 + SECOND);
+        assert_eq!((action, host.callouts.len()), (Action::Pause, 1));
+        assert!(host.events.is_empty());
+        assert_eq!(host.logs.len(), 1);
+        assert!(
+            host.logs[0]
+                .1
+                .contains("cannot read remembered approvals (get_shared_data(mcp_policy/ra/"),
+            "{:?}",
+            host.logs
+        );
+        assert!(host.logs[0].1.ends_with("asking the approval service"));
+        answer(
+            &mut flow,
+            &mut host,
+            1,
+            br#"{"approved": false, "reason": "no"}"#,
+        );
+        assert_eq!(host.labels(), ["approval_denied"]);
+        // A slot holding something else than the filter writes: the same.
+        let mut store = std::mem::take(&mut host.store);
+        store.failing = None;
+        let keys: Vec<String> = store
+            .map
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with(crate::remember::PREFIX))
+            .cloned()
+            .collect();
+        for k in keys {
+            store.set(&k, b"not an approval", None).unwrap();
+        }
+        let (_, host, _) = request(store, "s-1", &tools_call(3, "tag"), T0 + 2 * SECOND);
+        assert_eq!(host.callouts.len(), 1);
+        assert!(
+            host.logs[0]
+                .1
+                .contains("holds 15 bytes, not a remembered approval"),
+            "{:?}",
+            host.logs
+        );
+        // Writing fails: the call is approved (the service said yes) but not remembered; the next one is asked.
+        let (mut flow, mut host, _) =
+            request(FakeStore::default(), "s-9", &tools_call(1, "tag"), T0);
+        host.store.failing = Some(crate::remember::PREFIX);
+        host.callout_answer = (
+            Some(200),
+            br#"{"approved": true, "remember_seconds": 600}"#.to_vec(),
+        );
+        host.clear_calls();
+        flow.on_http_callout_response(&mut host, 1, 0);
+        assert_eq!(host.labels(), ["approval_granted"]);
+        assert!(host.calls.contains(&"resume_request".to_owned()));
+        assert!(
+            host.logs
+                .iter()
+                .any(|(_, m)| m.contains("cannot remember an approval for 600s")),
+            "{:?}",
+            host.logs
+        );
+        host.store.failing = None;
+        let (_, host, _) = request(host.store, "s-9", &tools_call(2, "tag"), T0 + SECOND);
+        assert_eq!(host.callouts.len(), 1);
     }
 }

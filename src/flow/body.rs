@@ -57,11 +57,13 @@ impl Flow {
                 return self.fail_closed(host, &format!("reading the request body failed ({e})"))
             }
         };
+        let env = env(host);
+        let now_nanos = env.now_nanos;
         let Checked {
             outcome,
             events,
             summary,
-        } = request::check_body(&policy, &self.head, &bytes, &env(host));
+        } = request::check_body(&policy, &self.head, &bytes, &env);
         for e in &events {
             host.record(e);
         }
@@ -79,7 +81,15 @@ impl Flow {
                 awaiting,
             } => {
                 self.reservations = reservations;
-                self.ask_approval(host, &policy, asks, awaiting, summary.tools_list_id)
+                let list = summary.tools_list_id;
+                self.ask_approval(host, &policy, asks, awaiting, list, now_nanos)
+            }
+            Outcome::Count {
+                reservations,
+                counting,
+            } => {
+                self.reservations = reservations;
+                self.ask_rate_limit_service(host, &policy, counting, summary.tools_list_id)
             }
         }
     }
@@ -125,13 +135,13 @@ const EXPORT_MAX: usize = 1024;
 /// An exported header value: none when empty; cut to [`EXPORT_MAX`] bytes at a character boundary, ending in
 /// `...`. The header is for access logs and rate-limit keys: the body, not the header, is what is forwarded.
 ///
-/// A header value Envoy accepts is visible ASCII, space, tab and obs-text (bytes 0x80-0xFF, so any UTF-8 beyond
-/// ASCII); anything else (the other control characters, DEL) makes Envoy refuse the request with a plain-text
-/// 503 (issue 17). No method or name with one reaches this point: `mcp::inspect` refuses them with a JSON-RPC
-/// error first (-32600, -32602), and a refused body exports nothing. Should one come anyway, it is written `?`:
-/// the header never breaks the request.
+/// Envoy refuses a header value with a control character other than tab (C0, DEL: RFC 9110 field values are
+/// visible ASCII, space, tab and obs-text), and fails the request with a plain 503. Exported values are methods
+/// and tool names, which [`crate::mcp::inspect`] refuses when they hold any control character (-32600 for a
+/// method, -32602 for a name), so none reaches this point; should one ever do, it becomes `?` here rather than
+/// a 503 (tested over every character below U+0100 and more).
 fn export_value(v: &str) -> Option<Cow<'_, str>> {
-    let bad = |c: char| c != '\t' && (c < ' ' || c == '\u{7f}');
+    let bad = |c: char| matches!(c, '\0'..='\x08' | '\x0a'..='\x1f' | '\x7f');
     if v.is_empty() {
         return None;
     }
@@ -362,5 +372,92 @@ mod tests {
             .calls
             .contains(&"request_header x-mcp-tool=get_run,get_run".into()));
         assert_eq!(host.labels(), ["allow", "allow", "allow"]);
+    }
+
+    /// Issue 17: a method or tool name with any character, raw or escaped, either is refused with a JSON-RPC
+    /// error (HTTP 400, never Envoy's 503) or is exported as a value Envoy accepts (visible ASCII, space, tab,
+    /// obs-text). Every character below U+0100, and the format and separator characters a name may hide.
+    #[test]
+    fn every_exported_value_is_a_valid_header_value() {
+        let valid = |v: &str| {
+            v.bytes()
+                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+        };
+        let policy = r#"{"version":"1","default":"allow","tools":{}}"#;
+        let extra = [
+            '\u{200b}',
+            '\u{200e}',
+            '\u{2028}',
+            '\u{feff}',
+            '\u{fffd}',
+            '\u{10ffff}',
+        ];
+        let chars = (0u32..0x100).filter_map(char::from_u32).chain(extra);
+        let mut refused = 0;
+        for c in chars {
+            let raw = c.to_string();
+            let escaped = format!("\\u{:04x}", u32::from(c));
+            for text in [raw.as_str(), escaped.as_str()] {
+                // A quote or backslash is written escaped, like any JSON string would.
+                let text = match text {
+                    "\"" => "\\\"",
+                    "\\" => "\\\\",
+                    t => t,
+                };
+                for body in [
+                    format!(r#"{{"jsonrpc":"2.0","id":3,"method":"x{text}y","params":{{}}}}"#),
+                    format!(
+                        r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"get{text}run"}}}}"#
+                    ),
+                ] {
+                    let mut host = FakeHost::request(&[], &body);
+                    let mut flow = Flow::new(load(&host, policy));
+                    send(&mut flow, &mut host);
+                    for call in &host.calls {
+                        if let Some(v) = call.strip_prefix("request_header x-mcp-") {
+                            let value = v.split_once('=').map_or("", |(_, v)| v);
+                            assert!(valid(value), "{c:?} in {body}: exported {value:?}");
+                        }
+                    }
+                    if let Some((status, reply)) = host.replies.first() {
+                        refused += 1;
+                        assert_eq!(*status, 400, "{c:?} in {body}: {reply}");
+                        let v: serde_json::Value = serde_json::from_str(reply).unwrap();
+                        let code = v["error"]["code"].as_i64();
+                        assert!(
+                            matches!(code, Some(-32700 | -32600 | -32602)),
+                            "{body}: {reply}"
+                        );
+                        if code != Some(-32700) {
+                            assert_eq!(v["id"], 3, "{body}: {reply}");
+                        }
+                    }
+                }
+            }
+        }
+        // C0, DEL and C1, raw or escaped, in a method or a name: all refused.
+        assert!(refused >= 4 * (33 + 32), "{refused}");
+    }
+
+    #[test]
+    fn control_characters_in_methods_and_names_are_named_in_the_refusal() {
+        let policy = r#"{"version":"1","default":"allow","tools":{}}"#;
+        for (body, code, words) in [
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tool\u007f/call","params":{"name":"a"}}"#, -32600, "method name has a control character (U+007F)"),
+            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x\x7fy\",\"params\":{}}", -32600, "method name has a control character (U+007F)"),
+            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"get\x7frun\",\"arguments\":{}}}", -32602, "tool name has a control character (U+007F)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get\u0001run","arguments":{}}}"#, -32602, "tool name has a control character (U+0001)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"p\u0085"}}"#, -32602, "prompt name has a control character (U+0085)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///a\u0000"}}"#, -32602, "resource URI has a control character (U+0000)"),
+        ] {
+            let mut host = FakeHost::request(&[], body);
+            let mut flow = Flow::new(load(&host, policy));
+            send(&mut flow, &mut host);
+            let (status, v) = host.reply_json();
+            assert_eq!((status, v["error"]["code"].as_i64(), &v["id"]), (400, Some(code), &serde_json::json!(3)), "{body}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(message.contains(words), "{body}: {message}");
+            assert!(!host.calls.iter().any(|c| c.starts_with("request_header x-mcp-tool")), "{:?}", host.calls);
+        }
     }
 }

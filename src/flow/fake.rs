@@ -4,6 +4,7 @@
 use super::{Action, Counter, Flow, Host};
 use crate::header_map::{self, HeaderMap};
 use crate::limits::memory::MemoryStore;
+use crate::limits::{SetError, Store, StoreError};
 use crate::policy::Policy;
 use crate::request::Event;
 use log::Level;
@@ -25,18 +26,26 @@ pub struct FakeHost {
     pub next_token: u32,
     /// What the reported callout answered: `:status` and body.
     pub callout_answer: (Option<u32>, Vec<u8>),
+    /// Make gRPC calls fail to start.
+    pub grpc_fails: bool,
+    /// The message of the reported gRPC answer.
+    pub grpc_answer: Vec<u8>,
+    /// gRPC calls: token, cluster, service/method, timeout in ms, message.
+    pub grpc_calls: Vec<(u32, String, String, u128, Vec<u8>)>,
     /// The response headers (updated by the filter's changes) and body.
     pub response_headers: Vec<(String, String)>,
     pub response_body: Vec<u8>,
     pub now_nanos: u64,
     pub audit: bool,
-    pub store: MemoryStore,
+    pub store: FakeStore,
 
     /// Every host call, in order, one line each.
     pub calls: Vec<String>,
     pub events: Vec<Event>,
     /// Local replies: status and body.
     pub replies: Vec<(u32, String)>,
+    /// Headers of the local replies beyond the two every reply has.
+    pub reply_headers: Vec<(String, String)>,
     /// Callouts: token, cluster, body.
     pub callouts: Vec<(u32, String, String)>,
     pub logs: Vec<(Level, String)>,
@@ -54,14 +63,18 @@ impl Default for FakeHost {
             set_body_fails: false,
             next_token: 1,
             callout_answer: (Some(200), br#"{"approved": true}"#.to_vec()),
+            grpc_fails: false,
+            grpc_answer: vec![0x08, 0x01],
+            grpc_calls: Vec::new(),
             response_headers: Vec::new(),
             response_body: Vec::new(),
             now_nanos: 1_700_000_000_000_000_000,
             audit: true,
-            store: MemoryStore::default(),
+            store: FakeStore::default(),
             calls: Vec::new(),
             events: Vec::new(),
             replies: Vec::new(),
+            reply_headers: Vec::new(),
             callouts: Vec::new(),
             logs: Vec::new(),
         }
@@ -130,8 +143,49 @@ fn change(name: &str, value: Option<&str>) -> String {
     }
 }
 
+/// Shared data for tests: a [`MemoryStore`] (its fields through `Deref`) whose keys under `failing` fail every
+/// get and set, as a host call can.
+#[derive(Default)]
+pub struct FakeStore {
+    pub memory: MemoryStore,
+    /// Gets and sets of keys starting with this fail.
+    pub failing: Option<&'static str>,
+}
+
+impl FakeStore {
+    fn fails(&self, key: &str) -> bool {
+        self.failing.is_some_and(|p| key.starts_with(p))
+    }
+}
+
+impl std::ops::Deref for FakeStore {
+    type Target = MemoryStore;
+    fn deref(&self) -> &MemoryStore {
+        &self.memory
+    }
+}
+
+impl Store for FakeStore {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        if self.fails(key) {
+            return Err(StoreError(format!(
+                "get_shared_data({key}): InternalFailure"
+            )));
+        }
+        self.memory.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        if self.fails(key) {
+            return Err(SetError::Other(format!(
+                "set_shared_data({key}): InternalFailure"
+            )));
+        }
+        self.memory.set(key, value, cas)
+    }
+}
+
 impl Host for FakeHost {
-    type Store = MemoryStore;
+    type Store = FakeStore;
 
     fn request_headers(&mut self) -> Option<HeaderMap> {
         self.call("request_headers".into());
@@ -166,11 +220,16 @@ impl Host for FakeHost {
     ) -> Result<(), String> {
         self.call(format!("send_reply {status}"));
         assert_eq!(
-            headers,
+            headers[..2],
             [
                 ("content-type", "application/json"),
                 ("x-mcp-policy", "rejected")
             ]
+        );
+        self.reply_headers.extend(
+            headers[2..]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
         if self.reply_fails {
             return Err("BadArgument".into());
@@ -219,6 +278,35 @@ impl Host for FakeHost {
         self.callout_answer.clone()
     }
 
+    fn grpc_callout(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        self.call(format!("grpc_callout {cluster} {}ms", timeout.as_millis()));
+        if self.grpc_fails {
+            return Err("ParseFailure".into());
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.grpc_calls.push((
+            token,
+            cluster.to_owned(),
+            format!("{service}/{method}"),
+            timeout.as_millis(),
+            message.to_vec(),
+        ));
+        Ok(token)
+    }
+
+    fn grpc_response(&mut self, size: usize) -> Vec<u8> {
+        self.call(format!("grpc_response {size}"));
+        self.grpc_answer.clone()
+    }
+
     fn response_header(&mut self, name: &str) -> Option<String> {
         self.call(format!("response_header {name}"));
         self.response_headers
@@ -263,7 +351,7 @@ impl Host for FakeHost {
         self.audit
     }
 
-    fn store(&self) -> &MemoryStore {
+    fn store(&self) -> &FakeStore {
         &self.store
     }
 

@@ -1,12 +1,20 @@
-//! The request headers: the first callback of every request.
+//! The request headers: the first callback of every request. For a policy with `callers`, this is where the
+//! caller is read (once per request, only what the policy uses: [`crate::caller::read`]) and its profile chosen.
 
-use super::{Action, Flow, Host};
-use crate::request::{self, Head};
+use super::{env, Action, Flow, Host};
+use crate::caller::{self, Caller};
+use crate::header_map::HeaderMap;
+use crate::label::Label;
+use crate::limits::Scope;
+use crate::policy::{client_ip, Mode, Policy};
+use crate::reply;
+use crate::request::{self, Head, ProfileRef};
 
 impl Flow {
-    /// Removes forged exported headers, reads what the decision needs from the headers (the rate-limit
-    /// identity, `Mcp-*`, the body's encoding and length), refuses what can be refused already, and holds the
-    /// headers until the body is decided (`hold_headers`).
+    /// Removes forged exported headers, reads the verified caller (refusing a request without one under
+    /// `callers.required`, or with one that cannot be read), reads what the decision needs from the headers
+    /// (the rate-limit identities, `Mcp-*`, the body's encoding and length), refuses what can be refused
+    /// already, and holds the headers until the body is decided (`hold_headers`).
     pub fn on_request_headers<H: Host>(&mut self, host: &mut H, end_of_stream: bool) -> Action {
         let Some(policy) = self.policy.clone() else {
             return self.fail_closed(host, "no policy is loaded");
@@ -21,6 +29,21 @@ impl Flow {
                 host.set_request_header(name, None);
             }
         }
+        // Who is calling, before anything else: a request without a body (the SSE GET) is refused too.
+        let caller = match self.caller(host, &policy, &headers) {
+            Ok(c) => c,
+            Err(refused) => return refused,
+        };
+        let profile = caller.as_ref().and_then(|c| {
+            let index = policy.profile_for(c)?;
+            let name = policy.profiles.get(index)?.name.clone();
+            Some(ProfileRef { index, name })
+        });
+        if let (Some(p), Some(names)) = (&profile, &policy.export) {
+            // Set now, whatever happens to the body: RBAC and access logs can rely on it, and without held
+            // headers this is the last moment it can be set.
+            host.set_request_header(&names.profile, Some(&p.name));
+        }
         if end_of_stream {
             // No body (a GET for the SSE stream, a DELETE of a session): nothing to inspect.
             self.decided = true;
@@ -31,14 +54,7 @@ impl Flow {
             // tools/list answer can be filtered.
             host.set_request_header("accept-encoding", None);
         }
-        // The client's address is asked of Envoy only when no identity header is present.
-        let identity = policy.identity.resolve(
-            |h| headers.get(h),
-            || {
-                host.property(&["source", "address"])
-                    .and_then(|b| String::from_utf8(b).ok())
-            },
-        );
+        let (identity, caller_identity) = identities(host, &policy, &headers, caller.as_ref());
         self.head = Head {
             request_id: headers.get("x-request-id"),
             content_encoding: headers.get("content-encoding"),
@@ -50,6 +66,9 @@ impl Flow {
             mcp_name: headers.get("mcp-name"),
             repeated_mcp_header: headers.repeated(&["mcp-method", "mcp-name"]),
             identity,
+            caller,
+            profile,
+            caller_identity,
         };
         if let Some(r) = request::check_head(&policy, &self.head) {
             return self.respond(host, &r);
@@ -63,6 +82,100 @@ impl Flow {
             Action::Continue
         }
     }
+
+    /// The verified caller, for a policy with `callers` (`None` without: nothing is read). `Err` when the
+    /// request was refused for it (the action to return): a verified claim that cannot be read exactly
+    /// (malformed input: refused in audit mode too), or no identity under `callers.required` (in audit mode
+    /// logged as `would_deny` and let through as anonymous).
+    fn caller<H: Host>(
+        &mut self,
+        host: &mut H,
+        policy: &Policy,
+        headers: &HeaderMap,
+    ) -> Result<Option<Caller>, Action> {
+        let Some(callers) = &policy.callers else {
+            return Ok(None);
+        };
+        let c = match caller::read(callers, |path| host.property(path)) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("the caller's identity cannot be read: {e}");
+                return Err(self.unauthenticated(host, policy, headers, &why));
+            }
+        };
+        if callers.required && !c.authenticated() {
+            if policy.mode != Mode::Audit {
+                return Err(self.unauthenticated(host, policy, headers, caller::NONE_REQUIRED));
+            }
+            let head = anonymous_head(host, policy, headers);
+            let why = format!("{} (mode audit: forwarded)", caller::NONE_REQUIRED);
+            let event = request::refused_event(&env(host), &head, Label::WouldDeny, &why);
+            host.record(&event);
+        }
+        Ok(Some(c))
+    }
+
+    /// Refuses a request without a usable caller identity: HTTP 401, -31004, one `unauthenticated` event.
+    fn unauthenticated<H: Host>(
+        &mut self,
+        host: &mut H,
+        policy: &Policy,
+        headers: &HeaderMap,
+        why: &str,
+    ) -> Action {
+        self.head = anonymous_head(host, policy, headers);
+        let event = request::refused_event(&env(host), &self.head, Label::Unauthenticated, why);
+        host.record(&event);
+        // RFC 9110 §15.5.2: a 401 names the scheme that would authenticate the request.
+        let scheme = policy
+            .callers
+            .as_ref()
+            .and_then(|c| c.jwt.as_ref())
+            .map(|_| ("www-authenticate", "Bearer"));
+        self.respond_with(host, &reply::unauthenticated(why), scheme)
+    }
+}
+
+/// The head of a request refused (or let through in audit mode) for its caller: what its audit line names.
+fn anonymous_head<H: Host>(host: &mut H, policy: &Policy, headers: &HeaderMap) -> Head {
+    let (identity, _) = identities(host, policy, headers, None);
+    Head {
+        request_id: headers.get("x-request-id"),
+        identity,
+        ..Head::default()
+    }
+}
+
+/// Who the request's rate limits count: the session identity (the first identity header, else the verified
+/// caller, else the client IP) and the caller identity (the verified caller, else the client IP, asked of
+/// Envoy only when a caller-scoped limit could need it). The client's address is read at most once.
+fn identities<H: Host>(
+    host: &mut H,
+    policy: &Policy,
+    headers: &HeaderMap,
+    caller: Option<&Caller>,
+) -> (String, String) {
+    let key = caller.and_then(Caller::limit_key);
+    let mut ip: Option<String> = None;
+    let mut address = |host: &mut H| {
+        ip.get_or_insert_with(|| {
+            client_ip(|| {
+                host.property(&["source", "address"])
+                    .and_then(|b| String::from_utf8(b).ok())
+            })
+        })
+        .clone()
+    };
+    let session =
+        policy
+            .identity
+            .resolve(|h| headers.get(h), key.as_deref(), || Some(address(host)));
+    let caller_identity = match key {
+        Some(k) => k,
+        None if policy.counts(Scope::Caller) => format!("ip:{}", address(host)),
+        None => String::new(),
+    };
+    (session, caller_identity)
 }
 
 #[cfg(test)]

@@ -4,27 +4,35 @@
 //! Every transition is unit-tested natively with a fake host (`fake.rs`) that records each host call.
 //!
 //! One file per step, in the order Envoy calls them:
-//! - `headers.rs`: the request headers: forged exported headers removed, the rate-limit identity,
-//!   [`crate::request::check_head`], hold or continue;
+//! - `headers.rs`: the request headers: forged exported headers removed, the verified caller and its
+//!   profile (policies with `callers`), the rate-limit identities, [`crate::request::check_head`], hold or
+//!   continue;
 //! - `body.rs`: the request body: the size limit, [`crate::request::check_body`], the metrics and audit lines,
 //!   the exported headers, then forward, reply, or ask for approval;
-//! - `approval.rs`: the approval callouts, their answers in any order, the client leaving while they are out;
+//! - `fleet.rs`: the rate limit service (fleet-wide limits): one gRPC call per request of the body, their
+//!   answers in any order, then on to approval or upstream, or the refusal;
+//! - `approval.rs`: the approval callouts (but for calls a remembered approval answers), their answers in any
+//!   order, the client leaving while they are out;
 //! - `response.rs`: the upstream's answer: rate-limit units given back on a 5xx, tools/list answers filtered.
 //!
 //! A host call costs about as much as the rest of a small request's check (measured in Envoy, issue 8):
 //! each step makes the fewest it can, and the tests pin the exact host calls of the common paths.
 //!
 //! Where the next things go: what Envoy verified about the caller (JWT metadata, the peer certificate) is
-//! read once in `headers.rs` through [`Host::property`], only when the policy asks for it; a step that waits
-//! for the network (a gRPC call to a rate limit service) gets a [`Host`] method to start it, a `Pending`
-//! variant for its token, and a `Flow::on_..._response` in its own file, which the filter's context calls;
-//! state shared across requests and workers (remembered approvals, pins) is read and written through
-//! [`Host::store`].
+//! read once in `headers.rs` through [`Host::property`] ([`crate::caller::read`]), only when the policy has
+//! `callers`, and kept in the [`Head`] for the body's decision; a step that waits for the network gets a
+//! [`Host`] method to start it, a `Pending` variant for its token, and a `Flow::on_..._response` in its own
+//! file, which the filter's context calls (as `fleet.rs` does for the rate limit service's gRPC calls);
+//! state shared across requests and workers (remembered approvals, as `crate::remember` does; pins) is read
+//! and written through [`Host::store`].
 
 mod approval;
 mod body;
 #[cfg(test)]
+mod callers;
+#[cfg(test)]
 mod fake;
+mod fleet;
 mod headers;
 mod response;
 
@@ -58,6 +66,9 @@ pub enum Counter {
     /// A tools/list answer showed a pinned tool with another definition than its pin, where the last one
     /// seen was the pinned one (`mcp_policy.tool_changed_total`): once per change, not per answer.
     ToolChanged,
+    /// A request to the rate limit service got no usable answer: timeout, unreachable, a gRPC error, garbage
+    /// (`mcp_policy.rate_limit_service_errors_total`), whatever `on_error` then did with the call.
+    RateLimitServiceErrors,
 }
 
 impl Counter {
@@ -65,6 +76,7 @@ impl Counter {
         match self {
             Counter::ToolsListFiltered => "tools_list_filtered",
             Counter::ToolChanged => "tool_changed",
+            Counter::RateLimitServiceErrors => "rate_limit_service_errors",
         }
     }
 }
@@ -73,7 +85,7 @@ impl Counter {
 /// that can trap the worker: see `src/filter/`); tests use a fake that records every call. Errors are the
 /// host's status, as text for the logs.
 pub trait Host {
-    /// Shared data, where rate-limit counts live (across Envoy's workers).
+    /// Shared data, where rate-limit counts and remembered approvals live (across Envoy's workers).
     type Store: Store;
 
     /// Every request header, read at once; `None` if the host refused or sent something unreadable.
@@ -109,6 +121,19 @@ pub trait Host {
     /// timeout, connection failure) and its body (`body_size` bytes; empty if unreadable).
     fn callout_response(&mut self, body_size: usize) -> (Option<u32>, Vec<u8>);
 
+    /// Starts a unary gRPC call (`service`/`method`, the serialized request `message`) to an Envoy cluster;
+    /// its answer comes to [`Flow::on_grpc_callout_response`] with the token returned here.
+    fn grpc_callout(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, String>;
+    /// The message of the gRPC answer being reported (`size` bytes; empty if unreadable).
+    fn grpc_response(&mut self, size: usize) -> Vec<u8>;
+
     /// A response header's first value (bytes that are not UTF-8 become U+FFFD).
     fn response_header(&mut self, name: &str) -> Option<String>;
     /// Sets (`Some`) or removes (`None`) a response header. Only while the response headers are held.
@@ -139,6 +164,8 @@ pub trait Host {
 enum Pending {
     /// The approval callout of the ask at this index (in body order).
     Approval(usize),
+    /// The rate limit service request at this index (of [`crate::request::Counting::messages`]).
+    RateLimit(usize),
 }
 
 /// The state of one request between callbacks.
@@ -159,6 +186,8 @@ pub struct Flow {
     pending: Vec<(u32, Pending)>,
     /// Set while the approval answers are awaited.
     approval: Option<Approval>,
+    /// Set while the rate limit service's answers are awaited.
+    fleet: Option<fleet::Fleet>,
     /// Set when the request holds a tools/list whose answer is filtered.
     list: Option<ListAnswer>,
 }
@@ -173,17 +202,29 @@ impl Flow {
             reservations: Vec::new(),
             pending: Vec::new(),
             approval: None,
+            fleet: None,
             list: None,
         }
     }
 
     /// Answers the request with `r` (or resets it if even that fails).
     fn respond<H: Host>(&mut self, host: &mut H, r: &Reply) -> Action {
+        self.respond_with(host, r, None)
+    }
+
+    /// Answers the request with `r` and one more header (or resets it if even that fails).
+    fn respond_with<H: Host>(
+        &mut self,
+        host: &mut H,
+        r: &Reply,
+        extra: Option<(&str, &str)>,
+    ) -> Action {
         self.decided = true;
-        let headers = [
+        let mut headers = vec![
             ("content-type", "application/json"),
             ("x-mcp-policy", "rejected"),
         ];
+        headers.extend(extra);
         if let Err(e) = host.send_reply(r.status, &headers, r.body.as_bytes()) {
             host.log(
                 Level::Warn,
@@ -203,6 +244,21 @@ impl Flow {
         self.respond(host, &reply::uninspectable(why))
     }
 
+    /// Takes the callout in flight with this token, if it is one `is` accepts (HTTP and gRPC tokens are
+    /// numbered apart, so a token alone does not say which callout it is).
+    fn take_pending(&mut self, token: u32, is: fn(&Pending) -> bool) -> Option<Pending> {
+        let pos = self
+            .pending
+            .iter()
+            .position(|(t, p)| *t == token && is(p))?;
+        Some(self.pending.swap_remove(pos).1)
+    }
+
+    /// True while callouts that `is` accepts are in flight.
+    fn waiting_for(&self, is: fn(&Pending) -> bool) -> bool {
+        self.pending.iter().any(|(_, p)| is(p))
+    }
+
     /// Gives the request's rate-limit units back.
     fn give_back<H: Host>(&mut self, host: &H) {
         if let Some(p) = &self.policy {
@@ -217,10 +273,28 @@ impl Flow {
     }
 }
 
+/// After a wait (approval, the rate limit service) concluded from a callout's answer: lets the request go on
+/// if it is to go on (`after` says after what, for the log line if Envoy refuses).
+fn resume_after<H: Host>(host: &mut H, concluded: Action, after: &str) {
+    if concluded == Action::Continue {
+        if let Err(e) = host.resume_request() {
+            host.log(
+                Level::Warn,
+                &format!("mcp-policy: could not resume the request after {after} ({e})"),
+            );
+        }
+    }
+}
+
 /// The world as the core sees it for one decision: the store, the clock now (one host call), and whether
 /// audit lines are on.
 fn env<H: Host>(host: &mut H) -> Env<'_, H::Store> {
     let now_nanos = host.now_nanos();
+    env_at(host, now_nanos)
+}
+
+/// [`env`] with the clock already read.
+fn env_at<H: Host>(host: &mut H, now_nanos: u64) -> Env<'_, H::Store> {
     let audit = host.audit_enabled(now_nanos);
     Env {
         store: host.store(),

@@ -6,7 +6,7 @@ use super::{Action, Counter, Flow, Host};
 use crate::audit::AuditEvent;
 use crate::label::Label;
 use crate::pins::{self, Listed, Transition};
-use crate::policy::Policy;
+use crate::policy::View;
 use crate::reply;
 use crate::tools_list::{self, format_of, Format};
 use log::Level;
@@ -85,9 +85,11 @@ impl Flow {
         };
         let plan = list.plan.unwrap_or(ListPlan::Rewrite(Format::Json));
         let body = host.response_body(body_size);
+        // The caller's view: a caller never sees a tool its profile hides or always denies.
+        let view = policy.view_of(self.head.profile_index());
         let mut seen = Vec::new();
-        let out = filter_list_answer(&policy, &list.id, &plan, &body, &mut seen);
-        self.remember(host, &seen);
+        let out = filter_list_answer(view, &list.id, &plan, &body, &mut seen);
+        self.remember_listed(host, &seen);
         if out.as_ref() != body.as_slice() {
             if host.set_response_body(body_size, &out).is_err() {
                 host.log(
@@ -109,7 +111,7 @@ impl Flow {
 impl Flow {
     /// Records in shared data what a tools/list answer showed of the pinned tools; each change this records
     /// (across Envoy's workers, once) is counted and gets one audit line with both pins.
-    fn remember<H: Host>(&self, host: &mut H, seen: &[Listed]) {
+    fn remember_listed<H: Host>(&self, host: &mut H, seen: &[Listed]) {
         for listed in seen {
             let transition = match pins::observe(host.store(), listed) {
                 Ok(Some(t)) => t,
@@ -154,6 +156,7 @@ impl Flow {
                     rule: None,
                     reason: Some(&reason),
                     identity: Some(&self.head.identity),
+                    caller: self.head.identified(),
                     request_id: self.head.request_id.as_deref(),
                     jsonrpc_id: None,
                     arguments: None,
@@ -191,25 +194,23 @@ pub fn plan_list_answer(content_type: Option<&str>, content_encoding: Option<&st
     }
 }
 
-/// The body to send instead of a `tools/list` answer: filtered by [`Policy::is_listed`] and by the pins (a
-/// pinned tool listed with another definition is removed), or an error (JSON-RPC -32603 with the request's id,
-/// in the answer's format) when it cannot be filtered. `seen` gets every pinned tool the answer lists, with
-/// the pin of its definition when it is not the pinned one.
-pub fn filter_list_answer<'b>(
-    policy: &Policy,
+/// The body to send instead of a `tools/list` answer: filtered by [`View::is_listed`] (the caller's rules,
+/// or a `&Policy` for the top level's) and by the pins (a pinned tool listed with another definition is
+/// removed), or an error (JSON-RPC -32603 with the request's id, in the answer's format) when it cannot be
+/// filtered. `seen` gets every pinned tool the answer lists, with the pin of its definition when it is not the
+/// pinned one.
+pub fn filter_list_answer<'b, 'p>(
+    view: impl Into<View<'p>>,
     list_id: &str,
     plan: &ListPlan,
     body: &'b [u8],
     seen: &mut Vec<Listed>,
 ) -> Cow<'b, [u8]> {
+    let view = view.into();
     let observed = RefCell::new(Vec::new());
     let keep = |name: &str, tool: &str| {
-        let listed = policy.is_listed(name);
-        let Some(l) = policy
-            .pins
-            .as_ref()
-            .and_then(|p| pins::check_listed(p, name, tool))
-        else {
+        let listed = view.is_listed(name);
+        let Some(l) = view.pins.and_then(|p| pins::check_listed(p, name, tool)) else {
             return listed;
         };
         let pinned = l.seen.is_none();
@@ -245,7 +246,7 @@ fn filter_with<'b>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::{load, send, tools_call, FakeHost};
+    use super::super::fake::{load, send, tools_call, FakeHost, FakeStore};
     use super::*;
     use crate::policy::parse;
 
@@ -504,9 +505,9 @@ mod tests {
             } else {
                 "application/json"
             };
-            let mut store = crate::limits::memory::MemoryStore::default();
+            let mut store = FakeStore::default();
             // One request: a tools/list, its answer. The store (Envoy's shared data) outlives requests.
-            let list = |store: &mut crate::limits::memory::MemoryStore, tools: &[&str]| {
+            let list = |store: &mut FakeStore, tools: &[&str]| {
                 let (mut flow, mut host) = listed(&policy);
                 host.store = std::mem::take(store);
                 host.respond_with(200, &[("content-type", content_type)], &answer(tools));
@@ -525,7 +526,7 @@ mod tests {
                 };
                 (tools_of(&json), host)
             };
-            let call = |store: &mut crate::limits::memory::MemoryStore| {
+            let call = |store: &mut FakeStore| {
                 let mut host = FakeHost::request(&[], &tools_call(7, "get_run"));
                 host.store = std::mem::take(store);
                 let mut flow = Flow::new(load(&host, &policy));

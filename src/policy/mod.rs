@@ -5,13 +5,15 @@
 mod condition;
 mod glob;
 mod parse;
+mod profile;
 
 pub use condition::{json_eq, lookup, Condition, Op, OP_NAMES};
 pub use glob::{is_glob, Glob};
 pub use parse::{parse, ConfigError, ConfigErrors};
+pub use profile::{Callers, ClaimPath, Jwt, Match, Profile, View};
 
-use crate::limits::LimitSpec;
-use crate::mcp::Kind;
+use crate::limits::fleet::{FleetLimit, RateLimitService};
+use crate::limits::{LimitSpec, Scope};
 use crate::names::LookAlikes;
 use std::collections::HashMap;
 
@@ -41,18 +43,26 @@ pub enum Mode {
     Audit,
 }
 
-/// `export_headers`: the upstream request headers that carry the MCP method and tool.
+/// `export_headers`: the upstream request headers that carry the MCP method, the tool and the caller's
+/// profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportHeaders {
     pub method: String,
     pub tool: String,
+    /// Set at the request headers when a caller profile applies (policies with `profiles`).
+    pub profile: String,
 }
+
+/// The default names of the exported headers (method, tool, profile).
+pub const EXPORTED: [&str; 3] = ["x-mcp-method", "x-mcp-tool", "x-mcp-profile"];
 
 impl Default for ExportHeaders {
     fn default() -> Self {
+        let [method, tool, profile] = EXPORTED.map(String::from);
         ExportHeaders {
-            method: "x-mcp-method".into(),
-            tool: "x-mcp-tool".into(),
+            method,
+            tool,
+            profile,
         }
     }
 }
@@ -134,17 +144,23 @@ pub struct RateLimit {
     pub spec: LimitSpec,
     /// `cost`: the argument path whose value is consumed instead of 1 (segments after `args`).
     pub cost: Option<(String, Vec<String>)>,
+    /// Counted by the `rate_limit_service` (and what it is told), else by this Envoy (`None`).
+    pub fleet: Option<FleetLimit>,
 }
 
 impl RateLimit {
-    /// e.g. `10 calls per 60s` or `100000 units per 86400s (global)`.
+    /// e.g. `10 calls per 60s`, `100000 units per 86400s (global)` or `5 calls per 60s (per caller)`.
     pub fn describe(&self) -> String {
         let what = if self.cost.is_some() {
             "units"
         } else {
             "calls"
         };
-        let scope = if self.spec.global { " (global)" } else { "" };
+        let scope = match self.spec.scope {
+            Scope::Session => "",
+            Scope::Caller => " (per caller)",
+            Scope::Global => " (global)",
+        };
         format!(
             "{} {what} per {}s{scope}",
             self.spec.max, self.spec.window_secs
@@ -171,11 +187,14 @@ impl Default for Identity {
 }
 
 impl Identity {
-    /// The identity of a request: the first non-empty configured header, else the client IP (no port).
-    /// `source_address` is only called when no header is there (asking Envoy for it costs a host call).
+    /// The identity of a request: the first non-empty configured header, else the verified caller's
+    /// [limit key](crate::caller::Caller::limit_key) (policies with `callers`: without a session header,
+    /// session-scoped limits count per caller), else the client IP (no port). `source_address` is only called
+    /// when neither is there (asking Envoy for it costs a host call).
     pub fn resolve(
         &self,
         header: impl Fn(&str) -> Option<String>,
+        caller: Option<&str>,
         source_address: impl FnOnce() -> Option<String>,
     ) -> String {
         for h in &self.headers {
@@ -183,12 +202,20 @@ impl Identity {
                 return v;
             }
         }
-        source_address()
-            .as_deref()
-            .map(strip_port)
-            .unwrap_or("unknown")
-            .to_owned()
+        if let Some(c) = caller {
+            return c.to_owned();
+        }
+        client_ip(source_address)
     }
+}
+
+/// The client's IP (no port) from `source_address`, or `unknown`.
+pub fn client_ip(source_address: impl FnOnce() -> Option<String>) -> String {
+    source_address()
+        .as_deref()
+        .map(strip_port)
+        .unwrap_or("unknown")
+        .to_owned()
 }
 
 /// `1.2.3.4:5678` → `1.2.3.4`; `[::1]:80` → `::1`; anything else unchanged.
@@ -219,6 +246,8 @@ pub struct Policy {
     pub identity: Identity,
     /// Where `require_approval` calls are sent (required when any rule or the default requires approval).
     pub approval: Option<crate::approval::ApprovalConfig>,
+    /// The rate limit service that counts every limit without `"counted": "proxy"`, fleet-wide.
+    pub rate_limit_service: Option<RateLimitService>,
     /// `hide`: tools removed from tools/list and denied.
     pub hide: Vec<Glob>,
     /// `filter_tools_list`: also remove tools whose calls are always denied.
@@ -230,15 +259,24 @@ pub struct Policy {
     pub tools: RuleSet,
     pub prompts: RuleSet,
     pub resources: RuleSet,
-    /// `pins` (`None` when the policy has none).
+    /// `callers`: where the verified identity comes from; `None` reads none (and `profiles` is empty).
+    pub callers: Option<Callers>,
+    /// `profiles`, in order, each with its rules merged with the top level's (see [`Policy::for_caller`]).
+    pub profiles: Vec<Profile>,
+    /// `pins` (`None` when the policy has none): the same for every caller (pins are what the server lists).
     pub pins: Option<Pins>,
     pub tool_names: ToolNames,
-    /// See [`Policy::look_alikes`] (set by [`Policy::seal`]): tools, then prompts.
+    /// The top level's governed keys of tools, then prompts ([`View::look_alikes`]; set by [`Policy::seal`]).
     look_alikes: [LookAlikes; 2],
     /// See [`Policy::hold_secs`] (set by [`Policy::seal`]).
     hold: u64,
     /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
     unforgeable: Vec<String>,
+    /// See [`Policy::counts`] (set by [`Policy::seal`]): session, caller, global.
+    scopes: [bool; 3],
+    /// See [`Policy::fleet_limit`] (set by [`Policy::seal`]). A list, not a map: a policy has a few limits, a
+    /// call looks one or two up, and another `HashMap` type would add its own code to the wasm.
+    fleet: Vec<(u64, FleetLimit)>,
 }
 
 /// The rules for one kind of target (tools, prompts or resources), compiled for lookup.
@@ -321,6 +359,7 @@ impl Policy {
             hold_headers: true,
             identity: Identity::default(),
             approval: None,
+            rate_limit_service: None,
             hide: Vec::new(),
             filter_tools_list: true,
             mode: Mode::Enforce,
@@ -328,63 +367,36 @@ impl Policy {
             tools: RuleSet::new(default, rules),
             prompts: RuleSet::new(Action::Allow, Vec::new()),
             resources: RuleSet::new(Action::Allow, Vec::new()),
+            callers: None,
+            profiles: Vec::new(),
             pins: None,
             tool_names: ToolNames::default(),
             look_alikes: Default::default(),
             hold: 1,
             unforgeable: Vec::new(),
+            scopes: [false; 3],
+            fleet: Vec::new(),
         }
     }
 
-    /// The rules governing one kind of target.
-    pub fn set(&self, kind: Kind) -> &RuleSet {
-        match kind {
-            Kind::Tool => &self.tools,
-            Kind::Prompt => &self.prompts,
-            Kind::Resource => &self.resources,
-        }
-    }
-
-    /// The rule that governs the tool `tool` (see [`RuleSet::rule_for`]).
+    /// The top level's rule that governs the tool `tool` (see [`RuleSet::rule_for`]).
     pub fn rule_for(&self, tool: &str) -> Option<&Rule> {
         self.tools.rule_for(tool)
     }
 
-    /// The tool rules.
+    /// The top level's tool rules.
     pub fn rules(&self) -> &[Rule] {
         self.tools.rules()
     }
 
-    /// Every rule of every kind.
+    /// Every rule of every kind, the top level's then each profile's (inherited ones again).
     pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
-        self.tools
-            .rules()
+        let top = [&self.tools, &self.prompts, &self.resources];
+        let profiles = self
+            .profiles
             .iter()
-            .chain(self.prompts.rules())
-            .chain(self.resources.rules())
-    }
-
-    /// True when `hide` names the tool.
-    pub fn is_hidden(&self, tool: &str) -> bool {
-        self.hide.iter().any(|g| g.matches(tool))
-    }
-
-    /// True when the tool has no pin and `pins.unpinned` is `hide`.
-    pub fn is_unpinned_hidden(&self, tool: &str) -> bool {
-        self.pins
-            .as_ref()
-            .is_some_and(|p| p.unpinned == Unpinned::Hide && p.get(tool).is_none())
-    }
-
-    /// The governed keys of tools or prompts, for telling look-alike names ([`crate::names`]): every key whose
-    /// rule denies, requires approval, has conditions or a rate limit; for tools also `hide` and the pinned
-    /// names. `None` for resources (their URIs are checked by the engine instead).
-    pub fn look_alikes(&self, kind: Kind) -> Option<&LookAlikes> {
-        match kind {
-            Kind::Tool => self.look_alikes.first(),
-            Kind::Prompt => self.look_alikes.get(1),
-            Kind::Resource => None,
-        }
+            .flat_map(|p| [&p.tools, &p.prompts, &p.resources]);
+        top.into_iter().chain(profiles).flat_map(|s| s.rules())
     }
 
     /// Request headers removed from every client request, whatever its method: the exported names, or the
@@ -394,61 +406,98 @@ impl Policy {
         &self.unforgeable
     }
 
-    /// True when the tool belongs in a tools/list answer: not hidden, not unpinned under `pins.unpinned:
-    /// hide` and, with `filter_tools_list`, not a tool whose every call is denied (a deny rule, or no rule under
-    /// `default: deny`). Tools with conditions, limits or approval stay listed.
-    pub fn is_listed(&self, tool: &str) -> bool {
-        if self.is_hidden(tool) || self.is_unpinned_hidden(tool) {
-            return false;
-        }
-        if !self.filter_tools_list {
-            return true;
-        }
-        let action = self.rule_for(tool).map_or(self.default, |r| r.action);
-        action != Action::Deny
-    }
-
     /// True when any rule has a rate limit (the filter then keeps counts in shared data).
     pub fn has_limits(&self) -> bool {
         self.all_rules().any(|r| !r.limits.is_empty())
     }
 
-    /// The longest session-scoped window: a rate-limit slot changes owner only after this much silence.
+    /// True when some rate limit (of the top level or of a profile, counted here or by the rate limit service)
+    /// has this scope.
+    pub fn counts(&self, scope: Scope) -> bool {
+        self.scopes.get(scope as usize).copied().unwrap_or(false)
+    }
+
+    /// The longest session- or caller-scoped window counted here: a rate-limit slot changes owner only after
+    /// this much silence.
     pub fn hold_secs(&self) -> u64 {
         self.hold
     }
 
-    /// Works out, once, what the per-request paths would otherwise recompute: the longest session window and
-    /// the header names to strip. Called when parsing is done.
+    /// What the rate limit service is told about the limit with this id (a charge's `limit.id`); `None` for a
+    /// limit this Envoy counts.
+    pub fn fleet_limit(&self, id: u64) -> Option<&FleetLimit> {
+        self.fleet.iter().find(|(i, _)| *i == id).map(|(_, f)| f)
+    }
+
+    /// Every limit the rate limit service counts, once each, in the policy's order (the top level's tools,
+    /// prompts, resources, then each profile's own; rules in the order of their set). A top-level limit a
+    /// profile inherits is one limit: its counts are shared, as in this Envoy.
+    pub fn fleet_limits(&self) -> impl Iterator<Item = &FleetLimit> {
+        self.fleet.iter().map(|(_, f)| f)
+    }
+
+    /// Works out, once, what the per-request paths would otherwise recompute: the longest session or caller
+    /// window counted here, which scopes are used, the header names to strip, the fleet limits by id. Called
+    /// when parsing is done.
     pub(crate) fn seal(&mut self) {
+        let mut fleet: Vec<(u64, FleetLimit)> = Vec::new();
+        for l in self.all_rules().flat_map(|r| &r.limits) {
+            if let Some(f) = &l.fleet {
+                if !fleet.iter().any(|(id, _)| *id == l.spec.id) {
+                    fleet.push((l.spec.id, f.clone()));
+                }
+            }
+        }
+        self.fleet = fleet;
         self.hold = self
             .all_rules()
             .flat_map(|r| &r.limits)
-            .filter(|l| !l.spec.global)
+            .filter(|l| l.spec.scope != Scope::Global && l.fleet.is_none())
             .map(|l| l.spec.window_secs)
             .max()
             .unwrap_or(1);
-        let mut names = vec!["x-mcp-method".to_owned(), "x-mcp-tool".to_owned()];
+        for scope in [Scope::Session, Scope::Caller, Scope::Global] {
+            let used = self
+                .all_rules()
+                .flat_map(|r| &r.limits)
+                .any(|l| l.spec.scope == scope);
+            if let Some(slot) = self.scopes.get_mut(scope as usize) {
+                *slot = used;
+            }
+        }
+        let mut names: Vec<String> = EXPORTED.map(String::from).to_vec();
         if let Some(n) = &self.export {
-            for h in [&n.method, &n.tool] {
+            for h in [&n.method, &n.tool, &n.profile] {
                 if !names.contains(h) {
                     names.push(h.clone());
                 }
             }
         }
         self.unforgeable = names;
-        let pinned = self
-            .pins
-            .iter()
-            .flat_map(|p| p.iter().map(|(tool, _)| tool));
-        let tools = LookAlikes::new(
-            governed(&self.tools)
-                .chain(self.hide.iter().map(Glob::pattern))
-                .chain(pinned),
-        );
-        let prompts = LookAlikes::new(governed(&self.prompts));
-        self.look_alikes = [tools, prompts];
+        self.look_alikes = look_alikes(&self.tools, &self.prompts, &self.hide, self.pins.as_ref());
+        for p in &mut self.profiles {
+            p.look_alikes = look_alikes(&p.tools, &p.prompts, &p.hide, self.pins.as_ref());
+        }
     }
+}
+
+/// The governed keys of one caller's rules, tools then prompts: every key that does more than allow, for tools
+/// also `hide` and the pinned names (pins are the same for every caller).
+fn look_alikes(
+    tools: &RuleSet,
+    prompts: &RuleSet,
+    hide: &[Glob],
+    pins: Option<&Pins>,
+) -> [LookAlikes; 2] {
+    let pinned = pins
+        .into_iter()
+        .flat_map(|p| p.iter().map(|(tool, _)| tool));
+    let tools = LookAlikes::new(
+        governed(tools)
+            .chain(hide.iter().map(Glob::pattern))
+            .chain(pinned),
+    );
+    [tools, LookAlikes::new(governed(prompts))]
 }
 
 /// The keys of a rule set that do more than allow: deny, require approval, conditions, rate limits.

@@ -1,13 +1,13 @@
 //! A request waiting for approval: what is kept of its body so that the answers can be applied without
 //! reading the body again.
 
-use super::{check_body, events, Env, Event, Head, Outcome};
+use super::{check_body, events, Env, Event, Head, Next, Outcome};
 use crate::approval::Answer;
 use crate::engine::Decision;
 use crate::limits::Store;
 use crate::mcp::Kind;
 use crate::policy::Policy;
-use crate::record::{Record, Target};
+use crate::record::{Granted, Record, Target};
 use crate::reply::{self, Reply};
 use serde_json::value::RawValue;
 
@@ -29,6 +29,8 @@ struct Kept {
     rule: Option<String>,
     /// The call waits for approval; otherwise it is allowed (or not a governed call).
     asked: bool,
+    /// See [`Record::note`].
+    note: Option<String>,
 }
 
 impl PartialEq for Kept {
@@ -44,6 +46,7 @@ impl PartialEq for Kept {
             && target(self) == target(other)
             && self.rule == other.rule
             && self.asked == other.asked
+            && self.note == other.note
     }
 }
 
@@ -66,13 +69,36 @@ impl Awaiting {
                 }),
                 rule: r.rule().map(str::to_owned),
                 asked: matches!(r.decision, Some(Decision::NeedsApproval { .. })),
+                note: r.note.clone(),
             })
             .collect();
         Awaiting { batch, messages }
     }
 
+    /// Whether the body is a batch.
+    pub(super) fn batch(&self) -> bool {
+        self.batch
+    }
+
+    /// Sets the note of the message at `index` (see [`Record::note`]).
+    pub(super) fn note(&mut self, index: usize, note: String) {
+        if let Some(k) = self.messages.get_mut(index) {
+            k.note = Some(note);
+        }
+    }
+
+    /// The calls asked about, one per ask, in the order of [`Outcome::Approve`]'s asks: each one's method and
+    /// tool or prompt name (or resource URI), what a remembered approval is for (with the caller). Always
+    /// `Some` (an ask is a call), but never skipped, so that the n-th item is the n-th ask's.
+    pub fn asked(&self) -> impl Iterator<Item = Option<(&str, &str)>> {
+        self.messages.iter().filter(|k| k.asked).map(|k| {
+            let (_, name, _) = k.target.as_ref()?;
+            Some((k.method.as_deref()?, name.as_str()))
+        })
+    }
+
     /// The records again, as they were when the asks went out.
-    fn records(&self) -> Vec<Record<'_>> {
+    pub(super) fn records(&self) -> Vec<Record<'_>> {
         self.messages
             .iter()
             .map(|k| {
@@ -94,7 +120,8 @@ impl Awaiting {
                     }),
                     target,
                     charges: Vec::new(),
-                    granted: false,
+                    granted: None,
+                    note: k.note.clone(),
                 }
             })
             .collect()
@@ -115,8 +142,13 @@ impl Awaiting {
                 continue;
             };
             let (reason, unavailable) = match answers.next() {
-                Some(Answer::Granted) => {
-                    r.granted = true;
+                Some(Answer::Granted { .. }) => {
+                    r.granted = Some(Granted::Asked);
+                    r.decision = Some(Decision::Allow { rule });
+                    continue;
+                }
+                Some(Answer::Remembered) => {
+                    r.granted = Some(Granted::Remembered);
                     r.decision = Some(Decision::Allow { rule });
                     continue;
                 }
@@ -141,7 +173,8 @@ impl Awaiting {
 
 /// [`check_body`], then [`Awaiting::conclude`] with `answers` if the body asks for approval: the whole life
 /// of a request body for the native CLI (`explain`), which has nothing but the body. It takes rate-limit
-/// units in `env.store` as [`check_body`] does. The filter keeps the [`Awaiting`] instead and never reads a
+/// units in `env.store` as [`check_body`] does. The rate limit service, which the CLI cannot ask, is taken to
+/// answer that every fleet-counted limit has room. The filter keeps the [`Awaiting`] instead and never reads a
 /// body twice.
 pub fn conclude<S: Store>(
     policy: &Policy,
@@ -155,5 +188,15 @@ pub fn conclude<S: Store>(
         Outcome::Approve { awaiting, .. } => awaiting.conclude(head, answers, env),
         Outcome::Forward(_) => (Ok(()), checked.events),
         Outcome::Reply(r) => (Err(r), checked.events),
+        Outcome::Count { counting, .. } => {
+            // `RateLimitResponse { overall_code: OK }`, as Limitador answers when every limit has room.
+            let room = vec![Ok(vec![0x08, 0x01]); counting.messages().count()];
+            let counted = counting.conclude(policy, head, &room, env);
+            match counted.next {
+                Next::Forward => (Ok(()), counted.events),
+                Next::Reply(r) => (Err(r), counted.events),
+                Next::Approve { awaiting, .. } => awaiting.conclude(head, answers, env),
+            }
+        }
     }
 }

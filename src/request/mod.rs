@@ -6,22 +6,26 @@
 //! A body is inspected once ([`crate::mcp::inspect`]) and judged once: each message becomes one
 //! [`Record`], and the reply, the rate-limit charges, the approval asks, the audit lines and the metrics
 //! are all read from the records. A request that waits for approval keeps an [`Awaiting`] (the records in
-//! owned form, `awaiting.rs`), so the answers are applied without reading the body again. Tests:
-//! `tests.rs`.
+//! owned form, `awaiting.rs`), so the answers are applied without reading the body again; so does a request
+//! waiting for the rate limit service (`fleet.rs`, fleet-wide limits). Tests: `tests.rs`.
 
 use crate::approval::Ask;
 use crate::audit::AuditEvent;
+use crate::caller::{Caller, Identified};
 use crate::engine::{judge, Decision};
 use crate::label::Label;
-use crate::limits::{Charge, Limiter, Refusal, Reservation, Store};
+use crate::limits::{Charge, Limiter, Refusal, Reservation, Store, Who};
 use crate::mcp::{inspect, Message};
 use crate::pins;
-use crate::policy::{Mode, Pins, Policy};
+use crate::policy::{Mode, Pins, Policy, View};
 use crate::record::Record;
 use crate::reply::{self, Reply};
 
 mod awaiting;
+mod fleet;
 pub use awaiting::{conclude, Awaiting};
+use fleet::Planned;
+pub use fleet::{Counted, Counting, Next};
 
 /// The request headers mcp-policy looks at.
 #[derive(Debug, Default, Clone)]
@@ -39,6 +43,42 @@ pub struct Head {
     pub identity: String,
     /// `x-request-id`, passed to the approval service.
     pub request_id: Option<String>,
+    /// The verified caller, for a policy with `callers` (`None` without: nothing is read).
+    pub caller: Option<Caller>,
+    /// The caller's profile (`None`: the top-level rules apply).
+    pub profile: Option<ProfileRef>,
+    /// Whom caller-scoped rate limits count: the caller's [`Caller::limit_key`], else the client IP.
+    pub caller_identity: String,
+}
+
+/// The profile a request's caller got: its place in `Policy::profiles`, and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRef {
+    pub index: usize,
+    pub name: String,
+}
+
+impl Head {
+    /// The index of the caller's profile, for [`Policy::view_of`].
+    pub fn profile_index(&self) -> Option<usize> {
+        self.profile.as_ref().map(|p| p.index)
+    }
+
+    /// The caller and its profile, as audit lines and approval callouts report them.
+    pub fn identified(&self) -> Option<Identified<'_>> {
+        self.caller.as_ref().map(|caller| Identified {
+            caller,
+            profile: self.profile.as_ref().map(|p| p.name.as_str()),
+        })
+    }
+
+    /// Who the request's rate-limit charges count for.
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            session: &self.identity,
+            caller: &self.caller_identity,
+        }
+    }
 }
 
 /// What to do with a request.
@@ -53,6 +93,13 @@ pub enum Outcome {
         reservations: Vec<Reservation>,
         asks: Vec<String>,
         awaiting: Awaiting,
+    },
+    /// Send each of [`Counting::messages`] to the rate limit service, then call [`Counting::conclude`] with
+    /// the answers. The reservations (the limits counted here) are the caller's to give back if the body is
+    /// then refused.
+    Count {
+        reservations: Vec<Reservation>,
+        counting: Counting,
     },
 }
 
@@ -79,6 +126,8 @@ pub struct Event {
     pub method: String,
     /// The tool of a `tools/call` (per-tool counters); `None` for other messages.
     pub tool: Option<String>,
+    /// The caller's profile (the decision counters' `profile` label); `None`: the top-level rules.
+    pub profile: Option<String>,
     /// The audit line (one JSON object); empty when audit lines are off.
     pub audit: String,
 }
@@ -142,10 +191,12 @@ pub fn check_body<S: Store>(
         let why = "Mcp-Method/Mcp-Name header does not match the body";
         return invalid(env, head, r, why);
     }
+    // The caller's rules: its profile's (merged with the top level's when the policy loaded), or the top level's.
+    let view = policy.view_of(head.profile_index());
     let mut records: Vec<Record<'_>> = body
         .messages
         .iter()
-        .map(|m| Record::new(m, m.call().map(|c| judge(policy, c))))
+        .map(|m| Record::new(m, m.call().map(|c| judge(view, c))))
         .collect();
     if let Some(pins) = &policy.pins {
         refuse_changed_tools(pins, env.store, &mut records);
@@ -169,58 +220,65 @@ pub fn check_body<S: Store>(
         };
         return finish(outcome, &records);
     }
-    let (index, retry_after_secs, why) = match reserve(policy, head, env, &records) {
+    let bookkeeping = "rate-limit bookkeeping failed";
+    // The limits this Envoy counts first; the rate limit service is asked only if they have room (`fleet.rs`).
+    let refused = match reserve(policy, head, env, &records) {
+        Err(refused) => refused,
         Ok(reservations) => {
             let asks = if audit_mode {
                 Vec::new()
             } else {
-                approval_asks(head, &records)
+                approval_asks(policy, head, &records)
             };
-            if asks.is_empty() {
-                return finish(Outcome::Forward(reservations), &records);
+            match fleet::plan(policy, head, body.batch, &records, asks) {
+                Ok(Planned::Count(counting)) => {
+                    return Checked {
+                        outcome: Outcome::Count {
+                            reservations,
+                            counting,
+                        },
+                        events: Vec::new(),
+                        summary,
+                    };
+                }
+                Ok(Planned::Nothing(asks)) if asks.is_empty() => {
+                    return finish(Outcome::Forward(reservations), &records);
+                }
+                Ok(Planned::Nothing(asks)) => {
+                    let awaiting = Awaiting::keep(body.batch, &records);
+                    return Checked {
+                        outcome: Outcome::Approve {
+                            reservations,
+                            asks,
+                            awaiting,
+                        },
+                        events: Vec::new(),
+                        summary,
+                    };
+                }
+                Err(over) => {
+                    // What was counted here goes back: the call is refused.
+                    limiter(policy, env).release(&reservations);
+                    Refused {
+                        record: over.record,
+                        charge: over.charge,
+                        retry_after_secs: over.retry_after_secs,
+                        why: None,
+                    }
+                }
             }
-            let awaiting = Awaiting::keep(body.batch, &records);
-            return Checked {
-                outcome: Outcome::Approve {
-                    reservations,
-                    asks,
-                    awaiting,
-                },
-                events: Vec::new(),
-                summary,
-            };
         }
-        Err(Refusal::Limited {
-            index,
-            retry_after_secs,
-        }) => (index, retry_after_secs, None),
-        // Fail closed: a call whose count cannot be kept is not forwarded.
-        Err(e @ Refusal::Unavailable(_)) => (0, 1, Some(e.to_string())),
     };
-    let bookkeeping = "rate-limit bookkeeping failed";
-    let Some((owner, charge)) = owner_of(&records, index) else {
+    let Some(record) = records.get_mut(refused.record) else {
         return invalid(env, head, reply::internal(bookkeeping), bookkeeping);
     };
-    let Some(record) = records.get_mut(owner) else {
-        return invalid(env, head, reply::internal(bookkeeping), bookkeeping);
-    };
-    let limit = record
-        .target
-        .and_then(|t| policy.set(t.kind).rule_for(t.name))
-        .and_then(|r| r.limits.iter().find(|l| l.spec == charge.limit));
-    let reason = why.unwrap_or_else(|| {
-        limit.map_or_else(
-            || "rate limit reached".into(),
-            |l| format!("rate limit of {} reached", l.describe()),
-        )
-    });
-    record.decision = Some(Decision::RateLimited {
-        rule: record.rule(),
-        reason,
-        limit: charge.limit.max,
-        window_secs: charge.limit.window_secs,
-        retry_after_secs,
-    });
+    record.decision = Some(limited(
+        view,
+        record,
+        refused.charge,
+        refused.retry_after_secs,
+        refused.why,
+    ));
     match reply::refused(body.batch, &records) {
         Some(_) if audit_mode => finish(Outcome::Forward(Vec::new()), &records),
         Some(r) => finish(Outcome::Reply(r), &records),
@@ -263,76 +321,158 @@ fn refuse_changed_tools<S: Store>(pins: &Pins, store: &S, records: &mut [Record<
     }
 }
 
+/// The decision of a call over a limit (`charge` is the one refused, a limit of the caller's rules `view`; `why`
+/// replaces the usual reason when the count could not be kept at all).
+fn limited<'r>(
+    view: View<'_>,
+    record: &Record<'r>,
+    charge: Charge,
+    retry_after_secs: u64,
+    why: Option<String>,
+) -> Decision<'r> {
+    let limit = record
+        .target
+        .and_then(|t| view.set(t.kind).rule_for(t.name))
+        .and_then(|r| r.limits.iter().find(|l| l.spec == charge.limit));
+    let reason = why.unwrap_or_else(|| {
+        limit.map_or_else(
+            || "rate limit reached".into(),
+            |l| format!("rate limit of {} reached", l.describe()),
+        )
+    });
+    Decision::RateLimited {
+        rule: record.rule(),
+        reason,
+        limit: charge.limit.max,
+        window_secs: charge.limit.window_secs,
+        retry_after_secs,
+    }
+}
+
 /// A request refused before any message could be judged: one `invalid` event.
 fn invalid<S: Store>(env: &Env<'_, S>, head: &Head, r: Reply, why: &str) -> Checked {
+    Checked {
+        outcome: Outcome::Reply(r),
+        events: vec![refused_event(env, head, Label::Invalid, why)],
+        summary: Summary::default(),
+    }
+}
+
+/// The one event of a request refused before any message was judged (`invalid`, or `unauthenticated` at the
+/// request headers).
+pub fn refused_event<S: Store>(env: &Env<'_, S>, head: &Head, label: Label, why: &str) -> Event {
     let audit = if !env.audit {
         String::new()
     } else {
         AuditEvent {
             unix_nanos: env.now_nanos,
-            decision: Label::Invalid,
+            decision: label,
             method: "",
             tool: None,
             rule: None,
             reason: Some(why),
             identity: Some(&head.identity),
+            caller: head.identified(),
             request_id: head.request_id.as_deref(),
             jsonrpc_id: None,
             arguments: None,
         }
         .to_json_line()
     };
-    Checked {
-        outcome: Outcome::Reply(r),
-        events: vec![Event {
-            decision: Label::Invalid,
-            method: String::new(),
-            tool: None,
-            audit,
-        }],
-        summary: Summary::default(),
+    Event {
+        decision: label,
+        method: String::new(),
+        tool: None,
+        profile: head.profile.as_ref().map(|p| p.name.clone()),
+        audit,
     }
 }
 
-/// Takes the units of every charge of every record, in body order, all or nothing. A refusal's index counts
-/// charges in that order (see [`owner_of`]).
+/// Why a body's rate limits refused it: the record whose charge was refused, that charge, when to retry, and
+/// (when the count could not be kept at all: fail closed) why.
+struct Refused {
+    record: usize,
+    charge: Charge,
+    retry_after_secs: u64,
+    why: Option<String>,
+}
+
+fn limiter<'s, S: Store>(policy: &Policy, env: &Env<'s, S>) -> Limiter<'s, S> {
+    Limiter {
+        store: env.store,
+        max_tracked: policy.identity.max_tracked,
+        hold_secs: policy.hold_secs(),
+    }
+}
+
+/// Takes the units of every charge this Envoy counts (all but those of the rate limit service), in body
+/// order, all or nothing.
 fn reserve<S: Store>(
     policy: &Policy,
     head: &Head,
     env: &Env<'_, S>,
     records: &[Record<'_>],
-) -> Result<Vec<Reservation>, Refusal> {
-    let mut charged = records.iter().filter(|r| !r.charges.is_empty());
-    let Some(first) = charged.next() else {
+) -> Result<Vec<Reservation>, Refused> {
+    let here = |c: &Charge| {
+        policy.rate_limit_service.is_none() || policy.fleet_limit(c.limit.id).is_none()
+    };
+    let mut charged = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.charges.iter().any(here));
+    let Some((first_index, first)) = charged.next() else {
         return Ok(Vec::new());
     };
-    let limiter = Limiter {
-        store: env.store,
-        max_tracked: policy.identity.max_tracked,
-        hold_secs: policy.hold_secs(),
-    };
-    if charged.next().is_none() {
-        // One charged call (the common case): its charges are all the charges, no copy.
-        return limiter.reserve(&head.identity, &first.charges, env.now_secs());
+    let limiter = limiter(policy, env);
+    let now = env.now_secs();
+    if charged.next().is_none() && first.charges.iter().all(here) {
+        // One charged call, all counted here (the common case): its charges are all the charges, no copy.
+        return limiter
+            .reserve_for(head.who(), &first.charges, now)
+            .map_err(|e| refused(e, |i| Some((first_index, *first.charges.get(i)?))));
     }
-    let all: Vec<Charge> = records
+    let (owners, all): (Vec<usize>, Vec<Charge>) = records
         .iter()
-        .flat_map(|r| r.charges.iter().copied())
-        .collect();
-    limiter.reserve(&head.identity, &all, env.now_secs())
+        .enumerate()
+        .flat_map(|(i, r)| r.charges.iter().filter(|c| here(c)).map(move |c| (i, *c)))
+        .unzip();
+    limiter
+        .reserve_for(head.who(), &all, now)
+        .map_err(|e| refused(e, |i| Some((*owners.get(i)?, *all.get(i)?))))
 }
 
-/// The record holding the `index`th charge of the body (counted over every record's charges in order), and
-/// that charge.
-fn owner_of(records: &[Record<'_>], index: usize) -> Option<(usize, Charge)> {
-    let mut left = index;
-    for (i, r) in records.iter().enumerate() {
-        match r.charges.get(left) {
-            Some(c) => return Some((i, *c)),
-            None => left -= r.charges.len(),
-        }
+/// The [`Refused`] of a refusal, `owner(i)` being the record and the charge at index `i` of what was reserved.
+fn refused(e: Refusal, owner: impl Fn(usize) -> Option<(usize, Charge)>) -> Refused {
+    let (index, retry_after_secs, why) = match e {
+        Refusal::Limited {
+            index,
+            retry_after_secs,
+        } => (index, retry_after_secs, None),
+        Refusal::Unavailable(_) => (0, 1, Some(e.to_string())),
+    };
+    match owner(index) {
+        Some((record, charge)) => Refused {
+            record,
+            charge,
+            retry_after_secs,
+            why,
+        },
+        // Not a record: the caller answers that the bookkeeping failed.
+        None => Refused {
+            record: usize::MAX,
+            charge: Charge {
+                limit: crate::limits::LimitSpec {
+                    id: 0,
+                    max: 0,
+                    window_secs: 1,
+                    scope: crate::limits::Scope::Global,
+                },
+                units: 0,
+            },
+            retry_after_secs,
+            why,
+        },
     }
-    None
 }
 
 fn summarize(records: &[Record<'_>]) -> Summary {
@@ -383,6 +523,7 @@ fn events<S: Store>(
                 rule: r.rule(),
                 reason,
                 identity: Some(&head.identity),
+                caller: head.identified(),
                 request_id: head.request_id.as_deref(),
                 jsonrpc_id: r.id,
                 arguments: r.target.and_then(|t| t.arguments),
@@ -393,6 +534,7 @@ fn events<S: Store>(
             decision: label,
             method: method.to_owned(),
             tool: r.tool().map(str::to_owned),
+            profile: head.profile.as_ref().map(|p| p.name.clone()),
             audit,
         });
     }
@@ -400,7 +542,11 @@ fn events<S: Store>(
 }
 
 /// The approval callout bodies, one per call that needs approval, in body order.
-fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
+fn approval_asks(policy: &Policy, head: &Head, records: &[Record<'_>]) -> Vec<String> {
+    let timeout_ms = policy
+        .approval
+        .as_ref()
+        .map_or(crate::approval::DEFAULT_TIMEOUT_MS, |a| a.timeout_ms);
     records
         .iter()
         .filter_map(|r| match (r.id, r.target, &r.decision) {
@@ -413,6 +559,8 @@ fn approval_asks(head: &Head, records: &[Record<'_>]) -> Vec<String> {
                     jsonrpc_id: id,
                     request_id: head.request_id.as_deref(),
                     reason: *reason,
+                    caller: head.identified(),
+                    timeout_ms,
                 }
                 .to_json(),
             ),

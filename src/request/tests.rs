@@ -32,7 +32,7 @@ fn code(o: &Outcome) -> (u32, i64) {
             let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
             (r.status, v["error"]["code"].as_i64().unwrap_or(0))
         }
-        Outcome::Forward(_) | Outcome::Approve { .. } => (0, 0),
+        Outcome::Forward(_) | Outcome::Approve { .. } | Outcome::Count { .. } => (0, 0),
     }
 }
 
@@ -159,11 +159,26 @@ fn approval_round_trip() {
     assert_eq!(ask["request_id"], "r1");
     assert_eq!(ask["reason"], "human");
     assert_eq!(ask["arguments"]["x"], 1);
-    let (ok, events) = awaiting.conclude(&head, &[Answer::Granted], &env);
+    let yes = Answer::Granted {
+        remember_secs: None,
+    };
+    let (ok, events) = awaiting.conclude(&head, &[yes], &env);
     assert_eq!(ok, Ok(()));
     assert_eq!(
         events.iter().map(|e| e.decision).collect::<Vec<_>>(),
         vec!["allow", "approval_granted"]
+    );
+    // Not asked: a remembered approval answered.
+    let (ok, events) = awaiting.conclude(&head, &[Answer::Remembered], &env);
+    assert_eq!(ok, Ok(()));
+    assert_eq!(
+        events.iter().map(|e| e.decision).collect::<Vec<_>>(),
+        vec!["allow", "approval_remembered"]
+    );
+    let line: serde_json::Value = serde_json::from_str(&events[1].audit).unwrap();
+    assert_eq!(
+        (&line["decision"], &line["tool"], &line["rule"]),
+        (&"approval_remembered".into(), &"c".into(), &"c".into())
     );
     let (r, events) = awaiting.conclude(&head, &[Answer::Denied("no".into())], &env);
     let r = r.unwrap_err();
@@ -269,7 +284,10 @@ fn what_waits_for_approval_is_kept_without_the_body() {
         panic!()
     };
     drop(batch);
-    let (ok, events) = awaiting.conclude(&head, &[Answer::Granted], &env);
+    let yes = Answer::Granted {
+        remember_secs: Some(60),
+    };
+    let (ok, events) = awaiting.conclude(&head, &[yes], &env);
     assert_eq!(ok, Ok(()));
     assert_eq!(
         events.iter().map(|e| e.decision).collect::<Vec<_>>(),

@@ -382,9 +382,11 @@ _SOURCE_IPS = (f"127.0.{n // 250}.{n % 250 + 2}" for n in itertools.count())
 
 def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bool = True,
                      buffer_limit: int = 4 * 1024 * 1024, failure_policy: str | None = "FAIL_CLOSED",
-                     wasm: pathlib.Path = WASM, clusters: dict[str, int] | None = None) -> dict:
+                     wasm: pathlib.Path = WASM, clusters: dict[str, int] | None = None,
+                     grpc_clusters: dict[str, int] | None = None) -> dict:
     """The shipped envoy/envoy.yaml with test ports (0: the kernel picks), this policy and the built wasm.
-    ``clusters``: more clusters, {name: port} (plain HTTP/1.1 to 127.0.0.1), e.g. an approval service."""
+    ``clusters``: more clusters, {name: port} (plain HTTP/1.1 to 127.0.0.1), e.g. an approval service;
+    ``grpc_clusters``: the same over HTTP/2 (gRPC), e.g. a rate limit service."""
     cfg = yaml.safe_load(ENVOY_TEMPLATE.read_text())
     cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
     listener = cfg["static_resources"]["listeners"][0]
@@ -406,12 +408,50 @@ def render_bootstrap(policy: dict | str, upstream_port: int, *, hold_headers: bo
     # Each Envoy connects to its upstream from its own loopback address, so the recording upstream can tell
     # which Envoy sent a request (Recorder.watch).
     cluster["upstream_bind_config"] = {"source_address": {"address": next(_SOURCE_IPS), "port_value": 0}}
-    for name, port in (clusters or {}).items():
-        cfg["static_resources"]["clusters"].append({
-            "name": name, "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}})
+    add_clusters(cfg, clusters, grpc_clusters)
     return cfg
+
+
+def add_clusters(cfg: dict, clusters: dict[str, int] | None = None,
+                 grpc_clusters: dict[str, int] | None = None) -> None:
+    """Adds clusters to a bootstrap, {name: port} on 127.0.0.1: ``clusters`` plain HTTP/1.1 (an approval
+    service), ``grpc_clusters`` HTTP/2 (gRPC: a rate limit service)."""
+    for name, port in [*(clusters or {}).items(), *(grpc_clusters or {}).items()]:
+        c = {"name": name, "type": "STATIC", "connect_timeout": "1s",
+             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+        if name in (grpc_clusters or {}):
+            c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+        cfg["static_resources"]["clusters"].append(c)
+
+
+def shipped_bootstrap(path: pathlib.Path, ports: dict[str, tuple[int, int]]) -> dict:
+    """An example Envoy configuration as shipped, with test ports and the built wasm: the admin and listener on
+    ports the kernel picks, and each cluster, {name: (shipped port, test port)}, moved to its test port (every
+    cluster of the file must be named, each at its shipped 127.0.0.1 port)."""
+    cfg = yaml.safe_load(path.read_text())
+    cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
+    (listener,) = cfg["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
+    wasm_config(cfg)["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    clusters = cfg["static_resources"]["clusters"]
+    assert sorted(c["name"] for c in clusters) == sorted(ports)
+    for c in clusters:
+        addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        shipped, test = ports[c["name"]]
+        assert addr == {"address": "127.0.0.1", "port_value": shipped}
+        addr["port_value"] = test
+    return cfg
+
+
+def wasm_config(cfg: dict) -> dict:
+    """The Wasm filter's ``config`` of a one-listener bootstrap (its policy is ``["configuration"]["value"]``)."""
+    (listener,) = cfg["static_resources"]["listeners"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+    return wasm["typed_config"]["config"]
 
 
 class Envoy:
@@ -554,3 +594,29 @@ def refused(tmp_path, recorder):
         return log
 
     return check
+
+
+# --------------------------------------------------------------------------------------------------
+# Fleet-wide rate limits: Redis and a rate limit service over it (tests/e2e/ratelimit.py)
+# --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """Debian's redis-server on a free 127.0.0.1 port, no persistence, for the whole session. A test may stop
+    it (Redis gone mid-test): ``rate_limit_service`` starts it again, on the same port, for the next test."""
+    from ratelimit import Redis
+    r = Redis(tmp_path_factory.mktemp("redis")).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def rate_limit_service(redis_server):
+    """A fresh ShouldRateLimit service (``ratelimit.RateLimitService``) over the session's Redis, emptied."""
+    from ratelimit import RateLimitService
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    redis_server.flush()
+    svc = RateLimitService(redis_server.port).start()
+    yield svc
+    svc.stop()

@@ -20,7 +20,6 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import yaml
 
 import conftest
 from approvals import Webhook, deny
@@ -156,7 +155,8 @@ def test_allowed_and_denied_calls_never_ask(proxy, upstream, hook):
 
 def test_callout_body_and_headers(proxy, upstream, hook, sid):
     """POST to approval.path with :authority and the configured headers; the body carries tool, arguments (as
-    the agent wrote them, byte for byte), identity, jsonrpc_id, request_id (x-request-id) and the rule's reason."""
+    the agent wrote them, byte for byte), identity, jsonrpc_id, request_id (x-request-id), the rule's reason and
+    how long the filter waits (the policy's timeout_ms)."""
     args = b'{"name": "exp-1",  "n": 1.50, "tags": {"k": "v"}, "big": 12345678901234567890}'
     body = (b'{"jsonrpc":"2.0","id":"call-7","method":"tools/call","params":{"name":"create_experiment",'
             b'"arguments":' + args + b'}}')
@@ -172,7 +172,7 @@ def test_callout_body_and_headers(proxy, upstream, hook, sid):
     (forwarded,) = upstream.snapshot()
     want = {"method": "tools/call", "tool": "create_experiment", "arguments": json.loads(args),
             "identity": session, "jsonrpc_id": "call-7", "request_id": forwarded.headers["x-request-id"],
-            "reason": CREATE_REASON}
+            "reason": CREATE_REASON, "timeout_ms": APPROVAL["timeout_ms"]}
     assert asked.json() == want
     assert b'"arguments":' + args in asked.body, asked.body
     assert asked.json()["request_id"], "x-request-id is always set (by the client or by Envoy)"
@@ -187,7 +187,7 @@ def test_callout_body_and_headers(proxy, upstream, hook, sid):
     (forwarded,) = upstream.snapshot()
     assert asked.json() == {"method": "tools/call", "tool": "transition_model_version_stage", "arguments": {},
                             "identity": "127.0.0.1", "jsonrpc_id": 8,
-                            "request_id": forwarded.headers["x-request-id"], "reason": None}
+                            "request_id": forwarded.headers["x-request-id"], "reason": None, "timeout_ms": 5000}
 
 
 @pytest.mark.parametrize("reason,want", [("Not on a Friday", "Not on a Friday"), (None, "the approver declined")],
@@ -468,21 +468,8 @@ def test_streamed_headers_not_granted_body_never_sent(streamed, upstream, hook, 
 def example_bootstrap(upstream_port: int, approvals_port: int) -> dict:
     """envoy/examples/approval.yaml as shipped, with test ports and the built wasm: mlflow_mcp -> the recording
     upstream, approvals -> the example service."""
-    cfg = yaml.safe_load(EXAMPLE_BOOTSTRAP.read_text())
-    cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
-    (listener,) = cfg["static_resources"]["listeners"]
-    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": 0}
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    (wasm,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
-    wasm["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(conftest.WASM)
-    ports = {"mlflow_mcp": upstream_port, "approvals": approvals_port}
-    clusters = cfg["static_resources"]["clusters"]
-    assert sorted(c["name"] for c in clusters) == sorted(ports)
-    for c in clusters:
-        addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        assert addr == {"address": "127.0.0.1", "port_value": {"mlflow_mcp": 8001, "approvals": 8002}[c["name"]]}
-        addr["port_value"] = ports[c["name"]]
-    return cfg
+    return conftest.shipped_bootstrap(
+        EXAMPLE_BOOTSTRAP, {"mlflow_mcp": (8001, upstream_port), "approvals": (8002, approvals_port)})
 
 
 @pytest.fixture

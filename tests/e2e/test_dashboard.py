@@ -3,8 +3,8 @@
 
 Two Envoys with the filter (one enforcing, one in audit mode) in front of the recording upstream, with an approval
 service that grants one tool, refuses another and fails for a third. Scripted traffic makes every decision kind
-(allow, deny, rate_limited, approval_granted, approval_denied, approval_unavailable, invalid, would_deny,
-would_rate_limit, would_require_approval) and filtered tools/list answers, in waves a few scrapes apart so that
+(allow, deny, rate_limited, approval_granted, approval_remembered, approval_denied, approval_unavailable, invalid,
+would_deny, would_rate_limit, would_require_approval) and filtered tools/list answers, in waves a few scrapes apart so that
 counters grow while Prometheus watches. Then every panel's query, read from the dashboard JSON with Grafana's
 variables filled in, must return data, and the panels must show what the traffic did. A third Envoy has no
 stats_tags in its bootstrap (as under Istio): Prometheus scrapes it through the relabelling rules of
@@ -38,8 +38,8 @@ SCRAPE_SECONDS = 1
 # Grafana's variables, as Grafana would fill them in for this run (longest names first: $__range_s etc. are not
 # used, but $__rate_interval must not be cut by $__range).
 GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__range": "10m", "$instance": ".*"}
-DECISIONS = {"allow", "deny", "rate_limited", "approval_granted", "approval_denied", "approval_unavailable",
-             "invalid", "would_deny", "would_rate_limit", "would_require_approval"}
+DECISIONS = {"allow", "deny", "rate_limited", "approval_granted", "approval_remembered", "approval_denied",
+             "approval_unavailable", "invalid", "would_deny", "would_rate_limit", "would_require_approval"}
 POLICY = {
     "version": "1",
     "default": "deny",
@@ -49,6 +49,7 @@ POLICY = {
         "delete_*": {"action": "deny", "reason": "Deleting MLflow data is not allowed for agents"},
         "query_runs": {"rate_limit": "2/hour"},
         "set_run_tag": {"action": "require_approval"},
+        "set_experiment_tag": {"action": "require_approval"},
         "transition_model_version_stage": {"action": "require_approval"},
         "create_registered_model": {"action": "require_approval"},
     },
@@ -100,8 +101,9 @@ def test_the_dashboard_imports_as_it_is():
 # ------------------------------------------------------------------------------------------ the scripted run
 
 class ApprovalService:
-    """Grants set_run_tag, refuses transition_model_version_stage, answers 503 for anything else (the filter then
-    refuses with approval_unavailable)."""
+    """Grants set_run_tag, grants set_experiment_tag for an hour (the filter then grants the session's next calls of
+    it without asking: approval_remembered), refuses transition_model_version_stage, answers 503 for anything else
+    (the filter then refuses with approval_unavailable)."""
 
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
@@ -115,6 +117,8 @@ class ApprovalService:
                 tool = asked.get("tool")
                 if tool == "set_run_tag":
                     status, body = 200, {"approved": True}
+                elif tool == "set_experiment_tag":
+                    status, body = 200, {"approved": True, "remember_seconds": 3600}
                 elif tool == "transition_model_version_stage":
                     status, body = 200, {"approved": False, "reason": "not on the allow list"}
                 else:
@@ -204,7 +208,8 @@ def wave(url: str, session: str) -> None:
     post(url, call("create_run", {"experiment_id": "0"}, id=11), headers=h)
     for i in range(3):  # 2/hour per session: the third is rate limited
         post(url, call("query_runs", {"experiment_id": "0"}, id=20 + i), headers=h)
-    for i, tool in enumerate(("set_run_tag", "transition_model_version_stage", "create_registered_model")):
+    for i, tool in enumerate(("set_run_tag", "set_experiment_tag", "set_experiment_tag",
+                              "transition_model_version_stage", "create_registered_model")):
         post(url, call(tool, {"name": "x"}, id=30 + i), headers=h)
     send(url, b"{not json", headers=h)
     post(url, {"jsonrpc": "2.0", "id": 40, "method": "tools/list"}, headers=h)
@@ -266,10 +271,11 @@ def test_every_panel_query_returns_data(envoy, upstream, monkeypatch, tmp_path, 
         assert labels(limited, "tool") == {"query_runs"}
         assert labels(limited, "decision") == {"rate_limited", "would_rate_limit"}
         outcomes = {r["metric"]["decision"]: float(r["value"][1]) for r in panel("Approval outcomes")}
-        assert set(outcomes) == {"approval_granted", "approval_denied", "approval_unavailable"}, outcomes
+        assert set(outcomes) == {"approval_granted", "approval_remembered", "approval_denied",
+                                 "approval_unavailable"}, outcomes
         assert all(v > 0 for v in outcomes.values()), outcomes
         assert labels(panel("Approvals per second, by tool"), "tool") == \
-            {"set_run_tag", "transition_model_version_stage", "create_registered_model"}
+            {"set_run_tag", "set_experiment_tag", "transition_model_version_stage", "create_registered_model"}
         assert panel("tools/list answers filtered per second")
         assert labels(panel("Audit mode: what enforcing would refuse"), "decision") == \
             {"would_deny", "would_rate_limit", "would_require_approval"}

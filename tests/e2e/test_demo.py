@@ -1,22 +1,23 @@
 """`make run`'s demo: envoy/demo.yaml stays envoy/envoy.yaml plus a policy and the approvals cluster, and the
 scripted demo of scripts/run_demo.py (the MCP Python SDK client through Envoy to the real MLflow MCP server, with
-examples/approval_service.py) shows each decision: allowed, denied, rate limited, approval granted and refused,
-each with its audit line in Envoy's log. An invalid policy stops `make run` before anything starts, with the
-CLI's errors in the terminal. Here on kernel-chosen loopback ports instead of make run's fixed ones.
+the approvals console, `mcp-policy approvals`, deciding through its JSON API) shows each decision: allowed,
+denied, rate limited, approval granted for a while, then remembered without asking, and refused, each with its
+audit line in Envoy's log. An invalid policy stops `make run` before anything starts, with the CLI's errors in the
+terminal. Here on kernel-chosen loopback ports instead of make run's fixed ones.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
 import json
-import subprocess
 import sys
 import time
 
 import pytest
 import yaml
 
-from conftest import REPO, SCRIPTS, _die_with_parent, free_port, stop_process, wait_for_port
+from conftest import REPO, SCRIPTS
+from console import Console
 
 sys.path.insert(0, str(SCRIPTS))
 import run_demo  # noqa: E402
@@ -61,17 +62,17 @@ def test_demo_yaml_is_envoy_yaml_with_a_demo_policy():
 
 @pytest.fixture
 def approvals(tmp_path):
-    port = free_port()
-    log = tmp_path / "approvals.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "approval_service.py"), "--port", str(port),
-                                 "--allow", run_demo.APPROVED], stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent)
+    """The approvals console as make run starts it (its own approver login, made as run_demo makes it)."""
+    approvers, password = run_demo.console_login(str(REPO / run_demo.CLI), tmp_path)
+    assert (tmp_path / "console-password").stat().st_mode & 0o077 == 0, "the password file is the user's only"
+    assert run_demo.console_login(str(REPO / run_demo.CLI), tmp_path) == (approvers, password), "made once"
+    c = Console(tmp_path / "console")
+    c.approvers = approvers
+    c.start()
     try:
-        wait_for_port(port, proc, what="approval service", log=log)
-        yield port, log
+        yield c, run_demo.ConsoleLogin(c.base, run_demo.APPROVER, password)
     finally:
-        stop_process(proc)
+        c.stop()
 
 
 def demo_log_levels() -> dict:
@@ -81,28 +82,36 @@ def demo_log_levels() -> dict:
 
 
 def test_the_scripted_demo(mlflow_mcp, envoy, approvals):
-    port, log = approvals
-    e = envoy(demo_policy(), mlflow_mcp.port, clusters={"approvals": port}, **demo_log_levels())
-    lines = asyncio.run(run_demo.demo(e.url, mlflow_mcp.url, mlflow_mcp.ids))
+    console, login = approvals
+    e = envoy(demo_policy(), mlflow_mcp.port, clusters={"approvals": console.port}, **demo_log_levels())
+    lines = asyncio.run(run_demo.demo(e.url, mlflow_mcp.url, mlflow_mcp.ids, login))
     text = "\n".join(lines)
     labels = [line.split()[0] + (" " + line.split()[1] if line.split()[0] in ("rate", "approval") else "")
               for line in lines]
-    assert labels == ["tools/list", "allowed", "denied", "rate limited", "approval granted", "approval refused"], text
+    assert labels == ["tools/list", "allowed", "denied", "rate limited", "approval granted", "remembered",
+                      "approval refused"], text
     assert "of the server's 40 tools are listed" in lines[0], text
     assert "get_run -> forwarded; run 'xgboost' FINISHED, accuracy 0.87" in lines[1], text
     assert "delete_run -> JSON-RPC error -31001: Tool 'delete_run' denied by policy: Deleting MLflow data is not " \
            "allowed for agents" in lines[2], text
     assert "call 4 -> JSON-RPC error -31002: Tool 'query_runs' rate limited: rate limit of 3 calls per 60s" in lines[3] \
         or "-31002" in lines[3] and "calls 1-" in lines[3], text  # a minute boundary may fall between the calls
-    assert "set_run_tag -> the approval service said yes, the call was forwarded: the run is tagged" in lines[4], text
-    assert "transition_model_version_stage -> JSON-RPC error -31003: " in lines[5] and "approver said no" in lines[5], text
+    assert "set_run_tag -> waited in the approvals console, approved there for 5 minutes" in lines[4] and \
+        "forwarded: the run is tagged reviewed_by=mcp-policy demo" in lines[4], text
+    assert "set_run_tag again -> forwarded without asking (approved for this session and tool for 5 minutes): " \
+        "the run is tagged reviewed_at=once" in lines[5], text
+    assert "transition_model_version_stage -> JSON-RPC error -31003: " in lines[6] and \
+        f"the approver said no: {run_demo.DENY_REASON}" in lines[6], text
     run = mlflow_mcp.ids["runs"]["agent-evals/gpt-small"]
-    assert mlflow_mcp.client().get_run(run).data.tags.get("reviewed_by") == "mcp-policy demo"
-    asked = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    assert [a.get("tool") for a in asked] == ["set_run_tag", "transition_model_version_stage"], asked
+    tags = mlflow_mcp.client().get_run(run).data.tags
+    assert (tags.get("reviewed_by"), tags.get("reviewed_at")) == ("mcp-policy demo", "once"), tags
+    # The console was asked twice, decided by the demo's approver; the remembered call never reached it.
+    decided = [(r["name"], r["outcome"], r["by"], r.get("remember_seconds")) for r in console.records()]
+    assert decided == [("set_run_tag", "approved", "demo", 300),
+                       ("transition_model_version_stage", "denied", "demo", None)], decided
 
     # The demo's Envoy log levels make every decision visible as an audit line in its log (README: "Audit log").
-    want = {"allow", "deny", "rate_limited", "approval_granted", "approval_denied"}
+    want = {"allow", "deny", "rate_limited", "approval_granted", "approval_remembered", "approval_denied"}
     deadline = time.monotonic() + 5
     while not want <= {a["decision"] for a in run_demo.audit_lines(e.log_path)} and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -153,6 +153,9 @@ def cond(c: dict) -> str:
     return rule({"conditions": [c]})
 
 
+PEER = {"peer_certificate": True}
+JWT = {"jwt": {"metadata": "jwt_payload", "subject": "sub", "groups": "realm_access.roles"}}
+
 BAD = {
     "empty object (no version)": "{}",
     "version as a number": '{"version": 1}',
@@ -233,6 +236,43 @@ BAD = {
     "invalid prompts_default": P(prompts_default="block"),
     "resources not an object": P(resources="file:///*"),
     "filter_tools_list as a number": P(filter_tools_list=1),
+    "rate_limit_service not an object": P(rate_limit_service="ratelimit"),
+    "rate_limit_service without cluster": P(rate_limit_service={"domain": "d"}),
+    "rate_limit_service empty domain": P(rate_limit_service={"cluster": "rl", "domain": ""}),
+    "rate_limit_service timeout 0": P(rate_limit_service={"cluster": "rl", "timeout_ms": 0}),
+    "rate_limit_service timeout over a minute": P(rate_limit_service={"cluster": "rl", "timeout_ms": 60001}),
+    "rate_limit_service unknown on_error": P(rate_limit_service={"cluster": "rl", "on_error": "fail"}),
+    "rate_limit_service unknown field": P(rate_limit_service={"cluster": "rl", "failure_mode_deny": True}),
+    "unknown counted": rule({"rate_limit": {"max": 1, "window": 60, "counted": "envoy"}}),
+    "counted service without a service": rule({"rate_limit": {"max": 1, "window": 60, "counted": "service"}}),
+    "a window the service cannot count": P(rate_limit_service={"cluster": "rl"},
+                                           tools={"x": {"rate_limit": {"max": 1, "window": 90}}}),
+    "a window the service cannot count, in a list": P(rate_limit_service={"cluster": "rl"},
+                                                      prompts={"p": {"rate_limit": ["1/minute", {"max": 1, "window": 7200}]}}),
+    "a max past 32 bits counted by the service": P(rate_limit_service={"cluster": "rl"},
+                                                   resources={"r": {"rate_limit": {"max": 4294967296, "window": 60}}}),
+    "callers without a source": P(callers={}),
+    "callers with peer_certificate false only": P(callers={"peer_certificate": False}),
+    "callers.jwt without metadata": P(callers={"jwt": {"subject": "sub"}}),
+    "a claim path with an empty segment": P(callers={"jwt": {"metadata": "m", "groups": "a..b"}}),
+    "callers unknown field": P(callers={"mtls": True}),
+    "profiles without callers": P(profiles=[{"name": "a", "match": {}}]),
+    "profiles not a list": P(callers=PEER, profiles={"name": "a", "match": {}}),
+    "a profile without a match": P(callers=PEER, profiles=[{"name": "a"}]),
+    "a profile name with a dot": P(callers=PEER, profiles=[{"name": "a.b", "match": {}}]),
+    "a top-level setting in a profile": P(callers=PEER, profiles=[{"name": "a", "match": {}, "mode": "audit"}]),
+    "an unknown match key": P(callers=PEER, profiles=[{"name": "a", "match": {"group": ["g"]}}]),
+    "a group with a wildcard": P(callers=JWT, profiles=[{"name": "a", "match": {"groups": ["ml-*"]}}]),
+    "an empty groups list": P(callers=JWT, profiles=[{"name": "a", "match": {"groups": []}}]),
+    "a profile rule requiring approval without approval":
+        P(callers=PEER, profiles=[{"name": "a", "match": {}, "tools": {"t": {"action": "require_approval"}}}]),
+    "an unknown scope": rule({"rate_limit": {"max": 1, "window": 60, "scope": "team"}}),
+    "a window the service cannot count, in a profile": P(
+        rate_limit_service={"cluster": "rl"}, callers=PEER,
+        profiles=[{"name": "a", "match": {}, "tools": {"x": {"rate_limit": {"max": 1, "window": 90}}}}]),
+    "counted service in a profile without a service": P(
+        callers=PEER,
+        profiles=[{"name": "a", "match": {}, "tools": {"x": {"rate_limit": {"max": 1, "window": 60, "counted": "service"}}}}]),
 }
 
 GOOD = {
@@ -261,6 +301,30 @@ GOOD = {
         {"path": "args", "op": "exists", "value": True}, {"path": "args.f", "op": "exists", "value": False}]}),
     "glob keys": P(tools={"*": {"action": "deny"}, "get_?": {}, "*_run": {"action": "deny", "reason": "r"}}),
     "unicode and spaces in keys": P(tools={"überprüfen": {}, "two words": {}}),
+    "a rate limit service": P(rate_limit_service={"cluster": "ratelimit", "domain": "mcp-prod", "timeout_ms": 60000,
+                                                  "on_error": "allow"},
+                              tools={"a": {"rate_limit": ["5/second", {"max": 4294967295, "window": 86400},
+                                                          {"max": 1, "window": "hour", "counted": "service"},
+                                                          {"max": 9, "window": 90, "counted": "proxy"}]}}),
+    "counted proxy without a service": rule({"rate_limit": {"max": 1, "window": 7, "counted": "proxy"}}),
+    "callers and every profile field": P(
+        callers={**JWT, **PEER, "required": True}, approval={"cluster": "a"},
+        export_headers={"profile": "x-caller-profile"},
+        tools={"t": {"rate_limit": [{"max": 1, "window": 60, "scope": "caller"}, "5/minute"]}},
+        profiles=[{"name": "ml-admins", "match": {"subject": "a*", "groups": ["ml-admins"],
+                                                   "principal": "spiffe://cluster.local/ns/*", "authenticated": True},
+                   "inherit": False, "default": "require_approval", "hide": ["x"], "tools": {"t": {}},
+                   "prompts": {"p": {}}, "prompts_default": "deny", "resources": {"file:///*": {}},
+                   "resources_default": "allow"},
+                  {"name": "anyone", "match": {}}]),
+    "a claim path as a list": P(callers={"jwt": {"metadata": "https://issuer.example",
+                                                 "groups": ["https://example.com/roles"]}}),
+    "per-caller limits counted by the service, in a profile too": P(
+        rate_limit_service={"cluster": "ratelimit"}, callers=JWT,
+        tools={"a": {"rate_limit": ["10/minute", {"max": 5, "window": "hour", "scope": "caller"},
+                                    {"max": 9, "window": 90, "counted": "proxy"}]}},
+        profiles=[{"name": "ml-admins", "match": {"groups": ["ml-admins"]},
+                   "tools": {"a": {"rate_limit": {"max": 50, "window": 60, "scope": "session"}}}}]),
 }
 
 # The filter rejects these; the schema cannot say why (README: "Beyond the schema").
@@ -270,6 +334,14 @@ BEYOND = {
     "an invalid regex": cond({"path": "args.a", "op": "regex", "value": "("}),
     "a whole number written 10.0": rule({"rate_limit": {"max": 10.0, "window": 60}}),
     "a count past 64 bits": rule({"rate_limit": "99999999999999999999/minute"}),
+    "a count past 32 bits in the N/unit form, counted by the service": P(
+        rate_limit_service={"cluster": "rl"}, tools={"x": {"rate_limit": "4294967296/minute"}}),
+    "a cluster name protobuf would read as a message": P(rate_limit_service={"cluster": "H0"}),
+    "two profiles with one name": P(callers=PEER, profiles=[{"name": "a", "match": {}}, {"name": "a", "match": {}}]),
+    "a match on a source callers does not read": P(callers=PEER, profiles=[{"name": "a", "match": {"subject": "x"}}]),
+    "scope caller without callers": rule({"rate_limit": {"max": 1, "window": 60, "scope": "caller"}}),
+    "authenticated false with a principal":
+        P(callers=PEER, profiles=[{"name": "a", "match": {"authenticated": False, "principal": "x"}}]),
 }
 
 

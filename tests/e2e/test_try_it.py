@@ -1,5 +1,5 @@
 """README "Try it": the curl session, run as written against the demo's Envoy (envoy/demo.yaml's policy, the real
-MLflow MCP server, the approval service), must print what the README says it prints. Only what differs from one
+MLflow MCP server, the approvals console), must print what the README says it prints. Only what differs from one
 machine or run to the next is left out of the comparison: session and experiment ids, paths, the date.
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ def normalized(text: str) -> list[str]:
 
 
 def test_the_readme_curl_session_prints_what_the_readme_shows(mlflow_mcp, envoy, approvals, tmp_path):  # noqa: F811
-    port, _ = approvals
-    e = envoy(demo_policy(), mlflow_mcp.port, clusters={"approvals": port})
+    console, _ = approvals
+    e = envoy(demo_policy(), mlflow_mcp.port, clusters={"approvals": console.port})
     script, shown = curl_session()
     assert script.count(DEMO_URL) >= 2 and HEADERS_FILE in script
     script = script.replace(DEMO_URL, e.url).replace(HEADERS_FILE, str(tmp_path / "mcp-headers"))

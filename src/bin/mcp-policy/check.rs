@@ -1,6 +1,7 @@
 //! `mcp-policy check`: validate every policy found in the given files, the way the filter would.
 
 use crate::extract::{extract, Found, Host};
+use crate::who;
 use crate::Out;
 use mcp_policy::policy;
 use std::process::ExitCode;
@@ -16,7 +17,11 @@ Validates each mcp-policy configuration found in each FILE ('-' reads standard i
     (TrafficExtension: spec.wasm.pluginConfig) is the policy, as YAML.
 YAML files may hold several documents.
 
-Prints `FILE: ok (N rules, default X)` per policy, or every error with its path and fix.
+Prints `FILE: ok (N rules, default X)` per policy (and `, N profiles`), or every error with its
+path and fix. Warnings (the policy is valid, exit status 0) follow as `  warning: ...` lines: a
+caller profile that can never match because an earlier profile takes all its callers, and
+session-scoped rate limits counted per MCP session, whose budget a client renews by opening a new
+session (a note when they count per another identity header, which Envoy must set).
 Also checks that each policy can run where it is: `hold_headers` (default true) needs the Envoy
 Wasm filter's `allow_on_headers_stop_iteration: true`, and must be false in an Istio WasmPlugin or
 TrafficExtension (which cannot set that flag); otherwise every request would hang.";
@@ -38,7 +43,8 @@ pub struct Options {
     pub files: Vec<String>,
 }
 
-fn read(file: &str) -> Result<Vec<u8>, String> {
+/// The bytes of `file` ('-': standard input), or why not.
+pub fn read(file: &str) -> Result<Vec<u8>, String> {
     let res = if file == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
@@ -60,12 +66,19 @@ fn verdict(out: &mut Out, label: &str, found: &Found) -> bool {
     match policy::parse(bytes) {
         Ok(p) => {
             let n = p.rules().len();
-            let summary = format!(
+            let mut summary = format!(
                 "{n} rule{}, default {}",
                 if n == 1 { "" } else { "s" },
                 p.default.as_str()
             );
-            match held_headers(p.hold_headers, &found.host) {
+            let profiles = p.profiles.len();
+            if profiles > 0 {
+                summary.push_str(&format!(
+                    ", {profiles} profile{}",
+                    if profiles == 1 { "" } else { "s" }
+                ));
+            }
+            let fits = match held_headers(p.hold_headers, &found.host) {
                 Held::Fine => {
                     out.line(format_args!("{label}: ok ({summary})"));
                     true
@@ -82,7 +95,14 @@ fn verdict(out: &mut Out, label: &str, found: &Found) -> bool {
                     out.line(format_args!("  - {error}"));
                     false
                 }
+            };
+            for r in who::remarks(&p) {
+                match r {
+                    who::Remark::Warning(w) => out.line(format_args!("  warning: {w}")),
+                    who::Remark::Note(n) => out.line(format_args!("  note: {n}")),
+                }
             }
+            fits
         }
         Err(errs) => {
             out.line(format_args!("{label}: {errs}"));

@@ -33,7 +33,7 @@ pub struct Endpoint {
     pub timeout: Duration,
 }
 
-fn parse_url(url: &str) -> Result<String, String> {
+pub fn parse_url(url: &str) -> Result<String, String> {
     let lower = url.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
         return Err("the URL must start with http:// or https://".into());
@@ -89,7 +89,7 @@ struct Client {
 }
 
 /// True for a URL whose host is on this machine: never sent through an HTTP proxy from the environment.
-fn is_loopback(url: &str) -> bool {
+pub fn is_loopback(url: &str) -> bool {
     let host = url
         .parse::<ureq::http::Uri>()
         .ok()

@@ -6,14 +6,16 @@
 //! beside it, from the same rule set, and follows the rule the engine picked.
 
 use crate::extract::{extract, Found};
+use crate::who::{self, CallerArgs};
 use crate::Out;
 use mcp_policy::approval::Answer;
+use mcp_policy::caller::Caller;
 use mcp_policy::engine::{judge, Decision};
 use mcp_policy::limits::memory::MemoryStore;
-use mcp_policy::limits::{init_store, Charge, Limiter};
+use mcp_policy::limits::{init_store, Charge, Limiter, Scope};
 use mcp_policy::mcp::{inspect, Kind};
 use mcp_policy::policy::{self, is_glob, Action, Glob, Mode, Policy, RateLimit, Rule, RuleSet};
-use mcp_policy::request::{check_body, conclude, Env, Head, Outcome};
+use mcp_policy::request::{check_body, conclude, Counting, Env, Head, Next, Outcome, ProfileRef};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -23,9 +25,17 @@ Explains what the policy in FILE does with one call: tools/call NAME (--tool), p
 omitted). FILE is read as `check` reads it (policy JSON, Envoy YAML or JSON, Istio WasmPlugin or
 TrafficExtension; '-' is standard input); a file holding several policies is explained against each.
 
+For a policy with `callers`, --subject, --groups and --principal say who calls (what Envoy would
+have verified; none of them: an anonymous caller), and the report starts with:
+  caller     the identity, and whether it is authenticated
+  profile    the profile that applies, or none (the top-level rules), and each profile tried, in
+             order, with the keys of its match that hold and those that do not
+
 For each policy it prints:
-  decision   allow | allow, rate limit applies | require approval | deny  (and audit mode)
-  rule       the key that matched, or the default
+  decision   allow | allow, rate limit applies | require approval | deny | unauthenticated
+             (and audit mode)
+  rule       the key that matched (and, under a profile, whether the profile or the top level
+             wrote it), or the default
   why        hidden?, exact key or which glob won (and which others matched), conditions one by
              one, rate limits, approval
   reply      what the agent gets: forwarded, or the JSON-RPC error code and message; for rate
@@ -54,6 +64,8 @@ pub struct Options {
     /// <identity>; the filter takes it from the policy's identity.headers, else the client IP)
     #[arg(long, value_name = "ID")]
     pub identity: Option<String>,
+    #[command(flatten)]
+    pub caller: CallerArgs,
 }
 
 /// The call explained: exactly one of the three.
@@ -107,7 +119,7 @@ impl Options {
                 "--args does not apply to --resource (resources/read has no arguments)".into(),
             );
         }
-        Ok(())
+        self.caller.validate()
     }
 }
 
@@ -213,13 +225,71 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     let bytes = f.policy.as_ref().map_err(Clone::clone)?;
     let policy = policy::parse(bytes).map_err(|e| e.to_string())?;
-    // Only for the names of the `hide` entries (the compiled globs do not keep their text).
+    // Only for the names of the `hide` entries (the compiled globs do not keep their text) and the keys a
+    // profile wrote itself.
     let raw: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
     let kind = o.kind();
     let body = request_body(o, kind);
+    let mut r = Report(Vec::new());
+
+    // Who calls, and which rules that caller gets.
+    let caller = o.caller.caller();
+    let profile = match &policy.callers {
+        None => {
+            if o.caller.given() {
+                r.item(
+                    "caller",
+                    "ignored: the policy has no `callers` section, so the filter reads no identity and every caller gets the same rules",
+                );
+            }
+            None
+        }
+        Some(callers) => {
+            r.item("caller", who::describe(&caller));
+            if callers.required && !caller.authenticated() {
+                let reply = mcp_policy::reply::unauthenticated(mcp_policy::caller::NONE_REQUIRED);
+                if policy.mode != Mode::Audit {
+                    r.item(
+                        "decision",
+                        "unauthenticated (callers.required: a request without a verified identity is refused)",
+                    );
+                    r.item("reply", reply_text(&reply.body, reply.status));
+                    return Ok((r.0, false));
+                }
+                r.item(
+                    "required",
+                    "no verified identity: mode audit logs it as would_deny and lets the request through as anonymous",
+                );
+                r.more(format!(
+                    "enforced, it would get {}",
+                    reply_text(&reply.body, reply.status)
+                ));
+            }
+            let (index, lines) = who::profile(&policy, &caller);
+            let mut lines = lines.into_iter();
+            if let Some(first) = lines.next() {
+                r.item("profile", first);
+            }
+            for l in lines {
+                r.more(l);
+            }
+            index
+        }
+    };
+    let profile_raw = profile.and_then(|i| raw.get("profiles")?.get(i));
+    // The caller's rules, as the filter's request path (`check_body`) reads them from the head.
+    let view = policy.view_of(profile);
     let identity = o.identity.clone().unwrap_or_else(|| "<identity>".into());
     let head = Head {
         identity: identity.clone(),
+        caller: policy.callers.as_ref().map(|_| caller.clone()),
+        profile: profile.and_then(|index| {
+            let name = policy.profiles.get(index)?.name.clone();
+            Some(ProfileRef { index, name })
+        }),
+        caller_identity: caller
+            .limit_key()
+            .unwrap_or_else(|| "ip:<client IP>".into()),
         ..Head::default()
     };
     let now_nanos = std::time::SystemTime::now()
@@ -233,7 +303,6 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         now_nanos,
     );
 
-    let mut r = Report(Vec::new());
     let args_text = match (&o.args, kind) {
         (_, Kind::Resource) => String::new(),
         (Some(a), _) => format!(", arguments {}", a.trim()),
@@ -261,9 +330,9 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         }
         return Ok((r.0, false));
     };
-    let verdict = judge(&policy, call);
-    let set = policy.set(kind);
-    let hidden = kind == Kind::Tool && policy.is_hidden(o.name());
+    let verdict = judge(view, call);
+    let set = view.set(kind);
+    let hidden = kind == Kind::Tool && view.is_hidden(o.name());
     let rule = if hidden { None } else { set.rule_for(o.name()) };
 
     let limits: &[RateLimit] = match (&verdict.decision, rule) {
@@ -293,23 +362,58 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     } else {
         r.item("decision", decision);
     }
+    // Under a profile: who wrote the rule (or the default) that decided.
+    let field = match kind {
+        Kind::Tool => "tools",
+        Kind::Prompt => "prompts",
+        Kind::Resource => "resources",
+    };
+    let origin = |written: bool| match profile_raw {
+        None => String::new(),
+        Some(_) if written => format!(", from profile {}", quote(profile_name(&policy, profile))),
+        Some(_) => ", from the top level".to_owned(),
+    };
+    let own_key = |key: &str| {
+        profile_raw
+            .and_then(|p| p.get(field))
+            .and_then(|t| t.get(key))
+            .is_some()
+    };
+    let own_default = profile_raw
+        .and_then(|p| p.get(default_field(kind)))
+        .is_some()
+        || profile.is_some_and(|i| policy.profiles.get(i).is_some_and(|p| !p.inherit));
     r.item(
         "rule",
         match (rule, hidden) {
             (_, true) => "none: hidden by policy (hide)".to_owned(),
-            (Some(rule), _) if is_glob(&rule.key) => format!("{} (glob)", quote(&rule.key)),
-            (Some(rule), _) => format!("{} (exact key)", quote(&rule.key)),
-            (None, _) => format!("default ({} {})", default_field(kind), set.default.as_str()),
+            (Some(rule), _) if is_glob(&rule.key) => {
+                format!("{} (glob{})", quote(&rule.key), origin(own_key(&rule.key)))
+            }
+            (Some(rule), _) => format!(
+                "{} (exact key{})",
+                quote(&rule.key),
+                origin(own_key(&rule.key))
+            ),
+            (None, _) => format!(
+                "default ({} {}{})",
+                default_field(kind),
+                set.default.as_str(),
+                origin(own_default)
+            ),
         },
     );
 
     // Why.
     let mut why = Vec::new();
     if hidden {
-        let entry = raw
+        let top_hide = raw
             .get("hide")
-            .and_then(Value::as_array)
+            .filter(|_| profile.is_none_or(|i| policy.profiles.get(i).is_some_and(|p| p.inherit)));
+        let entry = [top_hide, profile_raw.and_then(|p| p.get("hide"))]
             .into_iter()
+            .flatten()
+            .filter_map(Value::as_array)
             .flatten()
             .filter_map(Value::as_str)
             .find(|p| Glob::new(p).is_ok_and(|g| g.matches(o.name())));
@@ -350,6 +454,8 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
             "reply",
             "none in audit mode: the call is forwarded to the MCP server without asking for approval",
         ),
+        // Said by `fleet_reply` below.
+        Outcome::Count { .. } => {}
         Outcome::Approve { asks, .. } => {
             let a = policy.approval.as_ref();
             let (cluster, path, authority, timeout) = a.map_or(
@@ -382,6 +488,10 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         }
     }
 
+    if let Outcome::Count { counting, .. } = &checked.outcome {
+        fleet_reply(&mut r, &enforced, &head, counting, now_nanos);
+    }
+
     // Rate limits that count the call.
     if limits.is_empty() {
         let none = match &verdict.decision {
@@ -394,7 +504,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         for (i, (l, c)) in limits.iter().zip(&verdict.charges).enumerate() {
             let text = format!(
                 "{}; this call takes {}",
-                describe_limit(l, &identity, &policy),
+                describe_limit(l, &identity, &policy, &caller),
                 plural(c.units as usize, "unit", "units")
             );
             if i == 0 {
@@ -417,7 +527,7 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
     }
 
     if kind == Kind::Tool {
-        let listed = if policy.is_listed(o.name()) {
+        let listed = if view.is_listed(o.name()) {
             "listed".to_owned()
         } else if hidden {
             "removed from tools/list answers (hidden)".to_owned()
@@ -433,6 +543,46 @@ fn explain_one(o: &Options, f: &Found) -> Result<(Vec<String>, bool), String> {
         r.item("tools/list", listed);
     }
     Ok((r.0, allowed))
+}
+
+/// The reply of a call whose fleet limits the rate limit service is asked about: where the request goes, and
+/// what the call gets when the service says yes or cannot say.
+fn fleet_reply(r: &mut Report, policy: &Policy, head: &Head, counting: &Counting, now_nanos: u64) {
+    let Some(s) = &policy.rate_limit_service else {
+        return;
+    };
+    let requests = counting.messages().count();
+    r.item(
+        "reply",
+        format!(
+            "held until the rate limit service answers: {} to Envoy cluster {} (domain {}, timeout {} ms)",
+            plural(requests, "ShouldRateLimit request", "ShouldRateLimit requests"),
+            quote(&s.cluster),
+            quote(&s.domain),
+            s.timeout_ms
+        ),
+    );
+    let room = counting.simulated(policy, None);
+    let down = vec![Err("<what went wrong>".to_owned()); requests];
+    for (what, answers) in [("room", room), ("no usable answer", down)] {
+        let counted = with_store(
+            |env| counting.clone().conclude(policy, head, &answers, env),
+            now_nanos,
+        );
+        let text = match counted.next {
+            Next::Forward if what == "room" => "the call is forwarded".to_owned(),
+            Next::Forward => "forwarded without counting (on_error allow)".to_owned(),
+            Next::Approve { .. } => "the approval service is asked next".to_owned(),
+            Next::Reply(reply) => reply_text(&reply.body, reply.status),
+        };
+        r.more(format!("{what}: {text}"));
+    }
+}
+
+fn profile_name(policy: &Policy, index: Option<usize>) -> &str {
+    index
+        .and_then(|i| policy.profiles.get(i))
+        .map_or("", |p| p.name.as_str())
 }
 
 fn with_store<T>(f: impl FnOnce(&Env<'_, MemoryStore>) -> T, now_nanos: u64) -> T {
@@ -455,12 +605,27 @@ fn spent_reply(policy: &Policy, head: &Head, body: &[u8], l: &RateLimit, now_nan
                 max_tracked: policy.identity.max_tracked,
                 hold_secs: policy.hold_secs(),
             };
+            if l.fleet.is_some() {
+                // Counted by the service: its answer says the limit is spent.
+                return match check_body(policy, head, body, env).outcome {
+                    Outcome::Count { counting, .. } => {
+                        let answers = counting.simulated(policy, Some(l.spec.id));
+                        match counting.conclude(policy, head, &answers, env).next {
+                            Next::Reply(reply) => reply_text(&reply.body, reply.status),
+                            _ => "this call takes no units of it, so it is never refused by it"
+                                .to_owned(),
+                        }
+                    }
+                    Outcome::Reply(reply) => reply_text(&reply.body, reply.status),
+                    _ => "this call takes no units of it, so it is never refused by it".to_owned(),
+                };
+            }
             let fill = [Charge {
                 limit: l.spec,
                 units: l.spec.max,
             }];
             if limiter
-                .reserve(&head.identity, &fill, now_nanos / 1_000_000_000)
+                .reserve_for(head.who(), &fill, now_nanos / 1_000_000_000)
                 .is_err()
             {
                 return "(could not be simulated)".to_owned();
@@ -650,22 +815,38 @@ fn window_text(secs: u64) -> String {
     }
 }
 
-fn describe_limit(l: &RateLimit, identity: &str, policy: &Policy) -> String {
+fn describe_limit(l: &RateLimit, identity: &str, policy: &Policy, caller: &Caller) -> String {
     let what = match &l.cost {
         Some((path, _)) => format!("units (cost {path})"),
         None => "calls".into(),
     };
-    let who = if l.spec.global {
-        "all callers together (scope global)".to_owned()
+    let then = if policy.callers.is_some() {
+        "else the caller, else the client IP"
     } else {
-        format!(
-            "per identity (scope session; identity {}, from header {} else the client IP)",
+        "else the client IP"
+    };
+    let who = match l.spec.scope {
+        Scope::Global => "all callers together (scope global)".to_owned(),
+        Scope::Session => format!(
+            "per identity (scope session; identity {}, from header {} {then})",
             quote(identity),
             policy.identity.headers.join(" or ")
-        )
+        ),
+        Scope::Caller => match caller.limit_key() {
+            Some(key) => format!("per caller (scope caller; caller {})", quote(&key)),
+            None => "per caller (scope caller; an anonymous caller is counted by its client IP)"
+                .to_owned(),
+        },
+    };
+    let counted = if l.fleet.is_some() {
+        ", counted by the rate limit service (fleet-wide)"
+    } else if policy.rate_limit_service.is_some() {
+        ", counted by each Envoy (counted: proxy)"
+    } else {
+        ""
     };
     format!(
-        "{} {what} per {}, {who}",
+        "{} {what} per {}, {who}{counted}",
         l.spec.max,
         window_text(l.spec.window_secs)
     )

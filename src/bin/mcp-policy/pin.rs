@@ -11,6 +11,7 @@
 //! end), the rest of the file stays as written. JSON policy files only (not the policy inside an Envoy YAML).
 
 use crate::client::{excerpt, fetch, Endpoint};
+use crate::pretty::pretty;
 use crate::Out;
 use mcp_policy::names;
 use mcp_policy::pins::{canonical_tool, short, tool_pin};
@@ -153,62 +154,6 @@ pub fn definitions_text(pinned: &[Pinned]) -> String {
     let mut text = pretty(&format!("{{{}}}", members.join(",")));
     text.push('\n');
     text
-}
-
-/// Compact JSON text laid out with two spaces of indentation, one member or element a line. Only white space
-/// is added (outside strings), so the value, and its canonical form, stay the same.
-pub fn pretty(compact: &str) -> String {
-    let mut out = String::with_capacity(compact.len() * 2);
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut chars = compact.chars().peekable();
-    let newline = |out: &mut String, depth: usize| {
-        out.push('\n');
-        for _ in 0..depth {
-            out.push_str("  ");
-        }
-    };
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '{' | '[' if matches!(chars.peek(), Some('}' | ']')) => {
-                out.push(c);
-                out.extend(chars.next());
-            }
-            '{' | '[' => {
-                out.push(c);
-                depth += 1;
-                newline(&mut out, depth);
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(c);
-                newline(&mut out, depth);
-            }
-            ':' => out.push_str(": "),
-            c if c.is_ascii_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `n tools`, or `1 tool`.
@@ -491,20 +436,9 @@ mod tests {
         assert_eq!(skipped.len(), 5, "{skipped:?}");
         assert!(skipped[0].contains("listed twice"));
         assert!(skipped[1].contains("glob"));
-        assert!(skipped[2].contains("invisible character U+200B"));
+        assert!(skipped[2].contains("invisible character (U+200B)"));
         assert!(skipped[3].starts_with("a tools/list entry without a string name"));
         assert!(skipped[4].contains("cannot be pinned"));
-    }
-
-    #[test]
-    fn pretty_keeps_the_value() {
-        let c = r#"{"a":[],"b":{},"c":[1,{"d":"x,{y}:\"z\\"}],"e":"é"}"#;
-        let p = pretty(c);
-        assert_eq!(
-            p,
-            "{\n  \"a\": [],\n  \"b\": {},\n  \"c\": [\n    1,\n    {\n      \"d\": \"x,{y}:\\\"z\\\\\"\n    }\n  ],\n  \"e\": \"é\"\n}"
-        );
-        assert_eq!(mcp_policy::jcs::canonical(&p).unwrap(), c);
     }
 
     #[test]

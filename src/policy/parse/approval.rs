@@ -4,7 +4,7 @@
 
 use super::errors::{at_key, kind, Errs};
 use super::fields::{open_object, APPROVAL};
-use super::valid_header_name;
+use super::{cluster, one_line, valid_header_name};
 use crate::approval::{ApprovalConfig, DEFAULT_PATH, DEFAULT_TIMEOUT_MS};
 use serde_json::Value;
 
@@ -13,36 +13,9 @@ pub(super) fn parse(errs: &mut Errs, path: &str, v: &Value) -> Option<ApprovalCo
     let before = errs.count();
     let fix = "write {\"cluster\": \"approvals\"}";
     let o = open_object(errs, path, v, &APPROVAL, "an object", fix)?;
-    let text = |errs: &mut Errs, field: &str, fix: &str| -> Option<String> {
-        match o.get(field) {
-            None => None,
-            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\r', '\n']) => {
-                Some(s.clone())
-            }
-            Some(x) => {
-                errs.push(
-                    &o.at(field),
-                    format!("expected a non-empty one-line string, got {x}"),
-                    fix,
-                );
-                None
-            }
-        }
-    };
-    let cluster = text(
-        errs,
-        "cluster",
-        "name the Envoy cluster of your approval service",
-    );
-    if o.get("cluster").is_none() {
-        errs.push(
-            &o.at("cluster"),
-            "missing required field",
-            "add \"cluster\": \"<Envoy cluster of your approval service>\"",
-        );
-    }
-    let authority = text(errs, "authority", "e.g. \"approvals.internal\"");
-    let callout_path = text(errs, "path", "e.g. \"/v1/approve\"");
+    let cluster = cluster(errs, &o, "approval service");
+    let authority = one_line(errs, &o, "authority", "e.g. \"approvals.internal\"");
+    let callout_path = one_line(errs, &o, "path", "e.g. \"/v1/approve\"");
     if let Some(p) = &callout_path {
         if !p.starts_with('/') {
             errs.push(

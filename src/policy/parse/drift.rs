@@ -294,14 +294,22 @@ fn the_tables_match_policy_md() {
 /// A policy with one object of every kind, every field set.
 const EVERY_FIELD: &str = r#"{
   "version": "1", "default": "deny", "max_body_bytes": 4096, "hold_headers": false, "filter_tools_list": false,
-  "mode": "audit", "export_headers": {"method": "x-m", "tool": "x-t"}, "hide": ["secret_*"],
+  "mode": "audit", "export_headers": {"method": "x-m", "tool": "x-t", "profile": "x-p"}, "hide": ["secret_*"],
   "identity": {"headers": ["x-agent-id"], "max_tracked": 100},
   "approval": {"cluster": "approvals", "authority": "a.internal", "path": "/v1/approve", "timeout_ms": 100,
                "headers": {"authorization": "Bearer x"}},
+  "rate_limit_service": {"cluster": "ratelimit", "domain": "d", "timeout_ms": 50, "on_error": "allow"},
   "tools": {"t": {"action": "allow", "reason": "r",
                   "conditions": [{"path": "args.n", "op": "lte", "value": 10}],
-                  "rate_limit": {"max": 10, "window": 60, "scope": "global", "cost": "args.n"}}},
+                  "rate_limit": {"max": 10, "window": 60, "scope": "global", "cost": "args.n",
+                                 "counted": "service"}}},
   "prompts": {"p": {}}, "prompts_default": "deny", "resources": {"file:///*": {}}, "resources_default": "deny",
+  "callers": {"jwt": {"metadata": "jwt_payload", "subject": "sub", "groups": "groups"}, "peer_certificate": true,
+              "required": true},
+  "profiles": [{"name": "admins", "match": {"subject": "a*", "groups": ["admins"], "principal": "spiffe://*",
+                                            "authenticated": true},
+                "inherit": true, "default": "allow", "hide": ["x"], "tools": {"t": {}}, "prompts": {"p": {}},
+                "prompts_default": "allow", "resources": {"file:///a/*": {}}, "resources_default": "allow"}],
   "pins": {"tools": {"t": "sha256:0000000000000000000000000000000000000000000000000000000000000000"}, "unpinned": "hide"},
   "tool_names": "strict"
 }"#;

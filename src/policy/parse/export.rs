@@ -1,4 +1,5 @@
-//! `export_headers`: `true` (the default names), `false` (none), or `{"method": NAME, "tool": NAME}`.
+//! `export_headers`: `true` (the default names), `false` (none), or `{"method": NAME, "tool": NAME,
+//! "profile": NAME}`.
 
 use super::errors::Errs;
 use super::fields::{open, EXPORT_HEADERS};
@@ -14,7 +15,11 @@ pub(super) fn parse(errs: &mut Errs, path: &str, v: Option<&Value>) -> Option<Ex
         Some(Value::Object(map)) => {
             let o = open(errs, path, map, &EXPORT_HEADERS);
             let mut names = ExportHeaders::default();
-            for (field, slot) in [("method", &mut names.method), ("tool", &mut names.tool)] {
+            for (field, slot) in [
+                ("method", &mut names.method),
+                ("tool", &mut names.tool),
+                ("profile", &mut names.profile),
+            ] {
                 match o.get(field) {
                     None => {}
                     Some(Value::String(h)) if valid_header_name(h) => {

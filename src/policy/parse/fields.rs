@@ -1,8 +1,9 @@
 //! The policy format at a glance: one table of fields per kind of object the policy has (the top level, a rule,
-//! a condition, a rate limit, `identity`, `approval`, `export_headers`). A table is the one list of that
-//! object's field names: it drives the unknown-field check and its "did you mean" hints ([`open`]), and the
-//! tests in `drift.rs` hold it equal to the parser (every field is read), to `envoy/policy.schema.json` (at
-//! [`Fields::schema`]) and to POLICY.md (the field table under [`Fields::doc`]).
+//! a condition, a rate limit, `identity`, `approval`, `rate_limit_service`, `export_headers`, `callers` and its
+//! `jwt`, a profile and its `match`). A table is the one list of that object's field names: it drives the
+//! unknown-field check and its "did you mean" hints ([`open`]), and the tests in `drift.rs` hold it equal to the
+//! parser (every field is read), to `envoy/policy.schema.json` (at [`Fields::schema`]) and to POLICY.md (the
+//! field table under [`Fields::doc`]).
 //!
 //! To add a field to an object: add a row to its table here (in the order the "known fields" hint should
 //! list it), read it with `obj.get("name")` in the submodule that parses that object, and run `cargo test`:
@@ -69,6 +70,9 @@ pub(super) struct Fields {
     pub(super) doc: &'static str,
     /// In the order the unknown-field fix lists them.
     pub(super) fields: &'static [Field],
+    /// The object this one sits in, when some of its fields may be written here by mistake (a top-level
+    /// setting in a profile): such a field gets an error saying where it belongs.
+    pub(super) outer: Option<&'static Fields>,
 }
 
 impl Fields {
@@ -96,6 +100,7 @@ pub(super) const TOP: Fields = Fields {
         optional("hold_headers",      "boolean: hold request headers while the body is read (true)"),
         optional("identity",          "object: who session-scoped limits count"),
         optional("approval",          "object: where require_approval calls are sent"),
+        optional("rate_limit_service", "object: Envoy's rate limit service counting limits fleet-wide"),
         optional("hide",              "list of tool names/globs removed from tools/list and denied"),
         optional("filter_tools_list", "boolean: also unlist always-denied tools (true)"),
         optional("mode",              "\"enforce\" | \"audit\" (enforce)"),
@@ -106,7 +111,10 @@ pub(super) const TOP: Fields = Fields {
         optional("resources_default", "action for a resource no key matches (allow)"),
         optional("pins",              "object: reviewed tool definitions (hashes)"),
         optional("tool_names",        "\"lenient\" | \"strict\": which tool names calls may carry (lenient)"),
+        optional("callers",           "object: where verified caller identities come from"),
+        optional("profiles",          "ordered list of caller profiles, the first match applies"),
     ],
+    outer: None,
 };
 
 /// One entry of `tools`, `prompts` or `resources`.
@@ -121,6 +129,7 @@ pub(super) const RULE: Fields = Fields {
         optional("conditions", "list of conditions, all must hold"),
         optional("rate_limit", "a limit or a non-empty list of limits"),
     ],
+    outer: None,
 };
 
 /// One entry of a rule's `rate_limit`, in its object form (the `"N/minute"` form has no fields).
@@ -132,9 +141,11 @@ pub(super) const LIMIT: Fields = Fields {
     fields: &[
         required("max",    "integer > 0: calls (or cost units) per window"),
         required("window", "seconds > 0 or second/minute/hour/day"),
-        optional("scope",  "\"session\" | \"global\" (session)"),
+        optional("scope",  "\"session\" | \"caller\" | \"global\" (caller with `callers`, else session)"),
         optional("cost",   "argument path whose number is consumed instead of 1"),
+        optional("counted", "\"proxy\" | \"service\": who counts it (service with rate_limit_service)"),
     ],
+    outer: None,
 };
 
 /// One entry of a rule's `conditions`.
@@ -148,6 +159,7 @@ pub(super) const CONDITION: Fields = Fields {
         required("op",    "one of the ops (OP_NAMES)"),
         required("value", "operand; its type depends on op"),
     ],
+    outer: None,
 };
 
 /// `identity`.
@@ -160,6 +172,7 @@ pub(super) const IDENTITY: Fields = Fields {
         optional("headers",     "non-empty list of header names, first present wins"),
         optional("max_tracked", "integer 1…2^20: rate-limit slots for identities"),
     ],
+    outer: None,
 };
 
 /// `approval`.
@@ -175,6 +188,22 @@ pub(super) const APPROVAL: Fields = Fields {
         optional("timeout_ms", "integer 1…3600000 (30000)"),
         optional("headers",    "object header name → one-line value"),
     ],
+    outer: None,
+};
+
+/// `rate_limit_service`.
+#[rustfmt::skip]
+pub(super) const RATE_LIMIT_SERVICE: Fields = Fields {
+    object: "rate_limit_service",
+    schema: "/$defs/rate_limit_service/properties",
+    doc: "## Rate limit service (`rate_limit_service`)",
+    fields: &[
+        required("cluster",    "Envoy cluster (HTTP/2) of the rate limit service"),
+        optional("domain",     "the domain of every request (mcp-policy)"),
+        optional("timeout_ms", "integer 1…60000 (100)"),
+        optional("on_error",   "\"deny\" | \"allow\": when the service cannot say (deny)"),
+    ],
+    outer: None,
 };
 
 /// `export_headers`, in its object form.
@@ -186,7 +215,73 @@ pub(super) const EXPORT_HEADERS: Fields = Fields {
     fields: &[
         optional("method", "header name for the MCP method (x-mcp-method)"),
         optional("tool",   "header name for the tool (x-mcp-tool)"),
+        optional("profile", "header name for the caller's profile (x-mcp-profile)"),
     ],
+    outer: None,
+};
+
+/// `callers`.
+#[rustfmt::skip]
+pub(super) const CALLERS: Fields = Fields {
+    object: "callers",
+    schema: "/properties/callers/properties",
+    doc: "## Callers (`callers`)",
+    fields: &[
+        optional("jwt",              "object: the payload jwt_authn verified"),
+        optional("peer_certificate", "boolean: the client certificate's URI SAN (false)"),
+        optional("required",         "boolean: refuse requests without an identity (false)"),
+    ],
+    outer: None,
+};
+
+/// `callers.jwt`.
+#[rustfmt::skip]
+pub(super) const JWT: Fields = Fields {
+    object: "callers.jwt",
+    schema: "/properties/callers/properties/jwt/properties",
+    doc: "### JWT (`callers.jwt`)",
+    fields: &[
+        required("metadata", "jwt_authn's payload_in_metadata (Istio: the issuer)"),
+        optional("subject",  "claim path of the subject (sub)"),
+        optional("groups",   "claim path of the groups: a list of strings or a space-separated string"),
+    ],
+    outer: None,
+};
+
+/// One entry of `profiles`.
+#[rustfmt::skip]
+pub(super) const PROFILE: Fields = Fields {
+    object: "profile",
+    schema: "/$defs/profile/properties",
+    doc: "## Profiles (`profiles`)",
+    fields: &[
+        required("name",              "unique name: letters, digits, '-', '_'"),
+        required("match",             "object: who the profile is for"),
+        optional("inherit",           "boolean: add to the top level's rules (true) or replace them"),
+        optional("default",           "action for a tools/call no key matches"),
+        optional("tools",             "tool name or glob → rule"),
+        optional("hide",              "list of tool names/globs, added to the top level's"),
+        optional("prompts",           "prompt name or glob → rule"),
+        optional("prompts_default",   "action for a prompt no key matches"),
+        optional("resources",         "resource URI or glob → rule"),
+        optional("resources_default", "action for a resource no key matches"),
+    ],
+    outer: Some(&TOP),
+};
+
+/// A profile's `match`.
+#[rustfmt::skip]
+pub(super) const MATCH: Fields = Fields {
+    object: "match",
+    schema: "/$defs/profile/properties/match/properties",
+    doc: "### Match (`match`)",
+    fields: &[
+        optional("subject",       "JWT subject, exact or glob"),
+        optional("groups",        "non-empty list of group names: any of them"),
+        optional("principal",     "certificate URI SAN, exact or glob"),
+        optional("authenticated", "boolean: has (true) or lacks (false) a verified identity"),
+    ],
+    outer: None,
 };
 
 /// `pins`.
@@ -199,6 +294,7 @@ pub(super) const PINS: Fields = Fields {
         required("tools",    "object tool name → \"sha256:<64 hex>\""),
         optional("unpinned", "\"allow\" | \"hide\": tools without a pin (allow)"),
     ],
+    outer: None,
 };
 
 /// Every table, for the drift tests.
@@ -210,8 +306,13 @@ pub(super) const ALL: &[&Fields] = &[
     &LIMIT,
     &IDENTITY,
     &APPROVAL,
+    &RATE_LIMIT_SERVICE,
     &EXPORT_HEADERS,
     &PINS,
+    &CALLERS,
+    &JWT,
+    &PROFILE,
+    &MATCH,
 ];
 
 /// A JSON object of a known kind, at a known path, whose unknown fields have been reported.
@@ -240,6 +341,20 @@ pub(super) fn open<'a>(
                 &at,
                 format!("`{k}` is not supported yet by this version of mcp-policy"),
                 "remove it; it is planned for a later release",
+            );
+        } else if let Some(outer) = fields.outer.filter(|o| o.known().any(|f| f == k)) {
+            errs.push(
+                &at,
+                format!(
+                    "`{k}` is a {} setting: it applies to every caller and cannot be set in a {}",
+                    outer.object, fields.object
+                ),
+                format!(
+                    "move it to the {} object, or remove it; a {} may set: {}",
+                    outer.object,
+                    fields.object,
+                    fields.known().collect::<Vec<_>>().join(", ")
+                ),
             );
         } else {
             let known: Vec<&str> = fields.known().collect();
@@ -305,6 +420,22 @@ impl<'a> Obj<'a> {
             errs.push(&self.at(name), format!("invalid {name} {v}"), fix);
         }
         found
+    }
+
+    /// A boolean field: `None` when absent, or (after an error "expected true or false" with `fix`) when it
+    /// is not a boolean.
+    pub(super) fn boolean(&self, errs: &mut Errs, name: &str, fix: &str) -> Option<bool> {
+        match self.get(name)? {
+            Value::Bool(b) => Some(*b),
+            v => {
+                errs.push(
+                    &self.at(name),
+                    format!("expected true or false, got {v}"),
+                    fix,
+                );
+                None
+            }
+        }
     }
 
     /// Where this object is (`""` for the document).

@@ -17,8 +17,11 @@
 //! | `identity.rs`, `approval.rs`, `export.rs` | `identity`, `approval`, `export_headers` |
 //! | `pins.rs` | `pins`, `tool_names` |
 //! | `names.rs` | keys no call can match, and keys that are look-alikes of governed keys |
+//! | `service.rs` | `rate_limit_service` (which limits it counts is checked in `limits.rs`) |
+//! | `callers.rs`, `profiles.rs` | `callers`; `profiles`, each merged with the top level's rules |
 
 mod approval;
+mod callers;
 mod condition;
 #[cfg(test)]
 mod drift;
@@ -29,7 +32,9 @@ mod identity;
 mod limits;
 mod names;
 mod pins;
+mod profiles;
 mod rules;
+mod service;
 mod top;
 
 pub use errors::{ConfigError, ConfigErrors};
@@ -55,6 +60,9 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     let approval = top
         .get("approval")
         .map(|v| approval::parse(&mut errs, &top.at("approval"), v));
+    let rate_limit_service = top
+        .get("rate_limit_service")
+        .and_then(|v| service::parse(&mut errs, &top.at("rate_limit_service"), v));
     let filter_tools_list = top::filter_tools_list(&mut errs, &top);
     let mode = top::mode(&mut errs, &top);
     let export = export::parse(
@@ -67,6 +75,14 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         None => Identity::default(),
         Some(v) => identity::parse(&mut errs, &top.at("identity"), v),
     };
+    // Limits are checked against the service's windows when there is one. A section with an error counts as
+    // present: its limits are still checked as the operator meant them, and the policy is invalid anyway.
+    sets.fleet = top.get("rate_limit_service").is_some();
+    let callers_given = top.get("callers");
+    let callers = callers_given.and_then(|v| callers::parse(&mut errs, &top.at("callers"), v));
+    // A limit without `scope` counts per caller when `callers` is there (even if it has an error: the
+    // errors are then about `callers`, not about every limit).
+    sets.scopes = limits::Scopes::new(callers_given.is_some());
     sets.parse_rules(&mut errs, &top);
     if approval.is_none() {
         sets.check_approval(&mut errs);
@@ -75,6 +91,19 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
         .get("pins")
         .map(|v| pins::parse(&mut errs, &top.at("pins"), v));
     let tool_names = pins::tool_names(&mut errs, &top);
+    let profiles = match (callers_given, &callers) {
+        // `callers` has an error: already reported.
+        (Some(_), None) => Vec::new(),
+        _ => profiles::parse(
+            &mut errs,
+            &top,
+            &profiles::Context {
+                top: &sets,
+                callers: callers.as_ref(),
+                approval: approval.is_some(),
+            },
+        ),
+    };
 
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
@@ -87,10 +116,13 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     p.export = export;
     p.hold_headers = hold_headers;
     p.identity = identity;
+    p.rate_limit_service = rate_limit_service;
     p.prompts = sets.prompts.compile();
     p.resources = sets.resources.compile();
     p.pins = pins;
     p.tool_names = tool_names;
+    p.callers = callers;
+    p.profiles = profiles;
     p.seal();
     names::check(&mut errs, &p);
     if !errs.0.is_empty() {
@@ -147,6 +179,44 @@ fn document(bytes: &[u8]) -> Result<Map<String, Value>, ConfigErrors> {
         ));
     };
     Ok(top)
+}
+
+/// The field `field` of `o` as a non-empty one-line string (`None` when absent or invalid; invalid is an error
+/// with `fix`).
+fn one_line(errs: &mut Errs, o: &fields::Obj, field: &str, fix: &str) -> Option<String> {
+    match o.get(field) {
+        None => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\r', '\n']) => {
+            Some(s.clone())
+        }
+        Some(x) => {
+            errs.push(
+                &o.at(field),
+                format!("expected a non-empty one-line string, got {x}"),
+                fix,
+            );
+            None
+        }
+    }
+}
+
+/// The required `cluster` field of a section that names an Envoy cluster (`approval`, `rate_limit_service`):
+/// `service` says whose cluster it is in the fixes, e.g. "approval service".
+fn cluster(errs: &mut Errs, o: &fields::Obj, service: &str) -> Option<String> {
+    let cluster = one_line(
+        errs,
+        o,
+        "cluster",
+        &format!("name the Envoy cluster of your {service}"),
+    );
+    if o.get("cluster").is_none() {
+        errs.push(
+            &o.at("cluster"),
+            "missing required field",
+            format!("add \"cluster\": \"<Envoy cluster of your {service}>\""),
+        );
+    }
+    cluster
 }
 
 /// A header name as the policy may spell one: letters, digits, `-` and `_` (so no pseudo-header).

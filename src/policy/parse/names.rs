@@ -6,30 +6,59 @@
 use super::errors::{at_key, Errs};
 use crate::mcp::Kind;
 use crate::names;
-use crate::policy::{is_glob, Policy};
+use crate::policy::{is_glob, Policy, View};
 
 pub(super) fn check(errs: &mut Errs, p: &Policy) {
+    let top = p.view();
+    check_view(errs, "", top, None);
+    for (i, h) in p.hide.iter().enumerate() {
+        malformed_hide(errs, &format!("hide[{i}]"), h.pattern());
+    }
+    // Each profile is judged by its own merged rules: a key is checked against the keys its caller's rules
+    // govern. What the top level already reported (an inherited key, the same look-alike) is not repeated.
+    for (i, profile) in p.profiles.iter().enumerate() {
+        let prefix = format!("profiles[{i}].");
+        check_view(errs, &prefix, p.view_of(Some(i)), Some(top));
+        for h in profile.hide.iter().filter(|h| !p.hide.contains(h)) {
+            malformed_hide(errs, &format!("{prefix}hide"), h.pattern());
+        }
+    }
+}
+
+/// The keys of one caller's rules (`top`: the top level's, when these are a profile's).
+fn check_view(errs: &mut Errs, prefix: &str, view: View<'_>, top: Option<View<'_>>) {
     for (section, kind) in [
         ("tools", Kind::Tool),
         ("prompts", Kind::Prompt),
         ("resources", Kind::Resource),
     ] {
-        let look_alikes = p.look_alikes(kind);
-        for rule in p.set(kind).rules() {
+        let look_alikes = view.look_alikes(kind);
+        for rule in view.set(kind).rules() {
             let key = rule.key.as_str();
-            let path = at_key(section, key);
+            let path = at_key(&format!("{prefix}{section}"), key);
+            let inherited = top.is_some_and(|t| t.set(kind).has_exact(key));
             if let Some(m) = names::malformed(key) {
-                errs.push(
-                    &path,
-                    format!("the key {m}: no call can match it (mcp-policy refuses such names outright)"),
-                    "write the name as the server lists it, without that",
-                );
+                if !inherited {
+                    errs.push(
+                        &path,
+                        format!("the key {m}: no call can match it (mcp-policy refuses such names outright)"),
+                        "write the name as the server lists it, without that",
+                    );
+                }
                 continue;
             }
             if is_glob(key) {
                 continue;
             }
-            if let Some(other) = look_alikes.and_then(|l| l.of(key)) {
+            let Some(other) = look_alikes.and_then(|l| l.of(key)) else {
+                continue;
+            };
+            let reported = inherited
+                && top
+                    .and_then(|t| t.look_alikes(kind))
+                    .and_then(|l| l.of(key))
+                    .is_some();
+            if !reported {
                 errs.push(
                     &path,
                     format!(
@@ -41,16 +70,15 @@ pub(super) fn check(errs: &mut Errs, p: &Policy) {
             }
         }
     }
-    for (i, h) in p.hide.iter().enumerate() {
-        if let Some(m) = names::malformed(h.pattern()) {
-            errs.push(
-                &format!("hide[{i}]"),
-                format!(
-                    "the name {m}: no call can match it (mcp-policy refuses such names outright)"
-                ),
-                "write the name as the server lists it, without that",
-            );
-        }
+}
+
+fn malformed_hide(errs: &mut Errs, path: &str, name: &str) {
+    if let Some(m) = names::malformed(name) {
+        errs.push(
+            path,
+            format!("the name {m}: no call can match it (mcp-policy refuses such names outright)"),
+            "write the name as the server lists it, without that",
+        );
     }
 }
 
@@ -129,5 +157,64 @@ mod tests {
         ok(r#"{"version":"1","tools":{"get_*":{"action":"deny"},"ＧＥＴ_*":{}}}"#);
         // Resources are URIs: not folded.
         ok(r#"{"version":"1","resources":{"file:///ａ":{"action":"deny"},"file:///a":{}}}"#);
+    }
+
+    /// A profile's keys are checked against what its callers' rules govern; what the top level already
+    /// reported is not repeated for every profile that inherits it.
+    #[test]
+    fn profile_keys() {
+        let callers = r#""callers":{"jwt":{"metadata":"m","groups":"g"}}"#;
+        let doc = |top: &str, profiles: &str| {
+            format!(
+                r#"{{"version":"1","default":"allow",{callers},"tools":{{{top}}},"profiles":[{profiles}]}}"#
+            )
+        };
+        // A profile key that is a look-alike of a top-level governed key it inherits, and the reverse.
+        for (top, profile, path) in [
+            (
+                r#""delete_run":{"action":"deny"}"#,
+                r#""Delete_Run":{}"#,
+                r#"profiles[0].tools["Delete_Run"]"#,
+            ),
+            (
+                r#""Delete_Run":{}"#,
+                r#""delete_run":{"action":"deny"}"#,
+                r#"profiles[0].tools["Delete_Run"]"#,
+            ),
+            (
+                r#""x":{}"#,
+                r#""get\u200brun":{}"#,
+                "profiles[0].tools[\"get\u{200b}run\"]",
+            ),
+        ] {
+            let d = doc(
+                top,
+                &format!(r#"{{"name":"p","match":{{"groups":["a"]}},"tools":{{{profile}}}}}"#),
+            );
+            let e = errors(&d);
+            assert_eq!(e.len(), 1, "{d}: {e:?}");
+            assert_eq!(e[0].path, path, "{d}");
+        }
+        // A profile's hide with a malformed name.
+        let d = doc(
+            "",
+            r#"{"name":"p","match":{"groups":["a"]},"hide":["ok","\u00adx"]}"#,
+        );
+        let e = errors(&d);
+        assert_eq!(e.len(), 1, "{d}: {e:?}");
+        assert_eq!(e[0].path, "profiles[0].hide");
+        // The top level's look-alike reported once, not again for the profiles that inherit it.
+        let d = doc(
+            r#""delete_run":{"action":"deny"},"ｄelete_run":{}"#,
+            r#"{"name":"p","match":{"groups":["a"]}},{"name":"q","match":{"groups":["b"]}}"#,
+        );
+        let e = errors(&d);
+        assert_eq!(e.len(), 1, "{d}: {e:?}");
+        assert_eq!(e[0].path, r#"tools["ｄelete_run"]"#, "{e:?}");
+        // inherit: false: the top level's governed keys are not the profile's.
+        ok(&doc(
+            r#""delete_run":{"action":"deny"}"#,
+            r#"{"name":"p","match":{"groups":["a"]},"inherit":false,"tools":{"Delete_Run":{}}}"#,
+        ));
     }
 }

@@ -6,6 +6,7 @@
 
 use super::errors::{at_key, closest, join, kind, Errs};
 use super::fields::{open_object, Obj, RULE};
+use super::limits::{Place, Scopes};
 use super::{condition, limits};
 use crate::policy::{is_glob, Action, Glob, Rule, RuleSet};
 use serde_json::Value;
@@ -43,6 +44,7 @@ const RESOURCES: Spec = Spec {
 };
 
 /// The rules of one set, validated, before they are compiled for lookup.
+#[derive(Clone)]
 pub(super) struct Draft {
     pub(super) default: Action,
     pub(super) rules: Vec<(Rule, Option<Glob>)>,
@@ -72,6 +74,13 @@ pub(super) struct Sets {
     pub(super) hide: Vec<Glob>,
     /// The path of the object the fields are in (`""` for the document).
     at: String,
+    /// What the rate limits' ids are hashed from instead of `at` (see [`Place`]): a profile's name.
+    ids: Option<String>,
+    /// What a rate limit's `scope` may be (set before [`Sets::parse_rules`]).
+    pub(super) scopes: Scopes,
+    /// The policy has a `rate_limit_service`: limits are counted by it unless they say `"counted": "proxy"`, so
+    /// their windows and maximums must be ones it can count (set before [`Sets::parse_rules`]).
+    pub(super) fleet: bool,
 }
 
 impl Sets {
@@ -82,13 +91,25 @@ impl Sets {
             resources: Draft::new(&RESOURCES),
             hide: Vec::new(),
             at: obj.path().to_owned(),
+            ids: None,
+            scopes: Scopes::new(false),
+            fleet: false,
         }
     }
 
-    /// Every rule-set field of `obj`, in the top level's order.
-    #[cfg_attr(not(test), allow(dead_code))] // for objects that carry rule sets (caller profiles, next)
-    pub(super) fn parse(errs: &mut Errs, obj: &Obj) -> Sets {
+    /// Every rule-set field of `obj`, in the top level's order; rate-limit ids hashed from `ids` (when given);
+    /// `fleet`: see [`Sets::fleet`].
+    pub(super) fn parse(
+        errs: &mut Errs,
+        obj: &Obj,
+        scopes: Scopes,
+        ids: Option<String>,
+        fleet: bool,
+    ) -> Sets {
         let mut sets = Sets::new(obj);
+        sets.scopes = scopes;
+        sets.ids = ids;
+        sets.fleet = fleet;
         sets.parse_default(errs, obj);
         sets.parse_hide(errs, obj);
         sets.parse_rules(errs, obj);
@@ -141,7 +162,8 @@ impl Sets {
             (&PROMPTS, &mut self.prompts),
             (&RESOURCES, &mut self.resources),
         ] {
-            draft.rules = rule_set(errs, obj, spec);
+            let ids = self.ids.as_deref().map(|i| join(i, spec.rules));
+            draft.rules = rule_set(errs, obj, spec, ids.as_deref(), self.scopes, self.fleet);
         }
         self.prompts.default = default_of(errs, obj, &PROMPTS);
         self.resources.default = default_of(errs, obj, &RESOURCES);
@@ -203,15 +225,29 @@ pub(super) fn action(errs: &mut Errs, path: &str, v: &Value) -> Option<Action> {
     }
 }
 
-/// The valid rules of one set (its field absent: none).
-fn rule_set(errs: &mut Errs, obj: &Obj, spec: &Spec) -> Vec<(Rule, Option<Glob>)> {
+/// The valid rules of one set (its field absent: none); rate-limit ids hashed from `ids`, else its path;
+/// `fleet`: see [`Sets::fleet`].
+fn rule_set(
+    errs: &mut Errs,
+    obj: &Obj,
+    spec: &Spec,
+    ids: Option<&str>,
+    scopes: Scopes,
+    fleet: bool,
+) -> Vec<(Rule, Option<Glob>)> {
     let section = obj.at(spec.rules);
     let mut rules = Vec::new();
     match obj.get(spec.rules) {
         None => {}
         Some(Value::Object(entries)) => {
             for (key, rule) in entries {
-                if let Some(r) = parse_rule(errs, &section, key, rule) {
+                let place = Place {
+                    section: ids.unwrap_or(&section),
+                    key,
+                    scopes,
+                    fleet,
+                };
+                if let Some(r) = parse_rule(errs, &section, &place, rule) {
                     rules.push(r);
                 }
             }
@@ -225,13 +261,14 @@ fn rule_set(errs: &mut Errs, obj: &Obj, spec: &Spec) -> Vec<(Rule, Option<Glob>)
     rules
 }
 
-/// One entry `key` of the set at `section`; `None` when it has an error.
+/// One entry `place.key` of the set at `section`; `None` when it has an error.
 fn parse_rule(
     errs: &mut Errs,
     section: &str,
-    key: &str,
+    place: &Place,
     v: &Value,
 ) -> Option<(Rule, Option<Glob>)> {
+    let key = place.key;
     let path = at_key(section, key);
     let before = errs.count();
     if key.is_empty() {
@@ -301,7 +338,7 @@ fn parse_rule(
     let mut limits = Vec::new();
     if let Some(rl) = obj.get("rate_limit") {
         let at = obj.at("rate_limit");
-        limits = limits::parse(errs, &at, section, key, rl);
+        limits = limits::parse(errs, &at, place, rl);
         if act == Some(Action::Deny) {
             errs.push(
                 &at,
@@ -330,13 +367,14 @@ fn parse_rule(
 mod tests {
     use super::super::errors::Errs;
     use super::super::fields::{open, TOP};
+    use super::super::limits::Scopes;
     use super::super::testing::{ok, one_error};
     use super::Sets;
     use crate::policy::Action;
     use serde_json::{Map, Value};
 
-    /// What a caller profile will do: the rule-set fields of an object inside the policy, at its own path,
-    /// its limits counted apart from the top level's.
+    /// What a caller profile does: the rule-set fields of an object inside the policy, at its own path, its
+    /// limits counted apart from the top level's.
     #[test]
     fn rule_sets_parse_inside_any_object() {
         let doc: Map<String, Value> = serde_json::from_str(
@@ -346,9 +384,9 @@ mod tests {
         )
         .unwrap();
         let mut errs = Errs(Vec::new());
-        // TOP stands in for the table of such an object (a profile's, when there is one).
+        // TOP stands in for the table of such an object.
         let obj = open(&mut errs, "profiles[0]", &doc, &TOP);
-        let sets = Sets::parse(&mut errs, &obj);
+        let sets = Sets::parse(&mut errs, &obj, Scopes::new(false), None, false);
         sets.check_approval(&mut errs);
         let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(

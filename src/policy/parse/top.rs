@@ -48,18 +48,7 @@ pub(super) fn max_body_bytes(errs: &mut Errs, top: &Obj) -> usize {
 
 /// A boolean field that defaults to true; `fix` says what each value means.
 fn flag(errs: &mut Errs, top: &Obj, name: &str, fix: &str) -> bool {
-    match top.get(name) {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            errs.push(
-                &top.at(name),
-                format!("expected true or false, got {v}"),
-                fix,
-            );
-            true
-        }
-    }
+    top.boolean(errs, name, fix).unwrap_or(true)
 }
 
 pub(super) fn hold_headers(errs: &mut Errs, top: &Obj) -> bool {
@@ -114,14 +103,16 @@ mod tests {
             r#"{"version":"1","default":"deny","hide":["delete_*","secret"],"filter_tools_list":false,
                       "mode":"audit","export_headers":{"tool":"X-Tool"},"tools":{"get_*":{},"secret":{}}}"#,
         );
-        assert!(p.is_hidden("delete_run") && p.is_hidden("secret") && !p.is_hidden("get_run"));
+        let v = p.view();
+        assert!(v.is_hidden("delete_run") && v.is_hidden("secret") && !v.is_hidden("get_run"));
         assert!(!p.filter_tools_list);
         assert_eq!(p.mode, Mode::Audit);
         assert_eq!(
             p.export.clone().unwrap(),
             ExportHeaders {
                 method: "x-mcp-method".into(),
-                tool: "x-tool".into()
+                tool: "x-tool".into(),
+                profile: "x-mcp-profile".into(),
             }
         );
         let d = ok(r#"{"version":"1"}"#);
@@ -132,11 +123,23 @@ mod tests {
         // Client copies are removed in every case: the default names and the configured ones.
         assert_eq!(
             p.unforgeable_headers(),
-            ["x-mcp-method", "x-mcp-tool", "x-tool"]
+            ["x-mcp-method", "x-mcp-tool", "x-mcp-profile", "x-tool"]
         );
-        assert_eq!(d.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
+        assert_eq!(
+            d.unforgeable_headers(),
+            ["x-mcp-method", "x-mcp-tool", "x-mcp-profile"]
+        );
         let off = ok(r#"{"version":"1","export_headers":false}"#);
-        assert_eq!(off.unforgeable_headers(), ["x-mcp-method", "x-mcp-tool"]);
+        assert_eq!(
+            off.unforgeable_headers(),
+            ["x-mcp-method", "x-mcp-tool", "x-mcp-profile"]
+        );
+        let renamed = ok(r#"{"version":"1","export_headers":{"profile":"X-Who"}}"#);
+        assert_eq!(renamed.export.as_ref().unwrap().profile, "x-who");
+        assert_eq!(
+            renamed.unforgeable_headers(),
+            ["x-mcp-method", "x-mcp-tool", "x-mcp-profile", "x-who"]
+        );
         for (doc, path) in [
             (r#"{"version":"1","hide":"x"}"#, "hide"),
             (r#"{"version":"1","hide":[1]}"#, "hide[0]"),
