@@ -31,6 +31,9 @@ mod pin;
 #[path = "mcp-policy/pretty.rs"]
 mod pretty;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/render/mod.rs"]
+mod render;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/scan.rs"]
 mod scan;
 #[cfg(not(target_arch = "wasm32"))]
@@ -42,7 +45,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{approvals, check, explain, export_limits, pin, scan};
+    use crate::{approvals, check, explain, export_limits, pin, render, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -61,6 +64,9 @@ examples:
                                                   tools' definitions pinned
   mcp-policy pin http://127.0.0.1:8001/mcp policy.json
                                                   refresh the pins, showing what changed
+  mcp-policy render policy.json --format envoy --upstream http://127.0.0.1:8001/mcp --out envoy-mcp.yaml
+                                                  a ready Envoy bootstrap for it (also: lds,
+                                                  wasmplugin, trafficextension)
   mcp-policy export-limits --format limitador policy.json > limits.yaml
                                                   the rate limit service's configuration for
                                                   the limits it counts (or envoy-ratelimit)
@@ -84,6 +90,7 @@ Exit status 2 means a usage error.";
         Explain(explain::Options),
         Scan(scan::Options),
         Pin(pin::Options),
+        Render(render::Options),
         ExportLimits(export_limits::Options),
         Approvals(approvals::Options),
     }
@@ -112,6 +119,7 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
+            Command::Render(o) => o.validate().err().map(|e| ("render", e)),
             Command::Check(_)
             | Command::Scan(_)
             | Command::Pin(_)
@@ -142,6 +150,7 @@ Exit status 2 means a usage error.";
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
             Command::Pin(o) => pin::run(o, out),
+            Command::Render(o) => render::run(o, out),
             Command::ExportLimits(o) => export_limits::run(o, out),
             Command::Approvals(o) => approvals::run(o, out),
         }

@@ -5,6 +5,7 @@
 use super::{Action, Counter, Flow, Host};
 use crate::audit::AuditEvent;
 use crate::label::Label;
+use crate::mcp::Kind;
 use crate::pins::{self, Listed, Transition};
 use crate::policy::View;
 use crate::reply;
@@ -152,7 +153,7 @@ impl Flow {
                     unix_nanos: now_nanos,
                     decision: label,
                     method: "tools/list",
-                    tool: Some(&listed.tool),
+                    target: Some((Kind::Tool, &listed.tool)),
                     rule: None,
                     reason: Some(&reason),
                     identity: Some(&self.head.identity),

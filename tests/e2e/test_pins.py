@@ -152,7 +152,7 @@ def test_a_changed_description_is_unlisted_and_refused_until_restored(envoy, ups
     assert names_listed(e) == ["lookup"]
     lines = wait_for(lambda: pin_lines(e, "tool_changed"), what="the tool_changed audit line")
     assert len(lines) == 1, lines
-    assert lines[0]["tool"] == "search"
+    assert lines[0]["gen_ai.tool.name"] == "search" and lines[0]["tool"] == "search"
     assert python_pin(GOOD) in lines[0]["reason"] and python_pin(CHANGED) in lines[0]["reason"], lines[0]
     assert e.stats("mcp_policy.tool_changed")[changed_metric] == 1
     # Its calls are refused, nothing forwarded; the other tool is served.

@@ -4,6 +4,7 @@
 //! The server is asked with the streamable HTTP client of `client.rs` (shared with `pin`).
 
 use crate::client::{excerpt, fetch, Endpoint};
+use crate::render::shell_word;
 use crate::{pin, Out};
 use mcp_policy::policy::{self, Unpinned};
 use serde_json::{json, Value};
@@ -317,6 +318,11 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
                 }
                 eprintln!("scan: wrote the pinned definitions to {defs_path}");
             }
+            let (file, url) = (shell_word(path), shell_word(&o.server.url));
+            eprintln!(
+                "scan: next: review it, `mcp-policy check {file}`, then `mcp-policy render {file} --format envoy \
+                 --upstream {url} --out envoy-mcp.yaml` writes an Envoy bootstrap that enforces it (README, \"Try it\")"
+            );
         }
         None => out.line(format_args!("{}", text.trim_end())),
     }
