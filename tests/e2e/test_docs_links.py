@@ -47,3 +47,10 @@ def test_every_relative_link_and_anchor_resolves(page: Path):
         elif fragment and file.suffix == ".md" and fragment not in anchors(file):
             dead.append(f"{target}: no heading #{fragment} in {file.relative_to(REPO)}")
     assert dead == [], dead
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_merge_conflict_markers(page: Path):
+    marked = [n for n, line in enumerate(page.read_text().splitlines(), 1)
+              if re.match(r"^(<{7}|>{7})( |$)", line)]
+    assert marked == [], f"{page.relative_to(REPO)}: merge conflict markers at lines {marked}"
