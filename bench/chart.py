@@ -24,7 +24,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 WIDTH = 1200
-LABEL_W = 250  # the workload names
+LABEL_W = 300  # the workload names
 PANEL_W = (WIDTH - LABEL_W - 60) // 2
 BAR_H = 11
 ROW_GAP = 14
