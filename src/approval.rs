@@ -1,6 +1,6 @@
 //! Require approval: the callout to the operator's approval service, and how its answer is read.
 //!
-//! The protocol (documented in the README): mcp-policy `POST`s JSON to the configured path on the configured
+//! The protocol (documented in docs/approvals.md): mcp-policy `POST`s JSON to the configured path on the configured
 //! Envoy cluster; only HTTP 200 with `{"approved": true}` grants. `{"approved": false, "reason": "..."}` is
 //! a human (or bot) saying no; anything else (timeout, refused connection, non-200, not JSON, no boolean
 //! `approved`) means the service could not decide, and the call is refused as well: fail closed.

@@ -2,8 +2,8 @@
 packages chromium and chromium-driver when missing) driven by Playwright, which never downloads a browser here.
 
 An agent on the official MCP Python SDK calls the real MLflow MCP server through Envoy; its call waits; an approver
-who logged in sees it on the page and clicks. Set APPROVALS_SCREENSHOTS=DIR to keep the screenshots (the README's
-come from here: APPROVALS_SCREENSHOTS=docs).
+who logged in sees it on the page (who calls: the verified caller behind jwt_authn, or plainly none) and clicks.
+Set APPROVALS_SCREENSHOTS=DIR to keep the screenshots (the README's come from here: APPROVALS_SCREENSHOTS=docs).
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
 
+from conftest import render_bootstrap
 from console import APPROVER, PASSWORD, Console
+from test_callers import JWT_CALLERS, Issuer, bearer, behind_jwt_authn
 
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 # What works on these machines (no network but loopback): no background requests, no QUIC, no GPU.
@@ -39,6 +41,14 @@ POLICY = {
                                "reason": "Agents tag experiments only with a human's approval"},
     },
 }
+
+# The same rules for callers that Envoy's jwt_authn verified: ml-admins (a group of the token) get a profile.
+CALLERS_POLICY = {
+    **POLICY,
+    "callers": JWT_CALLERS,
+    "profiles": [{"name": "ml-admins", "match": {"groups": ["ml-admins"]}, "tools": {"search_*": {}}}],
+}
+PHONE = {"width": 390, "height": 844}
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="no /usr/bin/chromium: install Debian's chromium and chromium-driver "
@@ -88,10 +98,12 @@ def shots_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(d) if d else tmp_path
 
 
-def agent_call(url: str, tool: str, args: dict) -> tuple[str | None, object]:
-    """One MCP session through Envoy: initialize, call the tool. (session id, the result or the McpError)."""
+def agent_call(url: str, tool: str, args: dict, token: str | None = None) -> tuple[str | None, object]:
+    """One MCP session through Envoy (with a bearer ``token``, if given): initialize, call the tool. (session id,
+    the result or the McpError)."""
     async def go():
-        async with streamablehttp_client(url, timeout=30, sse_read_timeout=120) as (read, write, session_id):
+        async with streamablehttp_client(url, headers=bearer(token) if token else None, timeout=30,
+                                         sse_read_timeout=120) as (read, write, session_id):
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 try:
@@ -151,7 +163,7 @@ def test_login_is_required(context, console):
     assert page.url == console.base + "/login"
 
 
-def test_a_click_approves_the_agents_waiting_call(context, console, proxy, mlflow_mcp, agents, tmp_path):
+def test_a_click_approves_the_agents_waiting_call(context, console, proxy, mlflow_mcp, agents):
     page = open_console(context, console)
     run_id = mlflow_mcp.ids["runs"]["churn-model/xgboost"]
     fut = agents.submit(agent_call, proxy.url, "set_run_tag", {"run_id": run_id, "key": "reviewed_by",
@@ -163,16 +175,20 @@ def test_a_click_approves_the_agents_waiting_call(context, console, proxy, mlflo
     assert run_id in c.locator("pre.args").inner_text()
     assert "left" in c.locator(".left").inner_text()
     identity = c.locator(".identity").inner_text()
+    # Without `callers` in the policy no caller is verified, and the page says so: the identity is all there is.
+    assert c.locator(".caller .unverified").inner_text() == "No verified caller"
+    assert "(the policy verifies no callers)" in c.locator(".caller .note").inner_text()
+    assert c.locator(".for-whom").inner_text() == "min, for this identity and tool only"
     assert page.inner_text("#count") == "1"
     assert page.title().startswith("(1) ")
     time.sleep(0.5)
     assert not fut.done(), "the call waits for the click"
 
-    # A second waiting call, for the screenshots (desktop and phone width).
+    # A second waiting call.
     other = agents.submit(agent_call, proxy.url, "set_experiment_tag",
                           {"experiment_id": mlflow_mcp.ids["experiments"]["large-run"], "key": "stage",
-                           "value": "screenshot"})
-    card(page, "screenshot")
+                           "value": "second-call"})
+    card(page, "second-call")
 
     c.locator("button.approve").click()
     session_id, result = wait_done(fut)
@@ -184,21 +200,92 @@ def test_a_click_approves_the_agents_waiting_call(context, console, proxy, mlflo
     row.wait_for()
     assert "approved" in row.inner_text() and "set_run_tag" in row.inner_text() and APPROVER in row.inner_text()
 
+    card(page, "second-call").locator("button.deny").click()
+    _, err = wait_done(other)
+    assert isinstance(err, McpError) and err.error.code == NOT_APPROVED, err
+    page.locator("#count", has_text="0").wait_for()
+
+
+def test_the_page_shows_who_calls(context, console, envoy, mlflow_mcp, agents, tmp_path):
+    """Behind jwt_authn with `callers`: a verified caller's subject, how it was verified, its profile and groups;
+    "approve for N minutes" says it is for that caller in any session; a call without a token says plainly that
+    no caller is verified. Readable at a phone's width too (nothing wider than the screen). The README's
+    screenshots are taken here, with these two calls waiting."""
+    idp = Issuer()
+    proxy = envoy(None, 0, bootstrap=behind_jwt_authn(
+        render_bootstrap(CALLERS_POLICY, mlflow_mcp.port, clusters={"approvals": console.port}), idp))
+    page = open_console(context, console)
+    run_id = mlflow_mcp.ids["runs"]["churn-model/xgboost"]
+    exp_id = mlflow_mcp.ids["experiments"]["large-run"]
+    alice = idp.token("alice", groups=["ml-admins", "readers", "platform"])
+    by_alice = agents.submit(agent_call, proxy.url, "set_run_tag",
+                             {"run_id": run_id, "key": "reviewed_by", "value": "caller-alice"}, alice)
+    a = card(page, "caller-alice")
+    caller = a.locator(".caller")
+    assert caller.locator(".subject").inner_text() == "alice"
+    assert caller.locator(".via").inner_text() == "verified token"
+    assert caller.locator(".profile").inner_text() == "profile ml-admins"
+    assert caller.locator(".group").all_inner_texts() == ["ml-admins", "readers", "platform"]
+    assert caller.locator(".unverified, .note, .principal").count() == 0
+    assert a.locator(".for-whom").inner_text() == "min, for alice and this tool (any session)"
+    (waiting,) = console.pending()
+    assert a.locator(".identity").inner_text() == waiting["identity"] != "alice"
+
+    by_nobody = agents.submit(agent_call, proxy.url, "set_experiment_tag",
+                              {"experiment_id": exp_id, "key": "stage", "value": "caller-nobody"})
+    n = card(page, "caller-nobody")
+    assert n.locator(".caller .unverified").inner_text() == "No verified caller"
+    note = n.locator(".caller .note").inner_text()
+    assert note.startswith("Known only by the identity below") and "policy verifies no callers" not in note
+    assert n.locator(".subject, .via, .profile, .group").count() == 0
+    assert n.locator(".for-whom").inner_text() == "min, for this identity and tool only"
+    assert n.locator(".identity").inner_text()
+
     out = shots_dir(tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out / "approvals-console-desktop.png"), full_page=True)
     phone = context.new_page()
-    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.set_viewport_size(PHONE)
     phone.goto(console.base + "/")
     phone.wait_for_selector("#live.ok")
-    card(phone, "screenshot")
+    pa, pn = card(phone, "caller-alice"), card(phone, "caller-nobody")
+    assert pa.locator(".caller .subject").is_visible() and pa.locator(".caller .profile").is_visible()
+    assert pn.locator(".caller .unverified").is_visible()
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "nothing wider than a phone"
     phone.screenshot(path=str(out / "approvals-console-phone.png"), full_page=True)
     phone.close()
 
-    card(page, "screenshot").locator("button.deny").click()
-    _, err = wait_done(other)
-    assert isinstance(err, McpError) and err.error.code == NOT_APPROVED, err
-    page.locator("#count", has_text="0").wait_for()
+    # A caller with many groups and markup in its name: the markup is text, the groups are cut to the first 12.
+    many = [f"team-{i:02}" for i in range(15)]
+    by_markup = agents.submit(agent_call, proxy.url, "set_run_tag",
+                              {"run_id": run_id, "key": "k", "value": "caller-markup"},
+                              idp.token("<b>bob</b>", groups=many))
+    b = card(page, "caller-markup")
+    assert b.locator(".caller .subject").inner_text() == "<b>bob</b>"
+    assert b.locator(".caller b").count() == 0
+    assert b.locator(".caller .group").all_inner_texts() == many[:12]
+    assert b.locator(".caller .groups .more").inner_text() == "+3 more"
+    assert b.locator(".caller .profile").count() == 0
+    b.locator("button.deny").click()
+    n.locator("button.deny").click()
+
+    # Approve alice's call for 5 minutes: the list says it is alice's, in any session; the log names her.
+    a.locator("select.minutes").select_option("5")
+    a.locator("button.approve-for").click()
+    _, result = wait_done(by_alice)
+    assert not isinstance(result, McpError) and not result.isError, result
+    for fut in (by_nobody, by_markup):
+        _, err = wait_done(fut)
+        assert isinstance(err, McpError) and err.error.code == NOT_APPROVED, err
+    remembered = page.locator("#remembered li", has_text="set_run_tag")
+    remembered.wait_for()
+    assert "set_run_tag for alice (ml-admins), any session · approved by " + APPROVER in remembered.inner_text()
+    row = page.locator("#recent tbody tr", has_text="alice")
+    row.wait_for()
+    assert "approved for 5 min" in row.inner_text()
+    assert "not verified" in page.locator("#recent tbody tr", has_text="set_experiment_tag").first.inner_text()
+    remembered.locator("button.revoke").click()
+    remembered.wait_for(state="detached")
 
 
 def test_deny_with_a_reason_reaches_the_agent(context, console, proxy, mlflow_mcp, agents):

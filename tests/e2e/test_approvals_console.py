@@ -1,6 +1,8 @@
 """The approvals console (`mcp-policy approvals`, issue 15) through a real Envoy: calls that need approval wait in the
 console until a person decides through its JSON API (as scripts do; the browser tests click the page), or their
-time runs out; "approve for N minutes"; a console restart mid-wait fails closed; the notification webhook.
+time runs out; "approve for N minutes"; a console restart mid-wait fails closed; the notification webhook; with
+caller-aware rules (jwt_authn and `callers`), the caller shown and "approve for N minutes" held by the verified
+caller across its sessions.
 
 The upstream is the recording upstream (so "nothing forwarded" is checked byte for byte), except in the test with
 the official MCP Python SDK client and the real MLflow MCP server.
@@ -15,11 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
+from mcp.shared.exceptions import McpError
 
 from approvals import Webhook
+from conftest import render_bootstrap
 from console import APPROVER, PASSWORD, Console
 from support import send
 from test_approval import assert_forwarded_answer, assert_not_approved, upstream_tools, use
+from test_callers import JWT_CALLERS, Issuer, behind_jwt_authn, call_tool
 
 TIMEOUT_MS = 20_000
 RULE_REASON = "Creating experiments needs a human"
@@ -326,6 +331,93 @@ def test_the_notification_webhook(envoy, upstream, tmp_path, calls, sid):
             c.stop()
     finally:
         hook.close()
+
+
+CALLERS_POLICY = {
+    "version": "1",
+    "default": "deny",
+    "approval": {"cluster": "approvals", "timeout_ms": TIMEOUT_MS},
+    "callers": JWT_CALLERS,
+    "tools": {"get_*": {}, "set_run_tag": {"action": "require_approval", "reason": "Tagging needs a human"}},
+    "profiles": [{"name": "ml-admins", "match": {"groups": ["ml-admins"]}, "tools": {"search_*": {}}}],
+}
+
+
+def test_a_verified_callers_approval_for_n_minutes_holds_across_its_sessions_and_for_it_alone(
+        envoy, mlflow_mcp, tmp_path, calls):
+    """jwt_authn verifies alice's and bob's tokens; the policy has `callers`. The console shows who asks (subject,
+    groups, profile; the MCP session as secondary). "Approve for 2 minutes" for alice holds for alice in NEW MCP
+    sessions (the official MCP client opens one per call here): first from the filter's memory (jwt:alice), then,
+    past --revoke-within, from the console's (its grant is alice's, not her first session's). Bob's call still
+    waits for a person, and so does an anonymous call whose session id spells alice's key."""
+    c = Console(tmp_path / "console", "--revoke-within", str(REVOKE_WITHIN)).start()
+    try:
+        idp = Issuer()
+        cfg = behind_jwt_authn(render_bootstrap(CALLERS_POLICY, mlflow_mcp.port, clusters={"approvals": c.port}),
+                               idp)
+        proxy = envoy(None, 0, bootstrap=cfg, component_log_level="wasm:info")
+        alice, bob = idp.token("alice", groups=["ml-admins", "readers"]), idp.token("bob", groups=["readers"])
+        run_id = mlflow_mcp.ids["runs"]["churn-model/baseline"]
+        tag = lambda value: {"run_id": run_id, "key": "grant_" + value, "value": value}  # noqa: E731
+
+        fut = calls.submit(call_tool, proxy.url, alice, "set_run_tag", tag("alice1"))
+        (p,) = c.wait_pending(1, name="set_run_tag", timeout=30)
+        assert p["caller"] == {"subject": "alice", "groups": ["ml-admins", "readers"], "principal": None,
+                               "profile": "ml-admins"}, p
+        assert p["grantee"] == {"caller": "jwt:alice"}, p
+        first_session = p["identity"]
+        assert first_session and first_session != "jwt:alice", p
+        assert p["rule_reason"] == "Tagging needs a human"
+        d = c.decide(p["id"], True, remember_minutes=2)
+        approved_at = time.monotonic()
+        assert d["caller"]["subject"] == "alice" and d["remember_seconds"] == 120, d
+        r = fut.result(30)
+        assert not r.isError, r
+
+        # Alice again, in a new MCP session: forwarded without a person (normally the filter's memory; on a slow
+        # machine, past --revoke-within, the console's at once).
+        r = call_tool(proxy.url, alice, "set_run_tag", tag("alice2"))
+        assert not r.isError, r
+        # Past anything the filter remembers (--revoke-within after the last answer), in yet another session: the
+        # console answers at once from alice's grant.
+        time.sleep(REVOKE_WITHIN + 1)
+        r = call_tool(proxy.url, alice, "set_run_tag", tag("alice3"))
+        assert not r.isError, r
+        assert c.pending() == []
+        recorded = [(x["outcome"], x["caller"]["subject"], x["identity"]) for x in c.records()]
+        assert recorded[0] == ("approved", "alice", first_session), recorded
+        assert [o for o, *_ in recorded[1:]] in (["remembered"], ["remembered", "remembered"]), recorded
+        assert all(who == "alice" and session != first_session for _, who, session in recorded[1:]), recorded
+        assert time.monotonic() - approved_at < 120, "within the 2 minutes"
+        tags = mlflow_mcp.client().get_run(run_id).data.tags
+        assert [tags.get("grant_" + v) for v in ("alice1", "alice2", "alice3")] == ["alice1", "alice2", "alice3"]
+        audit = [a for a in audit_lines(proxy) if a["tool"] == "set_run_tag"]
+        assert all(a["subject"] == "alice" for a in audit), audit
+        assert "approval_remembered" in [a["decision"] for a in audit], audit
+
+        # Bob: asked, with his own caller; no profile.
+        fut = calls.submit(call_tool, proxy.url, bob, "set_run_tag", tag("bob"))
+        (p,) = c.wait_pending(1, name="set_run_tag", timeout=30)
+        assert (p["caller"]["subject"], p["caller"]["profile"], p["grantee"]) == ("bob", None, {"caller": "jwt:bob"})
+        time.sleep(0.3)
+        assert not fut.done(), "bob's call waits for a person"
+        c.decide(p["id"], False, reason="not bob")
+        err = fut.result(30)
+        assert isinstance(err, McpError) and err.error.data["decision"] == "approval_denied", err
+        # Anonymous, with a session id that spells alice's key: a session id is no caller. Asked too.
+        fut = calls.submit(use, proxy.url, "set_run_tag", tag("forged"), session="jwt:alice", id=9, timeout=30)
+        (p,) = c.wait_pending(1, name="set_run_tag")
+        assert (p["identity"], p["grantee"]) == ("jwt:alice", {"identity": "jwt:alice"}), p
+        assert p["caller"] == {"subject": None, "groups": [], "principal": None, "profile": None}, p
+        c.decide(p["id"], False, reason="no")
+        assert_not_approved(fut.result(30), 9, "set_run_tag", "approval_denied", "no")
+        tags = mlflow_mcp.client().get_run(run_id).data.tags
+        assert "grant_bob" not in tags and "grant_forged" not in tags
+        # The log says who was refused.
+        assert [(x["outcome"], x["caller"]["subject"]) for x in c.records()][-2:] == [("denied", "bob"),
+                                                                                       ("denied", None)]
+    finally:
+        c.stop()
 
 
 def test_the_api_needs_a_login(console):

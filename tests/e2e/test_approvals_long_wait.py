@@ -1,5 +1,5 @@
 """LONG TEST (about 2 minutes, the only one of its kind; marked `long_wait`): a call that waits 2+ minutes for a
-person, with every timeout on its path set as the README ("Waiting minutes, not seconds") says:
+person, with every timeout on its path set as docs/approvals.md ("Waiting minutes, not seconds") says:
 
 - the policy's approval.timeout_ms: 180000 (3 minutes), which the callout tells the console (nothing to set there);
 - Envoy: the HTTP connection manager's stream_idle_timeout 600s (default 5 minutes), the route's timeout 0s (default

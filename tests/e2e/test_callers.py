@@ -80,13 +80,35 @@ def hcm_of(cfg: dict) -> dict:
     return cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def jwt_bootstrap(upstream_port: int, issuer: Issuer) -> dict:
-    """envoy/examples/callers-jwt.yaml with test ports, the built wasm, and this test's key instead of the demo's."""
-    cfg = example_bootstrap("callers-jwt.yaml", upstream_port)
-    (authn,) = [f for f in hcm_of(cfg)["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"]
+def use_issuer(authn: dict, issuer: Issuer) -> dict:
+    """callers-jwt.yaml's jwt_authn filter (``authn``) with this test's key instead of the demo's."""
     provider = authn["typed_config"]["providers"]["agents"]
     assert provider["payload_in_metadata"] == "jwt_payload" and provider["issuer"] == ISSUER
     provider["local_jwks"] = {"inline_string": issuer.jwks}
+    return authn
+
+
+def jwt_authn_of(cfg: dict) -> dict:
+    (authn,) = [f for f in hcm_of(cfg)["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"]
+    return authn
+
+
+def jwt_bootstrap(upstream_port: int, issuer: Issuer) -> dict:
+    """envoy/examples/callers-jwt.yaml with test ports, the built wasm, and this test's key instead of the demo's."""
+    cfg = example_bootstrap("callers-jwt.yaml", upstream_port)
+    use_issuer(jwt_authn_of(cfg), issuer)
+    return cfg
+
+
+# The `callers` section of a policy behind callers-jwt.yaml's jwt_authn (below): subject `sub`, groups `groups`.
+JWT_CALLERS = {"jwt": {"metadata": "jwt_payload", "subject": "sub", "groups": "groups"}}
+
+
+def behind_jwt_authn(cfg: dict, issuer: Issuer) -> dict:
+    """A bootstrap (e.g. conftest's render_bootstrap, with its policy and clusters) with callers-jwt.yaml's
+    jwt_authn, verifying this test's tokens, placed before mcp-policy: for policies with JWT_CALLERS."""
+    authn = use_issuer(jwt_authn_of(yaml.safe_load((EXAMPLES / "callers-jwt.yaml").read_text())), issuer)
+    hcm_of(cfg)["http_filters"].insert(0, authn)
     return cfg
 
 
@@ -301,8 +323,8 @@ def required_policy() -> dict:
 def test_required_catches_jwt_authn_missing_or_after_the_filter(envoy, upstream, idp, placement):
     cfg = jwt_bootstrap(upstream.port, idp)
     filters = hcm_of(cfg)["http_filters"]
-    (i,) = [n for n, f in enumerate(filters) if f["name"] == "envoy.filters.http.jwt_authn"]
-    authn = filters.pop(i)
+    authn = jwt_authn_of(cfg)
+    filters.remove(authn)
     (wasm,) = [f for f in filters if f["name"] == "envoy.filters.http.wasm"]
     wasm["typed_config"]["config"]["configuration"]["value"] = json.dumps(required_policy())
     if placement == "after":

@@ -341,11 +341,10 @@ def test_the_example_bootstrap_counts_fleet_wide(envoy, upstream, service):
 # ------------------------------------------------------------------------------------------------ README
 
 def test_the_readme_kubernetes_manifests_hang_together():
-    """README's Kubernetes manifests for envoyproxy/ratelimit: valid YAML, and what envoyproxy/ratelimit reads
+    """docs/fleet-limits.md's Kubernetes manifests for envoyproxy/ratelimit: valid YAML, and what envoyproxy/ratelimit reads
     (RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config/*.yaml, its settings' names, gRPC on 8081) agrees with the mount and
     the Service, which Istio must see as gRPC (a port named grpc, appProtocol grpc)."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## Fleet-wide rate limits"):text.index("## Require approval")]
+    section = (REPO / "docs" / "fleet-limits.md").read_text()
     blocks = [b for b in section.split("```yaml\n")[1:]]
     docs = [d for b in blocks for d in yaml.safe_load_all(b.split("```")[0]) if d]
     kinds = {d["kind"]: d for d in docs}

@@ -2,7 +2,7 @@
 the built CLI: `make cli`):
 
 - every policy in the repository validates: JSON files, the policies inside Envoy YAML (the Wasm filter's
-  ``configuration.value``) and Istio manifests (``pluginConfig``), and the complete policies in README.md and
+  ``configuration.value``) and Istio manifests (``pluginConfig``), and the complete policies in README.md, docs/*.md and
   POLICY.md;
 - bad samples the filter rejects are rejected by the schema too, good samples are accepted by both;
 - what the schema cannot say (duplicate keys, regex syntax, 10.0 for 10, numbers past 64 bits) is listed as such:
@@ -100,9 +100,10 @@ def repository_policies() -> list[tuple[str, dict]]:
 
 
 def documented_policies() -> list[tuple[str, dict]]:
-    """The ```json blocks of README.md and POLICY.md that are whole policies (fragments are skipped)."""
+    """The ```json blocks of README.md, POLICY.md and docs/*.md that are whole policies (fragments are skipped)."""
     found = []
-    for name in ("README.md", "POLICY.md"):
+    names = ["README.md", "POLICY.md"] + sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))
+    for name in names:
         for i, block in enumerate(re.findall(r"```json\n(.*?)```", (REPO / name).read_text(), re.S)):
             try:
                 doc = json.loads(block)

@@ -662,7 +662,7 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
         eprintln!(
             "scan: approval is asked from the Envoy cluster \"approvals\" (\"approval\": {{\"cluster\": \"approvals\"}}): \
              a placeholder. Define that cluster for your approval service in Envoy, or change approval.cluster \
-             (README, \"Require approval\"; examples/approval_service.py is an example service)."
+             (docs/approvals.md, \"Require approval\"; examples/approval_service.py is an example service)."
         );
     }
     match &o.out {

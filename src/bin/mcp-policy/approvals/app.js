@@ -55,6 +55,57 @@
     select.value = String(choices.includes(15) ? 15 : choices[0]);
   }
 
+  // The caller a policy with `callers` names: its verified subject, else its certificate principal, else none.
+  const callerName = (c) => (c && (c.subject || c.principal)) || null;
+  const MAX_GROUPS_SHOWN = 12;
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  // The card's caller. Verified (a policy with `callers`, a token or certificate Envoy checked): its name, how it
+  // was verified, its profile, its groups (the first few), its certificate principal next to a subject. Not
+  // verified (an anonymous caller, or a policy without `callers`): said so; the identity below is then all the
+  // filter knows of who calls, and what "approve for N minutes" is for.
+  function fillCaller(card, p) {
+    const c = p.caller;
+    const dd = $(".caller", card);
+    const name = callerName(c);
+    const line = el("span", "caller-line");
+    if (name) {
+      line.append(el("span", "subject", name), el("span", "via", c.subject ? "verified token" : "verified certificate"));
+    } else {
+      line.append(el("span", "unverified", "No verified caller"));
+    }
+    if (c && c.profile) {
+      const profile = el("span", "profile");
+      profile.append(el("span", "label", "profile "), el("span", "value", c.profile));
+      line.append(profile);
+    }
+    dd.append(line);
+    if (!name) {
+      dd.append(el("span", "note", "Known only by the identity below: its MCP session id, an identity header or " +
+        "its address" + (c ? "" : " (the policy verifies no callers)") + "."));
+    }
+    if (c && c.groups && c.groups.length) {
+      const groups = el("span", "groups");
+      groups.title = "groups: " + c.groups.join(", ");
+      for (const g of c.groups.slice(0, MAX_GROUPS_SHOWN)) groups.append(el("span", "group", g));
+      if (c.groups.length > MAX_GROUPS_SHOWN) {
+        groups.append(el("span", "more", "+" + (c.groups.length - MAX_GROUPS_SHOWN) + " more"));
+      }
+      dd.append(groups);
+    }
+    if (c && c.subject && c.principal) dd.append(el("span", "principal", "certificate " + c.principal));
+    if (name) card.classList.add("verified");
+    $(".for-whom", card).textContent = p.grantee && p.grantee.caller
+      ? "min, for " + (name || p.grantee.caller) + " and this tool (any session)"
+      : "min, for this identity and tool only";
+  }
+
   function makeCard(p) {
     const card = $("#card").content.firstElementChild.cloneNode(true);
     card.dataset.id = p.id;
@@ -62,6 +113,7 @@
     $(".kind", card).textContent = p.kind;
     $(".name", card).textContent = p.name;
     $(".identity", card).textContent = p.identity;
+    fillCaller(card, p);
     $(".rule", card).textContent = p.rule_reason || "(the rule gives no reason)";
     $(".ids", card).textContent = "JSON-RPC id " + p.jsonrpc_id + (p.request_id ? " · x-request-id " + p.request_id : "");
     $(".args", card).textContent = p.arguments + (p.arguments_truncated ? "\n… (cut here: too long to show)" : "");
@@ -139,7 +191,11 @@
       what.className = "what";
       const name = document.createElement("strong");
       name.textContent = g.name;
-      what.append(name, " for ", g.identity, " · approved by ", g.by + " · ");
+      // For a verified caller (in any of its sessions), else for one identity.
+      const whom = g.grantee && g.grantee.caller
+        ? (callerName(g.caller) || g.grantee.caller) + (g.caller && g.caller.profile ? " (" + g.caller.profile + ")" : "") + ", any session"
+        : g.identity;
+      what.append(name, " for ", whom, " · approved by ", g.by + " · ");
       const until = document.createElement("span");
       until.className = "until";
       what.append(until);
@@ -174,18 +230,28 @@
         const s = r.remember_seconds;
         outcome += " for " + (s % 60 === 0 ? s / 60 + " min" : duration(s * 1000));
       }
+      // The caller (name and profile) with the identity below it; without callers, the identity alone.
+      const caller = document.createElement("span");
+      if (r.caller) {
+        const name = callerName(r.caller);
+        caller.append(name ? el("span", "subject", name) : el("span", "unverified", "not verified"));
+        if (r.caller.profile) caller.append(" · " + r.caller.profile);
+        caller.append(el("span", "secondary", r.identity));
+      } else {
+        caller.textContent = r.identity;
+      }
       const cells = [
         ["When", when(r.unix_ms)],
         ["Outcome", outcome],
         ["Call", r.name],
-        ["Caller", r.identity],
+        ["Caller", caller],
         ["By", r.by || "—"],
         ["Reason", r.reason || ""],
       ];
-      for (const [label, text] of cells) {
+      for (const [label, content] of cells) {
         const td = document.createElement("td");
         td.dataset.label = label;
-        td.textContent = text;
+        if (typeof content === "string") td.textContent = content; else td.append(content);
         tr.append(td);
       }
       $("td:nth-child(2)", tr).classList.add("outcome");

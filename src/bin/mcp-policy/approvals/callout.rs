@@ -1,10 +1,14 @@
-//! The approval protocol, console side: the callout the filter POSTs (README, "Require approval"; the filter
+//! The approval protocol, console side: the callout the filter POSTs (docs/approvals.md, "Require approval"; the filter
 //! writes it in `mcp_policy::approval::Ask::to_json`) and the answer the console gives.
 //!
 //! Arguments and the JSON-RPC id are kept as the raw JSON text the filter spliced in (the agent's own bytes), so
 //! the approver sees exactly what will be forwarded: numbers beyond 2^53, key order and all.
+//!
+//! Strictness: a known field of the wrong type, a duplicate field or an empty name refuses the whole callout
+//! (the filter then refuses the call); fields this console does not know are ignored, at the top level and inside
+//! `caller` alike, so that a newer filter may add some.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -19,8 +23,10 @@ pub struct Callout {
     pub name: String,
     /// Raw JSON text of the arguments (`{}` when the call had none).
     pub arguments: String,
-    /// Who is calling: the MCP session id or the client address today (the filter's `identity`).
+    /// The filter's `identity`: the MCP session id (or another identity header), else the client address.
     pub identity: String,
+    /// The caller Envoy verified, and its profile: policies with `callers` only.
+    pub caller: Option<Caller>,
     /// Raw JSON text of the JSON-RPC id.
     pub jsonrpc_id: String,
     pub request_id: Option<String>,
@@ -29,6 +35,54 @@ pub struct Callout {
     /// How long the filter waits for this answer: the policy's `approval.timeout_ms`, which the filter sends; a
     /// callout without it (another sender) waits the console's own `--timeout-ms`.
     pub timeout_ms: Option<u64>,
+}
+
+/// Who calls, as the filter says for a policy with `callers` (`mcp_policy::caller::Identified::to_json`). All
+/// empty: an anonymous caller (maybe with a profile, e.g. one matching `"authenticated": false`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The verified JWT subject.
+    pub subject: Option<String>,
+    /// The verified JWT groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The URI SAN of the verified client certificate.
+    pub principal: Option<String>,
+    /// The profile that applied; `None`: the top-level rules.
+    pub profile: Option<String>,
+}
+
+impl Caller {
+    /// The verified caller a remembered approval is for: `jwt:<subject>`, else `peer:<principal>`; `None` when
+    /// anonymous. The filter's own rule (`mcp_policy::caller::Caller::limit_key`), so that the console and the
+    /// filter remember an approval for the same caller.
+    pub fn verified_key(&self) -> Option<String> {
+        mcp_policy::caller::Caller {
+            subject: self.subject.clone(),
+            groups: Vec::new(),
+            principal: self.principal.clone(),
+        }
+        .limit_key()
+    }
+
+    /// An empty string anywhere: never what the filter sends (it reads an empty claim as none), and an empty
+    /// subject would name one remembered approval for every such caller.
+    fn check(&self) -> Result<(), String> {
+        let named = [
+            ("subject", self.subject.as_deref()),
+            ("principal", self.principal.as_deref()),
+            ("profile", self.profile.as_deref()),
+        ];
+        for (field, value) in named {
+            if value == Some("") {
+                return Err(format!("caller.{field} is empty"));
+            }
+        }
+        if self.groups.iter().any(String::is_empty) {
+            return Err("caller.groups holds an empty name".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -45,6 +99,7 @@ struct Body<'a> {
     request_id: Option<String>,
     reason: Option<String>,
     timeout_ms: Option<u64>,
+    caller: Option<Caller>,
 }
 
 /// The largest `timeout_ms` a callout may ask for (the policy's own upper bound: one hour).
@@ -75,12 +130,16 @@ pub fn parse(body: &[u8]) -> Result<Callout, String> {
             ));
         }
     }
+    if let Some(c) = &b.caller {
+        c.check()?;
+    }
     Ok(Callout {
         method: b.method,
         kind,
         name,
         arguments: b.arguments.map_or("{}", RawValue::get).to_owned(),
         identity: b.identity,
+        caller: b.caller,
         jsonrpc_id: b.jsonrpc_id.get().to_owned(),
         request_id: b.request_id,
         rule_reason: b.reason,
@@ -183,6 +242,7 @@ pub fn pretty(json: &str) -> String {
 mod tests {
     use super::*;
     use mcp_policy::approval::{read_answer, Answer, Ask};
+    use mcp_policy::caller::Identified;
     use mcp_policy::mcp::Kind;
 
     /// The console reads exactly what the filter sends.
@@ -211,6 +271,7 @@ mod tests {
                 name: "create_experiment".into(),
                 arguments: r#"{"n": 12345678901234567890, "s": "a\"b"}"#.into(),
                 identity: "sess-1".into(),
+                caller: None,
                 jsonrpc_id: r#""call-7""#.into(),
                 request_id: Some("req-9".into()),
                 rule_reason: Some("needs a human".into()),
@@ -236,10 +297,104 @@ mod tests {
     fn timeout_ms_and_unknown_fields() {
         let c = parse(
             br#"{"method":"tools/call","tool":"t","arguments":{},"identity":"i","jsonrpc_id":1,
-                 "request_id":null,"reason":null,"timeout_ms":120000,"caller":{"subject":"ana"}}"#,
+                 "request_id":null,"reason":null,"timeout_ms":120000,"later":{"x":1},
+                 "caller":{"subject":"ana","since":"a newer filter"}}"#,
         )
         .unwrap();
         assert_eq!(c.timeout_ms, Some(120_000));
+        assert_eq!(
+            c.caller,
+            Some(Caller {
+                subject: Some("ana".into()),
+                ..Caller::default()
+            }),
+            "fields a newer filter may add are ignored, inside caller too"
+        );
+    }
+
+    /// The caller the filter describes for a policy with `callers`, as `Identified::to_json` writes it.
+    #[test]
+    fn parses_the_filters_caller() {
+        fn body(caller: Option<Identified<'_>>) -> String {
+            let id = RawValue::from_string("7".into()).unwrap();
+            Ask {
+                kind: Kind::Tool,
+                tool: "set_run_tag",
+                arguments: None,
+                identity: "sess-1",
+                jsonrpc_id: &id,
+                request_id: None,
+                reason: None,
+                caller,
+                timeout_ms: 30_000,
+            }
+            .to_json()
+        }
+        let parsed = |caller: &mcp_policy::caller::Caller, profile: Option<&str>| {
+            let body = body(Some(Identified { caller, profile }));
+            parse(body.as_bytes()).unwrap().caller.unwrap()
+        };
+        let verified = mcp_policy::caller::Caller {
+            subject: Some("alice <a&b>".into()),
+            groups: vec!["ml-admins".into(), "readers".into()],
+            principal: Some("spiffe://cluster.local/ns/ml/sa/admin".into()),
+        };
+        let caller = parsed(&verified, Some("ml-admins"));
+        assert_eq!(
+            caller,
+            Caller {
+                subject: Some("alice <a&b>".into()),
+                groups: vec!["ml-admins".into(), "readers".into()],
+                principal: Some("spiffe://cluster.local/ns/ml/sa/admin".into()),
+                profile: Some("ml-admins".into()),
+            }
+        );
+        assert_eq!(caller.verified_key().as_deref(), Some("jwt:alice <a&b>"));
+        // An anonymous caller with a profile; a certificate only.
+        let c = parsed(&mcp_policy::caller::Caller::ANONYMOUS, Some("anonymous"));
+        assert_eq!(
+            (c.profile.as_deref(), c.groups.len(), c.verified_key()),
+            (Some("anonymous"), 0, None)
+        );
+        let workload = mcp_policy::caller::Caller {
+            principal: Some("spiffe://cluster.local/ns/ci/sa/builder".into()),
+            ..mcp_policy::caller::Caller::default()
+        };
+        assert_eq!(
+            parsed(&workload, None).verified_key().as_deref(),
+            Some("peer:spiffe://cluster.local/ns/ci/sa/builder")
+        );
+        // A policy without callers: no caller at all.
+        assert_eq!(parse(body(None).as_bytes()).unwrap().caller, None);
+        let null =
+            br#"{"method":"tools/call","tool":"t","identity":"i","jsonrpc_id":1,"caller":null}"#;
+        assert_eq!(parse(null).unwrap().caller, None);
+    }
+
+    #[test]
+    fn refuses_a_caller_of_the_wrong_shape() {
+        for caller in [
+            r#""alice""#,
+            r#"["alice"]"#,
+            r#"true"#,
+            r#"{"subject":7}"#,
+            r#"{"subject":["alice"]}"#,
+            r#"{"subject":""}"#,
+            r#"{"subject":"a","subject":"b"}"#,
+            r#"{"groups":"ml-admins"}"#,
+            r#"{"groups":null}"#,
+            r#"{"groups":["ml-admins",7]}"#,
+            r#"{"groups":[""]}"#,
+            r#"{"principal":{"uri":"spiffe://x"}}"#,
+            r#"{"principal":""}"#,
+            r#"{"profile":1}"#,
+            r#"{"profile":""}"#,
+        ] {
+            let body = format!(
+                r#"{{"method":"tools/call","tool":"t","identity":"i","jsonrpc_id":1,"caller":{caller}}}"#
+            );
+            assert!(parse(body.as_bytes()).is_err(), "{caller}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `mcp-policy approvals`: the approvals console. It answers the filter's approval callouts (README, "Require
+//! `mcp-policy approvals`: the approvals console. It answers the filter's approval callouts (docs/approvals.md, "Require
 //! approval") by holding each one until a person approves or denies the call on a web page, or the callout's
 //! time runs out.
 //!
@@ -46,7 +46,7 @@ Approvers log in with a name and a password, kept as Argon2id hashes in the --ap
 one `NAME:HASH` line each; make a line with
   mcp-policy approvals --hash-password NAME >> approvers.txt
 Scripts use the same names and passwords with HTTP Basic authentication (the JSON API:
-GET /api/pending, POST /api/pending/ID {\"approve\": true}; see the README).
+GET /api/pending, POST /api/pending/ID {\"approve\": true}; see docs/approvals.md).
 
 The console listens on 127.0.0.1:8002 by default. To reach it from other machines, put it
 behind TLS (a reverse proxy, or Envoy) and give --public-url, the address approvers open.";

@@ -1,6 +1,8 @@
 //! The optional notification when a call starts waiting: a POST of `{"text": "..."}`, the shape Slack's incoming
-//! webhooks (and Mattermost's, and many chat bridges) accept, with a link to the console. The arguments are left
-//! out (they may hold secrets); the console shows them to approvers who logged in.
+//! webhooks (and Mattermost's, and many chat bridges) accept, with a link to the console. It names the caller (its
+//! verified subject, else its certificate principal, and its profile, for a policy with `callers`; else the
+//! filter's identity). The arguments are left out (they may hold secrets); the console shows them to approvers who
+//! logged in.
 
 use super::callout::Callout;
 use serde_json::json;
@@ -19,6 +21,21 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Who asks, in the message: `alice` (profile `ml-admins`), or an anonymous caller `<identity>`, or `<identity>`.
+fn caller(c: &Callout) -> String {
+    let Some(k) = &c.caller else {
+        return format!("`{}`", escape(&c.identity));
+    };
+    let mut who = match k.subject.as_deref().or(k.principal.as_deref()) {
+        Some(name) => format!("`{}`", escape(name)),
+        None => format!("an anonymous caller `{}`", escape(&c.identity)),
+    };
+    if let Some(p) = &k.profile {
+        who.push_str(&format!(" (profile `{}`)", escape(p)));
+    }
+    who
+}
+
 /// The message for one waiting call.
 pub fn message(c: &Callout, console_url: &str, timeout_ms: u64) -> serde_json::Value {
     let reason = c
@@ -27,8 +44,8 @@ pub fn message(c: &Callout, console_url: &str, timeout_ms: u64) -> serde_json::V
         .map(|r| format!(" ({})", escape(r)))
         .unwrap_or_default();
     let text = format!(
-        "Approval needed: `{}` wants to call {} `{}`{reason}. It waits {} s for a decision: <{}|open the approvals console>",
-        escape(&c.identity),
+        "Approval needed: {} wants to call {} `{}`{reason}. It waits {} s for a decision: <{}|open the approvals console>",
+        caller(c),
         c.kind,
         escape(&c.name),
         timeout_ms / 1000,
@@ -86,5 +103,47 @@ mod tests {
                 <http://127.0.0.1:8002/|open the approvals console>"})
         );
         assert!(!m.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn the_message_names_the_verified_caller_and_its_profile() {
+        let text = |caller: &str| {
+            let c = parse(
+                format!(
+                    r#"{{"method":"tools/call","tool":"set_run_tag","arguments":{{"secret":"hunter2"}},
+                        "identity":"sess-1","jsonrpc_id":1,"caller":{caller}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            let m = message(&c, "http://127.0.0.1:8002/", 30_000);
+            assert!(!m.to_string().contains("hunter2"));
+            m["text"].as_str().unwrap().to_owned()
+        };
+        let prefix = |t: String| t.split(" wants to call").next().unwrap().to_owned();
+        assert_eq!(
+            prefix(text(
+                r#"{"subject":"alice<b>","groups":["ml-admins"],"principal":"spiffe://x","profile":"ml-admins"}"#
+            )),
+            "Approval needed: `alice&lt;b&gt;` (profile `ml-admins`)"
+        );
+        assert_eq!(
+            prefix(text(
+                r#"{"subject":"bob","groups":[],"principal":null,"profile":null}"#
+            )),
+            "Approval needed: `bob`"
+        );
+        assert_eq!(
+            prefix(text(
+                r#"{"principal":"spiffe://cluster.local/ns/ci/sa/b","profile":"ci"}"#
+            )),
+            "Approval needed: `spiffe://cluster.local/ns/ci/sa/b` (profile `ci`)"
+        );
+        assert_eq!(
+            prefix(text(
+                r#"{"subject":null,"groups":[],"principal":null,"profile":"anonymous"}"#
+            )),
+            "Approval needed: an anonymous caller `sess-1` (profile `anonymous`)"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Time is passed in (milliseconds since the epoch), so the transitions are tested without waiting.
 
-use super::callout::{pretty, Callout, Verdict};
+use super::callout::{pretty, Caller, Callout, Verdict};
 use super::random_id;
 use super::store::{DecisionLog, Outcome, Record};
 use serde::Serialize;
@@ -27,6 +27,29 @@ struct Pending {
     reply: oneshot::Sender<Verdict>,
 }
 
+/// Whom an "approve for N minutes" is for: the verified caller when the filter names one (across all its
+/// sessions), else the filter's identity (that session, or that client address). The same rule as the filter's
+/// own remembered approvals (`mcp_policy::flow`, `verified_caller`). The two kinds never match each other: a
+/// session id that spells `jwt:alice` is still a session id. In JSON: `{"caller": "jwt:alice"}` or
+/// `{"identity": "<session id>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grantee {
+    /// `jwt:<subject>`, else `peer:<principal>`.
+    Caller(String),
+    /// The session id or client address.
+    Identity(String),
+}
+
+impl Grantee {
+    pub fn of(caller: Option<&Caller>, identity: &str) -> Grantee {
+        match caller.and_then(Caller::verified_key) {
+            Some(key) => Grantee::Caller(key),
+            None => Grantee::Identity(identity.to_owned()),
+        }
+    }
+}
+
 /// A remembered approval: this caller may call this tool without asking until `until_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Grant {
@@ -34,6 +57,11 @@ pub struct Grant {
     pub id: String,
     pub method: String,
     pub name: String,
+    /// Whom it is for.
+    pub grantee: Grantee,
+    /// The caller of the call that was approved (policies with `callers`).
+    pub caller: Option<Caller>,
+    /// The identity of the call that was approved.
     pub identity: String,
     pub by: String,
     pub since_ms: u64,
@@ -42,18 +70,22 @@ pub struct Grant {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    identity: String,
+    grantee: Grantee,
     method: String,
     name: String,
 }
 
 impl Key {
-    fn of(c: &Callout) -> Key {
+    fn new(caller: Option<&Caller>, identity: &str, method: &str, name: &str) -> Key {
         Key {
-            identity: c.identity.clone(),
-            method: c.method.clone(),
-            name: c.name.clone(),
+            grantee: Grantee::of(caller, identity),
+            method: method.to_owned(),
+            name: name.to_owned(),
         }
+    }
+
+    fn of(c: &Callout) -> Key {
+        Key::new(c.caller.as_ref(), &c.identity, &c.method, &c.name)
     }
 }
 
@@ -107,6 +139,10 @@ pub struct PendingView {
     pub arguments: String,
     pub arguments_truncated: bool,
     pub identity: String,
+    /// The verified caller and its profile (policies with `callers`).
+    pub caller: Option<Caller>,
+    /// Whom "approve for N minutes" would be for.
+    pub grantee: Grantee,
     pub jsonrpc_id: String,
     pub request_id: Option<String>,
     pub rule_reason: Option<String>,
@@ -145,6 +181,7 @@ fn record(c: &Callout, id: &str, outcome: Outcome, by: Option<&str>, now_ms: u64
         method: c.method.clone(),
         name: c.name.clone(),
         identity: c.identity.clone(),
+        caller: c.caller.clone(),
         rule_reason: c.rule_reason.clone(),
         reason: None,
         remember_seconds: None,
@@ -171,17 +208,16 @@ impl Console {
             match (r.outcome, r.remember_seconds, r.by.as_deref()) {
                 (Outcome::Approved, Some(s), Some(by)) => {
                     let until_ms = r.unix_ms.saturating_add(s.saturating_mul(1000));
-                    let key = Key {
-                        identity: r.identity.clone(),
-                        method: r.method.clone(),
-                        name: r.name.clone(),
-                    };
+                    // A line written before callers existed has no `caller`: its approval is its identity's.
+                    let key = Key::new(r.caller.as_ref(), &r.identity, &r.method, &r.name);
                     remembered.insert(
-                        key,
+                        key.clone(),
                         Grant {
                             id: r.id.clone(),
                             method: r.method.clone(),
                             name: r.name.clone(),
+                            grantee: key.grantee,
+                            caller: r.caller.clone(),
                             identity: r.identity.clone(),
                             by: by.to_owned(),
                             since_ms: r.unix_ms,
@@ -359,11 +395,13 @@ impl Console {
         if let Some(s) = remember_seconds {
             let key = Key::of(&p.callout);
             inner.remembered.insert(
-                key,
+                key.clone(),
                 Grant {
                     id: id.to_owned(),
                     method: p.callout.method.clone(),
                     name: p.callout.name.clone(),
+                    grantee: key.grantee,
+                    caller: p.callout.caller.clone(),
                     identity: p.callout.identity.clone(),
                     by: by.to_owned(),
                     since_ms: now_ms,
@@ -421,6 +459,7 @@ impl Console {
             method: g.method.clone(),
             name: g.name.clone(),
             identity: g.identity.clone(),
+            caller: g.caller.clone(),
             rule_reason: None,
             reason: None,
             remember_seconds: None,
@@ -458,6 +497,8 @@ impl Console {
                 arguments: p.shown_arguments.clone(),
                 arguments_truncated: p.arguments_truncated,
                 identity: p.callout.identity.clone(),
+                caller: p.callout.caller.clone(),
+                grantee: Grantee::of(p.callout.caller.as_ref(), &p.callout.identity),
                 jsonrpc_id: p.callout.jsonrpc_id.clone(),
                 request_id: p.callout.request_id.clone(),
                 rule_reason: p.callout.rule_reason.clone(),
@@ -693,6 +734,186 @@ mod tests {
         // ... and ends.
         wait(&c2, callout("set_run_tag", "a"), T0 + 601_000);
         assert!(c2.snapshot(T0 + 601_000).remembered.is_empty());
+    }
+
+    /// A callout of a policy with `callers`: `caller` is the JSON of the filter's `caller` object.
+    fn callout_by(tool: &str, identity: &str, caller: &str) -> Callout {
+        parse(
+            format!(
+                r#"{{"method":"tools/call","tool":"{tool}","arguments":{{}},"identity":"{identity}",
+                    "jsonrpc_id":7,"caller":{caller}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    const ALICE: &str =
+        r#"{"subject":"alice","groups":["ml-admins"],"principal":null,"profile":"ml-admins"}"#;
+    const BOB: &str = r#"{"subject":"bob","groups":[],"principal":null,"profile":null}"#;
+    const ANONYMOUS: &str =
+        r#"{"subject":null,"groups":[],"principal":null,"profile":"anonymous"}"#;
+    const WORKLOAD: &str =
+        r#"{"subject":null,"groups":[],"principal":"spiffe://x/ns/ci/sa/b","profile":"ci"}"#;
+
+    fn answered(c: &Console, callout: Callout, now_ms: u64) -> bool {
+        match c.submit(callout, now_ms).unwrap() {
+            Submitted::Answered(v) => v.approved,
+            Submitted::Waiting { .. } => false,
+        }
+    }
+
+    #[test]
+    fn approve_for_n_minutes_is_for_the_verified_caller_across_its_sessions() {
+        let (c, path) = console();
+        let (id, _, _reply) = wait(&c, callout_by("set_run_tag", "s-1", ALICE), T0);
+        let p = &c.snapshot(T0).pending[0];
+        assert_eq!(p.grantee, Grantee::Caller("jwt:alice".into()));
+        assert_eq!(
+            p.caller.as_ref().and_then(|c| c.profile.as_deref()),
+            Some("ml-admins")
+        );
+        c.decide(&id, yes(Some(600)), "ana", T0).unwrap();
+        let g = &c.snapshot(T0).remembered[0];
+        assert_eq!(
+            (&g.grantee, g.identity.as_str()),
+            (&Grantee::Caller("jwt:alice".into()), "s-1")
+        );
+        // Alice in another session, or with other groups: hers.
+        assert!(answered(
+            &c,
+            callout_by("set_run_tag", "s-2", ALICE),
+            T0 + 1000
+        ));
+        assert!(answered(
+            &c,
+            callout_by(
+                "set_run_tag",
+                "10.0.0.9",
+                r#"{"subject":"alice","groups":[]}"#
+            ),
+            T0 + 1000
+        ));
+        // Bob, even in alice's session; anyone whose session id spells alice's key; an anonymous caller; a
+        // workload: asked.
+        for (identity, caller) in [
+            ("s-1", BOB),
+            ("jwt:alice", ANONYMOUS),
+            ("s-1", ANONYMOUS),
+            ("s-1", WORKLOAD),
+        ] {
+            assert!(
+                !answered(&c, callout_by("set_run_tag", identity, caller), T0 + 2000),
+                "{identity} {caller}"
+            );
+        }
+        assert!(!answered(
+            &c,
+            callout("set_run_tag", "jwt:alice"),
+            T0 + 2000
+        ));
+        assert!(!answered(&c, callout("set_run_tag", "s-1"), T0 + 2000));
+        // The remembered answer is logged with the caller that got it.
+        let r = &c.snapshot(T0 + 2000).recent;
+        let remembered: Vec<&str> = r
+            .iter()
+            .filter(|r| r.outcome == Outcome::Remembered)
+            .map(|r| r.identity.as_str())
+            .collect();
+        assert_eq!(remembered, vec!["10.0.0.9", "s-2"]);
+        // After a restart, still alice's, not her first session's.
+        let c2 = reopen(&path, T0 + 3000);
+        assert_eq!(
+            c2.snapshot(T0 + 3000).remembered[0].grantee,
+            Grantee::Caller("jwt:alice".into())
+        );
+        assert!(answered(
+            &c2,
+            callout_by("set_run_tag", "s-3", ALICE),
+            T0 + 3000
+        ));
+        assert!(!answered(
+            &c2,
+            callout_by("set_run_tag", "s-1", BOB),
+            T0 + 3000
+        ));
+    }
+
+    #[test]
+    fn without_a_verified_caller_approve_for_n_minutes_is_for_the_identity() {
+        for (caller, grantee) in [
+            (ANONYMOUS, Grantee::Identity("s-1".into())),
+            (
+                WORKLOAD,
+                Grantee::Caller("peer:spiffe://x/ns/ci/sa/b".into()),
+            ),
+        ] {
+            let (c, _) = console();
+            let (id, _, _reply) = wait(&c, callout_by("t", "s-1", caller), T0);
+            c.decide(&id, yes(Some(600)), "ana", T0).unwrap();
+            assert_eq!(c.snapshot(T0).remembered[0].grantee, grantee);
+            assert!(answered(&c, callout_by("t", "s-1", caller), T0 + 1));
+            let other_session = answered(&c, callout_by("t", "s-2", caller), T0 + 1);
+            assert_eq!(
+                other_session,
+                matches!(grantee, Grantee::Caller(_)),
+                "{caller}"
+            );
+        }
+    }
+
+    /// Lines written before the console knew callers (no `caller`) load, and their approvals stay their
+    /// identity's; new lines carry the caller.
+    #[test]
+    fn decision_logs_from_before_callers_still_load() {
+        let path = temp_path("decisions.jsonl");
+        std::fs::write(
+            &path,
+            format!(
+                concat!(
+                    r#"{{"time":"2023-11-14T22:13:20.000Z","unix_ms":{},"outcome":"approved","by":"ana","id":"old-1","#,
+                    r#""method":"tools/call","name":"t","identity":"jwt:alice","rule_reason":null,"reason":null,"#,
+                    r#""remember_seconds":600,"waited_ms":1500,"jsonrpc_id":"7"}}"#,
+                    "\n"
+                ),
+                T0
+            ),
+        )
+        .unwrap();
+        let c = reopen(&path, T0 + 1000);
+        let snap = c.snapshot(T0 + 1000);
+        assert_eq!(
+            (snap.recent.len(), snap.recent[0].caller.as_ref()),
+            (1, None)
+        );
+        assert_eq!(
+            snap.remembered[0].grantee,
+            Grantee::Identity("jwt:alice".into())
+        );
+        assert!(answered(&c, callout("t", "jwt:alice"), T0 + 1000));
+        assert!(!answered(&c, callout_by("t", "s-9", ALICE), T0 + 1000));
+        // A new decision writes the caller; revoking it too.
+        let (id, _, _reply) = wait(&c, callout_by("u", "s-9", ALICE), T0 + 2000);
+        c.decide(&id, yes(Some(60)), "ana", T0 + 2000).unwrap();
+        c.revoke(&id, "ana", T0 + 3000).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].get("caller").is_none());
+        for l in &lines[2..] {
+            assert_eq!(
+                (
+                    l["caller"]["subject"].as_str(),
+                    l["caller"]["profile"].as_str()
+                ),
+                (Some("alice"), Some("ml-admins")),
+                "{l}"
+            );
+        }
+        assert_eq!(lines[3]["outcome"], "revoked");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! readable and greppable (`jq`), needs no schema migration, no C library, and a line cut short by a crash is
 //! simply skipped.
 
+use super::callout::Caller;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -46,6 +47,10 @@ pub struct Record {
     pub method: String,
     pub name: String,
     pub identity: String,
+    /// The verified caller and its profile (policies with `callers`; absent in lines written before the console
+    /// knew callers, which still load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<Caller>,
     /// The rule's reason.
     pub rule_reason: Option<String>,
     /// The approver's reason.
@@ -164,6 +169,7 @@ pub mod tests {
             method: "tools/call".into(),
             name: "set_run_tag".into(),
             identity: "agent-1".into(),
+            caller: None,
             rule_reason: None,
             reason: Some("ok".into()),
             remember_seconds: None,

@@ -2,7 +2,7 @@
 //! API (for the page and for scripts) and the live updates (Server-Sent Events).
 //!
 //! ```text
-//! POST <callout path>               the filter's callout (README "Require approval"); held until decided
+//! POST <callout path>               the filter's callout (docs/approvals.md "Require approval"); held until decided
 //! GET  /healthz                     200, no login
 //! GET  /login, POST /login          the login form (name, password)
 //! POST /logout
@@ -983,6 +983,56 @@ mod tests {
             snap.recent[0].outcome,
             crate::approvals::store::Outcome::Expired
         );
+    }
+
+    /// The API shows the caller of a policy with `callers` as the filter sent it, and whom "approve for N
+    /// minutes" would cover; the recent decisions keep it.
+    #[tokio::test]
+    async fn the_api_shows_the_caller() {
+        let app = app();
+        let body = r#"{"method":"tools/call","tool":"t","arguments":{},"identity":"sess-1","jsonrpc_id":1,
+            "timeout_ms":60000,"caller":{"subject":"alice","groups":["ml-admins","readers"],"principal":null,
+            "profile":"ml-admins"}}"#;
+        let bearer = ("authorization", "Bearer t0k");
+        let callout = req("POST", "/approve", &[bearer], body);
+        let filter = app.clone();
+        let post = tokio::spawn(async move { send(&filter, callout).await });
+        let basic = ("authorization", "Basic YW5hOnB3");
+        let p = loop {
+            let (_, _, text) = send(&app, req("GET", "/api/pending", &[basic], "")).await;
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if let Some(p) = v["pending"].get(0) {
+                break p.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(
+            (&p["caller"], &p["grantee"], &p["identity"]),
+            (
+                &json!({"subject": "alice", "groups": ["ml-admins", "readers"], "principal": null,
+                        "profile": "ml-admins"}),
+                &json!({"caller": "jwt:alice"}),
+                &json!("sess-1")
+            )
+        );
+        let path = format!("/api/pending/{}", p["id"].as_str().unwrap());
+        let for_5_minutes = r#"{"approve": true, "remember_minutes": 5}"#;
+        let (status, _, text) = send(&app, req("POST", &path, &[basic], for_5_minutes)).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let (status, _, answer) = post.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let (_, _, text) = send(&app, req("GET", "/api/state", &[basic], "")).await;
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["recent"][0]["caller"]["subject"], "alice");
+        assert_eq!(
+            v["remembered"][0]["grantee"],
+            json!({"caller": "jwt:alice"})
+        );
+        assert_eq!(v["remembered"][0]["caller"]["profile"], "ml-admins");
+        // A callout whose caller is not what the filter sends is refused.
+        let bad = body.replace(r#""subject":"alice""#, r#""subject":["alice"]"#);
+        let (status, ..) = send(&app, req("POST", "/approve", &[bearer], &bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[test]
