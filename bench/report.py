@@ -62,7 +62,7 @@ def chart_rows(workloads, cells, m):
     return rows
 
 
-def draw_chart(path, workloads, cells, m, extra):
+def draw_chart(path, workloads, cells, m, extra, disturbed=0):
     """Draws the chart (bench/chart.py); returns what was written."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import chart
@@ -71,7 +71,9 @@ def draw_chart(path, workloads, cells, m, extra):
     title = "mcp-policy: make bench, medians"
     subtitle = (f"{extra.get('date', '?')}, {extra.get('cpu', '?')} x {extra.get('nproc', '?')}, Envoy "
                 f"{str(extra.get('envoy', '?')).split('/')[1] if '/' in str(extra.get('envoy', '')) else '?'}, "
-                "one worker; bench/RESULTS.md has every figure")
+                "one worker")
+    if disturbed:
+        subtitle += f"; {disturbed} of {len(cells)} cells disturbed by other work (~ in RESULTS.md)"
     png = pathlib.Path(path)
     return chart.draw(rows, title, subtitle, png)
 
@@ -170,7 +172,8 @@ def main():
 
     chart_line = None
     if args.chart:
-        chart_line = draw_chart(args.chart, workloads, cells, m, extra)
+        disturbed = sum(1 for c, wl in cells if clean_rows(c, wl)[1])
+        chart_line = draw_chart(args.chart, workloads, cells, m, extra, disturbed)
         name = os.path.basename(args.chart)
         out.append(f"![RPS relative to A and proxy CPU per request, per workload and configuration]({name})\n")
         out.append(f"The chart ({name}, drawn by bench/chart.py from the medians below): for each workload, each "
