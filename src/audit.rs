@@ -3,15 +3,25 @@
 //! Every key is always present, in a fixed order, `null` when unknown, so that log pipelines see one schema:
 //!
 //! ```text
-//! {"time":"2026-03-21T12:34:56.789Z","decision":"deny","method":"tools/call","tool":"delete_run",
-//!  "rule":"delete_*","reason":"no deletes","identity":"9f86d081884c","request_id":"0b5f…","jsonrpc_id":7,
-//!  "args_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}
+//! {"time":"2026-03-21T12:34:56.789Z","decision":"deny","mcp.method.name":"tools/call",
+//!  "gen_ai.operation.name":"execute_tool","gen_ai.tool.name":"delete_run","gen_ai.prompt.name":null,
+//!  "mcp.resource.uri":null,"jsonrpc.request.id":"7","rule":"delete_*","reason":"no deletes",
+//!  "identity":"9f86d081884c","request_id":"0b5f…",
+//!  "args_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+//!  "method":"tools/call","tool":"delete_run","jsonrpc_id":7}
 //! ```
 //!
-//! (shown wrapped; the real line has no newline). Arguments never appear in clear: only the SHA-256 of their
-//! raw bytes as the client sent them. The identity is the first 12 hex digits of its SHA-256: enough to
-//! correlate one caller's lines, not a secret (an identity from a small, guessable set can be recovered by
-//! hashing candidates).
+//! (shown wrapped; the real line has no newline). What the message is, is said with OpenTelemetry's semantic
+//! conventions for MCP (`mcp.method.name`; `gen_ai.tool.name`, `gen_ai.prompt.name` or `mcp.resource.uri` for
+//! the call's target; `gen_ai.operation.name` `execute_tool` for a tool call; `jsonrpc.request.id`, the id as a
+//! string), so pipelines that know them read these lines as they read MCP spans. `method`, `tool` (any target)
+//! and `jsonrpc_id` (the id as the client wrote it) are the same facts under this project's first names,
+//! deprecated: kept at the end of the line for one release. `mcp.session.id` is not written: the session id
+//! is a bearer value for its session, and identities stay out of the log in clear (below).
+//!
+//! Arguments never appear in clear: only the SHA-256 of their raw bytes as the client sent them. The identity
+//! is the first 12 hex digits of its SHA-256: enough to correlate one caller's lines, not a secret (an identity
+//! from a small, guessable set can be recovered by hashing candidates).
 //!
 //! A policy with `callers` adds three keys after `identity`, in clear (an audit trail must say who, and what
 //! Envoy verified is no client secret): `subject` (the JWT subject), `principal` (the client certificate's URI
@@ -19,6 +29,7 @@
 
 use crate::caller::Identified;
 use crate::label::Label;
+use crate::mcp::Kind;
 use crate::sha256;
 use serde_json::value::RawValue;
 
@@ -32,9 +43,10 @@ pub struct AuditEvent<'a> {
     pub unix_nanos: u64,
     /// What became of the message ([`Label::as_str`] is written).
     pub decision: Label,
-    /// The JSON-RPC method (`tools/call`, `tools/list`, ...).
+    /// The JSON-RPC method (`tools/call`, `tools/list`, ...); empty when unknown.
     pub method: &'a str,
-    pub tool: Option<&'a str>,
+    /// What a governed call acts on: the tool or prompt name, or the resource URI.
+    pub target: Option<(Kind, &'a str)>,
     /// The policy key that matched (an exact name or a glob); `None` when the default posture decided.
     pub rule: Option<&'a str>,
     pub reason: Option<&'a str>,
@@ -53,15 +65,31 @@ pub struct AuditEvent<'a> {
 impl AuditEvent<'_> {
     /// The audit line, without a trailing newline.
     pub fn to_json_line(&self) -> String {
-        let mut s = String::with_capacity(256);
+        let named = |kind: Kind| {
+            self.target
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, name)| name)
+        };
+        let mut s = String::with_capacity(512);
         s.push_str("{\"time\":");
         push_str(&mut s, &rfc3339_millis(self.unix_nanos));
         s.push_str(",\"decision\":");
         push_str(&mut s, self.decision.as_str());
-        s.push_str(",\"method\":");
-        push_str(&mut s, self.method);
-        s.push_str(",\"tool\":");
-        push_opt(&mut s, self.tool);
+        s.push_str(",\"mcp.method.name\":");
+        push_opt(&mut s, Some(self.method).filter(|m| !m.is_empty()));
+        s.push_str(",\"gen_ai.operation.name\":");
+        push_opt(
+            &mut s,
+            (self.method == Kind::Tool.method()).then_some("execute_tool"),
+        );
+        s.push_str(",\"gen_ai.tool.name\":");
+        push_opt(&mut s, named(Kind::Tool));
+        s.push_str(",\"gen_ai.prompt.name\":");
+        push_opt(&mut s, named(Kind::Prompt));
+        s.push_str(",\"mcp.resource.uri\":");
+        push_opt(&mut s, named(Kind::Resource));
+        s.push_str(",\"jsonrpc.request.id\":");
+        push_opt(&mut s, self.jsonrpc_id.and_then(id_text).as_deref());
         s.push_str(",\"rule\":");
         push_opt(&mut s, self.rule);
         s.push_str(",\"reason\":");
@@ -78,6 +106,18 @@ impl AuditEvent<'_> {
         }
         s.push_str(",\"request_id\":");
         push_opt(&mut s, self.request_id);
+        s.push_str(",\"args_sha256\":");
+        push_opt(
+            &mut s,
+            self.arguments
+                .map(|a| sha256::hex_digest(a.get().as_bytes()))
+                .as_deref(),
+        );
+        // Deprecated names (see the module's documentation), last so that they can go without moving the rest.
+        s.push_str(",\"method\":");
+        push_str(&mut s, self.method);
+        s.push_str(",\"tool\":");
+        push_opt(&mut s, self.target.map(|(_, name)| name));
         s.push_str(",\"jsonrpc_id\":");
         match self.jsonrpc_id {
             // Raw JSON can only hold a line break as insignificant whitespace (never inside a string), so
@@ -91,15 +131,21 @@ impl AuditEvent<'_> {
             }
             None => s.push_str("null"),
         }
-        s.push_str(",\"args_sha256\":");
-        push_opt(
-            &mut s,
-            self.arguments
-                .map(|a| sha256::hex_digest(a.get().as_bytes()))
-                .as_deref(),
-        );
         s.push('}');
         s
+    }
+}
+
+/// `jsonrpc.request.id`: the id as a string (a string id's own text, a number as written); `None` for a `null`
+/// id, which OpenTelemetry's conventions leave out like a missing one.
+fn id_text(id: &RawValue) -> Option<String> {
+    let raw = id.get().trim();
+    if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).ok()
+    } else if raw == "null" {
+        None
+    } else {
+        Some(raw.to_owned())
     }
 }
 
@@ -184,7 +230,7 @@ mod tests {
             unix_nanos: 1_774_096_496_789_123_456,
             decision: Label::Deny,
             method: "tools/call",
-            tool: None,
+            target: None,
             rule: None,
             reason: None,
             identity: None,
@@ -200,7 +246,7 @@ mod tests {
         let id = raw("7");
         let args = raw(r#"{"run_id":"abc"}"#);
         let e = AuditEvent {
-            tool: Some("delete_run"),
+            target: Some((Kind::Tool, "delete_run")),
             rule: Some("delete_*"),
             reason: Some("Deleting MLflow data is not allowed for agents"),
             identity: Some("test"),
@@ -214,10 +260,12 @@ mod tests {
             e.to_json_line(),
             format!(
                 concat!(
-                    r#"{{"time":"2026-03-21T12:34:56.789Z","decision":"deny","method":"tools/call","#,
-                    r#""tool":"delete_run","rule":"delete_*","reason":"Deleting MLflow data is not allowed for agents","#,
+                    r#"{{"time":"2026-03-21T12:34:56.789Z","decision":"deny","mcp.method.name":"tools/call","#,
+                    r#""gen_ai.operation.name":"execute_tool","gen_ai.tool.name":"delete_run","#,
+                    r#""gen_ai.prompt.name":null,"mcp.resource.uri":null,"jsonrpc.request.id":"7","#,
+                    r#""rule":"delete_*","reason":"Deleting MLflow data is not allowed for agents","#,
                     r#""identity":"9f86d081884c","request_id":"0b5f3c2e-1d4a-4b8e-9f00-123456789abc","#,
-                    r#""jsonrpc_id":7,"args_sha256":"{}"}}"#
+                    r#""args_sha256":"{}","method":"tools/call","tool":"delete_run","jsonrpc_id":7}}"#
                 ),
                 args_hash
             )
@@ -229,10 +277,90 @@ mod tests {
         let line = event().to_json_line();
         assert_eq!(
             line,
-            r#"{"time":"2026-03-21T12:34:56.789Z","decision":"deny","method":"tools/call","tool":null,"rule":null,"reason":null,"identity":null,"request_id":null,"jsonrpc_id":null,"args_sha256":null}"#
+            concat!(
+                r#"{"time":"2026-03-21T12:34:56.789Z","decision":"deny","mcp.method.name":"tools/call","#,
+                r#""gen_ai.operation.name":"execute_tool","gen_ai.tool.name":null,"gen_ai.prompt.name":null,"#,
+                r#""mcp.resource.uri":null,"jsonrpc.request.id":null,"rule":null,"reason":null,"identity":null,"#,
+                r#""request_id":null,"args_sha256":null,"method":"tools/call","tool":null,"jsonrpc_id":null}"#
+            )
         );
         let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v.as_object().unwrap().len(), 10);
+        assert_eq!(v.as_object().unwrap().len(), 16);
+    }
+
+    /// The call's target under OpenTelemetry's name for its kind; `execute_tool` for tool calls only; an
+    /// unknown method (a request refused before it was read) is null, and `method` keeps its empty string.
+    #[test]
+    fn targets_and_methods_under_opentelemetry_names() {
+        let v = |e: AuditEvent| serde_json::from_str::<Value>(&e.to_json_line()).unwrap();
+        let prompt = v(AuditEvent {
+            method: "prompts/get",
+            target: Some((Kind::Prompt, "review")),
+            ..event()
+        });
+        let resource = v(AuditEvent {
+            method: "resources/read",
+            target: Some((Kind::Resource, "file:///etc/hosts")),
+            ..event()
+        });
+        let list = v(AuditEvent {
+            method: "tools/list",
+            ..event()
+        });
+        let unknown = v(AuditEvent {
+            method: "",
+            ..event()
+        });
+        let keys = [
+            "mcp.method.name",
+            "gen_ai.operation.name",
+            "gen_ai.tool.name",
+            "gen_ai.prompt.name",
+            "mcp.resource.uri",
+            "method",
+            "tool",
+        ];
+        let row = |v: &Value| keys.map(|k| v[k].clone());
+        assert_eq!(
+            row(&prompt),
+            [
+                json!("prompts/get"),
+                Value::Null,
+                Value::Null,
+                json!("review"),
+                Value::Null,
+                json!("prompts/get"),
+                json!("review")
+            ]
+        );
+        assert_eq!(
+            row(&resource),
+            [
+                json!("resources/read"),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                json!("file:///etc/hosts"),
+                json!("resources/read"),
+                json!("file:///etc/hosts")
+            ]
+        );
+        assert_eq!(
+            row(&list),
+            [
+                json!("tools/list"),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                json!("tools/list"),
+                Value::Null
+            ]
+        );
+        assert_eq!(
+            (&unknown["mcp.method.name"], &unknown["method"]),
+            (&Value::Null, &json!(""))
+        );
     }
 
     /// With `callers`, who called is written in clear (never the groups, never the arguments).
@@ -257,8 +385,12 @@ mod tests {
         let keys = [
             "time",
             "decision",
-            "method",
-            "tool",
+            "mcp.method.name",
+            "gen_ai.operation.name",
+            "gen_ai.tool.name",
+            "gen_ai.prompt.name",
+            "mcp.resource.uri",
+            "jsonrpc.request.id",
             "rule",
             "reason",
             "identity",
@@ -266,8 +398,10 @@ mod tests {
             "principal",
             "profile",
             "request_id",
-            "jsonrpc_id",
             "args_sha256",
+            "method",
+            "tool",
+            "jsonrpc_id",
         ];
         assert_eq!(v.as_object().unwrap().len(), keys.len());
         let at: Vec<usize> = keys
@@ -298,13 +432,20 @@ mod tests {
         );
     }
 
+    /// `jsonrpc.request.id` is the id as a string (OpenTelemetry's type for it; null for a null id);
+    /// `jsonrpc_id` the JSON the client wrote.
     #[test]
     fn jsonrpc_ids_are_echoed_as_json() {
-        for (id, want) in [
-            (r#""abc""#, json!("abc")),
-            ("12345678901234567890", json!(12345678901234567890u64)),
-            ("null", Value::Null),
-            (r#""a\"b\u00e9""#, json!("a\"bé")),
+        for (id, want, text) in [
+            (r#""abc""#, json!("abc"), json!("abc")),
+            (
+                "12345678901234567890",
+                json!(12345678901234567890u64),
+                json!("12345678901234567890"),
+            ),
+            ("-1.5e3", json!(-1.5e3), json!("-1.5e3")),
+            ("null", Value::Null, Value::Null),
+            (r#""a\"b\u00e9""#, json!("a\"bé"), json!("a\"bé")),
         ] {
             let r = raw(id);
             let line = AuditEvent {
@@ -312,9 +453,10 @@ mod tests {
                 ..event()
             }
             .to_json_line();
-            assert!(line.contains(&format!(r#""jsonrpc_id":{id},"#)), "{line}");
+            assert!(line.contains(&format!(r#""jsonrpc_id":{id}}}"#)), "{line}");
             let v: Value = serde_json::from_str(&line).unwrap();
             assert_eq!(v["jsonrpc_id"], want);
+            assert_eq!(v["jsonrpc.request.id"], text, "{line}");
         }
         // A raw value with line breaks (insignificant whitespace) still gives one line.
         let r = raw("[\n1,\r\n2]");
@@ -335,7 +477,7 @@ mod tests {
         let reason = "a \"quoted\" \\ back\nslash\r\t\u{1}\u{8}\u{c}\u{2028} é ✓";
         let line = AuditEvent {
             reason: Some(reason),
-            tool: Some("x\"y"),
+            target: Some((Kind::Tool, "x\"y")),
             ..event()
         }
         .to_json_line();
@@ -346,7 +488,10 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["reason"], reason);
-        assert_eq!(v["tool"], "x\"y");
+        assert_eq!(
+            (&v["tool"], &v["gen_ai.tool.name"]),
+            (&json!("x\"y"), &json!("x\"y"))
+        );
     }
 
     #[test]

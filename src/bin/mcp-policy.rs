@@ -22,6 +22,9 @@ mod export_limits;
 #[path = "mcp-policy/extract.rs"]
 mod extract;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/render/mod.rs"]
+mod render;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/scan.rs"]
 mod scan;
 #[cfg(not(target_arch = "wasm32"))]
@@ -33,7 +36,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{approvals, check, explain, export_limits, scan};
+    use crate::{approvals, check, explain, export_limits, render, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -49,6 +52,9 @@ examples:
                                                   the same, for that caller (its profile, and why)
   mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
                                                   a starting policy for a live MCP server
+  mcp-policy render policy.json --format envoy --upstream http://127.0.0.1:8001/mcp --out envoy-mcp.yaml
+                                                  a ready Envoy bootstrap for it (also: lds,
+                                                  wasmplugin, trafficextension)
   mcp-policy export-limits --format limitador policy.json > limits.yaml
                                                   the rate limit service's configuration for
                                                   the limits it counts (or envoy-ratelimit)
@@ -71,6 +77,7 @@ Exit status 2 means a usage error.";
         Check(check::Options),
         Explain(explain::Options),
         Scan(scan::Options),
+        Render(render::Options),
         ExportLimits(export_limits::Options),
         Approvals(approvals::Options),
     }
@@ -99,6 +106,7 @@ Exit status 2 means a usage error.";
         let cli = Cli::try_parse_from(args)?;
         let invalid = match &cli.command {
             Command::Explain(o) => o.validate().err().map(|e| ("explain", e)),
+            Command::Render(o) => o.validate().err().map(|e| ("render", e)),
             Command::Check(_)
             | Command::Scan(_)
             | Command::ExportLimits(_)
@@ -127,6 +135,7 @@ Exit status 2 means a usage error.";
             Command::Check(o) => check::run(o, out),
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
+            Command::Render(o) => render::run(o, out),
             Command::ExportLimits(o) => export_limits::run(o, out),
             Command::Approvals(o) => approvals::run(o, out),
         }

@@ -329,7 +329,7 @@ pub fn refused_event<S: Store>(env: &Env<'_, S>, head: &Head, label: Label, why:
             unix_nanos: env.now_nanos,
             decision: label,
             method: "",
-            tool: None,
+            target: None,
             rule: None,
             reason: Some(why),
             identity: Some(&head.identity),
@@ -480,7 +480,7 @@ fn events<S: Store>(
                 decision: label,
                 method,
                 // The audit line names prompts and resources too; per-tool metrics are for tools only.
-                tool: r.target.map(|t| t.name),
+                target: r.target.map(|t| (t.kind, t.name)),
                 rule: r.rule(),
                 reason,
                 identity: Some(&head.identity),

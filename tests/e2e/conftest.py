@@ -458,16 +458,22 @@ class Envoy:
     """One Envoy process. ``url`` is http://127.0.0.1:PORT/mcp, ``admin`` http://127.0.0.1:ADMIN."""
 
     def __init__(self, workdir: pathlib.Path, policy: dict | str, upstream_port: int, *, concurrency: int = 1,
-                 log_level: str = "warning", component_log_level: str | None = None, bootstrap: dict | None = None,
+                 log_level: str = "warning", component_log_level: str | None = None,
+                 bootstrap: dict | str | None = None,
                  **render_opts):
         if not WASM.exists():
             pytest.fail(f"{WASM.relative_to(REPO)} is missing: run `make build` first")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.config_path = workdir / "envoy.yaml"
-        # ``bootstrap``: a whole Envoy configuration to run instead (policy, upstream_port and render_opts unused).
-        cfg = bootstrap if bootstrap is not None else render_bootstrap(policy, upstream_port, **render_opts)
-        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        # ``bootstrap``: a whole Envoy configuration to run instead (policy, upstream_port and render_opts unused);
+        # YAML text is run as it is.
+        if isinstance(bootstrap, str):
+            cfg = yaml.safe_load(bootstrap)
+            self.config_path.write_text(bootstrap)
+        else:
+            cfg = bootstrap if bootstrap is not None else render_bootstrap(policy, upstream_port, **render_opts)
+            self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         # The address this Envoy connects to its upstreams from, if render_bootstrap chose one.
         clusters = cfg.get("static_resources", {}).get("clusters") or [{}]
         self.source_ip = clusters[0].get("upstream_bind_config", {}).get("source_address", {}).get("address")

@@ -165,7 +165,8 @@ def test_approve_for_n_minutes_answers_the_next_call_without_a_person(envoy, ups
         assert [x["outcome"] for x in c.records() if x["identity"] == session] == ["approved"]
         assert [t for t, _ in upstream_tools(upstream)] == ["set_run_tag", "set_run_tag"]
         remembered = [a for a in audit_lines(proxy) if a["decision"] == "approval_remembered"]
-        assert [(a["tool"], a["jsonrpc_id"]) for a in remembered] == [("set_run_tag", 2)], remembered
+        assert [(a["gen_ai.tool.name"], a["jsonrpc.request.id"]) for a in remembered] == [("set_run_tag", "2")], \
+            remembered
         assert proxy.stats("mcp_policy.decisions_total")[
             "wasmcustom.mcp_policy.decisions_total.decision.approval_remembered"] == 1
         # What the filter remembers ends after --revoke-within: the next call is asked about, and the console

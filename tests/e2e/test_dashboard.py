@@ -264,26 +264,30 @@ def test_every_panel_query_returns_data(envoy, upstream, monkeypatch, tmp_path, 
         share = float(panel("Refused share")[0]["value"][1])
         assert 0 < share < 1, share
         tools = panel("tools/call per second, by tool and decision")
-        assert {"get_run", "delete_run", "create_run", "query_runs", "set_run_tag"} <= labels(tools, "tool")
-        top = {r["metric"]["tool"]: float(r["value"][1]) for r in panel("Top denied tools")}
+        assert {"get_run", "delete_run", "create_run", "query_runs", "set_run_tag"} <= labels(tools, "gen_ai_tool_name")
+        top = {r["metric"]["gen_ai_tool_name"]: float(r["value"][1]) for r in panel("Top denied tools")}
         assert set(top) == {"delete_run", "create_run"} and all(v > 0 for v in top.values()), top
         limited = panel("Rate-limited calls per second, by tool")
-        assert labels(limited, "tool") == {"query_runs"}
+        assert labels(limited, "gen_ai_tool_name") == {"query_runs"}
         assert labels(limited, "decision") == {"rate_limited", "would_rate_limit"}
         outcomes = {r["metric"]["decision"]: float(r["value"][1]) for r in panel("Approval outcomes")}
         assert set(outcomes) == {"approval_granted", "approval_remembered", "approval_denied",
                                  "approval_unavailable"}, outcomes
         assert all(v > 0 for v in outcomes.values()), outcomes
-        assert labels(panel("Approvals per second, by tool"), "tool") == \
+        assert labels(panel("Approvals per second, by tool"), "gen_ai_tool_name") == \
             {"set_run_tag", "set_experiment_tag", "transition_model_version_stage", "create_registered_model"}
         assert panel("tools/list answers filtered per second")
         assert labels(panel("Audit mode: what enforcing would refuse"), "decision") == \
             {"would_deny", "would_rate_limit", "would_require_approval"}
         # The Envoy without stats_tags, relabelled, has the same labelled counters as the enforcing one.
         instances = {name: e.admin.removeprefix("http://") for name, e in (("enforce", enforce), ("untagged", untagged))}
-        seen = {name: {(r["metric"]["tool"], r["metric"]["decision"]) for r in prometheus.query(
-            f'mcp_policy_tool_calls_total{{instance="{addr}"}}')} for name, addr in instances.items()}
+        series = {name: prometheus.query(f'mcp_policy_tool_calls_total{{instance="{addr}"}}')
+                  for name, addr in instances.items()}
+        seen = {name: {(r["metric"]["gen_ai_tool_name"], r["metric"]["decision"]) for r in got}
+                for name, got in series.items()}
         assert seen["untagged"] == seen["enforce"] and ("query_runs", "rate_limited") in seen["untagged"], seen
+        # The label's first name, deprecated, still comes with it (one release), tagged and relabelled alike.
+        assert all(r["metric"]["tool"] == r["metric"]["gen_ai_tool_name"] for got in series.values() for r in got), series
         decided = labels(prometheus.query(f'mcp_policy_decisions_total{{instance="{instances["untagged"]}"}}'), "decision")
         assert decided == DECISIONS - {"would_deny", "would_rate_limit", "would_require_approval"}, decided
 

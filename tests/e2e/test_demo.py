@@ -118,7 +118,7 @@ def test_the_scripted_demo(mlflow_mcp, envoy, approvals):
     audit = run_demo.audit_lines(e.log_path)
     assert want <= {a["decision"] for a in audit}, audit
     (denied,) = [a for a in audit if a["decision"] == "deny"]
-    assert denied["tool"] == "delete_run" and denied["rule"] == "delete_*", denied
+    assert denied["gen_ai.tool.name"] == "delete_run" and denied["rule"] == "delete_*", denied
     # Both SDK sessions are closed by now: the server's log has no traceback for their ended SSE streams.
     time.sleep(0.5)
     server_log = mlflow_mcp.log.read_text(errors="replace")

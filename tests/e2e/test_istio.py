@@ -29,8 +29,8 @@ def manifest(name: str) -> dict:
     return doc
 
 
-def test_wasmplugin_manifest():
-    wp = manifest("wasmplugin.yaml")
+def assert_wasmplugin(wp: dict) -> None:
+    """A WasmPlugin for the MCP server's pods as this project deploys it (also what `mcp-policy render` writes)."""
     assert wp["apiVersion"] == "extensions.istio.io/v1alpha1" and wp["kind"] == "WasmPlugin"
     spec = wp["spec"]
     assert spec["phase"] == "AUTHZ"
@@ -40,10 +40,14 @@ def test_wasmplugin_manifest():
     assert spec["pluginConfig"]["hold_headers"] is False
 
 
-def test_trafficextension_is_the_same_deployment():
-    """TrafficExtension (Istio 1.30+) carries the same settings, the Wasm ones under spec.wasm; the policy is the
-    WasmPlugin's byte for byte once parsed (so checking one checks both)."""
-    wp, te = manifest("wasmplugin.yaml")["spec"], manifest("trafficextension.yaml")
+def test_wasmplugin_manifest():
+    assert_wasmplugin(manifest("wasmplugin.yaml"))
+
+
+def assert_same_deployment(wp: dict, te: dict) -> None:
+    """TrafficExtension (Istio 1.30+) carries the same settings as the WasmPlugin ``wp``, the Wasm ones under
+    spec.wasm; the policy is the WasmPlugin's byte for byte once parsed (so checking one checks both)."""
+    wp = wp["spec"]
     assert te["apiVersion"] == "extensions.istio.io/v1alpha1" and te["kind"] == "TrafficExtension"
     spec = te["spec"]
     for key in ("selector", "match", "phase"):
@@ -51,6 +55,10 @@ def test_trafficextension_is_the_same_deployment():
     for key in ("url", "imagePullPolicy", "failStrategy", "type", "pluginConfig"):
         assert spec["wasm"][key] == wp[key], key
     assert "lua" not in spec
+
+
+def test_trafficextension_is_the_same_deployment():
+    assert_same_deployment(manifest("wasmplugin.yaml"), manifest("trafficextension.yaml"))
 
 
 def test_containerfile_puts_the_built_module_at_plugin_wasm():

@@ -216,11 +216,15 @@ def test_prometheus_shows_labelled_counters(envoy, upstream, monkeypatch):
 
     prom = prometheus(e)
     text = prom.pop(("#text", frozenset()))
+    def tool(name: str, decision: str) -> tuple[str, frozenset]:
+        # gen_ai_tool_name: OpenTelemetry's gen_ai.tool.name; tool: its first name, deprecated (kept one release).
+        return "mcp_policy_tool_calls_total", labels(gen_ai_tool_name=name, tool=name, decision=decision)
+
     want = {
-        ("mcp_policy_tool_calls_total", labels(tool="get_run", decision="allow")): 2,
-        ("mcp_policy_tool_calls_total", labels(tool="get_run", decision="rate_limited")): 1,
-        ("mcp_policy_tool_calls_total", labels(tool="delete_run", decision="deny")): 1,
-        ("mcp_policy_tool_calls_total", labels(tool="get_experiments", decision="allow")): 1,
+        tool("get_run", "allow"): 2,
+        tool("get_run", "rate_limited"): 1,
+        tool("delete_run", "deny"): 1,
+        tool("get_experiments", "allow"): 1,
         # tools/call x4 allowed or refused, plus tools/list (allow), plus the unparseable body (invalid)
         ("mcp_policy_decisions_total", labels(decision="allow")): 4,
         ("mcp_policy_decisions_total", labels(decision="rate_limited")): 1,
@@ -361,19 +365,25 @@ def test_audit_lines_and_audit_mode(envoy, upstream, mode):
     lines = wait_for(lambda: (ls := audit_lines(e)) and len(ls) >= 2 and ls, what="two audit lines")
     assert len(lines) == 2, lines
     first, second = lines
-    assert list(first) == ["time", "decision", "method", "tool", "rule", "reason", "identity", "request_id",
-                           "jsonrpc_id", "args_sha256"], first
+    # OpenTelemetry's MCP names first; the deprecated first names (method, tool, jsonrpc_id) last.
+    assert list(first) == ["time", "decision", "mcp.method.name", "gen_ai.operation.name", "gen_ai.tool.name",
+                           "gen_ai.prompt.name", "mcp.resource.uri", "jsonrpc.request.id", "rule", "reason",
+                           "identity", "request_id", "args_sha256", "method", "tool", "jsonrpc_id"], first
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"]), first
     assert {k: first[k] for k in first if k != "time"} == {
         "decision": "deny" if mode == "enforce" else "would_deny",
-        "method": "tools/call", "tool": "delete_run", "rule": "delete_*", "reason": DELETE_REASON,
+        "mcp.method.name": "tools/call", "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "delete_run",
+        "gen_ai.prompt.name": None, "mcp.resource.uri": None, "jsonrpc.request.id": "7",
+        "rule": "delete_*", "reason": DELETE_REASON,
         "identity": hashlib.sha256(b"audit-session-1").hexdigest()[:12],
-        "request_id": "audit-req-1", "jsonrpc_id": 7,
+        "request_id": "audit-req-1",
         "args_sha256": hashlib.sha256(args_text.encode()).hexdigest(),
+        "method": "tools/call", "tool": "delete_run", "jsonrpc_id": 7,
     }, first
-    assert {k: second[k] for k in ("decision", "tool", "rule", "reason", "request_id", "jsonrpc_id")} == {
-        "decision": "allow", "tool": "get_run", "rule": "get_run", "reason": None, "request_id": "audit-req-2",
-        "jsonrpc_id": 8}, second
+    assert {k: second[k] for k in ("decision", "gen_ai.tool.name", "rule", "reason", "request_id",
+                                   "jsonrpc.request.id", "tool", "jsonrpc_id")} == {
+        "decision": "allow", "gen_ai.tool.name": "get_run", "rule": "get_run", "reason": None,
+        "request_id": "audit-req-2", "jsonrpc.request.id": "8", "tool": "get_run", "jsonrpc_id": 8}, second
     assert second["identity"] != first["identity"] and re.fullmatch(r"[0-9a-f]{12}", second["identity"])
     # Never the arguments in clear, nor the identity, anywhere in Envoy's log.
     log = e.log_text()

@@ -103,9 +103,9 @@ def test_allowed_and_denied_calls(everything, shared_envoy):
 
     # Hyphenated tool names keep their names as Prometheus labels.
     prom = prometheus(e)
-    assert prom.get(("mcp_policy_tool_calls_total", labels(tool="echo", decision="allow"))) == 1
-    assert prom.get(("mcp_policy_tool_calls_total", labels(tool="get-env", decision="deny"))) == 1
-    assert prom.get(("mcp_policy_tool_calls_total", labels(tool="get-tiny-image", decision="deny"))) == 1
+    assert prom.get(("mcp_policy_tool_calls_total", labels(gen_ai_tool_name="echo", tool="echo", decision="allow"))) == 1
+    assert prom.get(("mcp_policy_tool_calls_total", labels(gen_ai_tool_name="get-env", tool="get-env", decision="deny"))) == 1
+    assert prom.get(("mcp_policy_tool_calls_total", labels(gen_ai_tool_name="get-tiny-image", tool="get-tiny-image", decision="deny"))) == 1
 
 
 def test_control_the_server_answers_get_env_directly(everything):

@@ -5,6 +5,7 @@
 //! answer is JSON or an SSE stream), the `mcp-session-id` the server hands out, `notifications/initialized`,
 //! `tools/list` following `nextCursor`, and a closing `DELETE` of the session.
 
+use crate::render::shell_word;
 use crate::Out;
 use mcp_policy::{policy, sse};
 use serde_json::{json, Value};
@@ -672,6 +673,11 @@ pub fn run(o: &Options, out: &mut Out) -> ExitCode {
                 return ExitCode::from(1);
             }
             eprintln!("scan: wrote {path}");
+            let (file, url) = (shell_word(path), shell_word(&o.url));
+            eprintln!(
+                "scan: next: review it, `mcp-policy check {file}`, then `mcp-policy render {file} --format envoy \
+                 --upstream {url} --out envoy-mcp.yaml` writes an Envoy bootstrap that enforces it (README, \"Try it\")"
+            );
         }
         None => out.line(format_args!("{}", scanned.policy.trim_end())),
     }
