@@ -99,14 +99,14 @@ browser:
 # wasm-opt comes from npm (the binaryen package, pinned; it runs on the machine's Node.js) and is
 # installed on first use under target/ (so `make clean` removes it). Without npm or Node.js, or if the install
 # or the optimisation fails, the build keeps cargo's module as it is and says so. The --enable flags are the
-# features rustc targets for wasm32-wasip1: `strip = true` drops the target_features section wasm-opt would
-# otherwise read. cargo restores its own output on every build, so wasm-opt always starts from cargo's module.
+# features rustc targets for wasm32-wasip1, plus SIMD (.cargo/config.toml): `strip = true` drops the
+# target_features section wasm-opt would otherwise read. cargo restores its own output on every build, so wasm-opt always starts from cargo's module.
 BINARYEN      := binaryen@132.0.0
 WASM_OPT_DIR  := target/binaryen
 WASM_OPT      := $(WASM_OPT_DIR)/node_modules/.bin/wasm-opt
 WASM_FEATURES := --enable-bulk-memory --enable-bulk-memory-opt --enable-call-indirect-overlong \
                  --enable-extended-const --enable-multivalue --enable-mutable-globals \
-                 --enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext
+                 --enable-nontrapping-float-to-int --enable-reference-types --enable-sign-ext --enable-simd
 
 build:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)

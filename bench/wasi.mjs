@@ -5,9 +5,13 @@
 // microbenchmark, are stubbed; the current directory is preopened so that the program reads its inputs.
 import { readFile } from 'node:fs/promises';
 import { WASI } from 'node:wasi';
-import { argv, env } from 'node:process';
+import { argv, cwd, env } from 'node:process';
 
-const wasi = new WASI({ version: 'preview1', args: [argv[2]], env, preopens: { '.': '.' } });
+// Arguments after the module are the program's. The current directory is preopened under its own absolute path
+// too: the crate's unit tests, built for wasm32-wasip1 and run with this from the crate's root
+// (`node --no-liftoff bench/wasi.mjs target/wasm32-wasip1/release/deps/mcp_policy-*.wasm`), read files by
+// `CARGO_MANIFEST_DIR`.
+const wasi = new WASI({ version: 'preview1', args: argv.slice(2), env, preopens: { '.': '.', [cwd()]: '.' } });
 const module = await WebAssembly.compile(await readFile(argv[2]));
 const imports = wasi.getImportObject();
 for (const imp of WebAssembly.Module.imports(module)) {

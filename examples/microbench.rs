@@ -271,8 +271,47 @@ fn main() {
                 "1",
                 &plan,
                 black_box(&answer),
+                &mut Vec::new(),
             ));
         });
+        // The same answer under a policy that pins all 40 tools: each listed tool hashed (RFC 8785, SHA-256).
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            result: Tools,
+        }
+        #[derive(serde::Deserialize)]
+        struct Tools {
+            tools: Vec<Box<serde_json::value::RawValue>>,
+        }
+        if let Ok(a) = serde_json::from_slice::<Answer>(&answer) {
+            let pins: serde_json::Map<String, serde_json::Value> = a
+                .result
+                .tools
+                .iter()
+                .filter_map(|t| {
+                    let tool: serde_json::Value = serde_json::from_str(t.get()).ok()?;
+                    let name = tool.get("name")?.as_str()?.to_owned();
+                    Some((name, mcp_policy::pins::tool_pin(t.get()).ok()?.into()))
+                })
+                .collect();
+            let text =
+                serde_json::json!({"version": "1", "default": "allow", "pins": {"tools": pins}});
+            if let Ok(pinned) = policy::parse(text.to_string().as_bytes()) {
+                row(
+                    "tools/list answer, 40 tools, all pinned",
+                    answer.len(),
+                    || {
+                        black_box(flow::filter_list_answer(
+                            &pinned,
+                            "1",
+                            &plan,
+                            black_box(&answer),
+                            &mut Vec::new(),
+                        ));
+                    },
+                );
+            }
+        }
     }
     // The filter's request path: headers, body, response headers, done, as Envoy calls them.
     let policy = Rc::new(policy);

@@ -23,7 +23,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # target:dictionary
-targets=(policy_parse:policy inspect_decide:mcp json_strict:json rls_decode:rls profiles:policy)
+targets=(policy_parse:policy inspect_decide:mcp json_strict:json rls_decode:rls profiles:policy jcs:json names:names)
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
 

@@ -163,26 +163,10 @@ fn push_opt(out: &mut String, v: Option<&str>) {
     }
 }
 
-/// Appends `v` as a JSON string. Control characters are escaped, so the result never spans lines.
+/// Appends `v` as a JSON string. Control characters are escaped, so the result never spans lines; so are
+/// U+2028 and U+2029, which some log viewers and JavaScript treat as line breaks.
 fn push_str(out: &mut String, v: &str) {
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            // Also U+2028/U+2029, which some log viewers and JavaScript treat as line breaks.
-            c if c < ' ' || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::jcs::push_string(out, v, &['\u{2028}', '\u{2029}']);
 }
 
 /// RFC 3339 UTC with milliseconds, like Envoy's access log `%START_TIME%`: `2026-03-21T12:34:56.789Z`.

@@ -6,7 +6,8 @@
 use crate::json;
 use crate::limits::Charge;
 use crate::mcp::{Body, Kind, ToolCall};
-use crate::policy::{lookup, Action, Rule, View};
+use crate::names;
+use crate::policy::{lookup, Action, Rule, ToolNames, View};
 use serde_json::Value;
 
 /// What happens to one call.
@@ -38,6 +39,12 @@ pub enum Decision<'p> {
         rule: Option<&'p str>,
         reason: Option<&'p str>,
     },
+    /// The tool's definition, as a tools/list answer last showed it, is not the pinned one ([`crate::pins`]):
+    /// refused until a list shows the pinned definition again or the policy pins the new one.
+    ToolChanged {
+        rule: Option<&'p str>,
+        reason: String,
+    },
     /// The approval service said no (`unavailable: false`) or could not be asked (`unavailable: true`).
     NotApproved {
         rule: Option<&'p str>,
@@ -57,12 +64,14 @@ impl<'p> Decision<'p> {
     pub fn is_allow(&self) -> bool {
         matches!(self, Decision::Allow { .. })
     }
-    /// Denied, rate limited or not approved: the call must not be forwarded and gets an error.
+    /// Denied, rate limited, its tool changed, or not approved: the call must not be forwarded and gets an
+    /// error.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
             Decision::Deny { .. }
                 | Decision::RateLimited { .. }
+                | Decision::ToolChanged { .. }
                 | Decision::RateLimitUnavailable { .. }
                 | Decision::NotApproved { .. }
         )
@@ -75,6 +84,7 @@ impl<'p> Decision<'p> {
             | Decision::RateLimited { rule, .. }
             | Decision::RateLimitUnavailable { rule, .. }
             | Decision::NeedsApproval { rule, .. }
+            | Decision::ToolChanged { rule, .. }
             | Decision::NotApproved { rule, .. } => *rule,
         }
     }
@@ -95,9 +105,21 @@ fn judge_in<'p>(view: View<'p>, call: &ToolCall<'_>) -> Verdict<'p> {
         decision: Decision::Deny { rule, reason },
         charges: Vec::new(),
     };
+    if let Some(decision) = name_refusal(view, call) {
+        return Verdict {
+            decision,
+            charges: Vec::new(),
+        };
+    }
     let tool: &str = &call.name;
     if call.kind == Kind::Tool && view.is_hidden(tool) {
         return deny(None, "hidden by policy".into());
+    }
+    if call.kind == Kind::Tool && view.is_unpinned_hidden(tool) {
+        return deny(
+            None,
+            "the tool has no pin and pins.unpinned is hide: a tool the server added since its tools were reviewed is not called".into(),
+        );
     }
     let set = view.set(call.kind);
     // A policy that governs resources matches their URIs as written; a spelling that a server resolves to
@@ -179,6 +201,45 @@ fn judge_in<'p>(view: View<'p>, call: &ToolCall<'_>) -> Verdict<'p> {
         Ok(charges) => Verdict { decision, charges },
         Err(reason) => deny(key, reason),
     }
+}
+
+/// The refusal of a call by its name alone ([`crate::names`]), before any rule is looked at: a malformed name
+/// (control or invisible characters, white space at an end; any kind), a tool name outside MCP's tool-name
+/// guidance under `tool_names: strict`, or a look-alike of a governed key of its kind (tools, prompts) that is
+/// not itself an exact key. `None`: the rules decide.
+pub fn name_refusal<'p>(view: View<'p>, call: &ToolCall<'_>) -> Option<Decision<'p>> {
+    let name: &str = &call.name;
+    let noun = call.kind.noun();
+    if let Some(m) = names::malformed(name) {
+        return Some(Decision::Deny {
+            rule: None,
+            reason: format!("{noun} name {m}"),
+        });
+    }
+    if call.kind == Kind::Tool && view.tool_names == ToolNames::Strict && !names::in_guidance(name)
+    {
+        return Some(Decision::Deny {
+            rule: None,
+            reason: "tool name outside MCP's tool-name guidance (1 to 128 characters of A-Z a-z 0-9 _ - .), and the policy's tool_names is strict".into(),
+        });
+    }
+    if view.set(call.kind).has_exact(name) {
+        return None;
+    }
+    let key = view.look_alikes(call.kind)?.of(name)?;
+    // A hidden tool's key is not told to the agent (it may be a glob that names what is hidden).
+    let hidden = call.kind == Kind::Tool && view.hide.iter().any(|g| g.pattern() == key);
+    let reason = if hidden {
+        format!("'{name}' is a look-alike of a {noun} hidden by policy")
+    } else {
+        format!(
+            "'{name}' is a look-alike of the policy key '{key}' (the same once letter case and compatibility forms are folded); refused so that a server that folds names cannot run '{key}' under another name"
+        )
+    };
+    Some(Decision::Deny {
+        rule: Some(key),
+        reason,
+    })
 }
 
 /// The values of the arguments `raw` (checked JSON: `ToolCall::arguments`) at `paths` (segments after
@@ -376,8 +437,14 @@ mod tests {
 
     #[test]
     fn default_posture_and_case_sensitivity() {
+        // No key matches `Get_Run` as written; folded, it matches the deny globs `*_run`, `g?t_ru?` and
+        // `get_r*` (the first in key order named): a look-alike.
         assert!(matches!(
             decide("Get_Run", "{}"),
+            Decision::Deny { rule: Some("*_run"), reason } if reason.contains("look-alike")
+        ));
+        assert!(matches!(
+            decide("Unknown", "{}"),
             Decision::Deny { rule: None, .. }
         ));
         assert!(matches!(
@@ -600,6 +667,273 @@ mod tests {
         assert!(decide_call(&tools_only, b.messages[0].call().unwrap()).is_allow());
     }
 
+    /// Each class of look-alike, against each kind of governed key, under each default: refused, and the reason
+    /// says why; the key itself and unrelated names are decided by the rules as before.
+    #[test]
+    fn look_alikes_of_governed_keys_are_refused() {
+        let doc = |default: &str| {
+            format!(
+                r#"{{"version":"1","default":"{default}","approval":{{"cluster":"a"}},"hide":["secret_tool","vault_*"],
+                "tools":{{"delete_run":{{"action":"deny"}},"approve_me":{{"action":"require_approval"}},
+                "limited":{{"rate_limit":"5/minute"}},"checked":{{"conditions":[{{"path":"args.n","op":"lt","value":5}}]}},
+                "drop_*":{{"action":"deny"}},"kill":{{"action":"deny"}},"file_read":{{"action":"deny"}},
+                "search":{{"action":"deny"}},"get_run":{{}}}},
+                "prompts":{{"admin":{{"action":"deny"}}}}}}"#
+            )
+        };
+        let variants = |key: &str| -> Vec<String> {
+            let upper = key.to_ascii_uppercase();
+            let mut first_upper = key.to_owned();
+            first_upper.replace_range(0..1, &key[0..1].to_ascii_uppercase());
+            // The letters (and `_`, where the block has one) moved to another block of Latin letters.
+            let moved = |a: u32, low_line: Option<char>| -> String {
+                key.chars()
+                    .map(|c| match (c, low_line) {
+                        ('a'..='z', _) => char::from_u32(u32::from(c) - 0x61 + a).unwrap(),
+                        ('_', Some(l)) => l,
+                        (c, _) => c,
+                    })
+                    .collect()
+            };
+            let fullwidth = moved(0xFF41, Some('\u{FF3F}'));
+            let bold = moved(0x1D41A, None);
+            let circled = moved(0x24D0, None);
+            vec![upper, first_upper, fullwidth, bold, circled]
+        };
+        let malformed = |key: &str| -> Vec<String> {
+            let mid = key.len() / 2;
+            let (a, b) = key.split_at(mid);
+            vec![
+                format!(" {key}"),
+                format!("{key} "),
+                format!("{key}\t"),
+                format!("{key}\u{a0}"),
+                format!("\u{3000}{key}"),
+                format!("{a}\u{1}{b}"),
+                format!("{key}\u{7f}"),
+                format!("{key}\u{85}"),
+                format!("{a}\u{200b}{b}"),
+                format!("{a}\u{200d}{b}"),
+                format!("\u{202e}{key}"),
+                format!("{key}\u{2066}"),
+                format!("{a}\u{ad}{b}"),
+                format!("{key}\u{feff}"),
+                format!("{key}\u{fe0f}"),
+                format!("{key}\u{e0041}"),
+                format!("{a}\u{2028}{b}"),
+            ]
+        };
+        for default in ["allow", "deny"] {
+            let p = parse(doc(default).as_bytes()).unwrap();
+            let judge_tool = |name: &str| {
+                let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                    "params":{"name": name, "arguments": {"n": 1}}})
+                .to_string();
+                let b = inspect(body.as_bytes()).unwrap();
+                decide_call(&p, b.messages[0].tool_call().unwrap())
+            };
+            for key in [
+                "delete_run",
+                "approve_me",
+                "limited",
+                "checked",
+                "secret_tool",
+                "drop_table",
+                "vault_key",
+            ] {
+                for name in variants(key) {
+                    match judge_tool(&name) {
+                        Decision::Deny { reason, .. } => {
+                            assert!(reason.contains("look-alike"), "{default} {name}: {reason}")
+                        }
+                        d => panic!("{default} {name}: {d:?}"),
+                    }
+                }
+                for name in malformed(key) {
+                    // Refused by inspect (-32602) before any rule; the engine refuses them too, for its other
+                    // callers (explain).
+                    let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                        "params":{"name": name}})
+                    .to_string();
+                    match inspect(body.as_bytes()) {
+                        Err(crate::mcp::RequestError::InvalidParams { id, message }) => {
+                            assert_eq!(id.as_deref(), Some("1"));
+                            assert!(
+                                message.starts_with("Invalid params: the tool name "),
+                                "{message}"
+                            );
+                        }
+                        other => panic!("{name:?}: {other:?}"),
+                    }
+                    let call = ToolCall {
+                        kind: Kind::Tool,
+                        name: name.clone().into(),
+                        arguments: None,
+                    };
+                    match decide_call(&p, &call) {
+                        Decision::Deny { rule: None, reason } => assert!(
+                            reason.starts_with("tool name has a control character (U+")
+                                || reason.starts_with("tool name has an invisible character (U+")
+                                || reason == "tool name starts or ends with white space",
+                            "{default} {name:?}: {reason}"
+                        ),
+                        d => panic!("{default} {name:?}: {d:?}"),
+                    }
+                }
+            }
+            // The reason names the key, except a hidden one.
+            match judge_tool("DELETE_RUN") {
+                Decision::Deny { rule, reason } => {
+                    assert_eq!(rule, Some("delete_run"));
+                    assert!(reason.contains("the policy key 'delete_run'"), "{reason}");
+                }
+                d => panic!("{d:?}"),
+            }
+            match judge_tool("Vault_Key") {
+                Decision::Deny { rule, reason } => {
+                    assert_eq!(rule, Some("vault_*"));
+                    assert_eq!(
+                        reason,
+                        "'Vault_Key' is a look-alike of a tool hidden by policy"
+                    );
+                }
+                d => panic!("{d:?}"),
+            }
+            // Compatibility forms past the plain ones: Kelvin sign, long s, ligature.
+            for name in [
+                "\u{212A}ill",
+                "\u{17F}earch",
+                "\u{FB01}le_read",
+                "ｄｒｏｐ_ｘ",
+            ] {
+                assert!(
+                    matches!(judge_tool(name), Decision::Deny { ref reason, .. } if reason.contains("look-alike")),
+                    "{name}"
+                );
+            }
+            // The keys themselves, as before.
+            assert!(matches!(
+                judge_tool("delete_run"),
+                Decision::Deny {
+                    rule: Some("delete_run"),
+                    ..
+                }
+            ));
+            assert!(matches!(
+                judge_tool("approve_me"),
+                Decision::NeedsApproval { .. }
+            ));
+            assert!(judge_tool("limited").is_allow());
+            assert!(judge_tool("get_run").is_allow());
+            assert_eq!(
+                judge_tool("secret_tool"),
+                Decision::Deny {
+                    rule: None,
+                    reason: "hidden by policy".into()
+                }
+            );
+            // Look-alikes of a key that only allows are not governed: the default decides.
+            assert_eq!(judge_tool("GET_RUN").is_allow(), default == "allow");
+            assert_eq!(judge_tool("other").is_allow(), default == "allow");
+            // Prompts too.
+            let body =
+                r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"ＡＤＭＩＮ"}}"#;
+            let b = inspect(body.as_bytes()).unwrap();
+            assert!(matches!(
+                decide_call(&p, b.messages[0].call().unwrap()),
+                Decision::Deny {
+                    rule: Some("admin"),
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn strict_tool_names_and_unpinned_tools() {
+        let pin = format!("sha256:{}", "a".repeat(64));
+        let p = parse(
+            format!(
+                r#"{{"version":"1","default":"allow","tool_names":"strict",
+                "pins":{{"tools":{{"get_run":"{pin}","a.b-c_D9":"{pin}","x y":"{pin}"}},"unpinned":"hide"}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let d = |name: &str| {
+            let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name": name}})
+                .to_string();
+            let b = inspect(body.as_bytes()).unwrap();
+            decide_call(&p, b.messages[0].tool_call().unwrap())
+        };
+        assert!(d("get_run").is_allow());
+        assert!(d("a.b-c_D9").is_allow());
+        for name in [
+            "x y",
+            "get/run",
+            "café",
+            "ａ",
+            "get:run",
+            &"a".repeat(129),
+            "",
+        ] {
+            match d(name) {
+                Decision::Deny { reason, .. } => {
+                    assert!(reason.contains("tool-name guidance"), "{name}: {reason}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        match d("new_tool") {
+            Decision::Deny { reason, .. } => assert!(reason.contains("has no pin"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(p.view().is_listed("get_run") && !p.view().is_listed("new_tool"));
+        // A look-alike of a pinned name is refused even where unpinned tools are allowed.
+        let allow = parse(
+            format!(
+                r#"{{"version":"1","default":"allow","pins":{{"tools":{{"get_run":"{pin}"}}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let b = inspect(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"Get_Run"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            decide_call(&allow, b.messages[0].tool_call().unwrap()),
+            Decision::Deny {
+                rule: Some("get_run"),
+                ..
+            }
+        ));
+        let b = inspect(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"new_tool"}}"#,
+        )
+        .unwrap();
+        assert!(decide_call(&allow, b.messages[0].tool_call().unwrap()).is_allow());
+        assert!(allow.view().is_listed("new_tool"));
+    }
+
+    #[test]
+    fn malformed_resource_uris_are_refused_whatever_the_policy() {
+        let p = parse(br#"{"version":"1","tools":{"x":{}}}"#).unwrap();
+        for uri in ["file:///a\u{0}", "file:///a\u{200b}", " file:///a"] {
+            let call = ToolCall {
+                kind: Kind::Resource,
+                name: uri.into(),
+                arguments: None,
+            };
+            match decide_call(&p, &call) {
+                Decision::Deny { reason, .. } => {
+                    assert!(reason.starts_with("resource name"), "{reason}")
+                }
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn batches_decide_each_call() {
         let policy = parse(POLICY.as_bytes()).unwrap();
@@ -684,6 +1018,78 @@ mod tests {
             decide_body(&p, &body),
             decide_body(p.for_caller(&admin), &body)
         );
+    }
+
+    /// Look-alikes are judged against the caller's rules (issues 13 and 14): a key a profile governs (deny,
+    /// approval, a limit, `hide`) has look-alikes for that profile's callers only; a key the top level governs,
+    /// for every caller that inherits it; a profile with `inherit: false` governs only its own keys. Pins are
+    /// the same for every caller.
+    #[test]
+    fn look_alikes_follow_the_callers_profile() {
+        use crate::caller::Caller;
+        let pin = format!("sha256:{}", "a".repeat(64));
+        let p = parse(
+            format!(
+                r#"{{"version":"1","default":"allow","approval":{{"cluster":"a"}},
+            "callers":{{"jwt":{{"metadata":"jwt_payload","groups":"groups"}}}},
+            "pins":{{"tools":{{"get_run":"{pin}"}}}},
+            "tools":{{"delete_run":{{"action":"deny"}}}},
+            "profiles":[
+              {{"name":"ops","match":{{"groups":["ops"]}},"hide":["vault_*"],
+               "tools":{{"drop_table":{{"action":"deny"}},"tag_run":{{"action":"require_approval"}},
+                        "search":{{"rate_limit":"5/minute"}}}}}},
+              {{"name":"solo","match":{{"groups":["solo"]}},"inherit":false,"default":"allow",
+               "tools":{{"own_key":{{"action":"deny"}}}}}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let ops = Caller {
+            subject: Some("o".into()),
+            groups: vec!["ops".into()],
+            principal: None,
+        };
+        let solo = Caller {
+            subject: Some("s".into()),
+            groups: vec!["solo".into()],
+            principal: None,
+        };
+        let d = |c: &Caller, name: &str| {
+            let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name": name}})
+                .to_string();
+            let b = inspect(body.as_bytes()).unwrap();
+            decide_call(p.for_caller(c), b.messages[0].tool_call().unwrap())
+        };
+        let look_alike = |d: Decision<'_>, key: Option<&str>| match d {
+            Decision::Deny { rule, reason } => {
+                assert!(reason.contains("look-alike"), "{reason}");
+                assert_eq!(rule, key);
+            }
+            other => panic!("{other:?}"),
+        };
+        // The profile's own governed keys, its hide, the inherited top-level key and the pinned name.
+        look_alike(d(&ops, "DROP_TABLE"), Some("drop_table"));
+        look_alike(d(&ops, "ｔａｇ_ｒｕｎ"), Some("tag_run"));
+        look_alike(d(&ops, "Search"), Some("search"));
+        look_alike(d(&ops, "Vault_Key"), Some("vault_*"));
+        look_alike(d(&ops, "Delete_Run"), Some("delete_run"));
+        look_alike(d(&ops, "GET_RUN"), Some("get_run"));
+        // The same names for a caller without the profile: only what the top level governs.
+        for name in ["DROP_TABLE", "ｔａｇ_ｒｕｎ", "Search", "Vault_Key"] {
+            assert!(d(&Caller::ANONYMOUS, name).is_allow(), "{name}");
+        }
+        look_alike(d(&Caller::ANONYMOUS, "Delete_Run"), Some("delete_run"));
+        look_alike(d(&Caller::ANONYMOUS, "GET_RUN"), Some("get_run"));
+        // inherit: false: its own key, not the top level's; pins still apply.
+        look_alike(d(&solo, "OWN_KEY"), Some("own_key"));
+        assert!(d(&solo, "Delete_Run").is_allow());
+        assert!(d(&Caller::ANONYMOUS, "OWN_KEY").is_allow());
+        look_alike(d(&solo, "GET_RUN"), Some("get_run"));
+        // The keys themselves are decided by the rules.
+        assert!(
+            matches!(d(&ops, "drop_table"), Decision::Deny { rule: Some("drop_table"), ref reason } if !reason.contains("look-alike"))
+        );
+        assert!(d(&Caller::ANONYMOUS, "drop_table").is_allow());
     }
 
     /// Conditions see in the partial arguments exactly what they would see in the whole: every path of a

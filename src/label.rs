@@ -24,6 +24,12 @@ pub enum Label {
     ApprovalDenied,
     /// The approval service could not be asked or gave no usable answer: refused (fail closed).
     ApprovalUnavailable,
+    /// Refused: the tool's definition is not the pinned one. Also the decision of the one audit line written
+    /// when a tools/list answer shows a pinned tool changed.
+    ToolChanged,
+    /// Only in the one audit line written when a tools/list answer shows a changed tool's pinned definition
+    /// again (its calls are allowed again).
+    ToolRestored,
     /// The body is not a valid (or not an unambiguous) JSON-RPC request, or mcp-policy could not decide it.
     Invalid,
     /// Audit mode: would have been denied, forwarded.
@@ -41,7 +47,7 @@ pub enum Label {
 
 impl Label {
     /// Every label, in declaration order ([`Label::index`] is the position here).
-    pub const ALL: [Label; 14] = [
+    pub const ALL: [Label; 16] = [
         Label::Allow,
         Label::Deny,
         Label::RateLimited,
@@ -50,6 +56,8 @@ impl Label {
         Label::ApprovalRemembered,
         Label::ApprovalDenied,
         Label::ApprovalUnavailable,
+        Label::ToolChanged,
+        Label::ToolRestored,
         Label::Invalid,
         Label::WouldDeny,
         Label::WouldRateLimit,
@@ -69,6 +77,8 @@ impl Label {
             Label::ApprovalRemembered => "approval_remembered",
             Label::ApprovalDenied => "approval_denied",
             Label::ApprovalUnavailable => "approval_unavailable",
+            Label::ToolChanged => "tool_changed",
+            Label::ToolRestored => "tool_restored",
             Label::Invalid => "invalid",
             Label::WouldDeny => "would_deny",
             Label::WouldRateLimit => "would_rate_limit",
@@ -115,6 +125,8 @@ mod tests {
                 "approval_remembered",
                 "approval_denied",
                 "approval_unavailable",
+                "tool_changed",
+                "tool_restored",
                 "invalid",
                 "would_deny",
                 "would_rate_limit",

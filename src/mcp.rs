@@ -8,6 +8,7 @@
 //! `fuzz/fuzz_targets/reference.rs` among them).
 
 use crate::json::{self, JsonError};
+use crate::names;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -197,16 +198,25 @@ fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     json::string_value(raw.get())
 }
 
-/// The first control character in `s` (C0, DEL or C1: `Cc`), if any. No MCP method or name has one: a JSON
-/// string may carry them (escaped, or DEL as it is), and Envoy refuses most of them in a header value, so a
-/// method or name that reached the exported headers with one would fail the request with a plain 503.
-pub fn control_char(s: &str) -> Option<char> {
-    s.chars().find(|c| c.is_control())
+/// Why a method name is refused (-32600) before anything else reads it: a control or invisible character, or
+/// white space at an end ([`names::malformed`]). No method has one; a header carrying it would be refused by
+/// Envoy (503), and a server that trims or drops them could run a method the policy did not see.
+pub fn malformed_method(method: &str) -> Option<String> {
+    let m = names::malformed(method)?;
+    Some(format!("Invalid Request: the method name {m}; refused"))
 }
 
-/// How a control character is named in a reply (`U+007F`): the character itself would be invisible.
-fn code_point(c: char) -> String {
-    format!("U+{:04X}", u32::from(c))
+/// Why the tool or prompt name, or resource URI, of a governed call is refused (-32602), whatever the policy:
+/// a control or invisible character, or white space at an end ([`names::malformed`]). MCP's tool-name guidance
+/// has no room for them, and a server that drops them could run a tool the policy did not see.
+pub fn malformed_name(kind: Kind, name: &str) -> Option<String> {
+    let m = names::malformed(name)?;
+    let what = match kind {
+        Kind::Resource => "resource URI",
+        Kind::Tool => "tool name",
+        Kind::Prompt => "prompt name",
+    };
+    Some(format!("Invalid params: the {what} {m}; refused"))
 }
 
 /// The JSON-RPC envelope fields: a message may not carry a case variant of any of them.
@@ -396,14 +406,8 @@ fn message<'a>(outline: &json::Outline<'a>, i: usize) -> Result<Message<'a>, Req
                     format!("Invalid Request: method \"{method}\" is a near miss of \"{}\"; ambiguous and refused", kind.method()),
                 ));
             }
-            if let Some(c) = control_char(&method) {
-                return Err(RequestError::invalid(
-                    id,
-                    format!(
-                        "Invalid Request: the method name has a control character ({}); refused",
-                        code_point(c)
-                    ),
-                ));
+            if let Some(why) = malformed_method(&method) {
+                return Err(RequestError::invalid(id, why));
             }
             let call = match Kind::of(&method) {
                 Some(kind) => Some(governed_call(kind, id, params, outline, i)?),
@@ -458,7 +462,9 @@ fn governed_call<'a>(
                 "Invalid params: resources/read needs a string \"params.uri\"",
             )
         })?;
-        refuse_control(kind, id, &name)?;
+        if let Some(why) = malformed_name(kind, &name) {
+            return Err(RequestError::params(id, why));
+        }
         return Ok(ToolCall {
             kind,
             name,
@@ -471,7 +477,9 @@ fn governed_call<'a>(
             format!("Invalid params: {method} needs a string \"params.name\""),
         )
     })?;
-    refuse_control(kind, id, &name)?;
+    if let Some(why) = malformed_name(kind, &name) {
+        return Err(RequestError::params(id, why));
+    }
     let arguments = match field(ARGUMENTS)? {
         None => None,
         Some(a) if lead(a) == b'n' => None,
@@ -488,26 +496,6 @@ fn governed_call<'a>(
         name,
         arguments,
     })
-}
-
-/// A tool or prompt name, or a resource URI, with a control character is refused (-32602): MCP names have
-/// none (SEP-986: letters, digits, `_`, `-`, `.`), and a URI has none unescaped (RFC 3986).
-fn refuse_control(kind: Kind, id: Option<&RawValue>, name: &str) -> Result<(), RequestError> {
-    match control_char(name) {
-        None => Ok(()),
-        Some(c) => Err(RequestError::params(
-            id,
-            format!(
-                "Invalid params: the {} has a control character ({}); refused",
-                match kind {
-                    Kind::Resource => "resource URI",
-                    Kind::Tool => "tool name",
-                    Kind::Prompt => "prompt name",
-                },
-                code_point(c)
-            ),
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -747,6 +735,60 @@ mod tests {
             }
         }
         assert!(inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).is_ok());
+    }
+
+    /// Issue 17's bodies and their kin: a control or invisible character in a method is an invalid request
+    /// (-32600), in a tool, prompt or resource name invalid params (-32602); white space at either end too.
+    /// Whatever the method (a notification's as well), with the id echoed.
+    #[test]
+    fn control_and_invisible_characters_in_methods_and_names_are_refused() {
+        for (body, want) in [
+            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tool\x7f/call\",\"params\":{\"name\":\"search_runs\",\"arguments\":{}}}", "method name has a control character (U+007F)"),
+            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x\x7fy\",\"params\":{}}", "method name has a control character (U+007F)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"x\u0001y"}"#, "method name has a control character (U+0001)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/list\u200b"}"#, "method name has an invisible character (U+200B)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":" tools/list"}"#, "method name starts or ends with white space"),
+            (r#"{"jsonrpc":"2.0","method":"notifications/initialized\u0000"}"#, "method name has a control character (U+0000)"),
+        ] {
+            match inspect(body.as_bytes()).unwrap_err() {
+                RequestError::InvalidRequest { id, message } => {
+                    assert!(message.contains(want), "{body:?}: {message}");
+                    assert_eq!(id.as_deref(), body.contains("\"id\":3").then_some("3"), "{body:?}");
+                }
+                e => panic!("{body:?}: {e:?}"),
+            }
+            same_as_reference(body.as_bytes());
+        }
+        for (body, want) in [
+            ("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"get\x7frun\",\"arguments\":{}}}", "tool name has a control character (U+007F)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get\u0001run","arguments":{}}}"#, "tool name has a control character (U+0001)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_run\u200d"}}"#, "tool name has an invisible character (U+200D)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_run "}}"#, "tool name starts or ends with white space"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"\u202eadmin"}}"#, "prompt name has an invisible character (U+202E)"),
+            (r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///a\nb"}}"#, "resource URI has a control character (U+000A)"),
+        ] {
+            match inspect(body.as_bytes()).unwrap_err() {
+                RequestError::InvalidParams { id, message } => {
+                    assert!(message.contains(want), "{body:?}: {message}");
+                    assert_eq!(id.as_deref(), Some("3"));
+                }
+                e => panic!("{body:?}: {e:?}"),
+            }
+            same_as_reference(body.as_bytes());
+        }
+        // In a batch: the batch is refused, the element named.
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a\u0007"}}]"#;
+        match inspect(batch.as_bytes()).unwrap_err() {
+            RequestError::InvalidParams { id: None, message } => {
+                assert!(message.ends_with("(batch element 1, id 2)"), "{message}")
+            }
+            e => panic!("{e:?}"),
+        }
+        // Names inside may have white space and anything printable.
+        assert!(inspect(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a b\u00e9"}}"#
+        )
+        .is_ok());
     }
 
     #[test]

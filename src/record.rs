@@ -107,6 +107,10 @@ impl<'a> Record<'a> {
                 (Label::WouldRateLimit, Some(reason))
             }
             Some(Decision::RateLimited { reason, .. }) => (Label::RateLimited, Some(reason)),
+            Some(Decision::ToolChanged { reason, .. }) if audit_mode => {
+                (Label::WouldDeny, Some(reason))
+            }
+            Some(Decision::ToolChanged { reason, .. }) => (Label::ToolChanged, Some(reason)),
             Some(Decision::RateLimitUnavailable { reason, .. }) if audit_mode => {
                 (Label::WouldRateLimitUnavailable, Some(reason))
             }

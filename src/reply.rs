@@ -168,6 +168,17 @@ fn refusal(id: &str, target: Option<(Kind, &str)>, d: &Decision<'_>) -> Option<S
             data.insert("reason".into(), json!(reason));
             (APPROVAL_NOT_GRANTED, msg)
         }
+        Decision::ToolChanged { reason, .. } => {
+            data.insert("decision".into(), json!(Label::ToolChanged.as_str()));
+            data.insert("reason".into(), json!(reason));
+            (
+                DENIED,
+                format!(
+                    "{what} '{}' refused: its definition changed since it was reviewed: {reason}",
+                    tool.unwrap_or("")
+                ),
+            )
+        }
         Decision::Deny { reason, .. } => {
             data.insert("decision".into(), json!(Label::Deny.as_str()));
             data.insert("reason".into(), json!(reason));

@@ -118,11 +118,14 @@ impl From<Lost> for RewriteError {
     }
 }
 
-/// Removes from every tools list in `body` the tools whose name `keep` rejects.
+/// Whether a listed tool stays: `keep(name, tool)`, `tool` being the tool object's JSON text as listed.
+pub type Keep<'k> = dyn Fn(&str, &str) -> bool + 'k;
+
+/// Removes from every tools list in `body` the tools `keep` rejects.
 pub fn rewrite<'a>(
     body: &'a [u8],
     format: Format,
-    keep: &dyn Fn(&str) -> bool,
+    keep: &Keep<'_>,
 ) -> Result<Rewritten<'a>, RewriteError> {
     let text = std::str::from_utf8(body).map_err(|_| RewriteError::NotUtf8)?;
     let mut edits = Edits::default();
@@ -175,7 +178,7 @@ fn not_json(e: serde_json::Error) -> RewriteError {
 fn document(
     doc: &str,
     base: usize,
-    keep: &dyn Fn(&str) -> bool,
+    keep: &Keep<'_>,
     edits: &mut Edits,
 ) -> Result<(), RewriteError> {
     serde_json::from_str::<&RawValue>(doc).map_err(not_json)?;
@@ -204,7 +207,7 @@ fn message(
     c: Cursor<'_>,
     base: usize,
     at: usize,
-    keep: &dyn Fn(&str) -> bool,
+    keep: &Keep<'_>,
     edits: &mut Edits,
 ) -> Result<usize, RewriteError> {
     let mut list: Option<Tools> = None;
@@ -239,7 +242,12 @@ fn message(
     let Some(tools) = list else {
         return Ok(end);
     };
-    let keeps: Vec<bool> = tools.names.iter().map(|n| keep(n)).collect();
+    let keeps: Vec<bool> = tools
+        .names
+        .iter()
+        .zip(&tools.spans)
+        .map(|(n, span)| keep(n, c.get(*span).unwrap_or("")))
+        .collect();
     let kept = keeps.iter().filter(|k| **k).count();
     edits.kept += kept;
     if kept == keeps.len() {
@@ -394,11 +402,7 @@ fn filtered_array(
 
 const AMBIGUOUS: &str = "key ";
 
-fn event_stream(
-    text: &str,
-    keep: &dyn Fn(&str) -> bool,
-    edits: &mut Edits,
-) -> Result<(), RewriteError> {
+fn event_stream(text: &str, keep: &Keep<'_>, edits: &mut Edits) -> Result<(), RewriteError> {
     for (event, e) in Events::new(text).enumerate() {
         sse_event(&e, keep, edits).map_err(|error| RewriteError::InEvent {
             event,
@@ -409,11 +413,7 @@ fn event_stream(
 }
 
 /// One event (it has `data:` lines).
-fn sse_event(
-    event: &Event<'_>,
-    keep: &dyn Fn(&str) -> bool,
-    edits: &mut Edits,
-) -> Result<(), RewriteError> {
+fn sse_event(event: &Event<'_>, keep: &Keep<'_>, edits: &mut Edits) -> Result<(), RewriteError> {
     let data = event.data();
     if data.trim_matches([' ', '\t', '\n']).is_empty() {
         // A priming event (an `id:` and an empty `data:`): no message.
@@ -506,10 +506,10 @@ mod tests {
     }
 
     fn json<'a>(body: &'a [u8], keep: &dyn Fn(&str) -> bool) -> Rewritten<'a> {
-        rewrite(body, Format::Json, keep).unwrap()
+        rewrite(body, Format::Json, &|n, _| keep(n)).unwrap()
     }
     fn sse<'a>(body: &'a [u8], keep: &dyn Fn(&str) -> bool) -> Rewritten<'a> {
-        rewrite(body, Format::Sse, keep).unwrap()
+        rewrite(body, Format::Sse, &|n, _| keep(n)).unwrap()
     }
     fn text(r: &Rewritten<'_>) -> String {
         String::from_utf8(r.body.to_vec()).unwrap()
@@ -844,7 +844,7 @@ mod tests {
     }
 
     fn err(body: &[u8], format: Format) -> RewriteError {
-        rewrite(body, format, &all).unwrap_err()
+        rewrite(body, format, &|n, _| all(n)).unwrap_err()
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! and the crate's unit tests (included there with `#[path]`) hold the current ones to these answers:
 //! [`compare_strict`] (the verdict, and for a refusal its kind: each side words and places its errors its own
 //! way) and [`compare_inspect`] (every field read, every message of an invalid request). Later changes of the
-//! contract are made here too (the near-miss method check).
+//! contract are made here too (the near-miss method check; malformed method and call names, issues 14 and 17).
 #![allow(dead_code)]
 
 use mcp_policy::json::{keys_collide, ErrorKind};
@@ -453,14 +453,8 @@ fn message(raw: &RawValue) -> Result<Message<'_>, RequestError> {
                     format!("Invalid Request: method \"{method}\" is a near miss of \"{}\"; ambiguous and refused", kind.method()),
                 ));
             }
-            if let Some(c) = method.chars().find(|c| c.is_control()) {
-                return Err(invalid(
-                    id,
-                    format!(
-                        "Invalid Request: the method name has a control character (U+{:04X}); refused",
-                        u32::from(c)
-                    ),
-                ));
+            if let Some(why) = mcp_policy::mcp::malformed_method(&method) {
+                return Err(invalid(id, why));
             }
             let call = match Kind::of(&method) {
                 Some(kind) => Some(governed_call(kind, id, env.params)?),
@@ -512,7 +506,9 @@ fn governed_call<'a>(
                 "Invalid params: resources/read needs a string \"params.uri\"",
             )
         })?;
-        control(kind, id, &name)?;
+        if let Some(why) = mcp_policy::mcp::malformed_name(kind, &name) {
+            return Err(params_error(id, why));
+        }
         return Ok(ToolCall {
             kind,
             name,
@@ -537,7 +533,9 @@ fn governed_call<'a>(
             format!("Invalid params: {method} needs a string \"params.name\""),
         )
     })?;
-    control(kind, id, &name)?;
+    if let Some(why) = mcp_policy::mcp::malformed_name(kind, &name) {
+        return Err(params_error(id, why));
+    }
     let arguments = match p.arguments {
         None => None,
         Some(a) if lead(a) == b'n' => None,
@@ -554,23 +552,4 @@ fn governed_call<'a>(
         name,
         arguments,
     })
-}
-
-/// Issue 17: a name or URI with a control character is refused (-32602).
-fn control(kind: Kind, id: Option<&RawValue>, name: &str) -> Result<(), RequestError> {
-    let what = match kind {
-        Kind::Resource => "resource URI",
-        Kind::Tool => "tool name",
-        Kind::Prompt => "prompt name",
-    };
-    match name.chars().find(|c| c.is_control()) {
-        None => Ok(()),
-        Some(c) => Err(params_error(
-            id,
-            format!(
-                "Invalid params: the {what} has a control character (U+{:04X}); refused",
-                u32::from(c)
-            ),
-        )),
-    }
 }

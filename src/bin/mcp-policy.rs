@@ -13,6 +13,9 @@ mod approvals;
 #[path = "mcp-policy/check.rs"]
 mod check;
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/client.rs"]
+mod client;
+#[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/explain.rs"]
 mod explain;
 #[cfg(not(target_arch = "wasm32"))]
@@ -21,6 +24,12 @@ mod export_limits;
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/extract.rs"]
 mod extract;
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/pin.rs"]
+mod pin;
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "mcp-policy/pretty.rs"]
+mod pretty;
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mcp-policy/render/mod.rs"]
 mod render;
@@ -36,7 +45,7 @@ pub use native::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
-    use crate::{approvals, check, explain, export_limits, render, scan};
+    use crate::{approvals, check, explain, export_limits, pin, render, scan};
     use clap::{CommandFactory, Parser, Subcommand};
     use std::fmt;
     use std::io::Write;
@@ -50,8 +59,11 @@ examples:
                                                   what the policy does with that call, and why
   mcp-policy explain FILE --tool NAME --subject alice --groups ml-admins,readers
                                                   the same, for that caller (its profile, and why)
-  mcp-policy scan http://127.0.0.1:8001/mcp --out policy.json
-                                                  a starting policy for a live MCP server
+  mcp-policy scan http://127.0.0.1:8001/mcp --pin --out policy.json
+                                                  a starting policy for a live MCP server, its
+                                                  tools' definitions pinned
+  mcp-policy pin http://127.0.0.1:8001/mcp policy.json
+                                                  refresh the pins, showing what changed
   mcp-policy render policy.json --format envoy --upstream http://127.0.0.1:8001/mcp --out envoy-mcp.yaml
                                                   a ready Envoy bootstrap for it (also: lds,
                                                   wasmplugin, trafficextension)
@@ -77,6 +89,7 @@ Exit status 2 means a usage error.";
         Check(check::Options),
         Explain(explain::Options),
         Scan(scan::Options),
+        Pin(pin::Options),
         Render(render::Options),
         ExportLimits(export_limits::Options),
         Approvals(approvals::Options),
@@ -109,6 +122,7 @@ Exit status 2 means a usage error.";
             Command::Render(o) => o.validate().err().map(|e| ("render", e)),
             Command::Check(_)
             | Command::Scan(_)
+            | Command::Pin(_)
             | Command::ExportLimits(_)
             | Command::Approvals(_) => None,
         };
@@ -135,6 +149,7 @@ Exit status 2 means a usage error.";
             Command::Check(o) => check::run(o, out),
             Command::Explain(o) => explain::run(o, out),
             Command::Scan(o) => scan::run(o, out),
+            Command::Pin(o) => pin::run(o, out),
             Command::Render(o) => render::run(o, out),
             Command::ExportLimits(o) => export_limits::run(o, out),
             Command::Approvals(o) => approvals::run(o, out),

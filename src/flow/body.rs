@@ -392,6 +392,20 @@ mod tests {
         assert_eq!(export_value(""), None);
         assert_eq!(export_value("get_run").as_deref(), Some("get_run"));
         assert_eq!(export_value("a\0b\r\nc").as_deref(), Some("a?b??c"));
+        // Every byte value: what comes out is a header value Envoy accepts (RFC 9110 field-value: VCHAR, SP,
+        // HTAB, obs-text), and only the bytes Envoy refuses are changed.
+        let accepted = |b: u8| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80;
+        for b in 0..=0xffu32 {
+            let c = char::from_u32(b).unwrap();
+            let v = format!("x{c}y");
+            let out = export_value(&v).unwrap();
+            assert!(out.bytes().all(accepted), "U+{b:04X}: {out:?}");
+            if v.bytes().all(accepted) {
+                assert_eq!(out, v);
+            } else {
+                assert_eq!(out, "x?y");
+            }
+        }
         let long = "é".repeat(600); // 1200 bytes
         let v = export_value(&long).unwrap();
         assert!(v.len() <= EXPORT_MAX && v.ends_with("...") && v.starts_with('é'));

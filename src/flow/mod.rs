@@ -63,6 +63,9 @@ pub enum Action {
 pub enum Counter {
     /// A tools/list answer was rewritten (`mcp_policy.tools_list_filtered_total`).
     ToolsListFiltered,
+    /// A tools/list answer showed a pinned tool with another definition than its pin, where the last one
+    /// seen was the pinned one (`mcp_policy.tool_changed_total`): once per change, not per answer.
+    ToolChanged,
     /// A request to the rate limit service got no usable answer: timeout, unreachable, a gRPC error, garbage
     /// (`mcp_policy.rate_limit_service_errors_total`), whatever `on_error` then did with the call.
     RateLimitServiceErrors,
@@ -72,6 +75,7 @@ impl Counter {
     pub fn as_str(self) -> &'static str {
         match self {
             Counter::ToolsListFiltered => "tools_list_filtered",
+            Counter::ToolChanged => "tool_changed",
             Counter::RateLimitServiceErrors => "rate_limit_service_errors",
         }
     }

@@ -13,6 +13,8 @@ enum Token {
 /// A compiled glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
+    /// As written.
+    pattern: String,
     tokens: Vec<Token>,
     literal_chars: usize,
 }
@@ -62,14 +64,38 @@ impl Glob {
             }
         }
         Ok(Glob {
+            pattern: pattern.to_owned(),
             tokens,
             literal_chars,
         })
     }
 
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
     /// How many non-wildcard characters the pattern has (the precedence measure).
     pub fn literal_chars(&self) -> usize {
         self.literal_chars
+    }
+
+    /// The same pattern with each run of literal characters replaced by `f` of it; wildcards stay wildcards
+    /// (a literal that `f` turns into `*` or `?` still matches only itself).
+    pub fn map_literals(&self, f: impl Fn(&str) -> String) -> Glob {
+        let tokens = self
+            .tokens
+            .iter()
+            .map(|t| match t {
+                Token::Lit(s) => Token::Lit(f(s)),
+                other => other.clone(),
+            })
+            .collect();
+        Glob {
+            pattern: self.pattern.clone(),
+            tokens,
+            literal_chars: self.literal_chars,
+        }
     }
 
     pub fn matches(&self, name: &str) -> bool {

@@ -14,6 +14,7 @@ pub use profile::{Callers, ClaimPath, Jwt, Match, Profile, View};
 
 use crate::limits::fleet::{FleetLimit, RateLimitService};
 use crate::limits::{LimitSpec, Scope};
+use crate::names::LookAlikes;
 use std::collections::HashMap;
 
 /// What a rule (or the default posture) does with a call.
@@ -64,6 +65,63 @@ impl Default for ExportHeaders {
             profile,
         }
     }
+}
+
+/// `pins`: the tool definitions the operator reviewed, and what happens to tools without a pin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// (tool name (exact), `sha256:` and 64 lower-case hex digits ([`crate::pins`])), sorted by name. A sorted
+    /// list rather than a map: a few dozen entries, and no second hash map type in the wasm.
+    tools: Vec<(String, String)>,
+    pub unpinned: Unpinned,
+}
+
+impl Pins {
+    /// Adds or replaces the pin of `tool`.
+    pub fn insert(&mut self, tool: &str, pin: String) {
+        match self.tools.binary_search_by(|(t, _)| t.as_str().cmp(tool)) {
+            Ok(i) => {
+                if let Some(slot) = self.tools.get_mut(i) {
+                    slot.1 = pin;
+                }
+            }
+            Err(i) => self.tools.insert(i, (tool.to_owned(), pin)),
+        }
+    }
+
+    /// The pin of `tool`.
+    pub fn get(&self, tool: &str) -> Option<&str> {
+        let i = self
+            .tools
+            .binary_search_by(|(t, _)| t.as_str().cmp(tool))
+            .ok()?;
+        self.tools.get(i).map(|(_, pin)| pin.as_str())
+    }
+
+    /// Every (tool, pin), by tool name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tools.iter().map(|(t, p)| (t.as_str(), p.as_str()))
+    }
+}
+
+/// `pins.unpinned`: what becomes of a listed tool that has no pin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unpinned {
+    /// Listed and callable as the rules say.
+    #[default]
+    Allow,
+    /// Removed from tools/list answers and refused: a tool the server grew is not called unreviewed.
+    Hide,
+}
+
+/// `tool_names`: which tool names a call may carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ToolNames {
+    /// Any name that is not malformed ([`crate::names::malformed`]).
+    #[default]
+    Lenient,
+    /// Only names in MCP's tool-name guidance ([`crate::names::in_guidance`]).
+    Strict,
 }
 
 /// One entry of `tools`.
@@ -205,6 +263,11 @@ pub struct Policy {
     pub callers: Option<Callers>,
     /// `profiles`, in order, each with its rules merged with the top level's (see [`Policy::for_caller`]).
     pub profiles: Vec<Profile>,
+    /// `pins` (`None` when the policy has none): the same for every caller (pins are what the server lists).
+    pub pins: Option<Pins>,
+    pub tool_names: ToolNames,
+    /// The top level's governed keys of tools, then prompts ([`View::look_alikes`]; set by [`Policy::seal`]).
+    look_alikes: [LookAlikes; 2],
     /// See [`Policy::hold_secs`] (set by [`Policy::seal`]).
     hold: u64,
     /// See [`Policy::unforgeable_headers`] (set by [`Policy::seal`]).
@@ -265,6 +328,11 @@ impl RuleSet {
         }
     }
 
+    /// True when `name` is one of the exact (not glob) keys.
+    pub fn has_exact(&self, name: &str) -> bool {
+        self.exact.contains_key(name)
+    }
+
     /// The rule that governs `name`: the exact key, else the most specific matching glob.
     pub fn rule_for(&self, name: &str) -> Option<&Rule> {
         if let Some(i) = self.exact.get(name) {
@@ -303,6 +371,9 @@ impl Policy {
             resources: RuleSet::new(Action::Allow, Vec::new()),
             callers: None,
             profiles: Vec::new(),
+            pins: None,
+            tool_names: ToolNames::default(),
+            look_alikes: Default::default(),
             hold: 1,
             unforgeable: Vec::new(),
             scopes: [false; 3],
@@ -414,7 +485,38 @@ impl Policy {
             }
         }
         self.unforgeable = names;
+        self.look_alikes = look_alikes(&self.tools, &self.prompts, &self.hide, self.pins.as_ref());
+        for p in &mut self.profiles {
+            p.look_alikes = look_alikes(&p.tools, &p.prompts, &p.hide, self.pins.as_ref());
+        }
     }
+}
+
+/// The governed keys of one caller's rules, tools then prompts: every key that does more than allow, for tools
+/// also `hide` and the pinned names (pins are the same for every caller).
+fn look_alikes(
+    tools: &RuleSet,
+    prompts: &RuleSet,
+    hide: &[Glob],
+    pins: Option<&Pins>,
+) -> [LookAlikes; 2] {
+    let pinned = pins
+        .into_iter()
+        .flat_map(|p| p.iter().map(|(tool, _)| tool));
+    let tools = LookAlikes::new(
+        governed(tools)
+            .chain(hide.iter().map(Glob::pattern))
+            .chain(pinned),
+    );
+    [tools, LookAlikes::new(governed(prompts))]
+}
+
+/// The keys of a rule set that do more than allow: deny, require approval, conditions, rate limits.
+fn governed(set: &RuleSet) -> impl Iterator<Item = &str> {
+    set.rules()
+        .iter()
+        .filter(|r| r.action != Action::Allow || !r.conditions.is_empty() || !r.limits.is_empty())
+        .map(|r| r.key.as_str())
 }
 
 #[cfg(test)]

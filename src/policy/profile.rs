@@ -3,9 +3,10 @@
 //! by. Merging happens once, when the policy loads; per request there is only [`Policy::profile_for`] (the first
 //! profile whose match holds: a few comparisons) and a [`View`] of borrowed rule sets.
 
-use super::{is_glob, Action, Glob, Policy, Rule, RuleSet};
+use super::{is_glob, Action, Glob, Pins, Policy, Rule, RuleSet, ToolNames, Unpinned};
 use crate::caller::Caller;
 use crate::mcp::Kind;
+use crate::names::LookAlikes;
 
 /// `callers`: which verified identities the filter reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +109,8 @@ pub struct Profile {
     pub resources: RuleSet,
     /// The top level's `hide` (when inheriting) and the profile's.
     pub hide: Vec<Glob>,
+    /// Its governed keys of tools, then prompts ([`View::look_alikes`]; set when the policy is sealed).
+    pub(crate) look_alikes: [LookAlikes; 2],
 }
 
 /// The rules one caller is judged by: the top level's, or those of the profile that matched.
@@ -120,6 +123,10 @@ pub struct View<'p> {
     pub resources: &'p RuleSet,
     pub hide: &'p [Glob],
     pub filter_tools_list: bool,
+    /// The policy's `pins` (the same for every caller: pins are what the server lists).
+    pub pins: Option<&'p Pins>,
+    pub tool_names: ToolNames,
+    look_alikes: &'p [LookAlikes; 2],
 }
 
 impl<'p> View<'p> {
@@ -147,11 +154,28 @@ impl<'p> View<'p> {
         self.hide.iter().any(|g| g.matches(tool))
     }
 
-    /// True when the tool belongs in a tools/list answer: not hidden and, with `filter_tools_list`, not a
-    /// tool whose every call is denied (a deny rule, or no rule under `default: deny`). Tools with
-    /// conditions, limits or approval stay listed.
+    /// True when the tool has no pin and `pins.unpinned` is `hide`.
+    pub fn is_unpinned_hidden(&self, tool: &str) -> bool {
+        self.pins
+            .is_some_and(|p| p.unpinned == Unpinned::Hide && p.get(tool).is_none())
+    }
+
+    /// The governed keys of tools or prompts, for telling look-alike names ([`crate::names`]): every key whose
+    /// rule denies, requires approval, has conditions or a rate limit; for tools also `hide` and the pinned
+    /// names. `None` for resources (their URIs are checked by the engine instead).
+    pub fn look_alikes(&self, kind: Kind) -> Option<&'p LookAlikes> {
+        match kind {
+            Kind::Tool => self.look_alikes.first(),
+            Kind::Prompt => self.look_alikes.get(1),
+            Kind::Resource => None,
+        }
+    }
+
+    /// True when the tool belongs in a tools/list answer: not hidden, not unpinned under `pins.unpinned:
+    /// hide` and, with `filter_tools_list`, not a tool whose every call is denied (a deny rule, or no rule under
+    /// `default: deny`). Tools with conditions, limits or approval stay listed.
     pub fn is_listed(&self, tool: &str) -> bool {
-        if self.is_hidden(tool) {
+        if self.is_hidden(tool) || self.is_unpinned_hidden(tool) {
             return false;
         }
         if !self.filter_tools_list {
@@ -178,6 +202,9 @@ impl Policy {
             resources: &self.resources,
             hide: &self.hide,
             filter_tools_list: self.filter_tools_list,
+            pins: self.pins.as_ref(),
+            tool_names: self.tool_names,
+            look_alikes: &self.look_alikes,
         }
     }
 
@@ -197,6 +224,9 @@ impl Policy {
                 resources: &p.resources,
                 hide: &p.hide,
                 filter_tools_list: self.filter_tools_list,
+                pins: self.pins.as_ref(),
+                tool_names: self.tool_names,
+                look_alikes: &p.look_alikes,
             },
         }
     }

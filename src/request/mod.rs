@@ -16,7 +16,8 @@ use crate::engine::{judge, Decision};
 use crate::label::Label;
 use crate::limits::{Charge, Limiter, Refusal, Reservation, Store, Who};
 use crate::mcp::{inspect, Message};
-use crate::policy::{Mode, Policy, View};
+use crate::pins;
+use crate::policy::{Mode, Pins, Policy, View};
 use crate::record::Record;
 use crate::reply::{self, Reply};
 
@@ -197,6 +198,9 @@ pub fn check_body<S: Store>(
         .iter()
         .map(|m| Record::new(m, m.call().map(|c| judge(view, c))))
         .collect();
+    if let Some(pins) = &policy.pins {
+        refuse_changed_tools(pins, env.store, &mut records);
+    }
     let summary = summarize(&records);
     let audit_mode = policy.mode == Mode::Audit;
     // The summary is moved into the result, not copied: every path ends in one `finish` (or returns it itself).
@@ -280,6 +284,41 @@ pub fn check_body<S: Store>(
         Some(_) if audit_mode => finish(Outcome::Forward(Vec::new()), &records, summary),
         Some(r) => finish(Outcome::Reply(r), &records, summary),
         None => invalid(env, head, reply::internal(bookkeeping), bookkeeping),
+    }
+}
+
+/// Calls of a pinned tool that a tools/list answer last showed with another definition than its pin are
+/// refused (`tool_changed`, [`crate::pins`]), before any rate-limit unit is taken; so are they when that memory
+/// cannot be read (fail closed).
+fn refuse_changed_tools<S: Store>(pins: &Pins, store: &S, records: &mut [Record<'_>]) {
+    for r in records.iter_mut() {
+        let (Some(tool), Some(d)) = (r.tool(), &r.decision) else {
+            continue;
+        };
+        if d.is_refusal() {
+            continue;
+        }
+        let Some(pin) = pins.get(tool) else {
+            continue;
+        };
+        let reason = match pins::changed(store, pin) {
+            Ok(None) => continue,
+            Ok(Some(seen)) => format!(
+                "the server lists another definition of '{tool}' than the one pinned (pinned {}, listed {}): \
+                 review it (mcp-policy pin URL POLICY) before its calls are allowed again",
+                pins::short(pin),
+                pins::short(&seen)
+            ),
+            Err(e) => format!(
+                "whether the definition of '{tool}' changed could not be read ({})",
+                e.0
+            ),
+        };
+        r.decision = Some(Decision::ToolChanged {
+            rule: d.rule(),
+            reason,
+        });
+        r.charges.clear();
     }
 }
 

@@ -492,3 +492,32 @@ fn mcp_headers_must_match() {
         (400, -32020)
     );
 }
+
+/// Issue 17: a control character in a method or a name is a JSON-RPC error (HTTP 400, the id echoed), never
+/// forwarded, and nothing is exported from such a body (no header value Envoy would refuse).
+#[test]
+fn control_characters_in_methods_and_names_are_json_rpc_errors() {
+    let p = parse(br#"{"version":"1","default":"allow"}"#).unwrap();
+    let store = MemoryStore::default();
+    for (body, want) in [
+        (&b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tool\x7f/call\",\"params\":{\"name\":\"search_runs\",\"arguments\":{}}}"[..], -32600),
+        (b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x\x7fy\",\"params\":{}}", -32600),
+        (b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"get\x7frun\",\"arguments\":{}}}", -32602),
+        (br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get\u0001run","arguments":{}}}"#, -32602),
+    ] {
+        let checked = super::check_body(
+            &p,
+            &Head::default(),
+            body,
+            &Env {
+                store: &store,
+                now_nanos: 0,
+                audit: true,
+            },
+        );
+        assert_eq!(code(&checked.outcome), (400, want), "{}", String::from_utf8_lossy(body));
+        let Outcome::Reply(r) = &checked.outcome else { unreachable!() };
+        assert!(r.body.starts_with(r#"{"jsonrpc":"2.0","id":3,"error":"#), "{}", r.body);
+        assert_eq!(checked.summary, Summary::default(), "nothing to export");
+    }
+}

@@ -641,29 +641,33 @@ def test_mcp_name_header_is_compared_with_the_decoded_name(proxy, upstream):
 
 # ============================================================================================ 4. tool-name tricks
 
-# Tool names are compared exactly: no case folding, trimming, Unicode normalisation. Under default deny every
-# variant of an allowed or denied name is refused (by the default, or by a glob that still matches). An upstream
-# that normalised names (case-folding, trimming, NFKC, stripping NUL or zero-width characters) would run a tool
-# the policy never saw; under a default of allow such a variant of a denied tool would be forwarded, and the
-# policy cannot see that. (name as written in JSON, decoded name, reason)
+# Tool names are compared exactly: no case folding, trimming, Unicode normalisation. But an upstream that
+# normalised names (case-folding, trimming, NFKC, stripping NUL or zero-width characters) would run a tool the
+# policy never saw, so (issue 14): a name with a control or invisible character or white space at an end is
+# refused outright (-32602, HTTP 400); a name that folds to a governed key it is not (here `delete_*`) is refused
+# as a look-alike (-31001), whatever the default; any other variant is decided by the rules as written (here the
+# default deny, or a glob that still matches). (name as written in JSON, decoded name, expected: a reason, None
+# for the default's, LOOK for a look-alike of `delete_*`, INVALID for -32602)
+LOOK = "'{name}' is a look-alike of the policy key 'delete_*'"
+INVALID = "invalid"
 NAME_TRICKS = {
-    "Delete_Run": ("Delete_Run", "Delete_Run", None),
-    "DELETE_RUN": ("DELETE_RUN", "DELETE_RUN", None),
-    "trailing_space": ("delete_run ", "delete_run ", DELETE_REASON),
-    "leading_space": (" delete_run", " delete_run", None),
-    "trailing_tab": ("delete_run\\t", "delete_run\t", DELETE_REASON),
-    "trailing_nul": ("delete_run\\u0000", "delete_run\x00", DELETE_REASON),
-    "inner_zero_width": ("delete\\u200b_run", "delete\u200b_run", None),
-    "trailing_zero_width": ("delete_run\u200b", "delete_run\u200b", DELETE_REASON),
-    "leading_bom": ("\\ufeffdelete_run", "\ufeffdelete_run", None),
+    "Delete_Run": ("Delete_Run", "Delete_Run", LOOK),
+    "DELETE_RUN": ("DELETE_RUN", "DELETE_RUN", LOOK),
+    "trailing_space": ("delete_run ", "delete_run ", INVALID),
+    "leading_space": (" delete_run", " delete_run", INVALID),
+    "trailing_tab": ("delete_run\\t", "delete_run\t", INVALID),
+    "trailing_nul": ("delete_run\\u0000", "delete_run\x00", INVALID),
+    "inner_zero_width": ("delete\\u200b_run", "delete\u200b_run", INVALID),
+    "trailing_zero_width": ("delete_run\u200b", "delete_run\u200b", INVALID),
+    "leading_bom": ("\\ufeffdelete_run", "\ufeffdelete_run", INVALID),
     "fullwidth": ("\uff44\uff45\uff4c\uff45\uff54\uff45_\uff52\uff55\uff4e",
-                  "\uff44\uff45\uff4c\uff45\uff54\uff45_\uff52\uff55\uff4e", None),
+                  "\uff44\uff45\uff4c\uff45\uff54\uff45_\uff52\uff55\uff4e", LOOK),
     "fullwidth_escaped_letter": ("delete_\\uff52un", "delete_\uff52un", DELETE_REASON),
     "combining_mark": ("dele\\u0301te_run", "dele\u0301te_run", None),
     "exact_allowed_Log_Metric": ("Log_Metric", "Log_Metric", None),
-    "exact_allowed_trailing_space": ("log_metric ", "log_metric ", None),
-    "exact_allowed_trailing_nul": ("log_metric\\u0000", "log_metric\x00", None),
-    "exact_allowed_zero_width": ("log_metric\\u200d", "log_metric\u200d", None),
+    "exact_allowed_trailing_space": ("log_metric ", "log_metric ", INVALID),
+    "exact_allowed_trailing_nul": ("log_metric\\u0000", "log_metric\x00", INVALID),
+    "exact_allowed_zero_width": ("log_metric\\u200d", "log_metric\u200d", INVALID),
     "kelvin_sign": ("\\u212aill_run", "\u212aill_run", None),
 }
 
@@ -671,11 +675,17 @@ NAME_TRICKS = {
 @pytest.mark.parametrize("raw,name,reason", NAME_TRICKS.values(), ids=NAME_TRICKS.keys())
 def test_tool_name_tricks_are_decided_by_exact_name(proxy, upstream, raw, name, reason):
     body = tool(raw, '{"run_id":"r"}', id='"nt"')
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        # A control character (tab, NUL) is no part of any MCP name: refused outright (issues 14 and 17),
-        # before the policy is asked.
+    if reason == INVALID:
+        # A control or invisible character or white space at an end is no part of any MCP name: refused
+        # outright (issues 14 and 17), before the policy is asked; a control character (tab, NUL) is named so.
         msg = assert_refused(send(proxy.url, body), upstream, 400, INVALID_PARAMS, "nt")
-        assert "control character" in msg["error"]["message"], msg
+        assert msg["error"]["message"].startswith("Invalid params: the tool name "), msg
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            assert "control character" in msg["error"]["message"], msg
+        return
+    if reason == LOOK:
+        msg = assert_denied(send(proxy.url, body), upstream, "nt", name, None)
+        assert msg["error"]["data"]["reason"].startswith(LOOK.format(name=name)), msg
         return
     assert_denied(send(proxy.url, body), upstream, "nt", name, reason or default_deny(name))
 

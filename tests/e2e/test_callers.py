@@ -11,6 +11,7 @@ never from anything the client writes.
 - envoy/examples/callers-mtls.yaml with a CA, server and client certificates this test makes (URI SANs
   spiffe://...), with and without a client certificate.
 - envoy/istio/callers.yaml's policy behind jwt_authn configured as Istio 1.21+ configures it.
+- Look-alike names (issue 14) are judged by the caller's profile: refused where its rules govern the key.
 """
 from __future__ import annotations
 
@@ -339,6 +340,39 @@ def test_required_catches_jwt_authn_missing_or_after_the_filter(envoy, upstream,
     e = upstream.watch(envoy(None, 0, bootstrap=jwt_bootstrap(upstream.port, idp)), strict=True)
     r = post(e.url, call("get_run", {"run_id": "r"}, id=4), headers=bearer(idp.token("alice")))
     assert r.status == 200 and r.json()["result"]["upstream"] == "recorder", str(r)
+
+
+# ---------------------------------------------------------------------------- look-alikes follow the profile
+
+def test_look_alikes_are_judged_by_the_callers_profile(envoy, upstream, idp):
+    """Issue 14 with issue 13: a name that folds to a key the caller's profile governs is refused for that
+    profile's callers (-31001, nothing forwarded), whatever the default; a caller whose rules do not govern the key
+    is decided by its own rules (here the default allow forwards it)."""
+    cfg = jwt_bootstrap(upstream.port, idp)
+    (wasm,) = [f for f in hcm_of(cfg)["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+    policy = json.loads(wasm["typed_config"]["config"]["configuration"]["value"])
+    policy["default"] = "allow"
+    policy["profiles"][0]["tools"]["drop_table"] = {"action": "deny"}
+    policy["profiles"][0]["hide"] = ["vault_*"]
+    wasm["typed_config"]["config"]["configuration"]["value"] = json.dumps(policy)
+    e = upstream.watch(envoy(None, 0, bootstrap=cfg), strict=True)
+    admin, reader = idp.token("alice", groups=["ml-admins"]), idp.token("rita")
+    for n, (name, key) in enumerate([("DROP_TABLE", "drop_table"), ("\uff44rop_table", "drop_table"),
+                                     ("Vault_Key", None), ("Delete_Run", "delete_*")]):
+        r = post(e.url, call(name, {}, id=n), headers=bearer(admin))
+        msg = assert_denied(r, n, name)
+        reason = msg["error"]["data"]["reason"]
+        assert "look-alike" in reason and (key is None or f"'{key}'" in reason), msg
+        if key is None:
+            assert reason == f"'{name}' is a look-alike of a tool hidden by policy", msg
+        upstream.assert_not_forwarded()
+    # The top level's governed key is every inheriting caller's; the profile's are not the others'.
+    assert_denied(post(e.url, call("Delete_Run", {}, id=10), headers=bearer(reader)), 10, "Delete_Run")
+    upstream.assert_not_forwarded()
+    for n, name in enumerate(["DROP_TABLE", "Vault_Key"], start=11):
+        r = post(e.url, call(name, {}, id=n), headers=bearer(reader))
+        assert r.status == 200 and r.json()["result"]["upstream"] == "recorder", str(r)
+    assert len(upstream.snapshot()) == 2
 
 
 # ----------------------------------------------------------------------------------------------------- mTLS

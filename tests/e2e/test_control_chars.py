@@ -22,6 +22,11 @@ BODIES = [
                  INVALID_PARAMS, "U+0001", id="escaped-U+0001-in-tool-name"),
     pytest.param(b'{"jsonrpc":"2.0","id":3,"method":"notifications/x\\u001b","params":{}}',
                  INVALID_REQUEST, "U+001B", id="escaped-ESC-in-notification-method"),
+    # And their kin (issue 14): a method that is no MCP method, a prompt name.
+    pytest.param(b'{"jsonrpc":"2.0","id":3,"method":"x\\u0001y"}',
+                 INVALID_REQUEST, "U+0001", id="escaped-U+0001-in-other-method"),
+    pytest.param(b'{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"p\\u001f"}}',
+                 INVALID_PARAMS, "U+001F", id="escaped-U+001F-in-prompt-name"),
 ]
 
 # A policy under which every one of these names would otherwise be forwarded (default allow).

@@ -309,7 +309,9 @@ const EVERY_FIELD: &str = r#"{
   "profiles": [{"name": "admins", "match": {"subject": "a*", "groups": ["admins"], "principal": "spiffe://*",
                                             "authenticated": true},
                 "inherit": true, "default": "allow", "hide": ["x"], "tools": {"t": {}}, "prompts": {"p": {}},
-                "prompts_default": "allow", "resources": {"file:///a/*": {}}, "resources_default": "allow"}]
+                "prompts_default": "allow", "resources": {"file:///a/*": {}}, "resources_default": "allow"}],
+  "pins": {"tools": {"t": "sha256:0000000000000000000000000000000000000000000000000000000000000000"}, "unpinned": "hide"},
+  "tool_names": "strict"
 }"#;
 
 #[test]
@@ -376,16 +378,16 @@ fn drift_is_named_by_field_and_place() {
         .and_then(Value::as_object_mut)
         .unwrap()
         .insert(
-            "pins".into(),
+            "quotas".into(),
             serde_json::json!({"type": "object", "additionalProperties": false,
-                               "properties": {"tools": {}, "unpinned": {}}}),
+                               "properties": {"budget": {}, "period": {}}}),
         );
     let want = [
         "envoy/policy.schema.json lacks the rate limit field `cost` (argument path whose number is consumed instead of 1) at #/$defs/limit/oneOf/1/properties",
         "envoy/policy.schema.json has `burst` at #/$defs/limit/oneOf/1/properties, which the rate limit table of src/policy/parse/fields.rs lacks",
         "the approval field `cluster` is required in src/policy/parse/fields.rs but not in envoy/policy.schema.json (#/$defs/approval/required)",
-        "envoy/policy.schema.json has `pins` at #/properties, which the top-level table",
-        "envoy/policy.schema.json: the object at #/properties/pins (fields tools, unpinned) has no table in src/policy/parse/fields.rs",
+        "envoy/policy.schema.json has `quotas` at #/properties, which the top-level table",
+        "envoy/policy.schema.json: the object at #/properties/quotas (fields budget, period) has no table in src/policy/parse/fields.rs",
     ];
     same_lines(&schema_drift(&s), &want);
 

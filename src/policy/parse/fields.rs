@@ -109,6 +109,8 @@ pub(super) const TOP: Fields = Fields {
         optional("resources",         "resource URI or glob → rule"),
         optional("prompts_default",   "action for a prompt no key matches (allow)"),
         optional("resources_default", "action for a resource no key matches (allow)"),
+        optional("pins",              "object: reviewed tool definitions (hashes)"),
+        optional("tool_names",        "\"lenient\" | \"strict\": which tool names calls may carry (lenient)"),
         optional("callers",           "object: where verified caller identities come from"),
         optional("profiles",          "ordered list of caller profiles, the first match applies"),
     ],
@@ -282,6 +284,19 @@ pub(super) const MATCH: Fields = Fields {
     outer: None,
 };
 
+/// `pins`.
+#[rustfmt::skip]
+pub(super) const PINS: Fields = Fields {
+    object: "pins",
+    schema: "/properties/pins/properties",
+    doc: "## Pinned tool definitions (`pins`)",
+    fields: &[
+        required("tools",    "object tool name → \"sha256:<64 hex>\""),
+        optional("unpinned", "\"allow\" | \"hide\": tools without a pin (allow)"),
+    ],
+    outer: None,
+};
+
 /// Every table, for the drift tests.
 #[cfg(test)]
 pub(super) const ALL: &[&Fields] = &[
@@ -293,6 +308,7 @@ pub(super) const ALL: &[&Fields] = &[
     &APPROVAL,
     &RATE_LIMIT_SERVICE,
     &EXPORT_HEADERS,
+    &PINS,
     &CALLERS,
     &JWT,
     &PROFILE,
@@ -384,6 +400,26 @@ impl<'a> Obj<'a> {
         #[cfg(test)]
         reads::record(self.fields, name);
         self.map.get(name)
+    }
+
+    /// The value of a field that names one of `options` (JSON strings): the one named, `None` when the field
+    /// is absent, and an error "invalid FIELD VALUE" with `fix` (then `None`) for anything else.
+    pub(super) fn one_of<T: Copy>(
+        &self,
+        errs: &mut Errs,
+        name: &str,
+        options: &[(&str, T)],
+        fix: &str,
+    ) -> Option<T> {
+        let v = self.get(name)?;
+        let found = options
+            .iter()
+            .find(|(word, _)| v.as_str() == Some(word))
+            .map(|(_, t)| *t);
+        if found.is_none() {
+            errs.push(&self.at(name), format!("invalid {name} {v}"), fix);
+        }
+        found
     }
 
     /// A boolean field: `None` when absent, or (after an error "expected true or false" with `fix`) when it

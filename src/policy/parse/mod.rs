@@ -15,6 +15,8 @@
 //! | `condition.rs` | a rule's `conditions` entries |
 //! | `limits.rs` | a rule's `rate_limit` |
 //! | `identity.rs`, `approval.rs`, `export.rs` | `identity`, `approval`, `export_headers` |
+//! | `pins.rs` | `pins`, `tool_names` |
+//! | `names.rs` | keys no call can match, and keys that are look-alikes of governed keys |
 //! | `service.rs` | `rate_limit_service` (which limits it counts is checked in `limits.rs`) |
 //! | `callers.rs`, `profiles.rs` | `callers`; `profiles`, each merged with the top level's rules |
 
@@ -28,6 +30,8 @@ mod export;
 mod fields;
 mod identity;
 mod limits;
+mod names;
+mod pins;
 mod profiles;
 mod rules;
 mod service;
@@ -83,6 +87,10 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     if approval.is_none() {
         sets.check_approval(&mut errs);
     }
+    let pins = top
+        .get("pins")
+        .map(|v| pins::parse(&mut errs, &top.at("pins"), v));
+    let tool_names = pins::tool_names(&mut errs, &top);
     let profiles = match (callers_given, &callers) {
         // `callers` has an error: already reported.
         (Some(_), None) => Vec::new(),
@@ -111,9 +119,15 @@ pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
     p.rate_limit_service = rate_limit_service;
     p.prompts = sets.prompts.compile();
     p.resources = sets.resources.compile();
+    p.pins = pins;
+    p.tool_names = tool_names;
     p.callers = callers;
     p.profiles = profiles;
     p.seal();
+    names::check(&mut errs, &p);
+    if !errs.0.is_empty() {
+        return Err(ConfigErrors(errs.0));
+    }
     Ok(p)
 }
 

@@ -141,6 +141,7 @@ fn profile(
         prompts: merge(&sets.prompts, &top.prompts, given("prompts_default")),
         resources: merge(&sets.resources, &top.resources, given("resources_default")),
         hide,
+        look_alikes: Default::default(),
     })
 }
 

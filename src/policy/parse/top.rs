@@ -70,17 +70,10 @@ pub(super) fn filter_tools_list(errs: &mut Errs, top: &Obj) -> bool {
 }
 
 pub(super) fn mode(errs: &mut Errs, top: &Obj) -> Mode {
-    match top.get("mode") {
-        None => Mode::Enforce,
-        Some(v) => match v.as_str() {
-            Some("enforce") => Mode::Enforce,
-            Some("audit") => Mode::Audit,
-            _ => {
-                errs.push(&top.at("mode"), format!("invalid mode {v}"), "use \"enforce\" (the default) or \"audit\" (decide and log, but forward every call)");
-                Mode::Enforce
-            }
-        },
-    }
+    let options = [("enforce", Mode::Enforce), ("audit", Mode::Audit)];
+    let fix = "use \"enforce\" (the default) or \"audit\" (decide and log, but forward every call)";
+    top.one_of(errs, "mode", &options, fix)
+        .unwrap_or(Mode::Enforce)
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub struct Options {
     #[arg(long, value_name = "URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
     /// POST {"text": ...} (Slack incoming-webhook shape) to URL when a call starts waiting
-    #[arg(long, value_name = "URL", value_parser = crate::scan::parse_url)]
+    #[arg(long, value_name = "URL", value_parser = crate::client::parse_url)]
     pub notify_url: Option<String>,
     /// The longest "approve for N minutes" an approver may give
     #[arg(long, value_name = "MINUTES", default_value = "480",
@@ -135,7 +135,7 @@ fn parse_path(path: &str) -> Result<String, String> {
 }
 
 fn parse_public_url(url: &str) -> Result<String, String> {
-    let url = crate::scan::parse_url(url)?;
+    let url = crate::client::parse_url(url)?;
     let uri: axum::http::Uri = url.parse().map_err(|_| "not a valid URL".to_owned())?;
     if uri.authority().is_none() {
         return Err("the URL has no host".into());

@@ -63,7 +63,7 @@ impl Notifier {
             let mut config = ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(10)))
                 .http_status_as_error(false);
-            if crate::scan::is_loopback(&url) {
+            if crate::client::is_loopback(&url) {
                 config = config.proxy(None);
             }
             let agent: ureq::Agent = config.build().into();

@@ -4,9 +4,10 @@
 //!
 //! Time is passed in (milliseconds since the epoch), so the transitions are tested without waiting.
 
-use super::callout::{pretty, Caller, Callout, Verdict};
+use super::callout::{Caller, Callout, Verdict};
 use super::random_id;
 use super::store::{DecisionLog, Outcome, Record};
+use crate::pretty::pretty;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
