@@ -12,7 +12,10 @@ extra.tsv: one `key<TAB>value` per line (`check` and `idle_rss` ("CONFIG CONCURR
 """
 import argparse
 import json
+import os
+import pathlib
 import statistics
+import sys
 from collections import defaultdict
 
 CONFIGS = [("A", "Envoy alone (router)"),
@@ -43,12 +46,45 @@ def ratio(a, b):
     return None if (a is None or b in (None, 0)) else a / b
 
 
+def chart_rows(workloads, cells, m):
+    """The chart's data: per workload, per configuration measured on it, RPS relative to A and proxy CPU µs/req."""
+    rows = []
+    for wl, label in workloads:
+        a = m("A", wl, "rps")
+        configs = {}
+        for c, _ in CONFIGS:
+            if (c, wl) not in cells:
+                continue
+            rps = m(c, wl, "rps")
+            configs[c] = {"ratio": ratio(rps, a), "cpu": m(c, wl, "proxy_cpu_us_per_req")}
+        if configs:
+            rows.append({"label": label, "configs": configs})
+    return rows
+
+
+def draw_chart(path, workloads, cells, m, extra, disturbed=0):
+    """Draws the chart (bench/chart.py); returns what was written."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import chart
+
+    rows = chart_rows(workloads, cells, m)
+    title = "mcp-policy: make bench, medians"
+    subtitle = (f"{extra.get('date', '?')}, {extra.get('cpu', '?')} x {extra.get('nproc', '?')}, Envoy "
+                f"{str(extra.get('envoy', '?')).split('/')[1] if '/' in str(extra.get('envoy', '')) else '?'}, "
+                "one worker")
+    if disturbed:
+        subtitle += f"; {disturbed} of {len(cells)} cells disturbed by other work (~ in RESULTS.md)"
+    png = pathlib.Path(path)
+    return chart.draw(rows, title, subtitle, png)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
     ap.add_argument("--workloads", required=True)
     ap.add_argument("--extra", required=True)
     ap.add_argument("--md", required=True)
+    ap.add_argument("--chart", help="also draw the ratios as a PNG here (bench/chart.py; an SVG next to it)")
     args = ap.parse_args()
 
     rows = []
@@ -134,6 +170,16 @@ def main():
         out.append(f"- **{c}** = {d}{(' — ' + note) if note else ''}")
     out.append("")
 
+    chart_line = None
+    if args.chart:
+        disturbed = sum(1 for c, wl in cells if clean_rows(c, wl)[1])
+        chart_line = draw_chart(args.chart, workloads, cells, m, extra, disturbed)
+        name = os.path.basename(args.chart)
+        out.append(f"![RPS relative to A and proxy CPU per request, per workload and configuration]({name})\n")
+        out.append(f"The chart ({name}, drawn by bench/chart.py from the medians below): for each workload, each "
+                   "configuration's requests/s relative to A and its proxy CPU µs per request. Where C's time goes "
+                   "on a small call (the floor, each kind of host call, the policy work): "
+                   "[docs/benchmarks.md, Where the time goes](../docs/benchmarks.md#where-the-time-goes).\n")
     out.append("## Throughput and latency (medians)\n")
     hdr = "| workload | " + " | ".join(f"{c} RPS | {c} p50 µs | {c} p99 µs" for c in present)
     if "C" in present and "A" in present:
@@ -369,6 +415,8 @@ def main():
 
     text = "\n".join(out)
     print(text)
+    if chart_line:
+        print(chart_line)
     with open(args.md, "w") as f:
         f.write(text)
 

@@ -531,7 +531,11 @@ print(f'core {\"$LOAD_CPU\"} busy {statistics.median(v):.0f}% (median over cells
 " 2>/dev/null || echo n/a)
 put load_core "$LOADBUSY"
 say "report"
-"$PY" "$BENCH/report.py" --results "$WORK/results.jsonl" --workloads "$WORK/workloads.tsv" \
-  --extra "$WORK/extra.tsv" --md "$RESULTS_MD"
+# The chart: bench/results.png with the default results file, else the results file's name with .png.
+# Drawn by the venv's Python when there is one: its Playwright drives the browser tests' Chromium (bench/chart.py).
+if [ -z "${BENCH_RESULTS:-}" ]; then CHART=$BENCH/results.png; else CHART=${RESULTS_MD%.md}.png; fi
+REPORT_PY=$PY; [ -x "$ROOT/.venv/bin/python" ] && REPORT_PY=$ROOT/.venv/bin/python
+"$REPORT_PY" "$BENCH/report.py" --results "$WORK/results.jsonl" --workloads "$WORK/workloads.tsv" \
+  --extra "$WORK/extra.tsv" --md "$RESULTS_MD" --chart "$CHART"
 echo
 echo "written: ${RESULTS_MD#$ROOT/}   (raw: bench/.work/results.jsonl)   total $(( $(date +%s) - START )) s"

@@ -4,6 +4,9 @@
 //! caller-aware rules add at the request headers (reading the caller, choosing its profile).
 //!
 //!     cargo run --release --example microbench
+//!     MICROBENCH_COUNT=20000 valgrind --tool=callgrind target/release/examples/microbench   # instructions
+//!
+//! `MICROBENCH_POLICY` names another policy than bench/policy.json.
 //!
 //! Prints ns per call and MB/s (median of several timed batches).
 
@@ -87,7 +90,7 @@ impl Host for MemoryHost {
     fn now_nanos(&mut self) -> u64 {
         1_700_000_000_000_000_000
     }
-    fn audit_enabled(&mut self, _: u64) -> bool {
+    fn audit_enabled(&mut self) -> bool {
         self.audit
     }
     fn store(&self) -> &MemoryStore {
@@ -102,6 +105,54 @@ impl Host for MemoryHost {
     fn log(&mut self, _: log::Level, message: &str) {
         black_box(message);
     }
+}
+
+impl MemoryHost {
+    /// A host holding one request: the headers an MCP client sends (as in `make bench`) and `body`.
+    fn request(body: &[u8]) -> Self {
+        let len = body.len().to_string();
+        let headers = header_map::serialise(&[
+            (":authority", b"127.0.0.1:10000"),
+            (":path", b"/mcp"),
+            (":method", b"POST"),
+            (":scheme", b"http"),
+            ("content-type", b"application/json"),
+            ("accept", b"application/json, text/event-stream"),
+            ("mcp-session-id", b"session-1"),
+            ("content-length", len.as_bytes()),
+            ("user-agent", b"python-httpx/0.28.1"),
+            ("x-request-id", b"0b5f3c2e-1d4a-4b8e-9f00-123456789abc"),
+        ]);
+        let host = MemoryHost {
+            headers,
+            body: body.to_vec(),
+            audit: false,
+            store: MemoryStore::default(),
+        };
+        let _ = init_store(&host.store);
+        host
+    }
+}
+
+/// One request through the filter's callbacks, as Envoy calls them: headers, body, response headers, done.
+fn one_request(policy: &Rc<policy::Policy>, host: &mut MemoryHost, len: usize) {
+    let mut f = Flow::new(Some(policy.clone()));
+    black_box(f.on_request_headers(host, false));
+    black_box(f.on_request_body(host, len, true));
+    black_box(f.on_response_headers(host));
+    f.on_done(host);
+}
+
+/// `MICROBENCH_COUNT=N`: only the small allowed call through the filter's callbacks, N times, untimed: for
+/// instruction counts (`valgrind --tool=callgrind`), which a busy machine does not disturb.
+fn count_only(policy: policy::Policy, n: u64) {
+    let policy = Rc::new(policy);
+    let body = call("get_run", r#"{"run_id":"4f1c0a9e5d6b4c3a"}"#);
+    let mut host = MemoryHost::request(&body);
+    for _ in 0..n {
+        one_request(&policy, &mut host, body.len());
+    }
+    println!("{n} small allowed calls through flow::Flow");
 }
 
 fn call(name: &str, args: &str) -> Vec<u8> {
@@ -122,7 +173,8 @@ fn blob_args(bytes: usize) -> String {
 }
 
 fn main() {
-    let policy_text = std::fs::read("bench/policy.json").unwrap_or_else(|_| {
+    let path = std::env::var("MICROBENCH_POLICY").unwrap_or_else(|_| "bench/policy.json".into());
+    let policy_text = std::fs::read(path).unwrap_or_else(|_| {
         br#"{"version":"1","default":"deny","tools":{"get_*":{},"query_runs":{"conditions":[{"path":"args.limit","op":"lte","value":100}]}}}"#.to_vec()
     });
     let policy = match policy::parse(&policy_text) {
@@ -132,6 +184,12 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(n) = std::env::var("MICROBENCH_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        return count_only(policy, n);
+    }
     let store = MemoryStore::default();
     let _ = init_store(&store);
     let head = Head {
@@ -262,32 +320,9 @@ fn main() {
     );
     header();
     for (name, body) in &cases {
-        let len = body.len().to_string();
-        let headers = header_map::serialise(&[
-            (":authority", b"127.0.0.1:10000"),
-            (":path", b"/mcp"),
-            (":method", b"POST"),
-            (":scheme", b"http"),
-            ("content-type", b"application/json"),
-            ("accept", b"application/json, text/event-stream"),
-            ("mcp-session-id", b"session-1"),
-            ("content-length", len.as_bytes()),
-            ("user-agent", b"python-httpx/0.28.1"),
-            ("x-request-id", b"0b5f3c2e-1d4a-4b8e-9f00-123456789abc"),
-        ]);
-        let mut host = MemoryHost {
-            headers,
-            body: body.clone(),
-            audit: false,
-            store: MemoryStore::default(),
-        };
-        let _ = init_store(&host.store);
+        let mut host = MemoryHost::request(body);
         row(name, body.len(), || {
-            let mut f = Flow::new(Some(policy.clone()));
-            black_box(f.on_request_headers(&mut host, false));
-            black_box(f.on_request_body(&mut host, body.len(), true));
-            black_box(f.on_response_headers(&mut host));
-            f.on_done(&mut host);
+            one_request(&policy, &mut host, body.len())
         });
     }
     callers();

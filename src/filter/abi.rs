@@ -133,6 +133,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 fn ok(status: u32) -> Result<(), Status> {
@@ -348,4 +349,10 @@ pub fn define_counter(name: &str) -> Result<u32, Status> {
 pub fn increment(id: u32, by: i64) -> Result<(), Status> {
     // SAFETY: no pointers.
     ok(unsafe { proxy_increment_metric(id, by) })
+}
+
+/// Asks Envoy to call the root context's `on_tick` every `millis` milliseconds (0: never).
+pub fn set_tick_period(millis: u32) -> Result<(), Status> {
+    // SAFETY: no pointers.
+    ok(unsafe { proxy_set_tick_period_milliseconds(millis) })
 }

@@ -158,25 +158,13 @@ impl Host for Envoy {
         abi::now_nanos().unwrap_or(0)
     }
 
-    /// Asked of Envoy at most once a second (`now_nanos`: the request's clock): a host call per request costs
-    /// more than the rest of the check, and an operator who turns the level up or down sees the change
-    /// within a second.
-    fn audit_enabled(&mut self, now_nanos: u64) -> bool {
-        thread_local! {
-            /// (when last asked, the answer)
-            static LEVEL: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
-        }
-        LEVEL.with(|cached| match cached.get() {
-            Some((asked, on))
-                if now_nanos.saturating_sub(asked) < 1_000_000_000 && now_nanos >= asked =>
-            {
-                on
-            }
-            _ => {
-                let on = abi::log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32));
-                cached.set(Some((now_nanos, on)));
-                on
-            }
+    /// Asked of Envoy when the filter starts and on every tick of the root context (once a second, see
+    /// `super::Root`), not per request: a host call per request costs more than the rest of the check, and an
+    /// operator who turns the level up or down sees the change within a second.
+    fn audit_enabled(&mut self) -> bool {
+        AUDIT.with(|on| match on.get() {
+            Some(on) => on,
+            None => refresh_audit(),
         })
     }
 
@@ -216,6 +204,18 @@ impl Host for Envoy {
         };
         let _ = abi::log(level, message);
     }
+}
+
+thread_local! {
+    /// Whether Envoy's log level lets `info` (audit lines) through, as last asked ([`refresh_audit`]).
+    static AUDIT: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Asks Envoy for its log level (one host call) and keeps whether audit lines are on; on error they are.
+pub fn refresh_audit() -> bool {
+    let on = abi::log_level().map_or(true, |l| (l as u32) <= (LogLevel::Info as u32));
+    AUDIT.with(|c| c.set(Some(on)));
+    on
 }
 
 /// Distinct tool names that get their own per-tool counters; past this, tools count as `_other` (a client

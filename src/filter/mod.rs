@@ -72,7 +72,14 @@ struct Root {
 
 impl Context for Root {}
 
+/// How often the root context re-reads Envoy's log level (see `host::refresh_audit`).
+const TICK_MILLIS: u32 = 1000;
+
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        host::refresh_audit();
+    }
+
     fn on_configure(&mut self, size: usize) -> bool {
         let bytes = match abi::buffer(BufferType::PluginConfiguration, 0, size) {
             Ok(b) => b.unwrap_or_default(),
@@ -86,6 +93,12 @@ impl RootContext for Root {
             Ok((p, loaded)) => {
                 let _ = abi::log(LogLevel::Info, &loaded);
                 self.policy = Some(Rc::new(p));
+                // Whether audit lines are on is asked now and on each tick, never per request (`host.rs`).
+                host::refresh_audit();
+                if let Err(e) = abi::set_tick_period(TICK_MILLIS) {
+                    let why = format!("mcp-policy: no ticks ({e:?}): the log level is read once");
+                    let _ = abi::log(LogLevel::Warn, &why);
+                }
                 true
             }
             Err(why) => {

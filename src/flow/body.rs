@@ -1,7 +1,7 @@
 //! The request body: held until it is whole, then decided once.
 
 use super::response::ListAnswer;
-use super::{env, Action, Flow, Host};
+use super::{env_if, Action, Flow, Host};
 use crate::policy::{Mode, Policy};
 use crate::reply;
 use crate::request::{self, Checked, Outcome, Summary};
@@ -57,7 +57,7 @@ impl Flow {
                 return self.fail_closed(host, &format!("reading the request body failed ({e})"))
             }
         };
-        let env = env(host);
+        let env = env_if(host, policy.needs_clock());
         let now_nanos = env.now_nanos;
         let Checked {
             outcome,
@@ -162,7 +162,7 @@ fn export_value(v: &str) -> Option<Cow<'_, str>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::{load, send, tools_call, FakeHost};
+    use super::super::fake::{answer_untouched, load, send, tools_call, FakeHost};
     use super::*;
 
     const POLICY: &str = r#"{"version":"1","default":"deny","max_body_bytes":200,
@@ -203,12 +203,7 @@ mod tests {
         );
         assert!(e.audit.contains(r#""decision":"allow""#), "{}", e.audit);
         // The answer streams through: not even its status is read.
-        host.clear_calls();
-        host.respond_with(200, &[("content-type", "application/json")], "{}");
-        assert_eq!(flow.on_response_headers(&mut host), Action::Continue);
-        assert_eq!(flow.on_response_body(&mut host, 2, true), Action::Continue);
-        flow.on_done(&mut host);
-        assert!(host.calls.is_empty(), "{:?}", host.calls);
+        answer_untouched(&mut flow, &mut host);
         // With audit lines off, none is built.
         let mut host = FakeHost {
             audit: false,
@@ -217,6 +212,68 @@ mod tests {
         let mut flow = Flow::new(load(&host, POLICY));
         send(&mut flow, &mut host);
         assert_eq!(host.events[0].audit, "");
+    }
+
+    /// Issue 16: a call with no rate limit, no approval and no exported headers makes no shared-data call, no
+    /// header write, and reads the clock only for its audit line: with audit lines off (Envoy's level above
+    /// info, as in production and `make bench`), the headers, the body and the decision's counters, nothing
+    /// else. Every host call of the request is counted, the store's too.
+    #[test]
+    fn a_plain_allowed_call_makes_no_other_host_call() {
+        let policy = r#"{"version":"1","default":"deny","export_headers":false,
+            "tools":{"get_run":{},"delete_*":{"action":"deny"}}}"#;
+        let body = tools_call(7, "get_run");
+        for audit in [false, true] {
+            let mut host = FakeHost {
+                audit,
+                ..FakeHost::request(&[("mcp-session-id", "s-1")], &body)
+            };
+            let mut flow = Flow::new(load(&host, policy));
+            let store_ops = host.store.ops.get();
+            assert_eq!(
+                send(&mut flow, &mut host),
+                (Action::Pause, Action::Continue)
+            );
+            let read_body = format!("request_body {}", body.len());
+            let mut expected = vec!["request_headers", &read_body, "record allow"];
+            if audit {
+                // The audit line's time.
+                expected.insert(2, "now");
+            }
+            assert_eq!(host.calls, expected, "audit lines {audit}");
+            assert!(
+                !host.calls.iter().any(|c| c.starts_with("request_header ")),
+                "no header write"
+            );
+            assert_eq!(host.store.ops.get(), store_ops, "no shared data");
+            assert_eq!(host.labels(), ["allow"]);
+            // The answer: not a host call either.
+            answer_untouched(&mut flow, &mut host);
+        }
+        // A refusal of the same policy: its counters and the reply, still no clock without audit lines.
+        let mut host = FakeHost {
+            audit: false,
+            ..FakeHost::request(&[("mcp-session-id", "s-1")], &tools_call(8, "delete_run"))
+        };
+        let mut flow = Flow::new(load(&host, policy));
+        let store_ops = host.store.ops.get();
+        send(&mut flow, &mut host);
+        assert_eq!(host.calls[2..], ["record deny", "send_reply 200"]);
+        assert_eq!(host.store.ops.get(), store_ops);
+        // A rate limit, or an approval, needs the time even without audit lines.
+        for policy in [
+            r#"{"version":"1","export_headers":false,"tools":{"get_run":{"rate_limit":"5/minute"}}}"#,
+            r#"{"version":"1","export_headers":false,"tools":{"get_run":{}},
+                "approval":{"cluster":"approvals"}}"#,
+        ] {
+            let mut host = FakeHost {
+                audit: false,
+                ..FakeHost::request(&[("mcp-session-id", "s-1")], &body)
+            };
+            let mut flow = Flow::new(load(&host, policy));
+            send(&mut flow, &mut host);
+            assert_eq!(host.calls[2], "now", "{policy}");
+        }
     }
 
     #[test]

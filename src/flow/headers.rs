@@ -1,7 +1,7 @@
 //! The request headers: the first callback of every request. For a policy with `callers`, this is where the
 //! caller is read (once per request, only what the policy uses: [`crate::caller::read`]) and its profile chosen.
 
-use super::{env, Action, Flow, Host};
+use super::{env_if, Action, Flow, Host};
 use crate::caller::{self, Caller};
 use crate::header_map::HeaderMap;
 use crate::label::Label;
@@ -109,7 +109,7 @@ impl Flow {
             }
             let head = anonymous_head(host, policy, headers);
             let why = format!("{} (mode audit: forwarded)", caller::NONE_REQUIRED);
-            let event = request::refused_event(&env(host), &head, Label::WouldDeny, &why);
+            let event = request::refused_event(&env_if(host, false), &head, Label::WouldDeny, &why);
             host.record(&event);
         }
         Ok(Some(c))
@@ -124,7 +124,12 @@ impl Flow {
         why: &str,
     ) -> Action {
         self.head = anonymous_head(host, policy, headers);
-        let event = request::refused_event(&env(host), &self.head, Label::Unauthenticated, why);
+        let event = request::refused_event(
+            &env_if(host, false),
+            &self.head,
+            Label::Unauthenticated,
+            why,
+        );
         host.record(&event);
         // RFC 9110 §15.5.2: a 401 names the scheme that would authenticate the request.
         let scheme = policy

@@ -147,8 +147,9 @@ pub trait Host {
 
     /// Wall-clock time, nanoseconds since the Unix epoch.
     fn now_nanos(&mut self) -> u64;
-    /// Whether audit lines would be written (Envoy's log level lets `info` through) at `now_nanos`.
-    fn audit_enabled(&mut self, now_nanos: u64) -> bool;
+    /// Whether audit lines would be written (Envoy's log level lets `info` through). Not a host call per request:
+    /// the filter asks Envoy when it starts and once a second after.
+    fn audit_enabled(&mut self) -> bool;
     /// The rate-limit store.
     fn store(&self) -> &Self::Store;
     /// Counts a decision in the metrics and writes its audit line (if it has one).
@@ -287,7 +288,7 @@ fn resume_after<H: Host>(host: &mut H, concluded: Action, after: &str) {
 }
 
 /// The world as the core sees it for one decision: the store, the clock now (one host call), and whether
-/// audit lines are on.
+/// audit lines are on (no host call: see [`Host::audit_enabled`]).
 fn env<H: Host>(host: &mut H) -> Env<'_, H::Store> {
     let now_nanos = host.now_nanos();
     env_at(host, now_nanos)
@@ -295,11 +296,21 @@ fn env<H: Host>(host: &mut H) -> Env<'_, H::Store> {
 
 /// [`env`] with the clock already read.
 fn env_at<H: Host>(host: &mut H, now_nanos: u64) -> Env<'_, H::Store> {
-    let audit = host.audit_enabled(now_nanos);
+    let audit = host.audit_enabled();
     Env {
         store: host.store(),
         now_nanos,
         audit,
+    }
+}
+
+/// [`env`] for a decision that needs the time only if `clock` (a rate limit, an approval) or for its audit line:
+/// otherwise the clock is not read (a host call saved) and the time is 0, which nothing reads.
+fn env_if<H: Host>(host: &mut H, clock: bool) -> Env<'_, H::Store> {
+    if clock || host.audit_enabled() {
+        env(host)
+    } else {
+        env_at(host, 0)
     }
 }
 

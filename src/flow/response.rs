@@ -148,7 +148,7 @@ impl Flow {
                 host.count(Counter::ToolChanged);
             }
             let now_nanos = host.now_nanos();
-            if host.audit_enabled(now_nanos) {
+            if host.audit_enabled() {
                 let line = AuditEvent {
                     unix_nanos: now_nanos,
                     decision: label,

@@ -274,6 +274,8 @@ pub struct Policy {
     unforgeable: Vec<String>,
     /// See [`Policy::counts`] (set by [`Policy::seal`]): session, caller, global.
     scopes: [bool; 3],
+    /// See [`Policy::needs_clock`] (set by [`Policy::seal`]).
+    clock: bool,
     /// See [`Policy::fleet_limit`] (set by [`Policy::seal`]). A list, not a map: a policy has a few limits, a
     /// call looks one or two up, and another `HashMap` type would add its own code to the wasm.
     fleet: Vec<(u64, FleetLimit)>,
@@ -375,6 +377,7 @@ impl Policy {
             hold: 1,
             unforgeable: Vec::new(),
             scopes: [false; 3],
+            clock: false,
             fleet: Vec::new(),
         }
     }
@@ -423,6 +426,13 @@ impl Policy {
         self.hold
     }
 
+    /// True when a decision of this policy can depend on the time: a rate limit (windows), an approval (remembered
+    /// approvals expire). Without either, a request reads the clock only for its audit line, and none when audit
+    /// lines are off.
+    pub fn needs_clock(&self) -> bool {
+        self.clock
+    }
+
     /// What the rate limit service is told about the limit with this id (a charge's `limit.id`); `None` for a
     /// limit this Envoy counts.
     pub fn fleet_limit(&self, id: u64) -> Option<&FleetLimit> {
@@ -465,6 +475,7 @@ impl Policy {
                 *slot = used;
             }
         }
+        self.clock = self.approval.is_some() || self.has_limits();
         let mut names: Vec<String> = EXPORTED.map(String::from).to_vec();
         if let Some(n) = &self.export {
             for h in [&n.method, &n.tool, &n.profile] {

@@ -203,13 +203,14 @@ pub fn check_body<S: Store>(
     }
     let summary = summarize(&records);
     let audit_mode = policy.mode == Mode::Audit;
-    let finish = |outcome: Outcome, records: &[Record<'_>]| {
+    // The summary is moved into the result, not copied: every path ends in one `finish` (or returns it itself).
+    let finish = |outcome: Outcome, records: &[Record<'_>], summary: Summary| {
         let refused = matches!(outcome, Outcome::Reply(_));
         let events = events(env, head, records, refused, audit_mode);
         Checked {
             outcome,
             events,
-            summary: summary.clone(),
+            summary,
         }
     };
     if let Some(r) = reply::refused(body.batch, &records) {
@@ -218,7 +219,7 @@ pub fn check_body<S: Store>(
         } else {
             Outcome::Reply(r)
         };
-        return finish(outcome, &records);
+        return finish(outcome, &records, summary);
     }
     let bookkeeping = "rate-limit bookkeeping failed";
     // The limits this Envoy counts first; the rate limit service is asked only if they have room (`fleet.rs`).
@@ -242,7 +243,7 @@ pub fn check_body<S: Store>(
                     };
                 }
                 Ok(Planned::Nothing(asks)) if asks.is_empty() => {
-                    return finish(Outcome::Forward(reservations), &records);
+                    return finish(Outcome::Forward(reservations), &records, summary);
                 }
                 Ok(Planned::Nothing(asks)) => {
                     let awaiting = Awaiting::keep(body.batch, &records);
@@ -280,8 +281,8 @@ pub fn check_body<S: Store>(
         refused.why,
     ));
     match reply::refused(body.batch, &records) {
-        Some(_) if audit_mode => finish(Outcome::Forward(Vec::new()), &records),
-        Some(r) => finish(Outcome::Reply(r), &records),
+        Some(_) if audit_mode => finish(Outcome::Forward(Vec::new()), &records, summary),
+        Some(r) => finish(Outcome::Reply(r), &records, summary),
         None => invalid(env, head, reply::internal(bookkeeping), bookkeeping),
     }
 }
