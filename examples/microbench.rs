@@ -27,6 +27,9 @@ struct MemoryHost {
     body: Vec<u8>,
     audit: bool,
     store: MemoryStore,
+    /// A tools/list answer (`application/json`, status 200) for the response callbacks; without one the
+    /// response headers all read "200" and the body is empty.
+    answer: Option<Vec<u8>>,
 }
 
 impl Host for MemoryHost {
@@ -76,14 +79,25 @@ impl Host for MemoryHost {
     fn grpc_response(&mut self, _: usize) -> Vec<u8> {
         Vec::new()
     }
-    fn response_header(&mut self, _: &str) -> Option<String> {
-        Some("200".into())
+    fn response_header(&mut self, name: &str) -> Option<String> {
+        match (&self.answer, name) {
+            (None, _) | (Some(_), ":status") => Some("200".into()),
+            (Some(_), "content-type") => Some("application/json".into()),
+            (Some(_), _) => None,
+        }
     }
-    fn set_response_header(&mut self, _: &str, _: Option<&str>) {}
-    fn response_body(&mut self, _: usize) -> Vec<u8> {
-        Vec::new()
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        black_box((name, value));
     }
-    fn set_response_body(&mut self, _: usize, _: &[u8]) -> Result<(), String> {
+    fn response_body(&mut self, size: usize) -> Vec<u8> {
+        self.answer
+            .as_ref()
+            .and_then(|a| a.get(..size))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+    fn set_response_body(&mut self, _: usize, body: &[u8]) -> Result<(), String> {
+        black_box(body);
         Ok(())
     }
     fn reset_response(&mut self) {}
@@ -128,6 +142,7 @@ impl MemoryHost {
             body: body.to_vec(),
             audit: false,
             store: MemoryStore::default(),
+            answer: None,
         };
         let _ = init_store(&host.store);
         host
@@ -141,6 +156,63 @@ fn one_request(policy: &Rc<policy::Policy>, host: &mut MemoryHost, len: usize) {
     black_box(f.on_request_body(host, len, true));
     black_box(f.on_response_headers(host));
     f.on_done(host);
+}
+
+/// A tools/list request through the filter's callbacks, its answer (`answer_len` bytes, held whole) filtered.
+fn one_list_request(
+    policy: &Rc<policy::Policy>,
+    host: &mut MemoryHost,
+    len: usize,
+    answer_len: usize,
+) {
+    let mut f = Flow::new(Some(policy.clone()));
+    black_box(f.on_request_headers(host, false));
+    black_box(f.on_request_body(host, len, true));
+    black_box(f.on_response_headers(host));
+    black_box(f.on_response_body(host, answer_len, true));
+    f.on_done(host);
+}
+
+/// The answer a tools/list benchmark filters: `MICROBENCH_ANSWER` (e.g. `make bench`'s
+/// bench/.work/resp-tools-list.json) or the MLflow server's 40 tools (~25 KB).
+fn list_answer() -> Option<Vec<u8>> {
+    let path = std::env::var("MICROBENCH_ANSWER")
+        .unwrap_or_else(|_| "tests/fixtures/mlflow-mcp-0.4.1.tools-list.json".into());
+    std::fs::read(path).ok()
+}
+
+const LIST_REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+
+/// `MICROBENCH_COUNT=N MICROBENCH_CASE=list`: the tools/list answer filtered (`flow::filter_list_answer`) N
+/// times; `MICROBENCH_CASE=list_flow`: a tools/list request and its answer through the filter's callbacks N
+/// times. Untimed, for instruction counts.
+fn count_list(policy: policy::Policy, n: u64, through_flow: bool) {
+    let Some(answer) = list_answer() else {
+        eprintln!("no tools/list answer to filter");
+        std::process::exit(1);
+    };
+    let policy = Rc::new(policy);
+    if through_flow {
+        let mut host = MemoryHost::request(LIST_REQUEST);
+        let answer_len = answer.len();
+        host.answer = Some(answer);
+        for _ in 0..n {
+            one_list_request(&policy, &mut host, LIST_REQUEST.len(), answer_len);
+        }
+        println!("{n} tools/list requests and {answer_len}-byte answers through flow::Flow");
+    } else {
+        let plan = flow::plan_list_answer(Some("application/json"), None);
+        let mut kept = 0;
+        for _ in 0..n {
+            let out =
+                flow::filter_list_answer(&*policy, "1", &plan, black_box(&answer), &mut Vec::new());
+            kept = out.len();
+        }
+        println!(
+            "{n} tools/list answers filtered: {} -> {kept} bytes",
+            answer.len()
+        );
+    }
 }
 
 /// `MICROBENCH_COUNT=N`: only the small allowed call through the filter's callbacks, N times, untimed: for
@@ -188,7 +260,11 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
     {
-        return count_only(policy, n);
+        return match std::env::var("MICROBENCH_CASE").as_deref() {
+            Ok("list") => count_list(policy, n, false),
+            Ok("list_flow") => count_list(policy, n, true),
+            _ => count_only(policy, n),
+        };
     }
     let store = MemoryStore::default();
     let _ = init_store(&store);
@@ -261,7 +337,7 @@ fn main() {
         }
     }
     // The response side: a tools/list answer (the MLflow server's 40 tools, ~25 KB) filtered by the policy.
-    if let Ok(answer) = std::fs::read("tests/fixtures/mlflow-mcp-0.4.1.tools-list.json") {
+    if let Some(answer) = list_answer() {
         println!("\ntools/list answer filtered (flow::filter_list_answer)");
         header();
         let plan = flow::plan_list_answer(Some("application/json"), None);
@@ -312,6 +388,7 @@ fn main() {
                 );
             }
         }
+        list_split(&policy, &answer);
     }
     // The filter's request path: headers, body, response headers, done, as Envoy calls them.
     let policy = Rc::new(policy);
@@ -334,6 +411,60 @@ fn main() {
             let _ = black_box(mcp::inspect(black_box(body)));
         });
     }
+}
+
+/// The tools/list answer's filtering taken apart (issue 16): each pass over the answer alone, the policy's
+/// decision for each listed tool, and the whole response path through the filter's callbacks.
+fn list_split(policy: &policy::Policy, answer: &[u8]) {
+    println!("\ntools/list answer taken apart (the passes filter_list_answer makes, each alone)");
+    header();
+    row("UTF-8 check (str::from_utf8)", answer.len(), || {
+        black_box(std::str::from_utf8(black_box(answer)).is_ok());
+    });
+    row("serde_json validation (RawValue)", answer.len(), || {
+        if let Ok(text) = std::str::from_utf8(answer) {
+            black_box(
+                serde_json::from_str::<&serde_json::value::RawValue>(black_box(text)).is_ok(),
+            );
+        }
+    });
+    row("strict scanner (json::check_strict)", answer.len(), || {
+        black_box(mcp_policy::json::check_strict(black_box(answer)).is_ok());
+    });
+    let names: Vec<String> = serde_json::from_slice::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|v| {
+            let tools = v.get("result")?.get("tools")?.as_array()?.clone();
+            Some(
+                tools
+                    .iter()
+                    .filter_map(|t| Some(t.get("name")?.as_str()?.to_owned()))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    let view = policy.view();
+    let kept = names.iter().filter(|n| view.is_listed(n)).count();
+    row(
+        &format!("is_listed x {} ({kept} kept)", names.len()),
+        0,
+        || {
+            for n in &names {
+                black_box(view.is_listed(black_box(n)));
+            }
+        },
+    );
+    row("copy of the answer (to_vec)", answer.len(), || {
+        black_box(black_box(answer).to_vec());
+    });
+    let policy = Rc::new(policy.clone());
+    let mut host = MemoryHost::request(LIST_REQUEST);
+    host.answer = Some(answer.to_vec());
+    row(
+        "tools/list request + answer, flow::Flow",
+        answer.len(),
+        || one_list_request(&policy, &mut host, LIST_REQUEST.len(), answer.len()),
+    );
 }
 
 /// What a policy with `callers` and three profiles adds at the request headers, without the host calls: the
